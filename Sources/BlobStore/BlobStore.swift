@@ -1,0 +1,76 @@
+import NIOCore
+import OCI
+
+/// Content-addressed storage for blob bytes, shared by every repository, plus the scratch space
+/// of in-progress uploads. It knows nothing about repositories or visibility: the metadata
+/// database decides what a repository may see; this stores bytes.
+///
+/// Contract: a committed blob is durable and complete before `commitUpload` returns, and never
+/// partially visible. Upload ids are opaque strings chosen by the caller (UUIDs).
+public protocol BlobStore: Sendable {
+    /// The size of a committed blob, or nil when the store does not hold it.
+    func size(of digest: Digest) async throws -> Int64?
+
+    /// Opens a committed blob for reading, or returns nil when the store does not hold it.
+    /// Opening first lets a server answer 404 before it has sent any headers.
+    func open(_ digest: Digest) async throws -> (any BlobReader)?
+
+    /// Stores small content directly (for example the empty JSON config) without an upload session.
+    func put(_ bytes: ByteBuffer, as digest: Digest) async throws
+
+    /// Removes a committed blob's bytes. Only the garbage collector calls this.
+    func delete(_ digest: Digest) async throws
+
+    /// Every committed blob, for consistency checks and orphan collection.
+    func allBlobs() -> AsyncThrowingStream<Digest, any Error>
+
+    // MARK: Uploads
+
+    /// Starts an empty upload.
+    func createUpload(_ id: String) async throws
+    /// Bytes received so far, or nil when the upload does not exist.
+    func uploadSize(_ id: String) async throws -> Int64?
+    /// Opens the upload for appending at `offset`; anything beyond `offset` (bytes from an
+    /// interrupted request the client was never told about) is discarded.
+    func appendToUpload(_ id: String, at offset: Int64) async throws -> any UploadWriter
+    /// Streams the bytes of an upload (used to rebuild hash state after a restart).
+    func readUpload(_ id: String, consume: (ByteBuffer) async throws -> Void) async throws
+    /// Makes the upload's bytes the committed blob `digest`, durably and atomically. If the blob
+    /// already exists (a concurrent upload of the same content won), the upload is just discarded.
+    func commitUpload(_ id: String, as digest: Digest) async throws
+    /// Discards an upload. Missing uploads are not an error.
+    func deleteUpload(_ id: String) async throws
+    /// Ids of all uploads in the store, for cleaning up abandoned ones.
+    func allUploads() async throws -> [String]
+}
+
+/// An open committed blob. Its bytes never change; a reader keeps working even if the blob is
+/// deleted while it is open.
+public protocol BlobReader: Sendable {
+    var size: Int64 { get }
+    /// Streams `range` (inclusive; nil means the whole blob) to `consume` in chunks, then closes the reader.
+    func stream(range: ClosedRange<Int64>?, consume: (ByteBuffer) async throws -> Void) async throws
+    /// Closes a reader that will not be streamed.
+    func close() async throws
+}
+
+/// Sequential writer for one upload. Not shared between tasks.
+public protocol UploadWriter: Sendable {
+    func write(_ buffer: ByteBuffer) async throws
+    /// Flushes buffered bytes; the upload's size then reflects everything written.
+    func close() async throws
+}
+
+public enum BlobStoreError: Error, Sendable, CustomStringConvertible {
+    case notFound(String)
+    case uploadNotFound(String)
+    case invalidRange
+
+    public var description: String {
+        switch self {
+        case .notFound(let what): "blob \(what) not found in storage"
+        case .uploadNotFound(let id): "upload \(id) not found in storage"
+        case .invalidRange: "requested range is outside the blob"
+        }
+    }
+}

@@ -1,0 +1,301 @@
+import NIOCore
+import NIOPosix
+import OCI
+import _NIOFileSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Blob bytes on a local filesystem.
+///
+/// Layout: `<root>/blobs/<algorithm>/<first two hex>/<hex>` for committed blobs and
+/// `<root>/uploads/<id>` for uploads in progress. Both live on one filesystem so a commit is a
+/// `rename(2)`: a blob path either does not exist or holds the complete, fsynced content.
+public struct FileSystemBlobStore: BlobStore {
+    public let root: String
+    private let fileSystem: FileSystem
+    private let threadPool: NIOThreadPool
+    /// Size of the chunks a download reads from disk. 256 KiB keeps memory low at full speed.
+    private let readChunkSize: Int
+    /// Uploads are written in batches of this size (fewer system calls and thread-pool hops).
+    private let writeBufferSize: Int
+
+    public init(root: String, threadPool: NIOThreadPool = .singleton, readChunkSize: Int = 256 * 1024, writeBufferSize: Int = 1024 * 1024) {
+        self.root = root
+        self.threadPool = threadPool
+        self.fileSystem = FileSystem(threadPool: threadPool)
+        self.readChunkSize = readChunkSize
+        self.writeBufferSize = writeBufferSize
+    }
+
+    /// Creates the directory layout. Call once at start-up.
+    public func prepare() async throws {
+        for directory in [root, "\(root)/blobs", "\(root)/uploads"] {
+            try await fileSystem.createDirectory(at: FilePath(directory), withIntermediateDirectories: true)
+        }
+    }
+
+    func blobPath(_ digest: Digest) -> String {
+        let hex = digest.encoded
+        return "\(root)/blobs/\(digest.algorithm.rawValue)/\(hex.prefix(2))/\(hex)"
+    }
+
+    func uploadPath(_ id: String) -> String { "\(root)/uploads/\(id)" }
+
+    // MARK: Committed blobs
+
+    public func size(of digest: Digest) async throws -> Int64? {
+        try await fileSystem.info(forFileAt: FilePath(blobPath(digest)), infoAboutSymbolicLink: false).map { $0.size }
+    }
+
+    public func open(_ digest: Digest) async throws -> (any BlobReader)? {
+        let handle: ReadFileHandle
+        do {
+            handle = try await fileSystem.openFile(forReadingAt: FilePath(blobPath(digest)), options: .init())
+        } catch let error as FileSystemError where error.code == .notFound {
+            return nil
+        }
+        do {
+            let size = try await handle.info().size
+            return FileBlobReader(handle: handle, size: size, chunkSize: readChunkSize)
+        } catch {
+            try? await handle.close()
+            throw error
+        }
+    }
+
+    public func put(_ bytes: ByteBuffer, as digest: Digest) async throws {
+        if try await size(of: digest) != nil { return }
+        let temporary = "temp-\(UInt64.random(in: 0...UInt64.max))"
+        try await createUpload(temporary)
+        let writer = try await appendToUpload(temporary, at: 0)
+        do {
+            try await writer.write(bytes)
+            try await writer.close()
+            try await commitUpload(temporary, as: digest)
+        } catch {
+            try? await deleteUpload(temporary)
+            throw error
+        }
+    }
+
+    public func delete(_ digest: Digest) async throws {
+        try await fileSystem.removeItem(at: FilePath(blobPath(digest)), strategy: .platformDefault, recursively: false)
+    }
+
+    public func allBlobs() -> AsyncThrowingStream<Digest, any Error> {
+        let root = self.root
+        let fileSystem = self.fileSystem
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    for algorithm in DigestAlgorithm.allCases {
+                        let algorithmDirectory = FilePath("\(root)/blobs/\(algorithm.rawValue)")
+                        guard try await fileSystem.info(forFileAt: algorithmDirectory, infoAboutSymbolicLink: false) != nil else { continue }
+                        let prefixes = try await Self.list(algorithmDirectory, fileSystem)
+                        for prefix in prefixes.sorted() {
+                            let names = try await Self.list(FilePath("\(root)/blobs/\(algorithm.rawValue)/\(prefix)"), fileSystem)
+                            for name in names.sorted() {
+                                if let digest = Digest("\(algorithm.rawValue):\(name)") { continuation.yield(digest) }
+                            }
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    private static func list(_ directory: FilePath, _ fileSystem: FileSystem) async throws -> [String] {
+        try await fileSystem.withDirectoryHandle(atPath: directory) { handle in
+            var names: [String] = []
+            for try await entry in handle.listContents(recursive: false) { names.append(entry.name.string) }
+            return names
+        }
+    }
+
+    // MARK: Uploads
+
+    public func createUpload(_ id: String) async throws {
+        let handle = try await fileSystem.openFile(
+            forWritingAt: FilePath(uploadPath(id)),
+            options: .modifyFile(createIfNecessary: true)
+        )
+        try await handle.close()
+    }
+
+    public func uploadSize(_ id: String) async throws -> Int64? {
+        try await fileSystem.info(forFileAt: FilePath(uploadPath(id)), infoAboutSymbolicLink: false).map { $0.size }
+    }
+
+    public func appendToUpload(_ id: String, at offset: Int64) async throws -> any UploadWriter {
+        let handle: WriteFileHandle
+        do {
+            handle = try await fileSystem.openFile(forWritingAt: FilePath(uploadPath(id)), options: .modifyFile(createIfNecessary: false))
+        } catch let error as FileSystemError where error.code == .notFound {
+            throw BlobStoreError.uploadNotFound(id)
+        }
+        do {
+            let current = try await handle.info().size
+            if current != offset { try await handle.resize(to: .bytes(offset)) }
+        } catch {
+            try? await handle.close()
+            throw error
+        }
+        return FileUploadWriter(handle: handle, offset: offset, bufferSize: writeBufferSize)
+    }
+
+    public func readUpload(_ id: String, consume: (ByteBuffer) async throws -> Void) async throws {
+        let handle: ReadFileHandle
+        do {
+            handle = try await fileSystem.openFile(forReadingAt: FilePath(uploadPath(id)), options: .init())
+        } catch let error as FileSystemError where error.code == .notFound {
+            throw BlobStoreError.uploadNotFound(id)
+        }
+        do {
+            for try await chunk in handle.readChunks(in: 0..<Int64.max, chunkLength: .bytes(Int64(readChunkSize))) {
+                try await consume(chunk)
+            }
+        } catch {
+            try? await handle.close()
+            throw error
+        }
+        try await handle.close()
+    }
+
+    public func commitUpload(_ id: String, as digest: Digest) async throws {
+        let source = uploadPath(id)
+        let target = blobPath(digest)
+        let directory = String(target[..<target.lastIndex(of: "/")!])
+        // Durability first: the bytes reach the disk before the name that publishes them.
+        do {
+            try await syncToDisk(path: source, directory: false)
+        } catch let error as POSIXFileError where error.errno == ENOENT {
+            throw BlobStoreError.uploadNotFound(id)
+        }
+        try await fileSystem.createDirectory(at: FilePath(directory), withIntermediateDirectories: true)
+        do {
+            try await fileSystem.moveItem(at: FilePath(source), to: FilePath(target))
+        } catch let error as FileSystemError where error.code == .fileAlreadyExists {
+            // Same digest, same bytes: another upload committed this blob first.
+            try await deleteUpload(id)
+            return
+        } catch let error as FileSystemError where error.code == .notFound {
+            throw BlobStoreError.uploadNotFound(id)
+        }
+        try await syncToDisk(path: directory, directory: true)
+    }
+
+    public func deleteUpload(_ id: String) async throws {
+        try await fileSystem.removeItem(at: FilePath(uploadPath(id)), strategy: .platformDefault, recursively: false)
+    }
+
+    public func allUploads() async throws -> [String] {
+        try await Self.list(FilePath("\(root)/uploads"), fileSystem)
+    }
+
+    /// fsync(2) of a file or directory, on the I/O thread pool.
+    private func syncToDisk(path: String, directory: Bool) async throws {
+        try await threadPool.runIfActive {
+            let fd = Glibc.open(path, directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY)
+            guard fd >= 0 else { throw POSIXFileError(call: "open", path: path, errno: errno) }
+            defer { close(fd) }
+            guard fsync(fd) == 0 else { throw POSIXFileError(call: "fsync", path: path, errno: errno) }
+        }
+    }
+}
+
+struct POSIXFileError: Error, CustomStringConvertible {
+    let call: String
+    let path: String
+    let errno: Int32
+    var description: String { "\(call)(\(path)) failed: \(String(cString: strerror(errno)))" }
+}
+
+struct FileBlobReader: BlobReader {
+    let handle: ReadFileHandle
+    let size: Int64
+    let chunkSize: Int
+
+    func stream(range: ClosedRange<Int64>?, consume: (ByteBuffer) async throws -> Void) async throws {
+        let readRange = range.map { $0.lowerBound..<($0.upperBound + 1) } ?? 0..<size
+        do {
+            for try await chunk in handle.readChunks(in: readRange, chunkLength: .bytes(Int64(chunkSize))) {
+                try await consume(chunk)
+            }
+        } catch {
+            try? await handle.close()
+            throw error
+        }
+        try await handle.close()
+    }
+
+    func close() async throws {
+        try await handle.close()
+    }
+}
+
+/// Batches incoming buffers into `bufferSize` writes at increasing offsets.
+/// Used by one request at a time, which the upload session's lock guarantees.
+final class FileUploadWriter: UploadWriter, @unchecked Sendable {
+    private let handle: WriteFileHandle
+    private var offset: Int64
+    private var pending: ByteBuffer
+    private let bufferSize: Int
+    private var closed = false
+
+    init(handle: WriteFileHandle, offset: Int64, bufferSize: Int) {
+        self.handle = handle
+        self.offset = offset
+        self.bufferSize = bufferSize
+        self.pending = ByteBufferAllocator().buffer(capacity: bufferSize)
+    }
+
+    func write(_ buffer: ByteBuffer) async throws {
+        if pending.readableBytes == 0, buffer.readableBytes >= bufferSize {
+            try await flush(buffer)
+            return
+        }
+        var buffer = buffer
+        pending.writeBuffer(&buffer)
+        if pending.readableBytes >= bufferSize {
+            try await flush(pending)
+            pending.clear()
+        }
+    }
+
+    private func flush(_ buffer: ByteBuffer) async throws {
+        let written = try await handle.write(contentsOf: buffer.readableBytesView, toAbsoluteOffset: offset)
+        offset += written
+    }
+
+    func close() async throws {
+        guard !closed else { return }
+        closed = true
+        do {
+            if pending.readableBytes > 0 {
+                try await flush(pending)
+                pending.clear()
+            }
+        } catch {
+            try? await handle.close()
+            throw error
+        }
+        try await handle.close()
+    }
+
+    deinit {
+        if !closed {
+            let handle = self.handle
+            Task { try? await handle.close() }
+        }
+    }
+}

@@ -1,0 +1,487 @@
+import Logging
+import NIOCore
+import OCI
+import SQLKit
+
+/// The registry's source of truth: repositories, blobs and who may see them, manifests, tags,
+/// referrers and upload sessions. Catalog, tag lists and referrers are indexed queries here,
+/// never walks over storage.
+public struct MetadataStore: Sendable {
+    public let database: Database
+
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// Opens the database at `url` and brings its schema up to date.
+    public static func open(url: String, logger: Logger) async throws -> MetadataStore {
+        let database = try await Database.open(url: url, logger: logger)
+        do {
+            try await Migrations.run(on: database, logger: logger)
+        } catch {
+            await database.close()
+            throw error
+        }
+        return MetadataStore(database: database)
+    }
+
+    public func close() async { await database.close() }
+
+    /// Applies any pending migrations; returns the versions applied (none when up to date).
+    @discardableResult
+    public func migrate(logger: Logger) async throws -> [Int] {
+        try await Migrations.run(on: database, logger: logger)
+    }
+
+    // MARK: Repositories
+
+    public func repositoryExists(_ name: RepositoryName) async throws -> Bool {
+        try await database.read { sql in
+            try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first() != nil
+        }
+    }
+
+    /// Repository names in ASCII order, after `last`, at most `limit`.
+    public func listRepositories(after last: String?, limit: Int) async throws -> [String] {
+        try await database.read { sql in
+            let rows = try await sql.raw("""
+                SELECT name FROM repositories WHERE name > \(bind: last ?? "") ORDER BY name LIMIT \(literal: limit)
+                """).all()
+            return try rows.map { try $0.decode(column: "name", as: String.self) }
+        }
+    }
+
+    /// Returns the id of `name`, creating the repository when it does not exist yet.
+    static func ensureRepository(_ name: RepositoryName, _ sql: any SQLDatabase) async throws -> Int64 {
+        if let row = try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first() {
+            return try row.decode(column: "id", as: Int64.self)
+        }
+        let row = try await sql.raw("""
+            INSERT INTO repositories (name, created_at) VALUES (\(bind: name.value), \(bind: Timestamp.nowMillis()))
+            ON CONFLICT (name) DO UPDATE SET name = excluded.name
+            RETURNING id
+            """).first()
+        guard let row else { throw MetadataError.internalError("repository insert returned no id") }
+        return try row.decode(column: "id", as: Int64.self)
+    }
+
+    static func repositoryID(_ name: RepositoryName, _ sql: any SQLDatabase) async throws -> Int64? {
+        try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first()?
+            .decode(column: "id", as: Int64.self)
+    }
+
+    // MARK: Blobs
+
+    /// The blob if `repository` may see it.
+    public func blob(_ digest: Digest, in repository: RepositoryName) async throws -> BlobRecord? {
+        try await database.read { sql in
+            let row = try await sql.raw("""
+                SELECT b.size FROM repositories r
+                JOIN repository_blobs rb ON rb.repository_id = r.id
+                JOIN blobs b ON b.digest = rb.digest
+                WHERE r.name = \(bind: repository.value) AND rb.digest = \(bind: digest.description)
+                """).first()
+            return try row.map { BlobRecord(digest: digest, size: try $0.decode(column: "size", as: Int64.self)) }
+        }
+    }
+
+    /// The blob if any repository holds it (for de-duplicating uploads; never exposed to clients as-is).
+    public func committedBlob(_ digest: Digest) async throws -> BlobRecord? {
+        try await database.read { sql in
+            let row = try await sql.raw("SELECT size FROM blobs WHERE digest = \(bind: digest.description)").first()
+            return try row.map { BlobRecord(digest: digest, size: try $0.decode(column: "size", as: Int64.self)) }
+        }
+    }
+
+    /// Records a blob whose bytes are committed to the blob store and makes it visible in `repository`.
+    public func linkBlob(_ blob: BlobRecord, to repository: RepositoryName) async throws {
+        try await database.transaction { sql in
+            let now = Timestamp.nowMillis()
+            try await sql.raw("""
+                INSERT INTO blobs (digest, size, created_at) VALUES (\(bind: blob.digest.description), \(bind: blob.size), \(bind: now))
+                ON CONFLICT (digest) DO NOTHING
+                """).run()
+            let repositoryID = try await Self.ensureRepository(repository, sql)
+            try await sql.raw("""
+                INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: blob.digest.description), \(bind: now))
+                ON CONFLICT (repository_id, digest) DO NOTHING
+                """).run()
+        }
+    }
+
+    /// Cross-repository mount: links `digest` into `target` if `source` holds it. Returns the blob, or nil.
+    public func mountBlob(_ digest: Digest, from source: RepositoryName, to target: RepositoryName) async throws -> BlobRecord? {
+        try await database.transaction { sql in
+            let row = try await sql.raw("""
+                SELECT b.size FROM repositories r
+                JOIN repository_blobs rb ON rb.repository_id = r.id
+                JOIN blobs b ON b.digest = rb.digest
+                WHERE r.name = \(bind: source.value) AND rb.digest = \(bind: digest.description)
+                """).first()
+            guard let row else { return nil }
+            let size = try row.decode(column: "size", as: Int64.self)
+            let repositoryID = try await Self.ensureRepository(target, sql)
+            try await sql.raw("""
+                INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: digest.description), \(bind: Timestamp.nowMillis()))
+                ON CONFLICT (repository_id, digest) DO NOTHING
+                """).run()
+            return BlobRecord(digest: digest, size: size)
+        }
+    }
+
+    /// Removes the blob from `repository`'s view. The bytes stay until garbage collection.
+    /// Returns false when the repository did not hold it.
+    public func unlinkBlob(_ digest: Digest, from repository: RepositoryName) async throws -> Bool {
+        try await database.transaction { sql in
+            guard let repositoryID = try await Self.repositoryID(repository, sql) else { return false }
+            let removed = try await sql.raw("""
+                DELETE FROM repository_blobs WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
+                RETURNING digest
+                """).all()
+            return !removed.isEmpty
+        }
+    }
+
+    // MARK: Upload sessions
+
+    public func createUpload(_ upload: UploadRecord) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                INSERT INTO upload_sessions (id, repository, size, algorithm, created_at, updated_at)
+                VALUES (\(bind: upload.id), \(bind: upload.repository), \(bind: upload.size), \(bind: upload.algorithm.rawValue), \(bind: upload.createdAt), \(bind: upload.updatedAt))
+                """).run()
+        }
+    }
+
+    public func upload(_ id: String) async throws -> UploadRecord? {
+        try await database.read { sql in
+            guard let row = try await sql.raw("SELECT * FROM upload_sessions WHERE id = \(bind: id)").first() else { return nil }
+            return try Self.uploadRecord(row)
+        }
+    }
+
+    public func updateUpload(_ id: String, size: Int64) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                UPDATE upload_sessions SET size = \(bind: size), updated_at = \(bind: Timestamp.nowMillis()) WHERE id = \(bind: id)
+                """).run()
+        }
+    }
+
+    /// Returns false when there was no such session.
+    @discardableResult
+    public func deleteUpload(_ id: String) async throws -> Bool {
+        try await database.transaction { sql in
+            try await !sql.raw("DELETE FROM upload_sessions WHERE id = \(bind: id) RETURNING id").all().isEmpty
+        }
+    }
+
+    /// Sessions not touched since `cutoff` (Unix ms): abandoned uploads.
+    public func uploads(notUpdatedSince cutoff: Int64, limit: Int) async throws -> [UploadRecord] {
+        try await database.read { sql in
+            try await sql.raw("""
+                SELECT * FROM upload_sessions WHERE updated_at < \(bind: cutoff) ORDER BY updated_at LIMIT \(literal: limit)
+                """).all().map(Self.uploadRecord)
+        }
+    }
+
+    private static func uploadRecord(_ row: any SQLRow) throws -> UploadRecord {
+        let algorithmName = try row.decode(column: "algorithm", as: String.self)
+        return UploadRecord(
+            id: try row.decode(column: "id", as: String.self),
+            repository: try row.decode(column: "repository", as: String.self),
+            size: try row.decode(column: "size", as: Int64.self),
+            algorithm: DigestAlgorithm(rawValue: algorithmName) ?? .sha256,
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self)
+        )
+    }
+
+    // MARK: Manifests
+
+    public func manifest(_ digest: Digest, in repository: RepositoryName) async throws -> ManifestRecord? {
+        try await database.read { sql in
+            let row = try await sql.raw("""
+                SELECT m.* FROM manifests m JOIN repositories r ON r.id = m.repository_id
+                WHERE r.name = \(bind: repository.value) AND m.digest = \(bind: digest.description)
+                """).first()
+            return try row.map(Self.manifestRecord)
+        }
+    }
+
+    /// The manifest a tag points at, in one query (the cache-miss path of a pull by tag).
+    public func manifest(tagged tag: Tag, in repository: RepositoryName) async throws -> ManifestRecord? {
+        try await database.read { sql in
+            let row = try await sql.raw("""
+                SELECT m.* FROM tags t
+                JOIN repositories r ON r.id = t.repository_id
+                JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+                WHERE r.name = \(bind: repository.value) AND t.name = \(bind: tag.value)
+                """).first()
+            return try row.map(Self.manifestRecord)
+        }
+    }
+
+    private static func manifestRecord(_ row: any SQLRow) throws -> ManifestRecord {
+        let digestString = try row.decode(column: "digest", as: String.self)
+        guard let digest = Digest(digestString) else { throw MetadataError.internalError("stored digest '\(digestString)' is invalid") }
+        let subject = try row.decodeNil(column: "subject_digest") ? nil : Digest(try row.decode(column: "subject_digest", as: String.self))
+        return ManifestRecord(
+            digest: digest,
+            mediaType: try row.decode(column: "media_type", as: String.self),
+            size: try row.decode(column: "size", as: Int64.self),
+            content: try row.decode(column: "content", as: ByteBuffer.self),
+            subject: subject,
+            artifactType: try row.decode(column: "artifact_type", as: String?.self),
+            pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
+            lastPulledAt: try row.decode(column: "last_pulled_at", as: Int64?.self)
+        )
+    }
+
+    /// Stores a validated manifest and moves its tags, atomically. Referenced blobs and (unless
+    /// sparse) child manifests must be in the repository, checked in the same transaction so a
+    /// concurrent delete cannot slip between check and insert.
+    /// Returns the tags that changed.
+    public func putManifest(_ manifest: NewManifest) async throws -> [TagChange] {
+        try await database.transaction { sql in
+            let repositoryID = try await Self.ensureRepository(manifest.repository, sql)
+            try await Self.checkReferences(of: manifest, repositoryID: repositoryID, sql)
+            let now = Timestamp.nowMillis()
+            let digest = manifest.digest.description
+            let inserted = try await sql.raw("""
+                INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject_digest, annotations, pushed_at)
+                VALUES (\(bind: repositoryID), \(bind: digest), \(bind: manifest.mediaType), \(bind: manifest.artifactType),
+                        \(bind: Int64(manifest.content.readableBytes)), \(bind: manifest.content), \(bind: manifest.subject?.description),
+                        \(bind: manifest.annotationsJSON), \(bind: now))
+                ON CONFLICT (repository_id, digest) DO NOTHING
+                RETURNING digest
+                """).all()
+            if !inserted.isEmpty {
+                var references: [(String, String)] = manifest.blobs.map { ($0.digest.description, "blob") }
+                references += manifest.children.map { ($0.description, "manifest") }
+                for chunk in Self.deduplicated(references).chunked(200) {
+                    var query: SQLQueryString = "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind) VALUES "
+                    for (i, (child, kind)) in chunk.enumerated() {
+                        query += "\(unsafeRaw: i == 0 ? "" : ", ")(\(bind: repositoryID), \(bind: digest), \(bind: child), \(bind: kind))"
+                    }
+                    query += " ON CONFLICT DO NOTHING"
+                    try await sql.raw(query).run()
+                }
+            }
+            var changes: [TagChange] = []
+            for tag in manifest.tags {
+                if let change = try await Self.moveTag(tag, to: manifest.digest, repositoryID: repositoryID, at: now, sql) {
+                    changes.append(change)
+                }
+            }
+            return changes
+        }
+    }
+
+    private static func deduplicated(_ references: [(String, String)]) -> [(String, String)] {
+        var seen = Set<String>()
+        return references.filter { seen.insert("\($0.0) \($0.1)").inserted }
+    }
+
+    private static func checkReferences(of manifest: NewManifest, repositoryID: Int64, _ sql: any SQLDatabase) async throws {
+        let blobDigests = Array(Set(manifest.blobs.map(\.digest.description)))
+        var sizes: [String: Int64] = [:]
+        for chunk in blobDigests.chunked(500) {
+            let rows = try await sql.raw("""
+                SELECT b.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                WHERE rb.repository_id = \(bind: repositoryID) AND rb.digest IN (\(binds: Array(chunk)))
+                """).all()
+            for row in rows {
+                sizes[try row.decode(column: "digest", as: String.self)] = try row.decode(column: "size", as: Int64.self)
+            }
+        }
+        for descriptor in manifest.blobs {
+            guard let size = sizes[descriptor.digest.description] else {
+                throw MetadataError.missingBlob(descriptor.digest)
+            }
+            guard size == descriptor.size else {
+                throw MetadataError.sizeMismatch(descriptor.digest, declared: descriptor.size, actual: size)
+            }
+        }
+        if manifest.allowMissingChildren || manifest.children.isEmpty { return }
+        let childDigests = Array(Set(manifest.children.map(\.description)))
+        var present = Set<String>()
+        for chunk in childDigests.chunked(500) {
+            let rows = try await sql.raw("""
+                SELECT digest FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest IN (\(binds: Array(chunk)))
+                """).all()
+            for row in rows { present.insert(try row.decode(column: "digest", as: String.self)) }
+        }
+        for child in manifest.children where !present.contains(child.description) {
+            throw MetadataError.missingManifest(child)
+        }
+    }
+
+    /// Points `tag` at `digest`, recording the move in the tag history. Nil when it already pointed there.
+    private static func moveTag(_ tag: Tag, to digest: Digest, repositoryID: Int64, at now: Int64, _ sql: any SQLDatabase) async throws -> TagChange? {
+        let previousRow = try await sql.raw("""
+            SELECT digest FROM tags WHERE repository_id = \(bind: repositoryID) AND name = \(bind: tag.value)
+            """).first()
+        let previous = try previousRow.flatMap { Digest(try $0.decode(column: "digest", as: String.self)) }
+        if previous == digest { return nil }
+        try await sql.raw("""
+            INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (\(bind: repositoryID), \(bind: tag.value), \(bind: digest.description), \(bind: now))
+            ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at
+            """).run()
+        try await sql.raw("""
+            INSERT INTO tag_history (repository_id, tag, digest, previous_digest, changed_at)
+            VALUES (\(bind: repositoryID), \(bind: tag.value), \(bind: digest.description), \(bind: previous?.description), \(bind: now))
+            """).run()
+        return TagChange(tag: tag.value, previous: previous, current: digest)
+    }
+
+    /// Deletes a manifest and every tag pointing at it. Returns the removed tags, or nil if the
+    /// repository did not hold the manifest. Blob bytes stay until garbage collection.
+    public func deleteManifest(_ digest: Digest, in repository: RepositoryName) async throws -> [String]? {
+        try await database.transaction { sql in
+            guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
+            let exists = try await sql.raw("""
+                SELECT digest FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
+                """).first()
+            guard exists != nil else { return nil }
+            let now = Timestamp.nowMillis()
+            let removedTags = try await sql.raw("""
+                DELETE FROM tags WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description) RETURNING name
+                """).all().map { try $0.decode(column: "name", as: String.self) }
+            for tag in removedTags {
+                try await sql.raw("""
+                    INSERT INTO tag_history (repository_id, tag, digest, previous_digest, changed_at)
+                    VALUES (\(bind: repositoryID), \(bind: tag), NULL, \(bind: digest.description), \(bind: now))
+                    """).run()
+            }
+            try await sql.raw("""
+                DELETE FROM manifest_references WHERE repository_id = \(bind: repositoryID) AND manifest_digest = \(bind: digest.description)
+                """).run()
+            try await sql.raw("""
+                DELETE FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
+                """).run()
+            return removedTags.sorted()
+        }
+    }
+
+    // MARK: Tags
+
+    public func resolveTag(_ tag: Tag, in repository: RepositoryName) async throws -> Digest? {
+        try await database.read { sql in
+            let row = try await sql.raw("""
+                SELECT t.digest FROM tags t JOIN repositories r ON r.id = t.repository_id
+                WHERE r.name = \(bind: repository.value) AND t.name = \(bind: tag.value)
+                """).first()
+            return try row.flatMap { Digest(try $0.decode(column: "digest", as: String.self)) }
+        }
+    }
+
+    /// Removes a tag (the manifest stays). Returns the digest it pointed at, or nil if there was no such tag.
+    public func deleteTag(_ tag: Tag, in repository: RepositoryName) async throws -> Digest? {
+        try await database.transaction { sql in
+            guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
+            let row = try await sql.raw("""
+                DELETE FROM tags WHERE repository_id = \(bind: repositoryID) AND name = \(bind: tag.value) RETURNING digest
+                """).first()
+            guard let row, let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
+            try await sql.raw("""
+                INSERT INTO tag_history (repository_id, tag, digest, previous_digest, changed_at)
+                VALUES (\(bind: repositoryID), \(bind: tag.value), NULL, \(bind: digest.description), \(bind: Timestamp.nowMillis()))
+                """).run()
+            return digest
+        }
+    }
+
+    /// Tags of `repository` in ASCII order after `last`, at most `limit`; nil when the repository does not exist.
+    public func listTags(in repository: RepositoryName, after last: String?, limit: Int) async throws -> [String]? {
+        try await database.read { sql in
+            guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
+            let rows = try await sql.raw("""
+                SELECT name FROM tags WHERE repository_id = \(bind: repositoryID) AND name > \(bind: last ?? "")
+                ORDER BY name LIMIT \(literal: limit)
+                """).all()
+            return try rows.map { try $0.decode(column: "name", as: String.self) }
+        }
+    }
+
+    /// The recorded moves of a tag, newest first.
+    public func tagHistory(_ tag: Tag, in repository: RepositoryName, limit: Int = 100) async throws -> [TagChange] {
+        try await database.read { sql in
+            guard let repositoryID = try await Self.repositoryID(repository, sql) else { return [] }
+            return try await sql.raw("""
+                SELECT digest, previous_digest FROM tag_history WHERE repository_id = \(bind: repositoryID) AND tag = \(bind: tag.value)
+                ORDER BY id DESC LIMIT \(literal: limit)
+                """).all().map { row in
+                    TagChange(
+                        tag: tag.value,
+                        previous: try row.decode(column: "previous_digest", as: String?.self).flatMap { Digest($0) },
+                        current: try row.decode(column: "digest", as: String?.self).flatMap { Digest($0) }
+                    )
+                }
+        }
+    }
+
+    // MARK: Referrers
+
+    /// Manifests in `repository` whose subject is `subject`, optionally only of one artifact type.
+    public func referrers(of subject: Digest, in repository: RepositoryName, artifactType: String?) async throws -> [ReferrerRecord] {
+        try await database.read { sql in
+            var query: SQLQueryString = """
+                SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+                JOIN repositories r ON r.id = m.repository_id
+                WHERE r.name = \(bind: repository.value) AND m.subject_digest = \(bind: subject.description)
+                """
+            if let artifactType { query += " AND m.artifact_type = \(bind: artifactType)" }
+            query += " ORDER BY m.pushed_at, m.digest"
+            return try await sql.raw(query).all().compactMap { row in
+                guard let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
+                return ReferrerRecord(
+                    digest: digest,
+                    mediaType: try row.decode(column: "media_type", as: String.self),
+                    size: try row.decode(column: "size", as: Int64.self),
+                    artifactType: try row.decode(column: "artifact_type", as: String?.self),
+                    annotationsJSON: try row.decode(column: "annotations", as: String?.self)
+                )
+            }
+        }
+    }
+
+    // MARK: Pull times
+
+    /// Records when manifests were last pulled, many at once (pulls are batched, never one write each).
+    public func recordPulls(_ pulls: [(repository: String, digest: Digest, at: Int64)]) async throws {
+        guard !pulls.isEmpty else { return }
+        try await database.transaction { sql in
+            for pull in pulls {
+                try await sql.raw("""
+                    UPDATE manifests SET last_pulled_at = \(bind: pull.at)
+                    WHERE digest = \(bind: pull.digest.description)
+                      AND repository_id = (SELECT id FROM repositories WHERE name = \(bind: pull.repository))
+                      AND (last_pulled_at IS NULL OR last_pulled_at < \(bind: pull.at))
+                    """).run()
+            }
+        }
+    }
+}
+
+public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
+    case missingBlob(Digest)
+    case missingManifest(Digest)
+    case sizeMismatch(Digest, declared: Int64, actual: Int64)
+    case internalError(String)
+
+    public var description: String {
+        switch self {
+        case .missingBlob(let digest): "blob \(digest) is not in the repository"
+        case .missingManifest(let digest): "manifest \(digest) is not in the repository"
+        case .sizeMismatch(let digest, let declared, let actual): "blob \(digest) has size \(actual), but the manifest declares \(declared)"
+        case .internalError(let message): message
+        }
+    }
+}
+
+extension Array {
+    func chunked(_ size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
+}

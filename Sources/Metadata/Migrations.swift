@@ -1,0 +1,164 @@
+import Logging
+import SQLKit
+
+/// Versioned schema migrations. Each runs once, in order, inside a transaction that also records it
+/// in `schema_migrations`; on PostgreSQL an advisory lock keeps nodes starting together from racing.
+///
+/// The SQL is shared by both engines; these placeholders cover their differences:
+/// - `{id}`: an auto-incrementing 64-bit primary key
+/// - `{name}`: text compared byte-wise (repository names, tags, digests sort in ASCII order on both)
+/// - `{bytes}`: binary content
+struct Migration: Sendable {
+    let version: Int
+    let name: String
+    let statements: [String]
+}
+
+enum Migrations {
+    static let all: [Migration] = [
+        Migration(version: 1, name: "core registry", statements: [
+            """
+            CREATE TABLE repositories (
+                id {id},
+                name {name} NOT NULL UNIQUE,
+                created_at BIGINT NOT NULL
+            )
+            """,
+            // Blob bytes live in the blob store; this row says they are committed and how big they are.
+            """
+            CREATE TABLE blobs (
+                digest {name} PRIMARY KEY,
+                size BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            )
+            """,
+            // Which repositories may see which blobs (pushed, mounted or referenced there).
+            """
+            CREATE TABLE repository_blobs (
+                repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+                digest {name} NOT NULL REFERENCES blobs(digest),
+                linked_at BIGINT NOT NULL,
+                PRIMARY KEY (repository_id, digest)
+            )
+            """,
+            "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
+            """
+            CREATE TABLE manifests (
+                repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+                digest {name} NOT NULL,
+                media_type TEXT NOT NULL,
+                artifact_type TEXT,
+                size BIGINT NOT NULL,
+                content {bytes} NOT NULL,
+                subject_digest {name},
+                annotations TEXT,
+                pushed_at BIGINT NOT NULL,
+                last_pulled_at BIGINT,
+                PRIMARY KEY (repository_id, digest)
+            )
+            """,
+            "CREATE INDEX manifests_by_subject ON manifests (repository_id, subject_digest)",
+            // Everything a manifest points at: blobs (config, layers) and, for indexes, child manifests.
+            """
+            CREATE TABLE manifest_references (
+                repository_id BIGINT NOT NULL,
+                manifest_digest {name} NOT NULL,
+                child_digest {name} NOT NULL,
+                kind TEXT NOT NULL,
+                PRIMARY KEY (repository_id, manifest_digest, child_digest, kind),
+                FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX manifest_references_by_child ON manifest_references (child_digest, repository_id)",
+            """
+            CREATE TABLE tags (
+                repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+                name {name} NOT NULL,
+                digest {name} NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (repository_id, name),
+                FOREIGN KEY (repository_id, digest) REFERENCES manifests (repository_id, digest)
+            )
+            """,
+            "CREATE INDEX tags_by_digest ON tags (repository_id, digest)",
+            // Every move of every tag, so "what did prod point at last Tuesday" has an answer.
+            """
+            CREATE TABLE tag_history (
+                id {id},
+                repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+                tag {name} NOT NULL,
+                digest {name},
+                previous_digest {name},
+                changed_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX tag_history_by_tag ON tag_history (repository_id, tag, id)",
+            """
+            CREATE TABLE upload_sessions (
+                id {name} PRIMARY KEY,
+                repository {name} NOT NULL,
+                size BIGINT NOT NULL,
+                algorithm TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX upload_sessions_by_age ON upload_sessions (updated_at)",
+        ]),
+    ]
+
+    static func render(_ statement: String, for dialect: Dialect) -> String {
+        switch dialect {
+        case .sqlite:
+            statement
+                .replacing("{id}", with: "INTEGER PRIMARY KEY AUTOINCREMENT")
+                .replacing("{name}", with: "TEXT")
+                .replacing("{bytes}", with: "BLOB")
+        case .postgres:
+            statement
+                .replacing("{id}", with: "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+                .replacing("{name}", with: "TEXT COLLATE \"C\"")
+                .replacing("{bytes}", with: "BYTEA")
+        }
+    }
+
+    /// Brings the schema up to date; returns the versions it applied.
+    @discardableResult
+    static func run(on database: Database, logger: Logger) async throws -> [Int] {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL
+                )
+                """).run()
+        }
+        var applied: [Int] = []
+        for migration in all {
+            let didApply = try await database.transaction { sql -> Bool in
+                if database.dialect == .postgres {
+                    // Serialise concurrent starters; released at COMMIT.
+                    try await sql.raw("SELECT pg_advisory_xact_lock(7745120331)").run()
+                }
+                let existing = try await sql.raw("SELECT version FROM schema_migrations WHERE version = \(bind: migration.version)").first()
+                if existing != nil { return false }
+                for statement in migration.statements {
+                    do {
+                        try await sql.raw(SQLQueryString(render(statement, for: database.dialect))).run()
+                    } catch {
+                        throw DatabaseError.migrationFailed(version: migration.version, underlying: "\(String(reflecting: error))")
+                    }
+                }
+                try await sql.raw("""
+                    INSERT INTO schema_migrations (version, name, applied_at)
+                    VALUES (\(bind: migration.version), \(bind: migration.name), \(bind: Timestamp.nowMillis()))
+                    """).run()
+                return true
+            }
+            if didApply {
+                logger.info("applied metadata migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+                applied.append(migration.version)
+            }
+        }
+        return applied
+    }
+}

@@ -1,0 +1,166 @@
+import BlobStore
+import Metadata
+import NIOCore
+import OCI
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+public struct PushedManifest: Sendable {
+    public let digest: Digest
+    public let subject: Digest?
+    /// Tags now pointing at the manifest (requested by the client; unchanged ones included).
+    public let tags: [String]
+}
+
+extension Registry {
+    /// PUT manifest: validates, stores the exact bytes, and moves the tags in one transaction.
+    /// `reference` is the tag or digest from the URL; `extraTags` come from `?tag=` parameters.
+    public func putManifest(
+        _ content: ByteBuffer, contentType: String?, in repository: RepositoryName,
+        reference: Reference, extraTags: [Tag] = []
+    ) async throws -> PushedManifest {
+        guard content.readableBytes <= ManifestParser.maximumSize else {
+            throw RegistryError(.manifestInvalid, "manifest is \(content.readableBytes) bytes; the limit is \(ManifestParser.maximumSize)", status: 413)
+        }
+        let bytes = Array(content.readableBytesView)
+        let parsed = try ManifestParser.parse(bytes, contentType: contentType)
+
+        let digest: Digest
+        var tags = extraTags
+        switch reference {
+        case .digest(let expected):
+            digest = Digest.of(bytes, algorithm: expected.algorithm)
+            guard digest == expected else {
+                throw RegistryError.digestInvalid("the manifest's digest is \(digest), not \(expected) as in the URL")
+            }
+        case .tag(let tag):
+            digest = Digest.of(bytes)
+            tags.insert(tag, at: 0)
+        }
+
+        // The OCI empty descriptor (`{}`) is well known; accept it even if the client never uploaded it.
+        for blob in parsed.requiredBlobs where EmptyJSON.isEmptyJSON(blob.digest) && blob.size == 2 {
+            try await ensureEmptyJSON(blob.digest, in: repository)
+        }
+
+        var annotationsJSON: String?
+        if let annotations = parsed.annotations, !annotations.isEmpty {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            annotationsJSON = String(decoding: try encoder.encode(annotations), as: UTF8.self)
+        }
+
+        let changes: [TagChange]
+        do {
+            changes = try await metadata.putManifest(NewManifest(
+                repository: repository, digest: digest, mediaType: parsed.mediaType, content: content,
+                artifactType: parsed.referrerArtifactType, subject: parsed.subject?.digest,
+                annotationsJSON: annotationsJSON, blobs: parsed.requiredBlobs,
+                children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
+                tags: uniqued(tags)
+            ))
+        } catch let error as MetadataError {
+            switch error {
+            case .missingBlob(let blob):
+                throw RegistryError(.manifestBlobUnknown, "the manifest references blob \(blob), which is not in repository \(repository)", detail: blob.description)
+            case .missingManifest(let child):
+                throw RegistryError(.manifestBlobUnknown, "the index references manifest \(child), which is not in repository \(repository); push it first", detail: child.description)
+            case .sizeMismatch(let blob, let declared, let actual):
+                throw RegistryError.manifestInvalid("the manifest declares blob \(blob) as \(declared) bytes, but it is \(actual) bytes")
+            case .internalError:
+                throw error
+            }
+        }
+        for change in changes { cache.invalidate(tag: change.tag, in: repository.value) }
+        return PushedManifest(digest: digest, subject: parsed.subject?.digest, tags: uniqued(tags).map(\.value))
+    }
+
+    private func ensureEmptyJSON(_ digest: Digest, in repository: RepositoryName) async throws {
+        if try await metadata.blob(digest, in: repository) != nil { return }
+        try await blobs.put(ByteBuffer(bytes: EmptyJSON.bytes), as: digest)
+        try await metadata.linkBlob(BlobRecord(digest: digest, size: Int64(EmptyJSON.bytes.count)), to: repository)
+    }
+
+    private func uniqued(_ tags: [Tag]) -> [Tag] {
+        var seen = Set<Tag>()
+        return tags.filter { seen.insert($0).inserted }
+    }
+
+    /// GET/HEAD manifest by tag or digest, from the cache when possible. `recordPull` marks a real pull.
+    public func manifest(_ reference: Reference, in repository: RepositoryName, recordPull: Bool) async throws -> ServedManifest {
+        let served: ServedManifest
+        switch reference {
+        case .digest(let digest):
+            if let cached = cache.manifest(digest, in: repository.value) {
+                served = cached
+            } else {
+                guard let record = try await metadata.manifest(digest, in: repository) else {
+                    throw RegistryError.manifestUnknown(digest)
+                }
+                served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: record.content)
+                cache.store(served, in: repository.value)
+            }
+        case .tag(let tag):
+            if let digest = cache.digest(forTag: tag.value, in: repository.value),
+               let cached = cache.manifest(digest, in: repository.value) {
+                served = cached
+            } else {
+                guard let record = try await metadata.manifest(tagged: tag, in: repository) else {
+                    throw RegistryError.manifestUnknown(tag)
+                }
+                served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: record.content)
+                cache.store(served, in: repository.value, tag: tag.value)
+            }
+        }
+        if recordPull { pulls.record(served.digest, in: repository.value) }
+        return served
+    }
+
+    /// DELETE manifest: by digest removes the manifest and every tag on it; by tag removes only the tag.
+    public func deleteManifest(_ reference: Reference, in repository: RepositoryName) async throws {
+        switch reference {
+        case .digest(let digest):
+            guard let removedTags = try await metadata.deleteManifest(digest, in: repository) else {
+                throw RegistryError.manifestUnknown(digest)
+            }
+            cache.invalidate(manifest: digest, in: repository.value)
+            for tag in removedTags { cache.invalidate(tag: tag, in: repository.value) }
+        case .tag(let tag):
+            guard try await metadata.deleteTag(tag, in: repository) != nil else {
+                throw RegistryError.manifestUnknown(tag)
+            }
+            cache.invalidate(tag: tag.value, in: repository.value)
+        }
+    }
+
+    /// A page of a repository's tags in ASCII order.
+    public func tags(in repository: RepositoryName, after last: String?, limit: Int) async throws -> [String] {
+        guard let tags = try await metadata.listTags(in: repository, after: last, limit: limit) else {
+            throw RegistryError.nameUnknown(repository)
+        }
+        return tags
+    }
+
+    /// A page of repository names in ASCII order.
+    public func catalog(after last: String?, limit: Int) async throws -> [String] {
+        try await metadata.listRepositories(after: last, limit: limit)
+    }
+
+    /// Descriptors of the manifests whose `subject` is `digest`, optionally of one artifact type.
+    /// Works before the subject itself is pushed; an unknown repository simply has no referrers.
+    public func referrers(of digest: Digest, in repository: RepositoryName, artifactType: String?) async throws -> [Descriptor] {
+        let records = try await metadata.referrers(of: digest, in: repository, artifactType: artifactType)
+        return records.map { record in
+            var annotations: [String: String]?
+            if let json = record.annotationsJSON {
+                annotations = try? JSONDecoder().decode([String: String].self, from: Data(json.utf8))
+            }
+            return Descriptor(mediaType: record.mediaType, digest: record.digest, size: record.size,
+                              annotations: annotations, artifactType: record.artifactType)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import Logging
+import Registry
+import Yams
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Everything `wharf serve` can be told. Sources, weakest first: built-in defaults, the YAML file
+/// (`--config`), `WHARF_*` environment variables, command-line flags. The defaults alone run a
+/// single-node registry on 127.0.0.1:5000 with SQLite and filesystem storage under `./wharf-data`.
+public struct WharfConfiguration: Sendable, Equatable {
+    /// `HOST:PORT` to listen on.
+    public var listen = "127.0.0.1:5000"
+    /// Folder for everything Wharf stores on its own (database, blobs, uploads, keys).
+    public var dataDirectory = "./wharf-data"
+    /// `sqlite:PATH` or `postgres://user:password@host:port/database`. Nil: `sqlite:<data>/wharf.db`.
+    public var databaseURL: String?
+    /// Root of the filesystem blob store. Nil: the data folder.
+    public var storagePath: String?
+    /// Accept image indexes that name child manifests the repository does not hold.
+    public var allowSparseIndexes = false
+    public var manifestCacheMiB = 64
+    /// Seconds a cached tag or manifest may be served unchecked; 0 means until this node changes it.
+    /// Set it (for example to 2) when several nodes share one PostgreSQL database.
+    public var cacheTTLSeconds = 0
+    public var pullRecordIntervalSeconds = 10
+    /// Largest page of tags or repositories in one response.
+    public var maximumPageSize = 10_000
+    /// Advertised as OCI-Chunk-Min-Length; 0 for none.
+    public var chunkMinimumLength = 0
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    public var resolvedDatabaseURL: String { databaseURL ?? "sqlite:\(dataDirectory)/wharf.db" }
+    public var resolvedStoragePath: String { storagePath ?? dataDirectory }
+
+    public var registryConfiguration: RegistryConfiguration {
+        var configuration = RegistryConfiguration()
+        configuration.allowSparseIndexes = allowSparseIndexes
+        configuration.manifestCacheBytes = manifestCacheMiB * 1024 * 1024
+        configuration.cacheTimeToLive = cacheTTLSeconds > 0 ? .seconds(cacheTTLSeconds) : nil
+        configuration.pullRecordInterval = .seconds(max(1, pullRecordIntervalSeconds))
+        configuration.chunkMinimumLength = chunkMinimumLength > 0 ? chunkMinimumLength : nil
+        return configuration
+    }
+
+    /// The host and port of `listen`; accepts `host:port`, `[ipv6]:port` and `:port`.
+    public func listenAddress() throws -> (host: String, port: Int) {
+        var value = Substring(listen)
+        var host: Substring
+        if value.hasPrefix("[") {
+            guard let close = value.firstIndex(of: "]") else { throw ConfigurationError.invalid("listen", listen) }
+            host = value[value.index(after: value.startIndex)..<close]
+            value = value[value.index(after: close)...]
+        } else {
+            guard let colon = value.lastIndex(of: ":") else { throw ConfigurationError.invalid("listen", listen) }
+            host = value[..<colon]
+            value = value[colon...]
+        }
+        guard value.hasPrefix(":"), let port = Int(value.dropFirst()), (0...65535).contains(port) else {
+            throw ConfigurationError.invalid("listen", listen)
+        }
+        if host.isEmpty { host = "127.0.0.1" }
+        return (String(host), port)
+    }
+
+    // MARK: Layers
+
+    /// The YAML file's shape. Every key is optional; unknown keys are refused so typos surface.
+    struct File: Decodable {
+        var listen: String?
+        var data: String?
+        var database: Database?
+        var storage: Storage?
+        var registry: RegistrySection?
+        var log: Log?
+
+        struct Database: Decodable { var url: String? }
+        struct Storage: Decodable {
+            var filesystem: Filesystem?
+            struct Filesystem: Decodable { var path: String? }
+        }
+        struct RegistrySection: Decodable {
+            var allowSparseIndexes: Bool?
+            var manifestCacheMiB: Int?
+            var cacheTTLSeconds: Int?
+            var pullRecordIntervalSeconds: Int?
+            var maximumPageSize: Int?
+            var chunkMinimumLength: Int?
+        }
+        struct Log: Decodable { var level: String? }
+    }
+
+    /// Applies a YAML document on top of `self`.
+    public mutating func apply(yaml: String, source: String) throws {
+        let file: File
+        do {
+            if let node = try Yams.compose(yaml: yaml) { try Self.checkKnownKeys(node, path: "", source: source) }
+            file = try YAMLDecoder().decode(File.self, from: yaml)
+        } catch let error as ConfigurationError {
+            throw error
+        } catch {
+            throw ConfigurationError.unreadable(source, "\(error)")
+        }
+        if let value = file.listen { listen = value }
+        if let value = file.data { dataDirectory = value }
+        if let value = file.database?.url { databaseURL = value }
+        if let value = file.storage?.filesystem?.path { storagePath = value }
+        if let registry = file.registry {
+            if let value = registry.allowSparseIndexes { allowSparseIndexes = value }
+            if let value = registry.manifestCacheMiB { manifestCacheMiB = value }
+            if let value = registry.cacheTTLSeconds { cacheTTLSeconds = value }
+            if let value = registry.pullRecordIntervalSeconds { pullRecordIntervalSeconds = value }
+            if let value = registry.maximumPageSize { maximumPageSize = value }
+            if let value = registry.chunkMinimumLength { chunkMinimumLength = value }
+        }
+        if let value = file.log?.level { logLevel = try Self.parseLogLevel(value, source: "\(source): log.level") }
+        try validate()
+    }
+
+    /// Every key the file may contain, as dotted paths.
+    static let knownKeys: Set<String> = [
+        "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path",
+        "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
+        "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength",
+        "log", "log.level",
+    ]
+
+    private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
+        guard case .mapping(let mapping) = node else { return }
+        for (key, value) in mapping {
+            let name = key.string ?? "\(key)"
+            let full = path.isEmpty ? name : "\(path).\(name)"
+            guard knownKeys.contains(full) else {
+                throw ConfigurationError.unreadable(source, "unknown key '\(full)'; known keys: \(knownKeys.sorted().joined(separator: ", "))")
+            }
+            try checkKnownKeys(value, path: full, source: source)
+        }
+    }
+
+    /// Applies `WHARF_*` variables on top of `self`.
+    public mutating func apply(environment: [String: String]) throws {
+        if let value = environment["WHARF_LISTEN"] { listen = value }
+        if let value = environment["WHARF_DATA"] { dataDirectory = value }
+        if let value = environment["WHARF_DATABASE_URL"] { databaseURL = value }
+        if let value = environment["WHARF_STORAGE_PATH"] { storagePath = value }
+        if let value = environment["WHARF_LOG_LEVEL"] { logLevel = try Self.parseLogLevel(value, source: "WHARF_LOG_LEVEL") }
+        if let value = environment["WHARF_ALLOW_SPARSE_INDEXES"] { allowSparseIndexes = ["1", "true", "yes"].contains(value.lowercased()) }
+        try validate()
+    }
+
+    public func validate() throws {
+        _ = try listenAddress()
+        guard manifestCacheMiB >= 0 else { throw ConfigurationError.invalid("registry.manifestCacheMiB", "\(manifestCacheMiB)") }
+        guard cacheTTLSeconds >= 0 else { throw ConfigurationError.invalid("registry.cacheTTLSeconds", "\(cacheTTLSeconds)") }
+        guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
+        guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
+    }
+
+    public static func parseLogLevel(_ value: String, source: String) throws -> Logger.Level {
+        guard let level = Logger.Level(rawValue: value.lowercased()) else {
+            throw ConfigurationError.invalid(source, value)
+        }
+        return level
+    }
+}
+
+public enum ConfigurationError: Error, CustomStringConvertible {
+    case invalid(String, String)
+    case unreadable(String, String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let key, let value): "invalid value for \(key): '\(value)'"
+        case .unreadable(let source, let reason): "cannot read configuration \(source): \(reason)"
+        }
+    }
+}

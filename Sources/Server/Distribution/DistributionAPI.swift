@@ -1,0 +1,430 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import Metadata
+import NIOCore
+import OCI
+import Registry
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The OCI Distribution API over HTTP: parses `/v2` requests, calls the registry's use-cases and
+/// renders their results and errors the way the spec and real clients expect.
+struct DistributionAPI: Sendable {
+    let registry: Registry
+    /// The largest page of tags or repositories served at once.
+    let maximumPageSize: Int
+    /// Page size for the catalog when the client does not ask for one.
+    let defaultCatalogPageSize = 1000
+
+    func respond(to request: Request, context: WharfRequestContext) async -> Response {
+        var response: Response
+        do {
+            guard let route = DistributionRoute.parse(path: request.uri.path) else {
+                throw RegistryError(.unsupported, "no such endpoint: \(request.uri.path)", status: 404)
+            }
+            response = try await dispatch(route, request, context)
+        } catch let error as RegistryError {
+            response = ErrorResponse.make(error, method: request.method)
+        } catch let error as UploadError {
+            response = uploadErrorResponse(error, request: request)
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)"])
+            response = ErrorResponse.json(status: .internalServerError, code: "UNKNOWN", message: "internal server error; see the server log", method: request.method)
+        }
+        response.headers[.dockerDistributionAPIVersion] = "registry/2.0"
+        return response
+    }
+
+    private func dispatch(_ route: DistributionRoute, _ request: Request, _ context: WharfRequestContext) async throws -> Response {
+        let method = request.method
+        switch route {
+        case .base:
+            try allow(method, [.get, .head])
+            return jsonResponse(ByteBuffer(string: "{}"), method: method)
+        case .catalog:
+            try allow(method, [.get])
+            return try await catalog(request)
+        case .tags(let name):
+            try allow(method, [.get])
+            return try await tags(request, repository: try repositoryName(name))
+        case .manifest(let name, let reference):
+            try allow(method, [.get, .head, .put, .delete])
+            let repository = try repositoryName(name)
+            switch method {
+            case .put: return try await putManifest(request, repository: repository, reference: reference)
+            case .delete: return try await deleteManifest(repository: repository, reference: reference)
+            default: return try await getManifest(request, repository: repository, reference: reference)
+            }
+        case .blob(let name, let digest):
+            try allow(method, [.get, .head, .delete])
+            let repository = try repositoryName(name)
+            let digest = try parseDigest(digest)
+            switch method {
+            case .delete:
+                try await registry.deleteBlob(digest, in: repository)
+                return emptyResponse(.accepted)
+            case .head: return try await headBlob(repository: repository, digest: digest)
+            default: return try await getBlob(request, repository: repository, digest: digest)
+            }
+        case .uploads(let name):
+            try allow(method, [.post])
+            return try await startUpload(request, repository: try repositoryName(name))
+        case .upload(let name, let id):
+            try allow(method, [.get, .patch, .put, .delete])
+            let repository = try repositoryName(name)
+            switch method {
+            case .patch: return try await patchUpload(request, repository: repository, id: id)
+            case .put: return try await putUpload(request, repository: repository, id: id)
+            case .delete:
+                try await registry.cancelUpload(id, in: repository)
+                return emptyResponse(.noContent)
+            default:
+                let status = try await registry.uploadStatus(id, in: repository)
+                return uploadProgressResponse(.noContent, repository: repository, status: status)
+            }
+        case .referrers(let name, let digest):
+            try allow(method, [.get])
+            return try await referrers(request, repository: try repositoryName(name), digest: try parseDigest(digest))
+        }
+    }
+
+    // MARK: Blobs
+
+    private func headBlob(repository: RepositoryName, digest: Digest) async throws -> Response {
+        let blob = try await registry.blobInfo(digest, in: repository)
+        var headers = blobHeaders(digest)
+        headers[.contentLength] = String(blob.size)
+        return Response(status: .ok, headers: headers, body: .init())
+    }
+
+    private func getBlob(_ request: Request, repository: RepositoryName, digest: Digest) async throws -> Response {
+        let reader = try await registry.openBlob(digest, in: repository)
+        var headers = blobHeaders(digest)
+        let range: ClosedRange<Int64>?
+        let status: HTTPResponse.Status
+        switch ByteRanges.resolve(request.headers[.range], size: reader.size) {
+        case .whole:
+            range = nil
+            status = .ok
+        case .partial(let partial):
+            range = partial
+            status = .partialContent
+            headers[.contentRange] = "bytes \(partial.lowerBound)-\(partial.upperBound)/\(reader.size)"
+        case .unsatisfiable:
+            try? await reader.close()
+            throw RegistryError(.sizeInvalid, "requested range is not satisfiable for a blob of \(reader.size) bytes",
+                                status: 416, headers: [("Content-Range", "bytes */\(reader.size)")])
+        }
+        let length = range.map { Int($0.upperBound - $0.lowerBound + 1) } ?? Int(reader.size)
+        let body = ResponseBody(contentLength: length) { writer in
+            try await reader.stream(range: range) { chunk in try await writer.write(chunk) }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    private func blobHeaders(_ digest: Digest) -> HTTPFields {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/octet-stream"
+        headers[.dockerContentDigest] = digest.description
+        headers[.acceptRanges] = "bytes"
+        headers[.eTag] = "\"\(digest)\""
+        // Content-addressed bytes never change.
+        headers[.cacheControl] = "max-age=31536000"
+        return headers
+    }
+
+    // MARK: Uploads
+
+    private func startUpload(_ request: Request, repository: RepositoryName) async throws -> Response {
+        let query = request.uri.queryParameters
+        if let mount = query.get("mount") {
+            let digest = try parseDigest(mount)
+            if let from = query.get("from"), let source = RepositoryName(from),
+               let blob = try await registry.mountBlob(digest, from: source, into: repository) {
+                return blobCreatedResponse(repository: repository, digest: blob.digest)
+            }
+            // Not mountable: fall back to a regular upload session (202), as the spec asks.
+        } else if let digestParameter = query.get("digest") {
+            let digest = try parseDigest(digestParameter)
+            let blob = try await registry.pushBlob(request.body, in: repository, digest: digest, length: contentLength(request))
+            return blobCreatedResponse(repository: repository, digest: blob.digest)
+        }
+        var algorithm = DigestAlgorithm.sha256
+        if let requested = query.get("digest-algorithm") {
+            guard let parsed = DigestAlgorithm(rawValue: requested) else {
+                throw RegistryError.digestInvalid("digest algorithm '\(requested)' is not supported (use sha256 or sha512)")
+            }
+            algorithm = parsed
+        }
+        let status = try await registry.startUpload(in: repository, algorithm: algorithm)
+        var response = uploadProgressResponse(.accepted, repository: repository, status: status)
+        if let minimum = registry.configuration.chunkMinimumLength {
+            response.headers[.ociChunkMinLength] = String(minimum)
+        }
+        return response
+    }
+
+    private func patchUpload(_ request: Request, repository: RepositoryName, id: String) async throws -> Response {
+        let chunk = try chunkRange(request)
+        let status = try await registry.appendToUpload(
+            id, in: repository, start: chunk?.lowerBound, length: chunk.map { $0.upperBound - $0.lowerBound + 1 },
+            body: request.body
+        )
+        return uploadProgressResponse(.accepted, repository: repository, status: status)
+    }
+
+    private func putUpload(_ request: Request, repository: RepositoryName, id: String) async throws -> Response {
+        guard let digestParameter = request.uri.queryParameters.get("digest") else {
+            throw RegistryError.digestInvalid("closing an upload needs the blob's digest: PUT …?digest=<digest>")
+        }
+        let digest = try parseDigest(digestParameter)
+        let chunk = try chunkRange(request)
+        let blob = try await registry.completeUpload(
+            id, in: repository, digest: digest, start: chunk?.lowerBound,
+            length: chunk.map { $0.upperBound - $0.lowerBound + 1 }, body: request.body
+        )
+        return blobCreatedResponse(repository: repository, digest: blob.digest)
+    }
+
+    private func chunkRange(_ request: Request) throws -> ClosedRange<Int64>? {
+        guard let header = request.headers[.contentRange] else { return nil }
+        guard let range = ByteRanges.parseChunkRange(header) else {
+            throw RegistryError(.blobUploadInvalid, "malformed Content-Range '\(header)'; expected <start>-<end>")
+        }
+        return range
+    }
+
+    private func uploadLocation(_ repository: RepositoryName, _ id: String) -> String {
+        "/v2/\(repository)/blobs/uploads/\(id)"
+    }
+
+    private func uploadProgressResponse(_ status: HTTPResponse.Status, repository: RepositoryName, status upload: UploadStatus) -> Response {
+        var headers = HTTPFields()
+        headers[.location] = uploadLocation(repository, upload.id)
+        headers[.range] = ByteRanges.uploadRange(size: upload.size)
+        headers[.dockerUploadUUID] = upload.id
+        headers[.contentLength] = "0"
+        return Response(status: status, headers: headers, body: .init())
+    }
+
+    private func blobCreatedResponse(repository: RepositoryName, digest: Digest) -> Response {
+        var headers = HTTPFields()
+        headers[.location] = "/v2/\(repository)/blobs/\(digest)"
+        headers[.dockerContentDigest] = digest.description
+        headers[.contentLength] = "0"
+        return Response(status: .created, headers: headers, body: .init())
+    }
+
+    private func uploadErrorResponse(_ error: UploadError, request: Request) -> Response {
+        let status: UploadStatus
+        let registryError: RegistryError
+        switch error {
+        case .outOfOrder(let current, let requestedStart):
+            status = current
+            registryError = RegistryError(.blobUploadInvalid, "chunk starts at byte \(requestedStart), but the upload has \(current.size) bytes; resume at \(current.size)", status: 416)
+        case .lengthMismatch(let current, let declared, let received):
+            status = current
+            registryError = RegistryError(.blobUploadInvalid, "Content-Range announced \(declared) bytes but \(received) arrived; the chunk was discarded", status: 400)
+        }
+        var response = ErrorResponse.make(registryError, method: request.method)
+        response.headers[.range] = ByteRanges.uploadRange(size: status.size)
+        response.headers[.dockerUploadUUID] = status.id
+        if case .upload(let name, _) = DistributionRoute.parse(path: request.uri.path) {
+            response.headers[.location] = "/v2/\(name)/blobs/uploads/\(status.id)"
+        }
+        return response
+    }
+
+    // MARK: Manifests
+
+    private func getManifest(_ request: Request, repository: RepositoryName, reference: String) async throws -> Response {
+        let reference = try parseReference(reference, forWriting: false)
+        let manifest = try await registry.manifest(reference, in: repository, recordPull: request.method == .get)
+        guard Self.accepts(request.headers[values: .accept], mediaType: manifest.mediaType) else {
+            throw RegistryError(.manifestUnknown, "manifest \(reference) is \(manifest.mediaType), which the request's Accept header does not include")
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = manifest.mediaType
+        headers[.dockerContentDigest] = manifest.digest.description
+        headers[.eTag] = "\"\(manifest.digest)\""
+        headers[.contentLength] = String(manifest.content.readableBytes)
+        if let ifNoneMatch = request.headers[.ifNoneMatch], ifNoneMatch.contains(manifest.digest.description) {
+            return Response(status: .notModified, headers: headers, body: .init())
+        }
+        if request.method == .head {
+            return Response(status: .ok, headers: headers, body: .init())
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: manifest.content))
+    }
+
+    /// Content negotiation: a client that lists manifest media types gets only those. A client
+    /// that lists none (no Accept, `*/*`, `application/json`) gets whatever is stored.
+    static func accepts(_ acceptValues: [String], mediaType: String) -> Bool {
+        var listsManifestTypes = false
+        for value in acceptValues {
+            for item in value.split(separator: ",") {
+                let type = MediaType.base(of: item)
+                if type == mediaType || type == "*/*" { return true }
+                if MediaType.supportedManifests.contains(type) { listsManifestTypes = true }
+            }
+        }
+        return !listsManifestTypes
+    }
+
+    private func putManifest(_ request: Request, repository: RepositoryName, reference: String) async throws -> Response {
+        let reference = try parseReference(reference, forWriting: true)
+        var extraTags: [Tag] = []
+        for value in request.uri.queryParameters.getAll("tag") {
+            guard let tag = Tag(value) else { throw invalidTag(value) }
+            extraTags.append(tag)
+        }
+        let content: ByteBuffer
+        do {
+            content = try await request.body.collect(upTo: ManifestParser.maximumSize)
+        } catch is NIOTooManyBytesError {
+            throw RegistryError(.manifestInvalid, "manifest is larger than the \(ManifestParser.maximumSize)-byte limit", status: 413)
+        }
+        let pushed = try await registry.putManifest(
+            content, contentType: request.headers[.contentType], in: repository,
+            reference: reference, extraTags: extraTags
+        )
+        var headers = HTTPFields()
+        headers[.location] = "/v2/\(repository)/manifests/\(pushed.digest)"
+        headers[.dockerContentDigest] = pushed.digest.description
+        headers[.contentLength] = "0"
+        if let subject = pushed.subject { headers[.ociSubject] = subject.description }
+        if !extraTags.isEmpty {
+            for tag in pushed.tags { headers.append(HTTPField(name: .ociTag, value: tag)) }
+        }
+        return Response(status: .created, headers: headers, body: .init())
+    }
+
+    private func deleteManifest(repository: RepositoryName, reference: String) async throws -> Response {
+        try await registry.deleteManifest(try parseReference(reference, forWriting: false), in: repository)
+        return emptyResponse(.accepted)
+    }
+
+    // MARK: Listings
+
+    private func tags(_ request: Request, repository: RepositoryName) async throws -> Response {
+        let (limit, requested) = try pageSize(request, default: maximumPageSize)
+        let last = request.uri.queryParameters.get("last")
+        // Always asks the database, so an unknown repository answers NAME_UNKNOWN even for n=0.
+        var tags = try await registry.tags(in: repository, after: last, limit: limit + 1)
+        var headers = HTTPFields()
+        if limit == 0 {
+            tags = []  // n=0: an empty list and no Link header (spec)
+        } else if tags.count > limit {
+            tags.removeLast(tags.count - limit)
+            headers[.link] = "</v2/\(repository)/tags/list?n=\(requested)&last=\(percentEncode(tags[tags.count - 1]))>; rel=\"next\""
+        }
+        let body = #"{"name":"# + ErrorResponse.jsonString(repository.value) + #","tags":["# + tags.map(ErrorResponse.jsonString).joined(separator: ",") + "]}"
+        return jsonResponse(ByteBuffer(string: body), headers: headers)
+    }
+
+    private func catalog(_ request: Request) async throws -> Response {
+        let (limit, requested) = try pageSize(request, default: defaultCatalogPageSize)
+        let last = request.uri.queryParameters.get("last")
+        var names = limit == 0 ? [] : try await registry.catalog(after: last, limit: limit + 1)
+        var headers = HTTPFields()
+        if names.count > limit {
+            names.removeLast(names.count - limit)
+            headers[.link] = "</v2/_catalog?n=\(requested)&last=\(percentEncode(names[names.count - 1]))>; rel=\"next\""
+        }
+        let body = #"{"repositories":["# + names.map(ErrorResponse.jsonString).joined(separator: ",") + "]}"
+        return jsonResponse(ByteBuffer(string: body), headers: headers)
+    }
+
+    /// `n`: how many entries per page the client wants (capped at the server's maximum page).
+    private func pageSize(_ request: Request, default defaultSize: Int) throws -> (limit: Int, requested: Int) {
+        guard let value = request.uri.queryParameters.get("n") else {
+            return (min(defaultSize, maximumPageSize), min(defaultSize, maximumPageSize))
+        }
+        guard let n = Int(value), n >= 0 else {
+            throw RegistryError(.unsupported, "n must be a non-negative integer, got '\(value)'", status: 400)
+        }
+        return (min(n, maximumPageSize), min(n, maximumPageSize))
+    }
+
+    private func referrers(_ request: Request, repository: RepositoryName, digest: Digest) async throws -> Response {
+        let artifactType = request.uri.queryParameters.get("artifactType").flatMap { $0.isEmpty ? nil : $0 }
+        let descriptors = try await registry.referrers(of: digest, in: repository, artifactType: artifactType)
+        let index = ReferrersIndex(manifests: descriptors)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var headers = HTTPFields()
+        if artifactType != nil { headers[.ociFiltersApplied] = "artifactType" }
+        return jsonResponse(ByteBuffer(bytes: try encoder.encode(index)), contentType: MediaType.ociIndex, headers: headers)
+    }
+
+    private struct ReferrersIndex: Encodable {
+        let schemaVersion = 2
+        let mediaType = MediaType.ociIndex
+        let manifests: [Descriptor]
+    }
+
+    // MARK: Helpers
+
+    private func allow(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) throws {
+        guard allowed.contains(method) else {
+            throw RegistryError(.unsupported, "\(method.rawValue) is not supported on this endpoint",
+                                headers: [("Allow", allowed.map(\.rawValue).joined(separator: ", "))])
+        }
+    }
+
+    private func repositoryName(_ name: String) throws -> RepositoryName {
+        guard let repository = RepositoryName(name) else { throw RegistryError.nameInvalid(name) }
+        return repository
+    }
+
+    private func parseDigest(_ string: String) throws -> Digest {
+        do {
+            return try Digest(parsing: string)
+        } catch {
+            throw RegistryError.digestInvalid(error.description)
+        }
+    }
+
+    private func parseReference(_ string: String, forWriting: Bool) throws -> Reference {
+        do {
+            return try Reference(parsing: string)
+        } catch .invalidDigest(let error) {
+            throw RegistryError.digestInvalid(error.description)
+        } catch .invalidTag(let tag) {
+            if forWriting { throw invalidTag(tag) }
+            throw RegistryError(.manifestUnknown, "'\(tag)' is neither a valid tag nor a digest, so no manifest has it")
+        }
+    }
+
+    private func invalidTag(_ tag: String) -> RegistryError {
+        RegistryError.manifestInvalid("invalid tag '\(tag)': tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+    }
+
+    private func contentLength(_ request: Request) -> Int64? {
+        request.headers[.contentLength].flatMap { Int64($0) }
+    }
+
+    private func emptyResponse(_ status: HTTPResponse.Status) -> Response {
+        Response(status: status, headers: [.contentLength: "0"], body: .init())
+    }
+
+    private func jsonResponse(
+        _ body: ByteBuffer, contentType: String = "application/json", headers: HTTPFields = [:], method: HTTPRequest.Method = .get
+    ) -> Response {
+        var headers = headers
+        headers[.contentType] = contentType
+        headers[.contentLength] = String(body.readableBytes)
+        return Response(status: .ok, headers: headers, body: method == .head ? .init() : .init(byteBuffer: body))
+    }
+
+    private func percentEncode(_ value: String) -> String {
+        // Tags and repository names only contain [A-Za-z0-9._/-]; '/' is the one that needs escaping in a query.
+        value.replacing("/", with: "%2F")
+    }
+}

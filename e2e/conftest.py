@@ -1,0 +1,230 @@
+"""End-to-end tests: the built `wharf` binary, driven by real clients.
+
+Environment:
+  WHARF_BIN        the binary to test (default: .build/debug/wharf)
+  WHARF_TESTDATA   the shared test data folder (default: ../shared/testdata next to the repository)
+  WHARF_E2E_CACHE  where slow-to-build inputs are kept between runs (default: ~/.cache/wharf-e2e)
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTDATA = Path(os.environ.get("WHARF_TESTDATA", REPO_ROOT.parent / "shared" / "testdata"))
+CACHE = Path(os.environ.get("WHARF_E2E_CACHE", Path.home() / ".cache" / "wharf-e2e"))
+
+
+def run(args, *, check=True, timeout=900, env=None, input=None, cwd=None):
+    """Runs a command; on failure the assertion shows its output."""
+    merged = dict(os.environ)
+    if env:
+        merged.update(env)
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=merged, input=input, cwd=cwd
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"command failed ({result.returncode}): {' '.join(map(str, args))}\n"
+            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def require_testdata(*parts):
+    path = TESTDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"shared test data is missing: {path} (expected ../shared/testdata next to the repository; "
+            f"set WHARF_TESTDATA to its location)"
+        )
+    return path
+
+
+class Wharf:
+    """A `wharf serve` process on a free loopback port with its own data folder."""
+
+    def __init__(self, binary, data_dir, extra_env=None, extra_args=()):
+        self.binary = binary
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.extra_env = extra_env or {}
+        self.extra_args = list(extra_args)
+        self.process = None
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"http://{self.host}"
+
+    def start(self, timeout=60):
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [self.binary, "serve", "--listen", self.host, "--data", str(self.data_dir), *self.extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"wharf exited early ({self.process.returncode}):\n{self.log_text()}")
+            try:
+                if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"wharf did not become ready in {timeout}s:\n{self.log_text()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Stops the server; returns its exit status."""
+        if self.process is None:
+            return None
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+            raise AssertionError(f"wharf did not stop within {timeout}s after {sig!r}:\n{self.log_text()}")
+        finally:
+            self.process = None
+            self.log.close()
+        return code
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def wharf_bin():
+    binary = Path(os.environ.get("WHARF_BIN", REPO_ROOT / ".build" / "debug" / "wharf"))
+    if not binary.exists():
+        pytest.fail(f"wharf binary not found at {binary}: run `swift build` or set WHARF_BIN")
+    return str(binary)
+
+
+@pytest.fixture(scope="module")
+def wharf(wharf_bin, tmp_path_factory):
+    """One server per test module; tests use their own repository names."""
+    server = Wharf(wharf_bin, tmp_path_factory.mktemp("wharf") / "data").start()
+    yield server
+    code = server.stop()
+    assert code == 0, f"wharf exited with {code} after SIGTERM:\n{server.log_text()}"
+
+
+# ---- Test images -------------------------------------------------------------------------------
+
+
+def write_tree(root, files):
+    for relative, content in files.items():
+        path = Path(root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def umoci_image(layout, tag, layers, config_args=()):
+    """Builds an OCI image in `layout` with one layer per folder in `layers`, using umoci."""
+    if not (Path(layout) / "index.json").exists():
+        run(["umoci", "init", "--layout", layout])
+    run(["umoci", "new", "--image", f"{layout}:{tag}"])
+    for folder in layers:
+        run(["umoci", "insert", "--image", f"{layout}:{tag}", folder, "/"])
+    if config_args:
+        run(["umoci", "config", "--image", f"{layout}:{tag}", *config_args])
+    return f"{layout}:{tag}"
+
+
+@pytest.fixture(scope="session")
+def small_image(tmp_path_factory):
+    """A small two-layer OCI image (umoci writes manifests without mediaType)."""
+    base = tmp_path_factory.mktemp("small-image")
+    one, two = base / "layer1", base / "layer2"
+    write_tree(one, {"etc/hello.txt": "hello from layer one\n", "bin/tool": os.urandom(200_000)})
+    write_tree(two, {"etc/hello.txt": "layer two overrides\n", "data/blob.bin": os.urandom(300_000)})
+    return umoci_image(str(base / "layout"), "v1", [one, two], ["--config.env", "GREETING=hi", "--config.cmd", "/bin/tool"])
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs():
+    """A real Debian 12 minbase root filesystem from debootstrap (about 1.5 minutes, cached)."""
+    target = CACHE / "debian12-minbase"
+    marker = target / ".complete"
+    if not marker.exists():
+        if os.geteuid() != 0:
+            pytest.fail("debootstrap needs root")
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        run(["debootstrap", "--variant=minbase", "bookworm", target, "http://deb.debian.org/debian"], timeout=1200)
+        marker.write_text("ok")
+    return target
+
+
+@pytest.fixture(scope="session")
+def debian_image(tmp_path_factory, debian_rootfs):
+    """A three-layer OCI image: the Debian rootfs, an application layer and a config layer."""
+    cached = CACHE / "debian-layout"
+    if not (cached / ".complete").exists():
+        shutil.rmtree(cached, ignore_errors=True)
+        work = tmp_path_factory.mktemp("debian-image")
+        app, conf = work / "app", work / "conf"
+        write_tree(app, {"opt/app/run.sh": "#!/bin/sh\necho wharf e2e\n", "opt/app/data.bin": os.urandom(1_000_000)})
+        write_tree(conf, {"etc/app.conf": "mode=test\n"})
+        umoci_image(str(cached), "bookworm", [debian_rootfs, app, conf], ["--config.cmd", "/opt/app/run.sh"])
+        (cached / ".complete").write_text("ok")
+    return f"{cached}:bookworm"
+
+
+def layout_manifest(layout_ref):
+    """The manifest descriptor and bytes of an OCI layout reference `DIR:TAG`."""
+    layout, tag = layout_ref.rsplit(":", 1)
+    index = json.loads((Path(layout) / "index.json").read_text())
+    for descriptor in index["manifests"]:
+        if descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+            algorithm, encoded = descriptor["digest"].split(":")
+            return descriptor, (Path(layout) / "blobs" / algorithm / encoded).read_bytes()
+    raise KeyError(tag)
+
+
+def skopeo(*args, **kwargs):
+    return run(["skopeo", "--insecure-policy", *args], **kwargs)
+
+
+def inspect_raw(ref):
+    return skopeo("inspect", "--raw", "--tls-verify=false", ref).stdout
+
+
+def manifest_digest(ref):
+    return "sha256:" + hashlib.sha256(inspect_raw(ref).encode()).hexdigest()

@@ -1,0 +1,94 @@
+"""A real Docker engine (Debian's docker.io), run privately: push, pull, build and push."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import run, skopeo
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory):
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is not installed (scripts/install-deps.sh installs docker.io)")
+    base = tmp_path_factory.mktemp("dockerd")
+    socket = base / "docker.sock"
+    log = open(base / "dockerd.log", "wb")
+    process = subprocess.Popen(
+        [
+            "dockerd", "--host", f"unix://{socket}", "--data-root", base / "data", "--exec-root", base / "exec",
+            "--pidfile", base / "docker.pid", "--bridge=none", "--iptables=false", "--ip6tables=false",
+            "--ip-masq=false", "--storage-driver", "vfs", "--containerd-namespace", f"wharf-e2e-{os.getpid()}",
+            "--containerd-plugins-namespace", f"wharf-e2e-plugins-{os.getpid()}", "--default-ulimit", "nofile=1024:1024",
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    env = {"DOCKER_HOST": f"unix://{socket}", "DOCKER_CONFIG": str(base / "config")}
+    deadline = time.monotonic() + 60
+    while True:
+        if run(["docker", "info"], env=env, check=False).returncode == 0:
+            break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("dockerd did not start:\n" + (base / "dockerd.log").read_text(errors="replace")[-4000:])
+        time.sleep(0.5)
+    yield env
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def docker_cmd(env, *args, **kwargs):
+    return run(["docker", *args], env=env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def base_image(docker, debian_image, tmp_path_factory, wharf):
+    """The Debian test image, loaded into the engine and pushed to Wharf by docker."""
+    archive = tmp_path_factory.mktemp("archive") / "debian.tar"
+    skopeo("copy", f"oci:{debian_image}", f"docker-archive:{archive}:wharf-e2e/debian:base")
+    docker_cmd(docker, "load", "-i", archive)
+    target = f"{wharf.host}/e2e/docker-debian:base"
+    docker_cmd(docker, "tag", "wharf-e2e/debian:base", target)
+    docker_cmd(docker, "push", target)
+    return target
+
+
+def test_docker_push_and_pull(docker, base_image, wharf):
+    served = requests.get(
+        f"{wharf.url}/v2/e2e/docker-debian/manifests/base",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    assert served.status_code == 200
+    assert served.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    digest = served.headers["Docker-Content-Digest"]
+    docker_cmd(docker, "rmi", "-f", base_image, "wharf-e2e/debian:base")
+    docker_cmd(docker, "pull", base_image)
+    inspected = json.loads(docker_cmd(docker, "image", "inspect", base_image).stdout)[0]
+    assert f"{wharf.host}/e2e/docker-debian@{digest}" in inspected["RepoDigests"]
+    # Pull by digest too.
+    docker_cmd(docker, "pull", f"{wharf.host}/e2e/docker-debian@{digest}")
+
+
+def test_docker_build_and_push(docker, base_image, wharf, tmp_path):
+    (tmp_path / "hello.txt").write_text("hello from docker build\n")
+    (tmp_path / "Dockerfile").write_text(f"FROM {base_image}\nRUN echo built > /built.txt\nCOPY hello.txt /hello.txt\n")
+    target = f"{wharf.host}/e2e/docker-built:1"
+    run(["docker", "build", "--network", "none", "-t", target, tmp_path], env={**docker, "DOCKER_BUILDKIT": "0"})
+    push = docker_cmd(docker, "push", target)
+    # The base layers came over by cross-repository mount, not a second upload.
+    assert "Mounted from e2e/docker-debian" in push.stdout
+    docker_cmd(docker, "rmi", "-f", target)
+    docker_cmd(docker, "pull", target)
+    output = docker_cmd(docker, "run", "--rm", "--network", "none", target, "cat", "/built.txt", "/hello.txt").stdout
+    assert output == "built\nhello from docker build\n"
+    tags = requests.get(f"{wharf.url}/v2/e2e/docker-built/tags/list").json()
+    assert tags == {"name": "e2e/docker-built", "tags": ["1"]}

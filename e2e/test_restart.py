@@ -1,0 +1,111 @@
+"""The process boundary: restarts in the middle of uploads, crashes, and graceful shutdown."""
+
+import hashlib
+import os
+import signal
+import threading
+import time
+
+import requests
+
+from conftest import Wharf
+
+
+def test_stop_during_chunked_upload_then_resume(wharf_bin, tmp_path):
+    data = tmp_path / "data"
+    server = Wharf(wharf_bin, data).start()
+    blob = os.urandom(3 * 1024 * 1024 + 17)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    start = requests.post(f"{server.url}/v2/e2e/resume/blobs/uploads/")
+    assert start.status_code == 202
+    location = start.headers["Location"]
+    first = 1024 * 1024
+    patch = requests.patch(f"{server.url}{location}", data=blob[:first], headers={"Content-Range": f"0-{first - 1}"})
+    assert patch.status_code == 202
+    assert server.stop(signal.SIGTERM) == 0
+
+    server = Wharf(wharf_bin, data)
+    server.start()
+    status = requests.get(f"{server.url}{location}")
+    assert status.status_code == 204
+    assert status.headers["Range"] == f"0-{first - 1}"
+    # The client retrying its last chunk is told where to resume.
+    retry = requests.patch(f"{server.url}{location}", data=blob[:first], headers={"Content-Range": f"0-{first - 1}"})
+    assert retry.status_code == 416
+    assert retry.headers["Range"] == f"0-{first - 1}"
+    rest = requests.patch(f"{server.url}{location}", data=blob[first:], headers={"Content-Range": f"{first}-{len(blob) - 1}"})
+    assert rest.status_code == 202
+    done = requests.put(f"{server.url}{location}?digest={digest}")
+    assert done.status_code == 201, done.text
+    assert requests.get(f"{server.url}/v2/e2e/resume/blobs/{digest}").content == blob
+    assert server.stop() == 0
+
+
+def test_crash_mid_upload_leaves_nothing_half_written(wharf_bin, tmp_path):
+    data = tmp_path / "data"
+    server = Wharf(wharf_bin, data).start()
+    blob = os.urandom(8 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    location = requests.post(f"{server.url}/v2/e2e/crash/blobs/uploads/").headers["Location"]
+    first = 2 * 1024 * 1024
+    assert requests.patch(f"{server.url}{location}", data=blob[:first]).status_code == 202
+
+    # A second chunk is streaming slowly when the server is killed outright.
+    def slow_body():
+        yield blob[first:first + 1024 * 1024]
+        time.sleep(30)
+        yield blob[first + 1024 * 1024:]
+
+    sender = threading.Thread(target=lambda: _ignore_errors(lambda: requests.patch(f"{server.url}{location}", data=slow_body(), timeout=60)))
+    sender.daemon = True
+    sender.start()
+    time.sleep(1.0)
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    server.process = None
+    server.log.close()
+
+    server = Wharf(wharf_bin, data).start()
+    # The blob is not visible, and the session reports only what was acknowledged.
+    assert requests.head(f"{server.url}/v2/e2e/crash/blobs/{digest}").status_code == 404
+    status = requests.get(f"{server.url}{location}")
+    assert status.status_code == 204
+    assert status.headers["Range"] == f"0-{first - 1}"
+    assert requests.patch(f"{server.url}{location}", data=blob[first:], headers={"Content-Range": f"{first}-{len(blob) - 1}"}).status_code == 202
+    assert requests.put(f"{server.url}{location}?digest={digest}").status_code == 201
+    assert requests.get(f"{server.url}/v2/e2e/crash/blobs/{digest}").content == blob
+    assert server.stop() == 0
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(wharf_bin, tmp_path):
+    server = Wharf(wharf_bin, tmp_path / "data").start()
+    blob = os.urandom(4 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    location = requests.post(f"{server.url}/v2/e2e/graceful/blobs/uploads/").headers["Location"]
+
+    def slow_body():
+        for i in range(0, len(blob), 512 * 1024):
+            yield blob[i:i + 512 * 1024]
+            time.sleep(0.25)
+
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(response=requests.put(f"{server.url}{location}?digest={digest}", data=slow_body(), timeout=60)))
+    sender.start()
+    time.sleep(0.6)
+    server.process.send_signal(signal.SIGTERM)
+    sender.join(timeout=60)
+    assert result["response"].status_code == 201, result["response"].text
+    assert server.process.wait(timeout=60) == 0
+    server.process = None
+    server.log.close()
+    # After the restart the blob is there, complete.
+    server = Wharf(wharf_bin, tmp_path / "data").start()
+    assert requests.get(f"{server.url}/v2/e2e/graceful/blobs/{digest}").content == blob
+    assert server.stop() == 0
+
+
+def _ignore_errors(function):
+    try:
+        function()
+    except Exception:
+        pass

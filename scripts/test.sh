@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every Wharf test, on a fresh machine too:
+#   1. installs what the tests need (Debian and Python packages),
+#   2. builds Wharf and its tests once (debug),
+#   3. starts a private PostgreSQL on 127.0.0.1,
+#   4. `swift test`: unit and HTTP integration tests, the metadata suite on SQLite and PostgreSQL,
+#   5. end-to-end tests driving the built binary with real clients (skopeo, podman, buildah,
+#      umoci, oras, a private Docker engine).
+# Extra arguments go to pytest (for example `-k skopeo`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+work=$(mktemp -d /tmp/wharf-test.XXXXXX)
+cleanup() {
+  scripts/postgres.sh stop "$work/postgres" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== building (debug)"
+swift build --build-tests
+
+echo "== starting PostgreSQL"
+eval "$(scripts/postgres.sh start "$work/postgres")"
+export WHARF_TEST_POSTGRES_URL
+
+echo "== swift test"
+swift test 2>&1 | tee "$work/swift-test.log"
+status=${PIPESTATUS[0]}
+[ "$status" = 0 ] || { echo "swift test failed" >&2; exit "$status"; }
+# A run that executed no test has failed, whatever its exit status.
+grep -Eq "Test run with [1-9][0-9]* tests? .*passed" "$work/swift-test.log" || { echo "swift test ran no tests" >&2; exit 1; }
+
+echo "== end-to-end tests"
+export WHARF_BIN="$PWD/.build/debug/wharf"
+python3 -m pytest e2e -v -rs --durations=15 "$@"
