@@ -16,10 +16,14 @@ start)
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "${run[@]}" "$pgbin/initdb" -D "$dir/data" -U postgres -A trust >"$dir/initdb.log" 2>&1
+  if ! "${run[@]}" "$pgbin/initdb" -D "$dir/data" -U postgres -A trust >"$dir/initdb.log" 2>&1; then
+    echo "initdb failed:" >&2; cat "$dir/initdb.log" >&2; exit 1
+  fi
   # fsync=off: test data is disposable and this keeps the suite fast.
-  "${run[@]}" "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300" start >/dev/null
+  if ! "${run[@]}" "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300" start >/dev/null; then
+    echo "PostgreSQL did not start:" >&2; cat "$dir/server.log" >&2; exit 1
+  fi
   echo "export WHARF_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$port/postgres"
   ;;
 stop)

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 work=$(mktemp -d /tmp/wharf-test.XXXXXX)
+chmod 755 "$work"  # the PostgreSQL server runs as the postgres user and needs to reach its folder
 cleanup() {
   scripts/postgres.sh stop "$work/postgres" || true
   rm -rf "$work"
@@ -23,7 +24,8 @@ echo "== building (debug)"
 swift build --build-tests
 
 echo "== starting PostgreSQL"
-eval "$(scripts/postgres.sh start "$work/postgres")"
+postgres_env=$(scripts/postgres.sh start "$work/postgres")  # an assignment, so a failure stops the script
+eval "$postgres_env"
 export WHARF_TEST_POSTGRES_URL
 
 echo "== swift test"
