@@ -65,14 +65,20 @@ def require_testdata(*parts):
     return path
 
 
+ADMIN_PASSWORD = "e2e-admin-password"
+
+
 class Wharf:
-    """A `wharf serve` process on a free loopback port with its own data folder."""
+    """A `wharf serve` process on a free loopback port with its own data folder.
+
+    Authentication is on (the default); the administrator's password is ADMIN_PASSWORD.
+    """
 
     def __init__(self, binary, data_dir, extra_env=None, extra_args=()):
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.port = free_port()
-        self.extra_env = extra_env or {}
+        self.extra_env = {"WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD, **(extra_env or {})}
         self.extra_args = list(extra_args)
         self.process = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
@@ -84,6 +90,14 @@ class Wharf:
     @property
     def url(self):
         return f"http://{self.host}"
+
+    # Credentials in the forms the clients take.
+    auth = ("admin", ADMIN_PASSWORD)
+    creds = f"admin:{ADMIN_PASSWORD}"
+
+    def api(self, method, path, auth=None, **kwargs):
+        """A management API call as the administrator (or `auth`)."""
+        return requests.request(method, f"{self.url}/api/v1{path}", auth=auth or self.auth, timeout=30, **kwargs)
 
     def start(self, timeout=60):
         env = dict(os.environ)
@@ -222,9 +236,5 @@ def skopeo(*args, **kwargs):
     return run(["skopeo", "--insecure-policy", *args], **kwargs)
 
 
-def inspect_raw(ref):
-    return skopeo("inspect", "--raw", "--tls-verify=false", ref).stdout
-
-
-def manifest_digest(ref):
-    return "sha256:" + hashlib.sha256(inspect_raw(ref).encode()).hexdigest()
+def inspect_raw(ref, creds):
+    return skopeo("inspect", "--raw", "--tls-verify=false", "--creds", creds, ref).stdout

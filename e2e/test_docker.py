@@ -52,7 +52,10 @@ def docker_cmd(env, *args, **kwargs):
 
 @pytest.fixture(scope="module")
 def base_image(docker, debian_image, tmp_path_factory, wharf):
-    """The Debian test image, loaded into the engine and pushed to Wharf by docker."""
+    """The Debian test image, loaded into the engine and pushed to Wharf by docker (after docker login)."""
+    wrong = run(["docker", "login", "-u", "admin", "--password-stdin", wharf.host], env=docker, input="wrong-password\n", check=False)
+    assert wrong.returncode != 0
+    run(["docker", "login", "-u", wharf.auth[0], "--password-stdin", wharf.host], env=docker, input=wharf.auth[1] + "\n")
     archive = tmp_path_factory.mktemp("archive") / "debian.tar"
     skopeo("copy", f"oci:{debian_image}", f"docker-archive:{archive}:wharf-e2e/debian:base")
     docker_cmd(docker, "load", "-i", archive)
@@ -65,7 +68,7 @@ def base_image(docker, debian_image, tmp_path_factory, wharf):
 def test_docker_push_and_pull(docker, base_image, wharf):
     served = requests.get(
         f"{wharf.url}/v2/e2e/docker-debian/manifests/base",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}, auth=wharf.auth,
     )
     assert served.status_code == 200
     assert served.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
@@ -90,5 +93,5 @@ def test_docker_build_and_push(docker, base_image, wharf, tmp_path):
     docker_cmd(docker, "pull", target)
     output = docker_cmd(docker, "run", "--rm", "--network", "none", target, "cat", "/built.txt", "/hello.txt").stdout
     assert output == "built\nhello from docker build\n"
-    tags = requests.get(f"{wharf.url}/v2/e2e/docker-built/tags/list").json()
+    tags = requests.get(f"{wharf.url}/v2/e2e/docker-built/tags/list", auth=wharf.auth).json()
     assert tags == {"name": "e2e/docker-built", "tags": ["1"]}

@@ -14,18 +14,18 @@ from conftest import inspect_raw, layout_manifest, require_testdata, run, skopeo
 def test_copy_real_debian_image_oci_roundtrip(wharf, debian_image, tmp_path):
     descriptor, source_bytes = layout_manifest(debian_image)
     ref = f"docker://{wharf.host}/e2e/debian:bookworm"
-    skopeo("copy", "--dest-tls-verify=false", f"oci:{debian_image}", ref)
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"oci:{debian_image}", ref)
     # The manifest arrives byte for byte (umoci's manifest has no mediaType; Wharf takes it from Content-Type).
-    raw = inspect_raw(ref)
+    raw = inspect_raw(ref, wharf.creds)
     assert raw.encode() == source_bytes
     assert "mediaType" not in json.loads(raw)
-    assert requests.get(f"{wharf.url}/v2/e2e/debian/manifests/bookworm").headers["Docker-Content-Digest"] == descriptor["digest"]
-    info = json.loads(skopeo("inspect", "--tls-verify=false", ref).stdout)
+    assert requests.get(f"{wharf.url}/v2/e2e/debian/manifests/bookworm", auth=wharf.auth).headers["Docker-Content-Digest"] == descriptor["digest"]
+    info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", wharf.creds, ref).stdout)
     assert len(info["Layers"]) == 3
     assert info["Env"] is None or isinstance(info["Env"], list)
 
     out = tmp_path / "out"
-    skopeo("copy", "--src-tls-verify=false", ref, f"oci:{out}:copy")
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", wharf.creds, ref, f"oci:{out}:copy")
     back_descriptor, back_bytes = layout_manifest(f"{out}:copy")
     assert back_descriptor["digest"] == descriptor["digest"]
     assert back_bytes == source_bytes
@@ -38,15 +38,15 @@ def test_copy_real_debian_image_oci_roundtrip(wharf, debian_image, tmp_path):
 
 def test_copy_as_docker_schema2(wharf, small_image, tmp_path):
     ref = f"docker://{wharf.host}/e2e/small:v2s2"
-    skopeo("copy", "--dest-tls-verify=false", "--format", "v2s2", f"oci:{small_image}", ref)
-    raw = inspect_raw(ref)
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, "--format", "v2s2", f"oci:{small_image}", ref)
+    raw = inspect_raw(ref, wharf.creds)
     manifest = json.loads(raw)
     assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
-    response = requests.get(f"{wharf.url}/v2/e2e/small/manifests/v2s2", headers={"Accept": manifest["mediaType"]})
+    response = requests.get(f"{wharf.url}/v2/e2e/small/manifests/v2s2", headers={"Accept": manifest["mediaType"]}, auth=wharf.auth)
     assert response.headers["Content-Type"] == manifest["mediaType"]
     assert response.headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
     # Out again, unchanged.
-    skopeo("copy", "--src-tls-verify=false", ref, f"dir:{tmp_path / 'dir'}")
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", wharf.creds, ref, f"dir:{tmp_path / 'dir'}")
     assert (tmp_path / "dir" / "manifest.json").read_text() == raw
 
 
@@ -55,13 +55,13 @@ def test_copy_docker_archive_of_real_alpine(wharf, tmp_path):
     with open(archive, "wb") as f:
         subprocess.run(["gunzip", "-c", require_testdata("images", "alpine-310.tar.gz")], stdout=f, check=True)
     ref = f"docker://{wharf.host}/library/alpine:3.10"
-    skopeo("copy", "--dest-tls-verify=false", f"docker-archive:{archive}", ref)
-    info = json.loads(skopeo("inspect", "--tls-verify=false", ref).stdout)
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"docker-archive:{archive}", ref)
+    info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", wharf.creds, ref).stdout)
     assert info["Os"] == "linux" and info["Architecture"] == "amd64"
-    skopeo("copy", "--src-tls-verify=false", ref, f"docker-archive:{tmp_path / 'back.tar'}:alpine:back")
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", wharf.creds, ref, f"docker-archive:{tmp_path / 'back.tar'}:alpine:back")
     # The image config (whose digest is the image id) is identical at every step.
     original = skopeo("inspect", "--config", "--raw", f"docker-archive:{archive}").stdout
-    stored = skopeo("inspect", "--config", "--raw", "--tls-verify=false", ref).stdout
+    stored = skopeo("inspect", "--config", "--raw", "--tls-verify=false", "--creds", wharf.creds, ref).stdout
     back = skopeo("inspect", "--config", "--raw", f"docker-archive:{tmp_path / 'back.tar'}").stdout
     assert original == stored == back
 
@@ -94,15 +94,15 @@ def test_multi_arch_index_with_all(wharf, small_image, tmp_path):
     (layout / "index.json").write_text(json.dumps(index))
 
     ref = f"docker://{wharf.host}/e2e/multi:latest"
-    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi", ref)
-    raw = inspect_raw(ref)
+    skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"oci:{layout}:multi", ref)
+    raw = inspect_raw(ref, wharf.creds)
     assert raw.encode() == image_index
     for child in children:
         child_ref = f"docker://{wharf.host}/e2e/multi@{child['digest']}"
-        assert hashlib.sha256(inspect_raw(child_ref).encode()).hexdigest() == child["digest"].split(":")[1]
+        assert hashlib.sha256(inspect_raw(child_ref, wharf.creds).encode()).hexdigest() == child["digest"].split(":")[1]
 
     out = tmp_path / "out"
-    skopeo("copy", "--all", "--src-tls-verify=false", ref, f"oci:{out}:multi")
+    skopeo("copy", "--all", "--src-tls-verify=false", "--src-creds", wharf.creds, ref, f"oci:{out}:multi")
     back, back_bytes = layout_manifest(f"{out}:multi")
     assert back["digest"] == f"sha256:{index_digest}"
     for child in children:
@@ -112,15 +112,15 @@ def test_multi_arch_index_with_all(wharf, small_image, tmp_path):
 
 def test_list_tags_and_delete(wharf, small_image):
     for tag in ["1.0", "1.1", "latest"]:
-        skopeo("copy", "--dest-tls-verify=false", f"oci:{small_image}", f"docker://{wharf.host}/e2e/tags:{tag}")
-    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{wharf.host}/e2e/tags").stdout)["Tags"]
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"oci:{small_image}", f"docker://{wharf.host}/e2e/tags:{tag}")
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false", "--creds", wharf.creds, f"docker://{wharf.host}/e2e/tags").stdout)["Tags"]
     assert tags == ["1.0", "1.1", "latest"]
     # skopeo deletes by digest: every tag of that manifest goes.
-    skopeo("delete", "--tls-verify=false", f"docker://{wharf.host}/e2e/tags:latest")
-    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{wharf.host}/e2e/tags").stdout)["Tags"]
+    skopeo("delete", "--tls-verify=false", "--creds", wharf.creds, f"docker://{wharf.host}/e2e/tags:latest")
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false", "--creds", wharf.creds, f"docker://{wharf.host}/e2e/tags").stdout)["Tags"]
     assert tags == []
-    result = skopeo("inspect", "--tls-verify=false", f"docker://{wharf.host}/e2e/tags:1.0", check=False)
+    result = skopeo("inspect", "--tls-verify=false", "--creds", wharf.creds, f"docker://{wharf.host}/e2e/tags:1.0", check=False)
     assert result.returncode != 0
     assert "manifest unknown" in result.stderr.lower()
-    catalog = requests.get(f"{wharf.url}/v2/_catalog").json()["repositories"]
+    catalog = requests.get(f"{wharf.url}/v2/_catalog", auth=wharf.auth).json()["repositories"]
     assert "e2e/tags" in catalog

@@ -41,12 +41,19 @@ public struct MetadataStore: Sendable {
         }
     }
 
-    /// Repository names in ASCII order, after `last`, at most `limit`.
-    public func listRepositories(after last: String?, limit: Int) async throws -> [String] {
+    /// Repository names in ASCII order, after `last`, at most `limit`, limited to `filter` when given.
+    public func listRepositories(after last: String?, limit: Int, filter: RepositoryFilter? = nil) async throws -> [String] {
         try await database.read { sql in
-            let rows = try await sql.raw("""
-                SELECT name FROM repositories WHERE name > \(bind: last ?? "") ORDER BY name LIMIT \(literal: limit)
-                """).all()
+            var query: SQLQueryString = "SELECT name FROM repositories WHERE name > \(bind: last ?? "")"
+            if let filter {
+                if filter.namespaces.isEmpty && filter.repositories.isEmpty { return [] }
+                var clauses: [SQLQueryString] = []
+                if !filter.namespaces.isEmpty { clauses.append("namespace IN (\(binds: filter.namespaces.sorted()))") }
+                if !filter.repositories.isEmpty { clauses.append("name IN (\(binds: filter.repositories.sorted()))") }
+                query += " AND (" + clauses.joined(separator: " OR ") + ")"
+            }
+            query += " ORDER BY name LIMIT \(literal: limit)"
+            let rows = try await sql.raw(query).all()
             return try rows.map { try $0.decode(column: "name", as: String.self) }
         }
     }
@@ -57,7 +64,8 @@ public struct MetadataStore: Sendable {
             return try row.decode(column: "id", as: Int64.self)
         }
         let row = try await sql.raw("""
-            INSERT INTO repositories (name, created_at) VALUES (\(bind: name.value), \(bind: Timestamp.nowMillis()))
+            INSERT INTO repositories (name, namespace, created_at)
+            VALUES (\(bind: name.value), \(bind: String(name.namespace)), \(bind: Timestamp.nowMillis()))
             ON CONFLICT (name) DO UPDATE SET name = excluded.name
             RETURNING id
             """).first()
@@ -461,6 +469,17 @@ public struct MetadataStore: Sendable {
                     """).run()
             }
         }
+    }
+}
+
+/// The repositories a caller may see: those in these namespaces, plus these repositories.
+public struct RepositoryFilter: Sendable, Equatable {
+    public var namespaces: Set<String>
+    public var repositories: Set<String>
+
+    public init(namespaces: Set<String>, repositories: Set<String>) {
+        self.namespaces = namespaces
+        self.repositories = repositories
     }
 }
 

@@ -21,9 +21,11 @@ enum Migrations {
             CREATE TABLE repositories (
                 id {id},
                 name {name} NOT NULL UNIQUE,
+                namespace {name} NOT NULL,
                 created_at BIGINT NOT NULL
             )
             """,
+            "CREATE INDEX repositories_by_namespace ON repositories (namespace, name)",
             // Blob bytes live in the blob store; this row says they are committed and how big they are.
             """
             CREATE TABLE blobs (
@@ -104,6 +106,119 @@ enum Migrations {
             )
             """,
             "CREATE INDEX upload_sessions_by_age ON upload_sessions (updated_at)",
+        ]),
+        Migration(version: 2, name: "access control", statements: [
+            """
+            CREATE TABLE users (
+                id {id},
+                name {name} NOT NULL UNIQUE,
+                password_hash TEXT,
+                email TEXT,
+                is_admin BOOLEAN NOT NULL DEFAULT FALSE,
+                disabled BOOLEAN NOT NULL DEFAULT FALSE,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                last_login_at BIGINT
+            )
+            """,
+            // Robot accounts: non-human identities with a high-entropy secret (stored as its SHA-256).
+            """
+            CREATE TABLE robots (
+                id {id},
+                name {name} NOT NULL UNIQUE,
+                description TEXT,
+                secret_hash TEXT NOT NULL,
+                expires_at BIGINT,
+                disabled BOOLEAN NOT NULL DEFAULT FALSE,
+                created_by TEXT,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                last_used_at BIGINT
+            )
+            """,
+            // scope_kind: registry (scope_name '*'), namespace or repository; actions: comma-separated.
+            """
+            CREATE TABLE robot_permissions (
+                robot_id BIGINT NOT NULL REFERENCES robots(id) ON DELETE CASCADE,
+                scope_kind TEXT NOT NULL,
+                scope_name {name} NOT NULL,
+                actions TEXT NOT NULL,
+                PRIMARY KEY (robot_id, scope_kind, scope_name)
+            )
+            """,
+            // Personal access tokens: stand in for a user's password on the command line.
+            """
+            CREATE TABLE access_tokens (
+                id {id},
+                user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                token_hash TEXT NOT NULL UNIQUE,
+                expires_at BIGINT,
+                created_at BIGINT NOT NULL,
+                last_used_at BIGINT,
+                UNIQUE (user_id, name)
+            )
+            """,
+            // OAuth2 refresh tokens (docker login keeps one as its identity token).
+            """
+            CREATE TABLE refresh_tokens (
+                id {id},
+                user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                token_hash TEXT NOT NULL UNIQUE,
+                client_id TEXT,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                last_used_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE namespaces (
+                id {id},
+                name {name} NOT NULL UNIQUE,
+                public BOOLEAN NOT NULL DEFAULT FALSE,
+                created_by TEXT,
+                created_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE namespace_members (
+                namespace_id BIGINT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+                user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                role TEXT NOT NULL,
+                added_at BIGINT NOT NULL,
+                PRIMARY KEY (namespace_id, user_id)
+            )
+            """,
+            "CREATE INDEX namespace_members_by_user ON namespace_members (user_id)",
+            // Token-signing keys, in the database so every node signs and verifies alike.
+            """
+            CREATE TABLE signing_keys (
+                kid TEXT PRIMARY KEY,
+                private_key_pem TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                retired_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE audit_events (
+                id {id},
+                at BIGINT NOT NULL,
+                actor {name},
+                actor_kind TEXT NOT NULL,
+                action TEXT NOT NULL,
+                namespace {name},
+                repository {name},
+                target TEXT,
+                result TEXT NOT NULL,
+                source TEXT,
+                detail TEXT,
+                count BIGINT NOT NULL DEFAULT 1
+            )
+            """,
+            "CREATE INDEX audit_events_by_time ON audit_events (at)",
+            "CREATE INDEX audit_events_by_actor ON audit_events (actor, at)",
+            "CREATE INDEX audit_events_by_namespace ON audit_events (namespace, at)",
+            "CREATE INDEX audit_events_by_action ON audit_events (action, at)",
         ]),
     ]
 

@@ -41,7 +41,8 @@ public enum EmptyJSON {
 }
 
 extension StringProtocol {
-    func trimmingSpaces() -> Substring {
+    /// The string without leading and trailing spaces and tabs.
+    public func trimmingSpaces() -> Substring {
         var slice = Substring(self)
         while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
         while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }

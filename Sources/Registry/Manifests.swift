@@ -146,8 +146,8 @@ extension Registry {
     }
 
     /// A page of repository names in ASCII order.
-    public func catalog(after last: String?, limit: Int) async throws -> [String] {
-        try await metadata.listRepositories(after: last, limit: limit)
+    public func catalog(after last: String?, limit: Int, filter: RepositoryFilter? = nil) async throws -> [String] {
+        try await metadata.listRepositories(after: last, limit: limit, filter: filter)
     }
 
     /// Descriptors of the manifests whose `subject` is `digest`, optionally of one artifact type.

@@ -1,3 +1,4 @@
+import Access
 import BlobStore
 import Hummingbird
 import Logging
@@ -7,12 +8,18 @@ import NIOPosix
 import Registry
 import ServiceLifecycle
 
+import Foundation
+
 /// A running Wharf: its stores, its use-cases and the HTTP application in front of them.
 public final class WharfServer: Sendable {
     public let configuration: WharfConfiguration
     public let metadata: MetadataStore
     public let blobStore: FileSystemBlobStore
     public let registry: Registry
+    /// Nil when authentication is turned off.
+    public let access: AccessControl?
+    /// The administrator password generated at this start (first start only), to show once.
+    public let generatedAdministratorPassword: String?
     private let ioThreadPool: NIOThreadPool
     private let logger: Logger
 
@@ -26,32 +33,59 @@ public final class WharfServer: Sendable {
         let blobStore = FileSystemBlobStore(root: configuration.resolvedStoragePath, threadPool: ioThreadPool)
         let metadata: MetadataStore
         do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
             try await blobStore.prepare()
             metadata = try await MetadataStore.open(url: configuration.resolvedDatabaseURL, logger: logger)
         } catch {
             try? await ioThreadPool.shutdownGracefully()
             throw error
         }
+        var access: AccessControl?
+        var generatedPassword: String?
+        if configuration.authEnabled {
+            let control = AccessControl(database: metadata.database, configuration: configuration.accessConfiguration, logger: logger)
+            do {
+                generatedPassword = try await control.start(dataDirectory: configuration.dataDirectory, administratorPassword: configuration.adminPassword)
+            } catch {
+                await metadata.close()
+                try? await ioThreadPool.shutdownGracefully()
+                throw error
+            }
+            access = control
+        } else {
+            logger.warning("authentication is OFF: anyone who can reach this server may push, pull and delete")
+        }
         let registry = Registry(metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger)
-        return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, ioThreadPool: ioThreadPool, logger: logger)
+        return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, access: access,
+                           generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
     }
 
-    private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry, ioThreadPool: NIOThreadPool, logger: Logger) {
+    private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
+                 access: AccessControl?, generatedAdministratorPassword: String?, ioThreadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
         self.metadata = metadata
         self.blobStore = blobStore
         self.registry = registry
+        self.access = access
+        self.generatedAdministratorPassword = generatedAdministratorPassword
         self.ioThreadPool = ioThreadPool
         self.logger = logger
     }
 
-    /// The HTTP routes: the Distribution API under `/v2`.
+    /// The HTTP routes: the Distribution API under `/v2` and the token endpoint.
     public func makeRouter() -> Router<WharfRequestContext> {
         let router = Router(context: WharfRequestContext.self)
-        let api = DistributionAPI(registry: registry, maximumPageSize: configuration.maximumPageSize)
+        let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm) }
+        let api = DistributionAPI(registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize)
         for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete] {
             router.on("/v2", method: method) { request, context in await api.respond(to: request, context: context) }
             router.on("/v2/**", method: method) { request, context in await api.respond(to: request, context: context) }
+        }
+        if let authentication {
+            let tokens = TokenEndpoint(authentication: authentication)
+            router.get("/auth/token") { request, context in await tokens.get(request, context: context) }
+            router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
+            ManagementAPI(authentication: authentication).register(on: router)
         }
         return router
     }
@@ -63,7 +97,7 @@ public final class WharfServer: Sendable {
         return Application(
             router: makeRouter(),
             configuration: .init(address: .hostname(host, port: port), serverName: "Wharf"),
-            services: [registry.pulls],
+            services: [registry.pulls] + (access.map { [$0.audit] } ?? []),
             onServerRunning: { channel in
                 logger.info("Wharf is listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
                 await onServerRunning(channel)
@@ -87,6 +121,7 @@ public final class WharfServer: Sendable {
     /// Releases the database and I/O threads. Call once, after serving stopped.
     public func close() async {
         await registry.pulls.flush()
+        await access?.audit.flush()
         await metadata.close()
         try? await ioThreadPool.shutdownGracefully()
         logger.info("Wharf stopped")

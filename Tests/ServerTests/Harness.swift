@@ -27,6 +27,8 @@ enum Harness {
         var configuration = WharfConfiguration()
         configuration.listen = "127.0.0.1:0"
         configuration.dataDirectory = data.path
+        // Suites about the Distribution API itself run without authentication; AccessTests turn it on.
+        configuration.authEnabled = false
         customize(&configuration)
         return configuration
     }

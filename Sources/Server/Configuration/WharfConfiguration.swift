@@ -1,3 +1,4 @@
+import Access
 import Logging
 import Registry
 import Yams
@@ -33,7 +34,39 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var chunkMinimumLength = 0
     public var logLevel: Logger.Level = .info
 
+    /// Authentication and authorization. On by default; turning it off leaves the registry open to
+    /// anyone who can reach it (meant for benchmarks and throw-away test setups).
+    public var authEnabled = true
+    /// `WWW-Authenticate` realm (the token endpoint's absolute URL). Nil: derived from each request's Host.
+    public var authRealm: String?
+    /// `service` in challenges and `aud` of tokens.
+    public var authService = "wharf"
+    /// `iss` of tokens.
+    public var authIssuer = "wharf"
+    public var tokenLifetimeSeconds = 300
+    public var namespaceCreation: NamespaceCreationPolicy = .administrators
+    /// The first administrator's password (`WHARF_ADMIN_PASSWORD`); nil generates one.
+    public var adminPassword: String?
+    /// Failed sign-ins allowed for one account before each further attempt must wait.
+    public var loginFailuresBeforeDelay = 5
+    /// The first wait; it doubles with each further failure, up to the maximum.
+    public var loginFirstDelaySeconds = 2
+    public var loginMaximumDelaySeconds = 300
+
     public init() {}
+
+    public var accessConfiguration: AccessConfiguration {
+        var configuration = AccessConfiguration()
+        configuration.namespaceCreation = namespaceCreation
+        configuration.token.issuer = authIssuer
+        configuration.token.service = authService
+        configuration.token.lifetime = .seconds(tokenLifetimeSeconds)
+        configuration.throttle.accountThreshold = loginFailuresBeforeDelay
+        configuration.throttle.sourceThreshold = max(loginFailuresBeforeDelay * 4, loginFailuresBeforeDelay)
+        configuration.throttle.firstDelay = .seconds(loginFirstDelaySeconds)
+        configuration.throttle.maximumDelay = .seconds(max(loginFirstDelaySeconds, loginMaximumDelaySeconds))
+        return configuration
+    }
 
     public var resolvedDatabaseURL: String { databaseURL ?? "sqlite:\(dataDirectory)/wharf.db" }
     public var resolvedStoragePath: String { storagePath ?? dataDirectory }
@@ -78,6 +111,19 @@ public struct WharfConfiguration: Sendable, Equatable {
         var storage: Storage?
         var registry: RegistrySection?
         var log: Log?
+        var auth: Auth?
+
+        struct Auth: Decodable {
+            var enabled: Bool?
+            var realm: String?
+            var service: String?
+            var issuer: String?
+            var tokenLifetimeSeconds: Int?
+            var namespaceCreation: NamespaceCreationPolicy?
+            var loginFailuresBeforeDelay: Int?
+            var loginFirstDelaySeconds: Int?
+            var loginMaximumDelaySeconds: Int?
+        }
 
         struct Database: Decodable { var url: String? }
         struct Storage: Decodable {
@@ -119,6 +165,17 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = registry.chunkMinimumLength { chunkMinimumLength = value }
         }
         if let value = file.log?.level { logLevel = try Self.parseLogLevel(value, source: "\(source): log.level") }
+        if let auth = file.auth {
+            if let value = auth.enabled { authEnabled = value }
+            if let value = auth.realm { authRealm = value }
+            if let value = auth.service { authService = value }
+            if let value = auth.issuer { authIssuer = value }
+            if let value = auth.tokenLifetimeSeconds { tokenLifetimeSeconds = value }
+            if let value = auth.namespaceCreation { namespaceCreation = value }
+            if let value = auth.loginFailuresBeforeDelay { loginFailuresBeforeDelay = value }
+            if let value = auth.loginFirstDelaySeconds { loginFirstDelaySeconds = value }
+            if let value = auth.loginMaximumDelaySeconds { loginMaximumDelaySeconds = value }
+        }
         try validate()
     }
 
@@ -128,6 +185,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength",
         "log", "log.level",
+        "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
+        "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -150,6 +209,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_STORAGE_PATH"] { storagePath = value }
         if let value = environment["WHARF_LOG_LEVEL"] { logLevel = try Self.parseLogLevel(value, source: "WHARF_LOG_LEVEL") }
         if let value = environment["WHARF_ALLOW_SPARSE_INDEXES"] { allowSparseIndexes = ["1", "true", "yes"].contains(value.lowercased()) }
+        if let value = environment["WHARF_AUTH_ENABLED"] { authEnabled = !["0", "false", "no", "off"].contains(value.lowercased()) }
+        if let value = environment["WHARF_AUTH_REALM"] { authRealm = value }
+        if let value = environment["WHARF_ADMIN_PASSWORD"], !value.isEmpty { adminPassword = value }
         try validate()
     }
 
@@ -159,6 +221,12 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard cacheTTLSeconds >= 0 else { throw ConfigurationError.invalid("registry.cacheTTLSeconds", "\(cacheTTLSeconds)") }
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
         guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
+        guard loginFailuresBeforeDelay >= 1, loginFirstDelaySeconds >= 1 else {
+            throw ConfigurationError.invalid("auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")
+        }
+        guard (60...86_400).contains(tokenLifetimeSeconds) else {
+            throw ConfigurationError.invalid("auth.tokenLifetimeSeconds (60 to 86400)", "\(tokenLifetimeSeconds)")
+        }
     }
 
     public static func parseLogLevel(_ value: String, source: String) throws -> Logger.Level {

@@ -1,3 +1,4 @@
+import Access
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -16,10 +17,14 @@ import Foundation
 /// renders their results and errors the way the spec and real clients expect.
 struct DistributionAPI: Sendable {
     let registry: Registry
+    /// Nil when authentication is turned off: then every request is allowed.
+    let authentication: RequestAuthentication?
     /// The largest page of tags or repositories served at once.
     let maximumPageSize: Int
     /// Page size for the catalog when the client does not ask for one.
     let defaultCatalogPageSize = 1000
+
+    private var audit: AuditLog? { authentication?.access.audit }
 
     func respond(to request: Request, context: WharfRequestContext) async -> Response {
         var response: Response
@@ -27,7 +32,8 @@ struct DistributionAPI: Sendable {
             guard let route = DistributionRoute.parse(path: request.uri.path) else {
                 throw RegistryError(.unsupported, "no such endpoint: \(request.uri.path)", status: 404)
             }
-            response = try await dispatch(route, request, context)
+            let caller = try await authorize(route, request, context)
+            response = try await dispatch(route, request, caller)
         } catch let error as RegistryError {
             response = ErrorResponse.make(error, method: request.method)
         } catch let error as UploadError {
@@ -40,7 +46,97 @@ struct DistributionAPI: Sendable {
         return response
     }
 
-    private func dispatch(_ route: DistributionRoute, _ request: Request, _ context: WharfRequestContext) async throws -> Response {
+    // MARK: Access
+
+    /// What a request needs: any signed-in caller, the catalog, or an action on a repository.
+    private enum Requirement {
+        case signedIn
+        case catalog
+        case repository(RepositoryName, Action)
+
+        /// The scope a challenge names, so the client asks the token endpoint for exactly that.
+        var scope: String? {
+            switch self {
+            case .signedIn: nil
+            case .catalog: "registry:catalog:*"
+            case .repository(let name, .pull): "repository:\(name):pull"
+            case .repository(let name, .push): "repository:\(name):pull,push"
+            case .repository(let name, .delete): "repository:\(name):delete"
+            }
+        }
+    }
+
+    private func requirement(_ route: DistributionRoute, _ method: HTTPRequest.Method) throws -> Requirement {
+        switch route {
+        case .base: return .signedIn
+        case .catalog: return .catalog
+        case .tags(let name), .referrers(let name, _): return .repository(try repositoryName(name), .pull)
+        case .manifest(let name, _), .blob(let name, _):
+            let action: Action = switch method {
+            case .put: .push
+            case .delete: .delete
+            default: .pull
+            }
+            return .repository(try repositoryName(name), action)
+        case .uploads(let name), .upload(let name, _): return .repository(try repositoryName(name), .push)
+        }
+    }
+
+    /// Checks credentials and permissions: 401 with a challenge for the anonymous and for bad
+    /// credentials; 403 for a signed-in caller without the permission, and for a token lacking
+    /// the scope (with a challenge naming it, as RFC 6750 asks).
+    private func authorize(_ route: DistributionRoute, _ request: Request, _ context: WharfRequestContext) async throws -> Caller {
+        guard let authentication else { return .anonymous(source: context.sourceAddress) }
+        let requirement = try requirement(route, request.method)
+        let caller = try await authentication.caller(for: request, context: context, challengeScope: requirement.scope)
+        let identity = caller.identity
+        switch requirement {
+        case .signedIn:
+            if identity.kind == .anonymous {
+                throw authentication.unauthorized(request, scope: nil, message: "authentication required")
+            }
+        case .catalog:
+            if identity.kind == .anonymous {
+                throw authentication.unauthorized(request, scope: requirement.scope, message: "authentication required")
+            }
+            if let token = caller.token, !token.mayListCatalog {
+                throw authentication.insufficientScope(request, scope: requirement.scope, message: "the token does not grant catalog access")
+            }
+        case .repository(let repository, let action):
+            if try await allowed(caller, action, on: repository) {
+                if action == .push, caller.identity.kind != .anonymous {
+                    try await authentication.access.authorizer.ensureNamespace(String(repository.namespace), for: identity)
+                }
+                return caller
+            }
+            if identity.kind == .anonymous {
+                throw authentication.unauthorized(request, scope: requirement.scope, message: "authentication required to \(action.rawValue) \(repository)")
+            }
+            if caller.token != nil {
+                throw authentication.insufficientScope(request, scope: requirement.scope, message: "the token does not grant \(action.rawValue) on \(repository)")
+            }
+            audit?.record(AuditEvent(actor: identity, action: action.rawValue, namespace: String(repository.namespace),
+                                     repository: repository.value, result: .denied, source: caller.source))
+            throw RegistryError(.denied, "\(identity) may not \(action.rawValue) \(repository)")
+        }
+        return caller
+    }
+
+    /// Whether `caller` may take `action` on `repository`: by the token's grant, or by the rules.
+    private func allowed(_ caller: Caller, _ action: Action, on repository: RepositoryName) async throws -> Bool {
+        guard let authentication else { return true }
+        if let token = caller.token { return token.actions(on: repository.value).contains(action) }
+        return try await authentication.access.authorizer.actions(for: caller.identity, on: repository).contains(action)
+    }
+
+    private func record(_ action: String, by caller: Caller, in repository: RepositoryName, target: String, detail: String? = nil) {
+        audit?.record(AuditEvent(actor: caller.identity, action: action, namespace: String(repository.namespace),
+                                 repository: repository.value, target: target, source: caller.source, detail: detail))
+    }
+
+    // MARK: Dispatch
+
+    private func dispatch(_ route: DistributionRoute, _ request: Request, _ caller: Caller) async throws -> Response {
         let method = request.method
         switch route {
         case .base:
@@ -48,7 +144,7 @@ struct DistributionAPI: Sendable {
             return jsonResponse(ByteBuffer(string: "{}"), method: method)
         case .catalog:
             try allow(method, [.get])
-            return try await catalog(request)
+            return try await catalog(request, caller)
         case .tags(let name):
             try allow(method, [.get])
             return try await tags(request, repository: try repositoryName(name))
@@ -56,9 +152,9 @@ struct DistributionAPI: Sendable {
             try allow(method, [.get, .head, .put, .delete])
             let repository = try repositoryName(name)
             switch method {
-            case .put: return try await putManifest(request, repository: repository, reference: reference)
-            case .delete: return try await deleteManifest(repository: repository, reference: reference)
-            default: return try await getManifest(request, repository: repository, reference: reference)
+            case .put: return try await putManifest(request, repository: repository, reference: reference, caller)
+            case .delete: return try await deleteManifest(repository: repository, reference: reference, caller)
+            default: return try await getManifest(request, repository: repository, reference: reference, caller)
             }
         case .blob(let name, let digest):
             try allow(method, [.get, .head, .delete])
@@ -67,13 +163,14 @@ struct DistributionAPI: Sendable {
             switch method {
             case .delete:
                 try await registry.deleteBlob(digest, in: repository)
+                record("delete", by: caller, in: repository, target: digest.description)
                 return emptyResponse(.accepted)
             case .head: return try await headBlob(repository: repository, digest: digest)
             default: return try await getBlob(request, repository: repository, digest: digest)
             }
         case .uploads(let name):
             try allow(method, [.post])
-            return try await startUpload(request, repository: try repositoryName(name))
+            return try await startUpload(request, repository: try repositoryName(name), caller)
         case .upload(let name, let id):
             try allow(method, [.get, .patch, .put, .delete])
             let repository = try repositoryName(name)
@@ -141,11 +238,12 @@ struct DistributionAPI: Sendable {
 
     // MARK: Uploads
 
-    private func startUpload(_ request: Request, repository: RepositoryName) async throws -> Response {
+    private func startUpload(_ request: Request, repository: RepositoryName, _ caller: Caller) async throws -> Response {
         let query = request.uri.queryParameters
         if let mount = query.get("mount") {
             let digest = try parseDigest(mount)
-            if let from = query.get("from"), let source = RepositoryName(from),
+            // Mounting needs pull on the source; without it the client simply uploads the blob.
+            if let from = query.get("from"), let source = RepositoryName(from), try await allowed(caller, .pull, on: source),
                let blob = try await registry.mountBlob(digest, from: source, into: repository) {
                 return blobCreatedResponse(repository: repository, digest: blob.digest)
             }
@@ -243,11 +341,15 @@ struct DistributionAPI: Sendable {
 
     // MARK: Manifests
 
-    private func getManifest(_ request: Request, repository: RepositoryName, reference: String) async throws -> Response {
+    private func getManifest(_ request: Request, repository: RepositoryName, reference: String, _ caller: Caller) async throws -> Response {
         let reference = try parseReference(reference, forWriting: false)
         let manifest = try await registry.manifest(reference, in: repository, recordPull: request.method == .get)
         guard Self.accepts(request.headers[values: .accept], mediaType: manifest.mediaType) else {
             throw RegistryError(.manifestUnknown, "manifest \(reference) is \(manifest.mediaType), which the request's Accept header does not include")
+        }
+        if request.method == .get {
+            audit?.recordPull(by: caller.identity, repository: repository.value, namespace: String(repository.namespace),
+                              digest: manifest.digest.description, source: caller.source)
         }
         var headers = HTTPFields()
         headers[.contentType] = manifest.mediaType
@@ -277,7 +379,7 @@ struct DistributionAPI: Sendable {
         return !listsManifestTypes
     }
 
-    private func putManifest(_ request: Request, repository: RepositoryName, reference: String) async throws -> Response {
+    private func putManifest(_ request: Request, repository: RepositoryName, reference: String, _ caller: Caller) async throws -> Response {
         let reference = try parseReference(reference, forWriting: true)
         var extraTags: [Tag] = []
         for value in request.uri.queryParameters.getAll("tag") {
@@ -294,6 +396,7 @@ struct DistributionAPI: Sendable {
             content, contentType: request.headers[.contentType], in: repository,
             reference: reference, extraTags: extraTags
         )
+        record("push", by: caller, in: repository, target: reference.description, detail: #"{"digest":"\#(pushed.digest)"}"#)
         var headers = HTTPFields()
         headers[.location] = "/v2/\(repository)/manifests/\(pushed.digest)"
         headers[.dockerContentDigest] = pushed.digest.description
@@ -305,8 +408,10 @@ struct DistributionAPI: Sendable {
         return Response(status: .created, headers: headers, body: .init())
     }
 
-    private func deleteManifest(repository: RepositoryName, reference: String) async throws -> Response {
-        try await registry.deleteManifest(try parseReference(reference, forWriting: false), in: repository)
+    private func deleteManifest(repository: RepositoryName, reference: String, _ caller: Caller) async throws -> Response {
+        let reference = try parseReference(reference, forWriting: false)
+        try await registry.deleteManifest(reference, in: repository)
+        record("delete", by: caller, in: repository, target: reference.description)
         return emptyResponse(.accepted)
     }
 
@@ -328,10 +433,12 @@ struct DistributionAPI: Sendable {
         return jsonResponse(ByteBuffer(string: body), headers: headers)
     }
 
-    private func catalog(_ request: Request) async throws -> Response {
+    private func catalog(_ request: Request, _ caller: Caller) async throws -> Response {
         let (limit, requested) = try pageSize(request, default: defaultCatalogPageSize)
         let last = request.uri.queryParameters.get("last")
-        var names = limit == 0 ? [] : try await registry.catalog(after: last, limit: limit + 1)
+        // The catalog lists only what the caller may pull.
+        let filter = try await authentication?.access.authorizer.catalogFilter(for: caller.identity)
+        var names = limit == 0 ? [] : try await registry.catalog(after: last, limit: limit + 1, filter: filter)
         var headers = HTTPFields()
         if names.count > limit {
             names.removeLast(names.count - limit)

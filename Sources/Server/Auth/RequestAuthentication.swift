@@ -1,0 +1,110 @@
+import Access
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import OCI
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Who sent a request, and with what proof.
+struct Caller: Sendable {
+    let identity: Identity
+    /// The bearer token, when that is how the caller authenticated: it carries the granted access.
+    let token: TokenService.VerifiedToken?
+    let source: String?
+
+    static func anonymous(source: String?) -> Caller { Caller(identity: .anonymous, token: nil, source: source) }
+}
+
+/// Reads the `Authorization` header and proves who the caller is. Shared by `/v2`, the token
+/// endpoint and the management API.
+struct RequestAuthentication: Sendable {
+    let access: AccessControl
+    /// Configured realm; nil derives `http(s)://<Host>/auth/token` from each request.
+    let configuredRealm: String?
+
+    enum Credentials {
+        case none
+        case basic(username: String, password: String)
+        case bearer(String)
+        case malformed
+    }
+
+    static func credentials(_ request: Request) -> Credentials {
+        guard let header = request.headers[.authorization] else { return .none }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2 else { return .malformed }
+        switch parts[0].lowercased() {
+        case "basic":
+            guard let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: " ")),
+                  let decoded = String(data: data, encoding: .utf8), let colon = decoded.firstIndex(of: ":") else { return .malformed }
+            return .basic(username: String(decoded[..<colon]), password: String(decoded[decoded.index(after: colon)...]))
+        case "bearer":
+            return .bearer(String(parts[1]).trimmingCharacters(in: " "))
+        default:
+            return .malformed
+        }
+    }
+
+    /// The caller, or an error response (401 for bad credentials, 429 when throttled).
+    func caller(for request: Request, context: WharfRequestContext, challengeScope: String?) async throws -> Caller {
+        let source = context.sourceAddress
+        switch Self.credentials(request) {
+        case .none:
+            return .anonymous(source: source)
+        case .malformed:
+            throw unauthorized(request, scope: challengeScope, message: "malformed Authorization header", error: "invalid_request")
+        case .basic(let username, let password):
+            switch try await access.authenticator.authenticate(username: username, password: password, source: source) {
+            case .authenticated(let identity):
+                return Caller(identity: identity, token: nil, source: source)
+            case .invalid:
+                access.audit.record(AuditEvent(actor: nil, action: "login", target: username, result: .failure, source: source))
+                throw unauthorized(request, scope: challengeScope, message: "invalid username or password")
+            case .throttled(let retryAfter):
+                throw RegistryError(.tooManyRequests, "too many failed sign-ins; retry in \(retryAfter) s", headers: [("Retry-After", String(retryAfter))])
+            }
+        case .bearer(let token):
+            do {
+                let verified = try await access.tokens.verify(token)
+                return Caller(identity: verified.identity, token: verified, source: source)
+            } catch {
+                throw unauthorized(request, scope: challengeScope, message: error.description, error: "invalid_token")
+            }
+        }
+    }
+
+    func realm(for request: Request) -> String {
+        if let configuredRealm { return configuredRealm }
+        let scheme = request.headers[HTTPField.Name("X-Forwarded-Proto")!] ?? "http"
+        let host = request.headers[HTTPField.Name("X-Forwarded-Host")!] ?? request.head.authority ?? "localhost"
+        return "\(scheme)://\(host)/auth/token"
+    }
+
+    /// A 401 whose challenge sends clients to the token endpoint (RFC 6750 §3).
+    func unauthorized(_ request: Request, scope: String?, message: String, error: String? = nil) -> RegistryError {
+        RegistryError(.unauthorized, message, headers: [("WWW-Authenticate", challenge(request, scope: scope, error: error))])
+    }
+
+    /// A valid token that lacks the scope: 403 with a challenge naming the scope needed
+    /// (RFC 6750 §3.1), so clients that re-authenticate on 403 (oras) fetch a better token.
+    func insufficientScope(_ request: Request, scope: String?, message: String) -> RegistryError {
+        RegistryError(.denied, message, headers: [("WWW-Authenticate", challenge(request, scope: scope, error: "insufficient_scope"))])
+    }
+
+    private func challenge(_ request: Request, scope: String?, error: String?) -> String {
+        var challenge = "Bearer realm=\"\(realm(for: request))\",service=\"\(access.tokens.settings.service)\""
+        if let scope { challenge += ",scope=\"\(scope)\"" }
+        if let error { challenge += ",error=\"\(error)\"" }
+        return challenge
+    }
+}
+
+extension WharfRequestContext {
+    /// The client's IP address, for logs, throttling and the audit log.
+    var sourceAddress: String? { remoteAddress?.ipAddress }
+}

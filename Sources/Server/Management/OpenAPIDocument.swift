@@ -1,0 +1,113 @@
+import Foundation
+
+/// Builds the OpenAPI 3.1 description of the management API from its route table.
+enum OpenAPIDocument {
+    static func make(routes: [ManagementAPI.Route]) -> [UInt8] {
+        var paths: [String: [String: Any]] = [:]
+        for route in routes {
+            var operation: [String: Any] = [
+                "summary": route.summary,
+                "operationId": operationID(route),
+                "responses": responses(route),
+            ]
+            var parameters: [[String: Any]] = pathParameters(route.path).map {
+                ["name": $0, "in": "path", "required": true, "schema": ["type": "string"]]
+            }
+            parameters += route.query.map { ["name": $0.name, "in": "query", "required": false, "description": $0.description, "schema": ["type": "string"]] }
+            if !parameters.isEmpty { operation["parameters"] = parameters }
+            if let request = route.requestSchema {
+                operation["requestBody"] = ["required": true, "content": ["application/json": ["schema": ref(request)]]]
+            }
+            paths[route.path, default: [:]][route.method.rawValue.lowercased()] = operation
+        }
+        let document: [String: Any] = [
+            "openapi": "3.1.0",
+            "info": [
+                "title": "Wharf management API",
+                "version": "1",
+                "description": "Users, access tokens, robot accounts, namespaces, members, the audit log and token signing keys. Errors are {\"error\":{\"code\",\"message\"}}.",
+            ],
+            "servers": [["url": "/api/v1"]],
+            "security": [["basic": []], ["bearer": []]],
+            "paths": paths,
+            "components": [
+                "securitySchemes": [
+                    "basic": ["type": "http", "scheme": "basic", "description": "user and password, or user and access token (wharf_pat_…)"],
+                    "bearer": ["type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "a token from /auth/token"],
+                ],
+                "schemas": schemas,
+            ],
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return Array(data)
+    }
+
+    private static func operationID(_ route: ManagementAPI.Route) -> String {
+        let words = route.path.split(separator: "/").map { $0.hasPrefix("{") ? "By" + $0.dropFirst().dropLast().capitalized : $0.capitalized }
+        return route.method.rawValue.lowercased() + words.joined()
+    }
+
+    private static func pathParameters(_ path: String) -> [String] {
+        path.split(separator: "/").filter { $0.hasPrefix("{") }.map { String($0.dropFirst().dropLast()) }
+    }
+
+    private static func ref(_ schema: String) -> [String: Any] {
+        if schema.hasPrefix("[") {
+            return ["type": "array", "items": ["$ref": "#/components/schemas/\(schema.dropFirst().dropLast())"]]
+        }
+        return ["$ref": "#/components/schemas/\(schema)"]
+    }
+
+    private static func responses(_ route: ManagementAPI.Route) -> [String: Any] {
+        var success: [String: Any] = ["description": "success"]
+        if let schema = route.responseSchema {
+            let mediaType = route.path.hasSuffix("/export") ? "application/x-ndjson" : "application/json"
+            success["content"] = [mediaType: ["schema": ref(schema)]]
+        }
+        let error: [String: Any] = ["content": ["application/json": ["schema": ref("Error")]]]
+        var result: [String: Any] = [String(route.status.code): success]
+        for (code, description) in [("400", "invalid request"), ("401", "not signed in"), ("403", "not allowed"), ("404", "not found"), ("409", "conflict")] {
+            result[code] = error.merging(["description": description]) { $1 }
+        }
+        return result
+    }
+
+    private static func object(_ properties: [String: [String: Any]], required: [String]) -> [String: Any] {
+        ["type": "object", "properties": properties, "required": required]
+    }
+
+    private static var string: [String: Any] { ["type": "string"] }
+    private static var time: [String: Any] { ["type": "string", "format": "date-time"] }
+    private static var boolean: [String: Any] { ["type": "boolean"] }
+    private static var integer: [String: Any] { ["type": "integer", "format": "int64"] }
+    private static var actions: [String: Any] { ["type": "array", "items": ["type": "string", "enum": ["pull", "push", "delete", "*"]]] }
+
+    private static var schemas: [String: Any] { [
+        "Error": object(["error": object(["code": string, "message": string], required: ["code", "message"])], required: ["error"]),
+        "Identity": object(["name": string, "kind": ["type": "string", "enum": ["user", "robot", "anonymous"]], "admin": boolean], required: ["name", "kind", "admin"]),
+        "User": object(["name": string, "email": string, "admin": boolean, "disabled": boolean, "createdAt": time, "lastLoginAt": time], required: ["name", "admin", "disabled"]),
+        "CreateUser": object(["name": string, "password": ["type": "string", "minLength": 12, "maxLength": 72], "email": string, "admin": boolean], required: ["name", "password"]),
+        "UpdateUser": object(["email": string, "admin": boolean, "disabled": boolean], required: []),
+        "SetPassword": object(["password": ["type": "string", "minLength": 12, "maxLength": 72], "currentPassword": string], required: ["password"]),
+        "AccessToken": object(["name": string, "createdAt": time, "expiresAt": time, "lastUsedAt": time, "token": ["type": "string", "description": "only when created"]], required: ["name"]),
+        "CreateAccessToken": object(["name": string, "expiresAt": time], required: ["name"]),
+        "Permission": object(["scope": ["type": "string", "enum": ["registry", "namespace", "repository"]], "name": string, "actions": actions], required: ["scope", "name", "actions"]),
+        "Robot": object([
+            "name": string, "description": string, "expiresAt": time, "disabled": boolean, "createdBy": string, "createdAt": time,
+            "lastUsedAt": time, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]],
+            "secret": ["type": "string", "description": "only when created or rotated"],
+        ], required: ["name", "disabled", "permissions"]),
+        "CreateRobot": object(["name": string, "description": string, "expiresAt": time, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]]], required: ["name", "permissions"]),
+        "UpdateRobot": object(["description": string, "expiresAt": time, "disabled": boolean, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]]], required: []),
+        "Namespace": object(["name": string, "public": boolean, "createdBy": string, "createdAt": time], required: ["name", "public"]),
+        "CreateNamespace": object(["name": string, "public": boolean], required: ["name"]),
+        "UpdateNamespace": object(["public": boolean], required: ["public"]),
+        "Member": object(["user": string, "role": ["type": "string", "enum": ["reader", "developer", "maintainer", "admin"]], "addedAt": time], required: ["user", "role"]),
+        "SetMember": object(["role": ["type": "string", "enum": ["reader", "developer", "maintainer", "admin"]]], required: ["role"]),
+        "Event": object([
+            "id": integer, "at": time, "actor": string, "actorKind": string, "action": string, "namespace": string, "repository": string,
+            "target": string, "result": ["type": "string", "enum": ["success", "denied", "failure"]], "source": string, "detail": string, "count": integer,
+        ], required: ["actorKind", "action", "result", "count"]),
+        "SigningKey": object(["kid": string], required: ["kid"]),
+    ] }
+}

@@ -1,0 +1,66 @@
+"""Access control with real clients: robots, public namespaces, refused credentials, the API."""
+
+import json
+
+import requests
+from openapi_spec_validator import validate
+
+from conftest import inspect_raw, skopeo
+
+
+def test_robot_account_used_by_skopeo(wharf, small_image):
+    created = wharf.api("POST", "/robots", json={
+        "name": "ci-pusher",
+        "permissions": [{"scope": "namespace", "name": "robots", "actions": ["pull", "push"]}],
+    })
+    assert created.status_code == 201, created.text
+    robot = created.json()
+    assert robot["name"] == "robot$ci-pusher"
+    creds = f"{robot['name']}:{robot['secret']}"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{small_image}", f"docker://{wharf.host}/robots/app:1")
+    assert json.loads(inspect_raw(f"docker://{wharf.host}/robots/app:1", creds))["layers"]
+    # Outside its namespace the robot is refused.
+    refused = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{small_image}",
+                     f"docker://{wharf.host}/elsewhere/app:1", check=False)
+    assert refused.returncode != 0
+    assert any(word in refused.stderr.lower() for word in ("denied", "unauthorized", "forbidden"))
+    # Expired: 401 for the same secret.
+    assert wharf.api("PATCH", "/robots/robot$ci-pusher", json={"expiresAt": "2021-01-01T00:00:00Z"}).status_code == 200
+    expired = skopeo("inspect", "--tls-verify=false", "--creds", creds, f"docker://{wharf.host}/robots/app:1", check=False)
+    assert expired.returncode != 0 and "unauthorized" in expired.stderr.lower()
+    assert requests.get(f"{wharf.url}/v2/", auth=(robot["name"], robot["secret"])).status_code == 401
+
+
+def test_wrong_password_and_anonymous_access(wharf, small_image):
+    wrong = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "admin:wrong-password", f"oci:{small_image}",
+                   f"docker://{wharf.host}/private/app:1", check=False)
+    assert wrong.returncode != 0 and "unauthorized" in wrong.stderr.lower()
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"oci:{small_image}", f"docker://{wharf.host}/private/app:1")
+    # No credentials: private is refused, nothing anonymous happens by default.
+    anonymous = skopeo("inspect", "--tls-verify=false", "--no-creds", f"docker://{wharf.host}/private/app:1", check=False)
+    assert anonymous.returncode != 0
+    # A namespace made public is pullable anonymously, and only pullable.
+    assert wharf.api("POST", "/namespaces", json={"name": "opensource", "public": True}).status_code == 201
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"oci:{small_image}", f"docker://{wharf.host}/opensource/app:1")
+    skopeo("inspect", "--tls-verify=false", "--no-creds", f"docker://{wharf.host}/opensource/app:1")
+    push = skopeo("copy", "--dest-tls-verify=false", "--dest-no-creds", f"oci:{small_image}",
+                  f"docker://{wharf.host}/opensource/app:2", check=False)
+    assert push.returncode != 0
+
+
+def test_catalog_shows_only_what_the_caller_may_pull(wharf, small_image):
+    assert wharf.api("POST", "/users", json={"name": "viewer", "password": "viewer-password-1"}).status_code == 201
+    assert wharf.api("POST", "/namespaces", json={"name": "visible"}).status_code == 201
+    assert wharf.api("PUT", "/namespaces/visible/members/viewer", json={"role": "reader"}).status_code == 204
+    for repository in ["visible/app", "hidden/app"]:
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", wharf.creds, f"oci:{small_image}", f"docker://{wharf.host}/{repository}:1")
+    catalog = requests.get(f"{wharf.url}/v2/_catalog", auth=("viewer", "viewer-password-1")).json()["repositories"]
+    assert "visible/app" in catalog and "hidden/app" not in catalog
+    everything = requests.get(f"{wharf.url}/v2/_catalog", auth=wharf.auth).json()["repositories"]
+    assert {"visible/app", "hidden/app"} <= set(everything)
+
+
+def test_openapi_document_is_valid(wharf):
+    document = requests.get(f"{wharf.url}/api/v1/openapi.json").json()
+    validate(document)
+    assert "/namespaces/{name}/members/{user}" in document["paths"]
