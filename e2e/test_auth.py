@@ -5,7 +5,7 @@ import json
 import requests
 from openapi_spec_validator import validate
 
-from conftest import inspect_raw, skopeo
+from conftest import inspect_raw, run, skopeo
 
 
 def test_robot_account_used_by_skopeo(wharf, small_image):
@@ -64,3 +64,33 @@ def test_openapi_document_is_valid(wharf):
     document = requests.get(f"{wharf.url}/api/v1/openapi.json").json()
     validate(document)
     assert "/namespaces/{name}/members/{user}" in document["paths"]
+
+
+def test_admin_cli(wharf, wharf_bin, small_image):
+    env = {"WHARF_SERVER": wharf.url, "WHARF_PASSWORD": wharf.auth[1]}
+
+    def cli(*args, input=None, check=True):
+        return run([wharf_bin, "admin", *args], env=env, input=input, check=check)
+
+    cli("user", "create", "cli-user", "--new-password-stdin", input="cli-user-password\n")
+    assert "cli-user" in cli("user", "list").stdout
+    cli("namespace", "create", "clins")
+    cli("member", "set", "clins", "cli-user", "developer")
+    assert "developer" in cli("member", "list", "clins").stdout
+    robot = cli("robot", "create", "cli-bot", "--permission", "namespace:clins:pull,push").stdout
+    secret = next(line.split(": ", 1)[1] for line in robot.splitlines() if line.startswith("secret"))
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"robot$cli-bot:{secret}", f"oci:{small_image}", f"docker://{wharf.host}/clins/app:1")
+    token = cli("token", "create", "ci", "--user", "cli-user").stdout.split(": ", 1)[1].strip()
+    assert token.startswith("wharf_pat_")
+    skopeo("inspect", "--tls-verify=false", "--creds", f"cli-user:{token}", f"docker://{wharf.host}/clins/app:1")
+    # JSON output and JSON-lines export.
+    users = json.loads(cli("user", "list", "--json").stdout)
+    assert any(u["name"] == "cli-user" for u in users)
+    lines = cli("audit", "--json-lines", "--namespace", "clins").stdout.strip().splitlines()
+    actions = {json.loads(line)["action"] for line in lines}
+    assert {"namespace.create", "namespace.member.set", "push"} <= actions
+    # Errors: a clear message and a non-zero exit.
+    missing = cli("user", "delete", "no-such-user", check=False)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    wrong = run([wharf_bin, "admin", "user", "list"], env={**env, "WHARF_PASSWORD": "wrong"}, check=False)
+    assert wrong.returncode != 0 and "401" in wrong.stderr

@@ -1,0 +1,498 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// `wharf admin …`: the management API from the command line.
+struct Admin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage users, access tokens, robot accounts, namespaces, members, the audit log and signing keys.",
+        discussion: """
+            Talks to a running Wharf's management API. Connection: --server (or WHARF_SERVER, default \
+            http://127.0.0.1:5000); credentials: --username (or WHARF_USERNAME, default admin) and the password \
+            from WHARF_PASSWORD, --password-file, or --password-stdin. An access token works as the password.
+            """,
+        subcommands: [Users.self, Tokens.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self]
+    )
+}
+
+struct Connection: ParsableArguments {
+    @Option(help: "The Wharf server (env WHARF_SERVER).")
+    var server: String?
+
+    @Option(help: "User to sign in as (env WHARF_USERNAME; default admin).")
+    var username: String?
+
+    @Option(name: .customLong("password-file"), help: "Read the password from this file (e.g. wharf-data/admin-password).")
+    var passwordFile: String?
+
+    @Flag(name: .customLong("password-stdin"), help: "Read the password from standard input.")
+    var passwordStdin = false
+
+    @Flag(help: "Print the raw JSON response.")
+    var json = false
+
+    func client() throws -> ManagementClient {
+        let environment = ProcessInfo.processInfo.environment
+        let base = (server ?? environment["WHARF_SERVER"] ?? "http://127.0.0.1:5000").trimmingSuffix("/")
+        let user = username ?? environment["WHARF_USERNAME"] ?? "admin"
+        let password: String
+        if let passwordFile {
+            guard let contents = FileManager.default.contents(atPath: passwordFile) else { throw ValidationError("cannot read \(passwordFile)") }
+            password = String(decoding: contents, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if passwordStdin {
+            password = (readLine(strippingNewline: true) ?? "")
+        } else if let value = environment["WHARF_PASSWORD"] {
+            password = value
+        } else {
+            throw ValidationError("no password: set WHARF_PASSWORD, or use --password-file or --password-stdin")
+        }
+        return ManagementClient(base: base + "/api/v1", username: user, password: password, printJSON: json)
+    }
+}
+
+/// A small client for `/api/v1`: sends JSON, turns error bodies into readable failures.
+struct ManagementClient {
+    let base: String
+    let username: String
+    let password: String
+    let printJSON: Bool
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    @discardableResult
+    func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil) async throws -> Any? {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        request.headers.add(name: "Authorization", value: "Basic " + Data("\(username):\(password)".utf8).base64EncodedString())
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let data = Data(buffer: try await response.body.collect(upTo: 64 * 1024 * 1024))
+        guard (200..<300).contains(response.status.code) else {
+            let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])
+                .flatMap { ($0["error"] as? [String: Any])?["message"] as? String } ?? String(decoding: data, as: UTF8.self)
+            throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase): \(message)")
+        }
+        if data.isEmpty { return nil }
+        if response.headers.first(name: "Content-Type") == "application/x-ndjson" { return String(decoding: data, as: UTF8.self) }
+        let value = try JSONSerialization.jsonObject(with: data)
+        if printJSON {
+            let pretty = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: pretty, as: UTF8.self))
+        }
+        return value
+    }
+
+    /// Prints rows of objects as aligned columns (unless --json already printed them).
+    func table(_ value: Any?, columns: [String]) {
+        guard !printJSON, let rows = value as? [[String: Any]] else { return }
+        let cells = rows.map { row in columns.map { column in Self.text(row[column], key: column) } }
+        let widths = columns.indices.map { i in max(columns[i].count, cells.map { $0[i].count }.max() ?? 0) }
+        func line(_ values: [String]) -> String {
+            zip(values, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        print(line(columns.map { $0.uppercased() }))
+        for row in cells { print(line(row)) }
+    }
+
+    func show(_ value: Any?) {
+        guard !printJSON, let object = value as? [String: Any] else { return }
+        for key in object.keys.sorted() { print("\(key): \(Self.text(object[key], key: key))") }
+    }
+
+    /// Fields that are booleans. JSONSerialization hands numbers and booleans back as NSNumber on
+    /// Linux, and a 1 would cast to `true`: the field name decides.
+    static let booleanFields: Swift.Set<String> = ["admin", "disabled", "public"]
+
+    static func text(_ value: Any?, key: String = "") -> String {
+        switch value {
+        case nil, is NSNull: return "-"
+        case let bool as Bool where booleanFields.contains(key): return bool ? "yes" : "no"
+        case let number as NSNumber: return number.stringValue
+        case let array as [Any]: return array.map { text($0) }.joined(separator: " ")
+        case let object as [String: Any]:
+            if let scope = object["scope"], let name = object["name"], let actions = object["actions"] {
+                return "\(scope):\(name):\((actions as? [String] ?? []).joined(separator: ","))"
+            }
+            return object.keys.sorted().map { "\($0)=\(text(object[$0]))" }.joined(separator: ",")
+        default: return "\(value!)"
+        }
+    }
+}
+
+extension String {
+    func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+
+    /// Percent-encodes a path segment (robot names contain `$`).
+    var pathSegment: String { addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/$"))) ?? self }
+}
+
+/// Reads a new secret from stdin, or generates one.
+func readNewPassword(fromStdin: Bool) -> (password: String, generated: Bool) {
+    if fromStdin, let line = readLine(strippingNewline: true), !line.isEmpty { return (line, false) }
+    let alphabet = Array("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+    var generator = SystemRandomNumberGenerator()
+    return (String((0..<24).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] }), true)
+}
+
+// MARK: Users
+
+struct Users: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "user", abstract: "Users.",
+                                                    subcommands: [List.self, Create.self, Show.self, Delete.self, Disable.self, Enable.self, Password.self, SetAdmin.self])
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let client = try connection.client()
+            client.table(try await client.call(.GET, "/users"), columns: ["name", "admin", "disabled", "email", "lastLoginAt"])
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a user; the password comes from --new-password-stdin or is generated and printed once.")
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Flag(help: "Make the user a system administrator.") var admin = false
+        @Option var email: String?
+        @Flag(name: .customLong("new-password-stdin"), help: "Read the new user's password from standard input.") var newPasswordStdin = false
+        func run() async throws {
+            let client = try connection.client()
+            let (password, generated) = readNewPassword(fromStdin: newPasswordStdin)
+            var body: [String: Any] = ["name": name, "password": password, "admin": admin]
+            if let email { body["email"] = email }
+            client.show(try await client.call(.POST, "/users", body: body))
+            if generated { print("password: \(password)") }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.GET, "/users/\(name.pathSegment)"))
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            try await connection.client().call(.DELETE, "/users/\(name.pathSegment)")
+            print("deleted user \(name)")
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.PATCH, "/users/\(name.pathSegment)", body: ["disabled": true]))
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.PATCH, "/users/\(name.pathSegment)", body: ["disabled": false]))
+        }
+    }
+
+    struct SetAdmin: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-admin", abstract: "Grant or revoke system administration.")
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Argument(help: "true or false") var admin: Bool
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.PATCH, "/users/\(name.pathSegment)", body: ["admin": admin]))
+        }
+    }
+
+    struct Password: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a user's password (new one from --new-password-stdin, or generated and printed).")
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Flag(name: .customLong("new-password-stdin")) var newPasswordStdin = false
+        @Option(name: .customLong("current-password"), help: "Needed when changing your own password as a non-administrator.") var currentPassword: String?
+        func run() async throws {
+            let (password, generated) = readNewPassword(fromStdin: newPasswordStdin)
+            var body: [String: Any] = ["password": password]
+            if let currentPassword { body["currentPassword"] = currentPassword }
+            try await connection.client().call(.PUT, "/users/\(name.pathSegment)/password", body: body)
+            print(generated ? "new password for \(name): \(password)" : "password changed for \(name)")
+        }
+    }
+}
+
+// MARK: Access tokens
+
+struct Tokens: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "Personal access tokens (use them as passwords).",
+                                                    subcommands: [List.self, Create.self, Delete.self])
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Option(help: "Whose tokens (default: the signed-in user).") var user: String?
+        func run() async throws {
+            let client = try connection.client()
+            client.table(try await client.call(.GET, "/users/\((user ?? client.username).pathSegment)/tokens"), columns: ["name", "createdAt", "expiresAt", "lastUsedAt"])
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Option var user: String?
+        @Option(help: "RFC 3339 expiry time.") var expires: String?
+        func run() async throws {
+            let client = try connection.client()
+            var body: [String: Any] = ["name": name]
+            if let expires { body["expiresAt"] = expires }
+            let result = try await client.call(.POST, "/users/\((user ?? client.username).pathSegment)/tokens", body: body) as? [String: Any]
+            if !connection.json { print("token (shown once): \(result?["token"] as? String ?? "?")") }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Option var user: String?
+        func run() async throws {
+            let client = try connection.client()
+            try await client.call(.DELETE, "/users/\((user ?? client.username).pathSegment)/tokens/\(name.pathSegment)")
+            print("revoked token \(name)")
+        }
+    }
+}
+
+// MARK: Robots
+
+struct Robots: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "robot", abstract: "Robot accounts.",
+                                                    subcommands: [List.self, Create.self, Show.self, Delete.self, Rotate.self, Disable.self, Enable.self])
+
+    static func permission(_ text: String) throws -> [String: Any] {
+        let parts = text.split(separator: ":", maxSplits: 2).map(String.init)
+        guard parts.count == 3, ["registry", "namespace", "repository"].contains(parts[0]) else {
+            throw ValidationError("permissions look like namespace:team:pull,push or repository:team/app:pull or registry:*:pull")
+        }
+        return ["scope": parts[0], "name": parts[1], "actions": parts[2].split(separator: ",").map(String.init)]
+    }
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let client = try connection.client()
+            client.table(try await client.call(.GET, "/robots"), columns: ["name", "permissions", "expiresAt", "disabled", "lastUsedAt"])
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a robot; prints its secret once.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Name (robot$ is added).") var name: String
+        @Option(name: .customLong("permission"), help: "SCOPE:NAME:ACTIONS, e.g. namespace:team:pull,push (repeatable).") var permissions: [String] = []
+        @Option var description: String?
+        @Option(help: "RFC 3339 expiry time.") var expires: String?
+        func run() async throws {
+            let client = try connection.client()
+            var body: [String: Any] = ["name": name, "permissions": try permissions.map(Robots.permission)]
+            if let description { body["description"] = description }
+            if let expires { body["expiresAt"] = expires }
+            let robot = try await client.call(.POST, "/robots", body: body) as? [String: Any]
+            if !connection.json {
+                print("robot: \(robot?["name"] as? String ?? "?")")
+                print("secret (shown once): \(robot?["secret"] as? String ?? "?")")
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.GET, "/robots/\(name.pathSegment)"))
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            try await connection.client().call(.DELETE, "/robots/\(name.pathSegment)")
+            print("deleted robot \(name)")
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Replace a robot's secret; prints the new one once.")
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let robot = try await connection.client().call(.POST, "/robots/\(name.pathSegment)/secret") as? [String: Any]
+            if !connection.json { print("secret (shown once): \(robot?["secret"] as? String ?? "?")") }
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.PATCH, "/robots/\(name.pathSegment)", body: ["disabled": true]))
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.PATCH, "/robots/\(name.pathSegment)", body: ["disabled": false]))
+        }
+    }
+}
+
+// MARK: Namespaces and members
+
+struct Namespaces: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "namespace", abstract: "Namespaces.",
+                                                    subcommands: [List.self, Create.self, Show.self, Delete.self, SetPublic.self])
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let client = try connection.client()
+            client.table(try await client.call(.GET, "/namespaces"), columns: ["name", "public", "createdBy", "createdAt"])
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Flag(help: "Allow anonymous pulls.") var `public` = false
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.POST, "/namespaces", body: ["name": name, "public": `public`]))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.GET, "/namespaces/\(name.pathSegment)"))
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        func run() async throws {
+            try await connection.client().call(.DELETE, "/namespaces/\(name.pathSegment)")
+            print("deleted namespace \(name)")
+        }
+    }
+
+    struct SetPublic: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-public", abstract: "Make a namespace public (anonymous pulls) or private.")
+        @OptionGroup var connection: Connection
+        @Argument var name: String
+        @Argument(help: "true or false") var value: Bool
+        func run() async throws {
+            let client = try connection.client()
+            client.show(try await client.call(.PATCH, "/namespaces/\(name.pathSegment)", body: ["public": value]))
+        }
+    }
+}
+
+struct Members: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "member", abstract: "Namespace members and their roles (reader, developer, maintainer, admin).",
+                                                    subcommands: [List.self, Set.self, Remove.self])
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var namespace: String
+        func run() async throws {
+            let client = try connection.client()
+            client.table(try await client.call(.GET, "/namespaces/\(namespace.pathSegment)/members"), columns: ["user", "role", "addedAt"])
+        }
+    }
+
+    struct Set: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var namespace: String
+        @Argument var user: String
+        @Argument(help: "reader, developer, maintainer or admin") var role: String
+        func run() async throws {
+            try await connection.client().call(.PUT, "/namespaces/\(namespace.pathSegment)/members/\(user.pathSegment)", body: ["role": role])
+            print("\(user) is \(role) of \(namespace)")
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @Argument var namespace: String
+        @Argument var user: String
+        func run() async throws {
+            try await connection.client().call(.DELETE, "/namespaces/\(namespace.pathSegment)/members/\(user.pathSegment)")
+            print("removed \(user) from \(namespace)")
+        }
+    }
+}
+
+// MARK: Audit and keys
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Query the audit log (newest first), or export it as JSON lines.")
+    @OptionGroup var connection: Connection
+    @Option var namespace: String?
+    @Option var actor: String?
+    @Option var action: String?
+    @Option var repository: String?
+    @Option(help: "RFC 3339 time.") var since: String?
+    @Option(help: "RFC 3339 time.") var until: String?
+    @Option var limit: Int?
+    @Flag(name: .customLong("json-lines"), help: "Export as JSON lines, oldest first.") var jsonLines = false
+
+    func run() async throws {
+        let client = try connection.client()
+        var items = URLComponents()
+        items.queryItems = [("namespace", namespace), ("actor", actor), ("action", action), ("repository", repository),
+                            ("since", since), ("until", until), ("limit", limit.map(String.init))]
+            .compactMap { name, value in value.map { URLQueryItem(name: name, value: $0) } }
+        let query = items.percentEncodedQuery.map { "?" + $0 } ?? ""
+        if jsonLines {
+            print(try await client.call(.GET, "/audit/export" + query) as? String ?? "", terminator: "")
+        } else {
+            client.table(try await client.call(.GET, "/audit" + query),
+                         columns: ["at", "actor", "action", "namespace", "repository", "target", "result", "source", "count"])
+        }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "key", abstract: "Token signing keys.", subcommands: [Rotate.self])
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sign new tokens with a new key; tokens signed before stay valid until they expire.")
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let result = try await connection.client().call(.POST, "/keys/rotate") as? [String: Any]
+            if !connection.json { print("signing key is now \(result?["kid"] as? String ?? "?")") }
+        }
+    }
+}
