@@ -56,18 +56,18 @@ public final class Authenticator: Sendable {
         if username.hasPrefix("robot$") {
             guard let robot = try await store.robot(named: username), !robot.disabled, !robot.isExpired(at: now),
                   Secrets.constantTimeEquals(robot.secretHash, Secrets.sha256Hex(password)) else { return nil }
-            Task { try? await store.touchRobot(id: robot.id) }
+            try? await store.touchRobot(id: robot.id)  // at most every 30 s per credential: successes are cached
             return Identity(kind: .robot, name: robot.name, id: robot.id, isAdmin: false)
         }
         if password.hasPrefix(Secrets.accessTokenPrefix) {
             guard let (token, user) = try await store.accessToken(hash: Secrets.sha256Hex(password)),
                   user.name == username, !user.disabled, token.expiresAt.map({ $0 > now }) ?? true else { return nil }
-            Task { try? await store.touchAccessToken(id: token.id) }
+            try? await store.touchAccessToken(id: token.id)
             return Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin)
         }
         guard let user = try await store.user(named: username), !user.disabled, let hash = user.passwordHash,
               try await Secrets.verifyPassword(password, hash: hash) else { return nil }
-        Task { try? await store.recordLogin(userID: user.id) }
+        try? await store.recordLogin(userID: user.id)
         return Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin)
     }
 }

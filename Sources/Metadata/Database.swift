@@ -165,7 +165,8 @@ public final class Database: Sendable {
     public func close() async {
         switch backend {
         case .sqlite(let writer, let readers):
-            for connection in await writer.drain() + readers.drain() {
+            // Waits for connections still in use, so none is left open (SQLiteNIO insists).
+            for connection in await writer.shutDown() + readers.shutDown() {
                 try? await connection.close()
             }
         case .postgres(_, let runner):
@@ -185,9 +186,11 @@ public enum DatabaseError: Error, CustomStringConvertible {
     case invalidURL(String)
     case connectionFailed(url: String, underlying: String)
     case migrationFailed(version: Int, underlying: String)
+    case closed
 
     public var description: String {
         switch self {
+        case .closed: "the database is closed"
         case .invalidURL(let url): "invalid database URL: \(url)"
         case .connectionFailed(let url, let underlying): "cannot connect to \(url): \(underlying)"
         case .migrationFailed(let version, let underlying): "migration \(version) failed: \(underlying)"
@@ -198,27 +201,37 @@ public enum DatabaseError: Error, CustomStringConvertible {
 /// A fixed set of connections handed out one task at a time; waiters queue in order.
 actor ConnectionPool<Connection: Sendable> {
     private var idle: [Connection]
-    private var waiters: [CheckedContinuation<Connection, Never>] = []
+    private let total: Int
+    private var waiters: [CheckedContinuation<Connection?, Never>] = []
+    private var closing = false
+    private var drained: CheckedContinuation<Void, Never>?
 
     init(_ connections: [Connection]) {
         self.idle = connections
+        self.total = connections.count
     }
 
-    private func acquire() async -> Connection {
+    private func acquire() async throws -> Connection {
+        guard !closing else { throw DatabaseError.closed }
         if let connection = idle.popLast() { return connection }
-        return await withCheckedContinuation { waiters.append($0) }
+        guard let connection = await withCheckedContinuation({ waiters.append($0) }) else { throw DatabaseError.closed }
+        return connection
     }
 
     private func release(_ connection: Connection) {
-        if waiters.isEmpty {
-            idle.append(connection)
-        } else {
+        if !closing, !waiters.isEmpty {
             waiters.removeFirst().resume(returning: connection)
+            return
+        }
+        idle.append(connection)
+        if closing, idle.count == total {
+            drained?.resume()
+            drained = nil
         }
     }
 
     nonisolated func withConnection<T: Sendable>(_ body: (Connection) async throws -> T) async throws -> T {
-        let connection = await acquire()
+        let connection = try await acquire()
         do {
             let result = try await body(connection)
             await release(connection)
@@ -229,7 +242,25 @@ actor ConnectionPool<Connection: Sendable> {
         }
     }
 
-    func drain() -> [Connection] {
+    private func giveUpWaiting() {
+        drained?.resume()
+        drained = nil
+    }
+
+    /// Refuses new work, waits for every connection to come back, and hands them all over to be closed.
+    func shutDown() async -> [Connection] {
+        closing = true
+        for waiter in waiters { waiter.resume(returning: nil) }
+        waiters.removeAll()
+        if idle.count < total {
+            // Bounded: a connection held by a stuck task must not keep the process from exiting.
+            let timeout = Task { [weak self] in
+                try? await Task.sleep(for: .seconds(10))
+                await self?.giveUpWaiting()
+            }
+            await withCheckedContinuation { drained = $0 }
+            timeout.cancel()
+        }
         let all = idle
         idle = []
         return all
