@@ -84,6 +84,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Lifecycle policies (ECR's language), tag immutability, garbage collection, quotas, fsck.
+        .target(
+            name: "Lifecycle",
+            dependencies: [
+                "OCI", "Metadata", "BlobStore", "Registry",
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Distribution API use-cases: uploads, mounts, manifests, tags, catalog, referrers.
         .target(
             name: "Registry",
@@ -120,6 +131,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
+        .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: [
