@@ -110,7 +110,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -122,7 +122,7 @@ let package = Package(
         .executableTarget(
             name: "wharf",
             dependencies: [
-                "Server", "Metadata", "BlobStore", "Registry", "OCI",
+                "Server", "Metadata", "BlobStore", "Registry", "OCI", "Lifecycle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -131,7 +131,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
-        .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle"], swiftSettings: swiftSettings),
+        .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: [
@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access",
+                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -355,6 +355,33 @@ public final class AccessControl: Sendable {
         }
     }
 
+    // MARK: Repository-level checks (settings, lifecycle policies, quotas)
+
+    public func requireSystemAdministrator(_ caller: Identity) throws {
+        try requireAdmin(caller)
+    }
+
+    /// Admins of the repository's namespace (and system administrators) manage its settings and policies.
+    public func requireRepositoryAdministration(_ repository: RepositoryName, by caller: Identity) async throws {
+        guard try await authorizer.role(of: caller, in: String(repository.namespace)) == .admin else {
+            throw AccessError.forbidden("only admins of namespace '\(repository.namespace)' may change \(repository)'s settings")
+        }
+    }
+
+    /// Anyone who may pull from the repository may read its settings.
+    public func requireRepositoryRead(_ repository: RepositoryName, by caller: Identity) async throws {
+        guard try await authorizer.actions(for: caller, on: repository).contains(.pull) else {
+            throw AccessError.notFound("repository '\(repository)' does not exist or is not visible to you")
+        }
+    }
+
+    /// Members of a namespace (and system administrators) may read its usage.
+    public func requireNamespaceMember(_ namespace: String, by caller: Identity) async throws {
+        guard try await authorizer.role(of: caller, in: namespace) != nil else {
+            throw AccessError.forbidden("only members of '\(namespace)' may see its usage")
+        }
+    }
+
     // MARK: Audit and keys
 
     /// Administrators read the whole log; namespace admins read their namespace's events.

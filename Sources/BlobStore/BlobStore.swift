@@ -35,13 +35,39 @@ public protocol BlobStore: Sendable {
     func appendToUpload(_ id: String, at offset: Int64) async throws -> any UploadWriter
     /// Streams the bytes of an upload (used to rebuild hash state after a restart).
     func readUpload(_ id: String, consume: (ByteBuffer) async throws -> Void) async throws
-    /// Makes the upload's bytes the committed blob `digest`, durably and atomically. If the blob
-    /// already exists (a concurrent upload of the same content won), the upload is just discarded.
-    func commitUpload(_ id: String, as digest: Digest) async throws
+    /// Makes the upload's bytes durable (fsync). Slow for big blobs, so callers do it before
+    /// taking any lock, then `publishUpload` inside.
+    func prepareUpload(_ id: String) async throws
+    /// Makes a prepared upload the committed blob `digest`, atomically. If the blob already exists
+    /// (a concurrent upload of the same content won), the upload is just discarded.
+    func publishUpload(_ id: String, as digest: Digest) async throws
     /// Discards an upload. Missing uploads are not an error.
     func deleteUpload(_ id: String) async throws
     /// Ids of all uploads in the store, for cleaning up abandoned ones.
     func allUploads() async throws -> [String]
+    /// When an upload was last written (Unix ms), or nil if it does not exist.
+    func uploadModified(_ id: String) async throws -> Int64?
+    /// When a committed blob's file was last changed (Unix ms), or nil if absent.
+    func blobModified(_ digest: Digest) async throws -> Int64?
+
+    // MARK: Trash
+    // The garbage collector moves a blob to the trash inside the transaction that deletes its row,
+    // and empties the trash after the commit. After a crash, blobs whose rows survived are restored.
+
+    /// Moves a committed blob to the trash. False when it was not there.
+    func trash(_ digest: Digest) async throws -> Bool
+    /// Moves a trashed blob back, unless the blob exists again (then the trashed copy is dropped).
+    func restore(_ digest: Digest) async throws
+    func emptyTrash(_ digest: Digest) async throws
+    func trashedBlobs() async throws -> [Digest]
+}
+
+extension BlobStore {
+    /// Durable, then published: for callers that need no lock in between.
+    public func commitUpload(_ id: String, as digest: Digest) async throws {
+        try await prepareUpload(id)
+        try await publishUpload(id, as: digest)
+    }
 }
 
 /// An open committed blob. Its bytes never change; a reader keeps working even if the blob is

@@ -35,7 +35,7 @@ public struct FileSystemBlobStore: BlobStore {
 
     /// Creates the directory layout. Call once at start-up.
     public func prepare() async throws {
-        for directory in [root, "\(root)/blobs", "\(root)/uploads"] {
+        for directory in [root, "\(root)/blobs", "\(root)/uploads", "\(root)/trash"] {
             try await fileSystem.createDirectory(at: FilePath(directory), withIntermediateDirectories: true)
         }
     }
@@ -171,16 +171,19 @@ public struct FileSystemBlobStore: BlobStore {
         try await handle.close()
     }
 
-    public func commitUpload(_ id: String, as digest: Digest) async throws {
-        let source = uploadPath(id)
-        let target = blobPath(digest)
-        let directory = String(target[..<target.lastIndex(of: "/")!])
+    public func prepareUpload(_ id: String) async throws {
         // Durability first: the bytes reach the disk before the name that publishes them.
         do {
-            try await syncToDisk(path: source, directory: false)
+            try await syncToDisk(path: uploadPath(id), directory: false)
         } catch let error as POSIXFileError where error.errno == ENOENT {
             throw BlobStoreError.uploadNotFound(id)
         }
+    }
+
+    public func publishUpload(_ id: String, as digest: Digest) async throws {
+        let source = uploadPath(id)
+        let target = blobPath(digest)
+        let directory = String(target[..<target.lastIndex(of: "/")!])
         try await fileSystem.createDirectory(at: FilePath(directory), withIntermediateDirectories: true)
         do {
             try await fileSystem.moveItem(at: FilePath(source), to: FilePath(target))
@@ -192,6 +195,53 @@ public struct FileSystemBlobStore: BlobStore {
             throw BlobStoreError.uploadNotFound(id)
         }
         try await syncToDisk(path: directory, directory: true)
+    }
+
+    public func uploadModified(_ id: String) async throws -> Int64? {
+        try await fileSystem.info(forFileAt: FilePath(uploadPath(id)), infoAboutSymbolicLink: false).map(Self.millis)
+    }
+
+    public func blobModified(_ digest: Digest) async throws -> Int64? {
+        try await fileSystem.info(forFileAt: FilePath(blobPath(digest)), infoAboutSymbolicLink: false).map(Self.millis)
+    }
+
+    private static func millis(_ info: FileInfo) -> Int64 {
+        Int64(info.lastDataModificationTime.seconds) * 1000 + Int64(info.lastDataModificationTime.nanoseconds) / 1_000_000
+    }
+
+    // MARK: Trash
+
+    private func trashPath(_ digest: Digest) -> String { "\(root)/trash/\(digest.algorithm.rawValue)-\(digest.encoded)" }
+
+    public func trash(_ digest: Digest) async throws -> Bool {
+        do {
+            try? await fileSystem.removeItem(at: FilePath(trashPath(digest)), strategy: .platformDefault, recursively: false)
+            try await fileSystem.moveItem(at: FilePath(blobPath(digest)), to: FilePath(trashPath(digest)))
+            return true
+        } catch let error as FileSystemError where error.code == .notFound {
+            return false
+        }
+    }
+
+    public func restore(_ digest: Digest) async throws {
+        do {
+            try await fileSystem.moveItem(at: FilePath(trashPath(digest)), to: FilePath(blobPath(digest)))
+        } catch let error as FileSystemError where error.code == .fileAlreadyExists {
+            try await emptyTrash(digest)
+        } catch let error as FileSystemError where error.code == .notFound {
+            return
+        }
+    }
+
+    public func emptyTrash(_ digest: Digest) async throws {
+        try await fileSystem.removeItem(at: FilePath(trashPath(digest)), strategy: .platformDefault, recursively: false)
+    }
+
+    public func trashedBlobs() async throws -> [Digest] {
+        try await Self.list(FilePath("\(root)/trash"), fileSystem).compactMap { name in
+            guard let dash = name.firstIndex(of: "-") else { return nil }
+            return Digest("\(name[..<dash]):\(name[name.index(after: dash)...])")
+        }
     }
 
     public func deleteUpload(_ id: String) async throws {

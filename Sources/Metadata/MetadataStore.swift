@@ -101,25 +101,52 @@ public struct MetadataStore: Sendable {
         }
     }
 
-    /// Records a blob whose bytes are committed to the blob store and makes it visible in `repository`.
-    public func linkBlob(_ blob: BlobRecord, to repository: RepositoryName) async throws {
+    /// Records a blob and makes it visible in `repository`. `publish`, when given, makes the bytes
+    /// durable in the blob store inside the same transaction, under the digest's lock: the garbage
+    /// collector deletes a blob's row and bytes under that lock too, so a blob being uploaded
+    /// again can never lose its bytes to a collection running at the same moment.
+    public func linkBlob(_ blob: BlobRecord, to repository: RepositoryName, publish: (@Sendable () async throws -> Void)? = nil) async throws {
         try await database.transaction { sql in
+            try await database.lock("blob:\(blob.digest)", in: sql)
+            if let publish { try await publish() }
             let now = Timestamp.nowMillis()
             try await sql.raw("""
-                INSERT INTO blobs (digest, size, created_at) VALUES (\(bind: blob.digest.description), \(bind: blob.size), \(bind: now))
-                ON CONFLICT (digest) DO NOTHING
+                INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: blob.digest.description), \(bind: blob.size), \(bind: now), \(bind: now))
+                ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at
                 """).run()
             let repositoryID = try await Self.ensureRepository(repository, sql)
             try await sql.raw("""
                 INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: blob.digest.description), \(bind: now))
-                ON CONFLICT (repository_id, digest) DO NOTHING
+                ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at
                 """).run()
+        }
+    }
+
+    /// Refreshes a link's grace clock: a client that was just told "this blob exists" (HEAD) may
+    /// rely on it in a manifest moments later, so the collector must not take it meanwhile.
+    public func touchLink(_ digest: Digest, in repository: RepositoryName) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                UPDATE repository_blobs SET linked_at = \(bind: Timestamp.nowMillis())
+                WHERE digest = \(bind: digest.description) AND repository_id = (SELECT id FROM repositories WHERE name = \(bind: repository.value))
+                """).run()
+        }
+    }
+
+    /// When the repository's link to a blob was created or last refreshed (Unix ms), if it exists.
+    public func linkTime(_ digest: Digest, in repository: RepositoryName) async throws -> Int64? {
+        try await database.read { sql in
+            try await sql.raw("""
+                SELECT rb.linked_at FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+                WHERE r.name = \(bind: repository.value) AND rb.digest = \(bind: digest.description)
+                """).first()?.decode(column: "linked_at", as: Int64.self)
         }
     }
 
     /// Cross-repository mount: links `digest` into `target` if `source` holds it. Returns the blob, or nil.
     public func mountBlob(_ digest: Digest, from source: RepositoryName, to target: RepositoryName) async throws -> BlobRecord? {
         try await database.transaction { sql in
+            try await database.lock("blob:\(digest)", in: sql)
             let row = try await sql.raw("""
                 SELECT b.size FROM repositories r
                 JOIN repository_blobs rb ON rb.repository_id = r.id
@@ -131,7 +158,7 @@ public struct MetadataStore: Sendable {
             let repositoryID = try await Self.ensureRepository(target, sql)
             try await sql.raw("""
                 INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: digest.description), \(bind: Timestamp.nowMillis()))
-                ON CONFLICT (repository_id, digest) DO NOTHING
+                ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at
                 """).run()
             return BlobRecord(digest: digest, size: size)
         }
@@ -252,6 +279,9 @@ public struct MetadataStore: Sendable {
     /// Returns the tags that changed.
     public func putManifest(_ manifest: NewManifest) async throws -> [TagChange] {
         try await database.transaction { sql in
+            // The collector unlinks unreferenced blobs under this lock; holding it here means a
+            // blob checked below cannot be unlinked before this manifest's references are stored.
+            try await database.lock("repository:\(manifest.repository)", in: sql)
             let repositoryID = try await Self.ensureRepository(manifest.repository, sql)
             try await Self.checkReferences(of: manifest, repositoryID: repositoryID, sql)
             let now = Timestamp.nowMillis()
@@ -278,7 +308,8 @@ public struct MetadataStore: Sendable {
             }
             var changes: [TagChange] = []
             for tag in manifest.tags {
-                if let change = try await Self.moveTag(tag, to: manifest.digest, repositoryID: repositoryID, at: now, sql) {
+                if let change = try await Self.moveTag(tag, to: manifest.digest, repositoryID: repositoryID, at: now,
+                                                       immutable: manifest.tagMutability.isImmutable(tag.value), sql) {
                     changes.append(change)
                 }
             }
@@ -326,12 +357,13 @@ public struct MetadataStore: Sendable {
     }
 
     /// Points `tag` at `digest`, recording the move in the tag history. Nil when it already pointed there.
-    private static func moveTag(_ tag: Tag, to digest: Digest, repositoryID: Int64, at now: Int64, _ sql: any SQLDatabase) async throws -> TagChange? {
+    private static func moveTag(_ tag: Tag, to digest: Digest, repositoryID: Int64, at now: Int64, immutable: Bool, _ sql: any SQLDatabase) async throws -> TagChange? {
         let previousRow = try await sql.raw("""
             SELECT digest FROM tags WHERE repository_id = \(bind: repositoryID) AND name = \(bind: tag.value)
             """).first()
         let previous = try previousRow.flatMap { Digest(try $0.decode(column: "digest", as: String.self)) }
         if previous == digest { return nil }
+        if previous != nil, immutable { throw MetadataError.immutableTag(tag.value) }
         try await sql.raw("""
             INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (\(bind: repositoryID), \(bind: tag.value), \(bind: digest.description), \(bind: now))
             ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at
@@ -487,10 +519,14 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     case missingBlob(Digest)
     case missingManifest(Digest)
     case sizeMismatch(Digest, declared: Int64, actual: Int64)
+    case immutableTag(String)
+    case invalid(String)
     case internalError(String)
 
     public var description: String {
         switch self {
+        case .immutableTag(let tag): "tag '\(tag)' is immutable"
+        case .invalid(let message): message
         case .missingBlob(let digest): "blob \(digest) is not in the repository"
         case .missingManifest(let digest): "manifest \(digest) is not in the repository"
         case .sizeMismatch(let digest, let declared, let actual): "blob \(digest) has size \(actual), but the manifest declares \(declared)"

@@ -220,6 +220,41 @@ enum Migrations {
             "CREATE INDEX audit_events_by_namespace ON audit_events (namespace, at)",
             "CREATE INDEX audit_events_by_action ON audit_events (action, at)",
         ]),
+        Migration(version: 3, name: "lifecycle, immutability, quotas, garbage collection", statements: [
+            """
+            CREATE TABLE repository_settings (
+                repository_id BIGINT PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
+                tag_mutability TEXT NOT NULL DEFAULT 'MUTABLE',
+                mutability_exclusions TEXT,
+                lifecycle_policy TEXT,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            // Registry-wide lifecycle policies, applied to repositories whose name matches `scope` (with * wildcards).
+            """
+            CREATE TABLE lifecycle_policies (
+                id {id},
+                scope {name} NOT NULL UNIQUE,
+                policy TEXT NOT NULL,
+                created_by TEXT,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            "ALTER TABLE namespaces ADD COLUMN quota_bytes BIGINT",
+            // When a blob was last linked, unlinked or asked about: the garbage collector's grace clock.
+            "ALTER TABLE blobs ADD COLUMN touched_at BIGINT",
+            "CREATE INDEX manifest_references_by_repository_child ON manifest_references (repository_id, child_digest, kind)",
+            """
+            CREATE TABLE gc_runs (
+                id {id},
+                started_at BIGINT NOT NULL,
+                finished_at BIGINT,
+                trigger TEXT NOT NULL,
+                dry_run BOOLEAN NOT NULL,
+                report TEXT
+            )
+            """,
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -81,11 +81,14 @@ public struct NewManifest: Sendable {
     /// Whether an index may name children the repository does not hold (a sparse index).
     public var allowMissingChildren: Bool
     public var tags: [Tag]
+    /// Which of the tags may not move to another manifest.
+    public var tagMutability: TagMutabilityPolicy
 
     public init(
         repository: RepositoryName, digest: Digest, mediaType: String, content: ByteBuffer,
         artifactType: String?, subject: Digest?, annotationsJSON: String?,
-        blobs: [Descriptor], children: [Digest], allowMissingChildren: Bool, tags: [Tag]
+        blobs: [Descriptor], children: [Digest], allowMissingChildren: Bool, tags: [Tag],
+        tagMutability: TagMutabilityPolicy = .mutable
     ) {
         self.repository = repository
         self.digest = digest
@@ -98,6 +101,7 @@ public struct NewManifest: Sendable {
         self.children = children
         self.allowMissingChildren = allowMissingChildren
         self.tags = tags
+        self.tagMutability = tagMutability
     }
 }
 

@@ -54,6 +54,7 @@ extension Registry {
             annotationsJSON = String(decoding: try encoder.encode(annotations), as: UTF8.self)
         }
 
+        let settings = try await metadata.settings(of: repository)
         let changes: [TagChange]
         do {
             changes = try await metadata.putManifest(NewManifest(
@@ -61,7 +62,7 @@ extension Registry {
                 artifactType: parsed.referrerArtifactType, subject: parsed.subject?.digest,
                 annotationsJSON: annotationsJSON, blobs: parsed.requiredBlobs,
                 children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
-                tags: uniqued(tags)
+                tags: uniqued(tags), tagMutability: settings.tagMutability
             ))
         } catch let error as MetadataError {
             switch error {
@@ -71,7 +72,10 @@ extension Registry {
                 throw RegistryError(.manifestBlobUnknown, "the index references manifest \(child), which is not in repository \(repository); push it first", detail: child.description)
             case .sizeMismatch(let blob, let declared, let actual):
                 throw RegistryError.manifestInvalid("the manifest declares blob \(blob) as \(declared) bytes, but it is \(actual) bytes")
-            case .internalError:
+            case .immutableTag(let tag):
+                // ECR's wording, so scripts that match on it keep working.
+                throw RegistryError(.denied, "tag invalid: The image tag '\(tag)' already exists in the '\(repository)' repository and cannot be overwritten because the repository is immutable.")
+            case .invalid, .internalError:
                 throw error
             }
         }
@@ -135,6 +139,22 @@ extension Registry {
             }
             cache.invalidate(tag: tag.value, in: repository.value)
         }
+    }
+
+    /// Deletes an image for a lifecycle rule or the collector: its referrers (signatures, SBOMs,
+    /// and theirs) first, then the manifest. Returns every manifest deleted.
+    @discardableResult
+    public func expire(_ digest: Digest, in repository: RepositoryName) async throws -> [Digest] {
+        let referrers = try await metadata.referrerClosure(of: digest, in: repository)
+        var deleted: [Digest] = []
+        for manifest in referrers.reversed() + [digest] {
+            if let removedTags = try await metadata.deleteManifest(manifest, in: repository) {
+                cache.invalidate(manifest: manifest, in: repository.value)
+                for tag in removedTags { cache.invalidate(tag: tag, in: repository.value) }
+                deleted.append(manifest)
+            }
+        }
+        return deleted
     }
 
     /// A page of a repository's tags in ASCII order.

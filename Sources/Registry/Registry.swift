@@ -17,6 +17,9 @@ public struct RegistryConfiguration: Sendable {
     public var pullRecordInterval: Duration = .seconds(10)
     /// Advertised as `OCI-Chunk-Min-Length` when set.
     public var chunkMinimumLength: Int? = nil
+    /// A HEAD of a blob refreshes the repository's link when it is older than this, so the
+    /// garbage collector (whose grace window should be at least twice this) leaves it alone.
+    public var linkRefreshInterval: Duration = .seconds(300)
 
     public init() {}
 }
@@ -55,9 +58,14 @@ struct UploadHashState: Sendable {
 // MARK: - Blobs
 
 extension Registry {
-    /// HEAD: the blob's size if the repository may see it.
-    public func blobInfo(_ digest: Digest, in repository: RepositoryName) async throws -> BlobRecord {
+    /// HEAD: the blob's size if the repository may see it. Refreshes the link's grace clock: a
+    /// client that hears "exists" skips the upload and will reference the blob shortly.
+    public func blobInfo(_ digest: Digest, in repository: RepositoryName, refreshLink: Bool = false) async throws -> BlobRecord {
         guard let record = try await metadata.blob(digest, in: repository) else { throw RegistryError.blobUnknown(digest) }
+        if refreshLink, let linked = try await metadata.linkTime(digest, in: repository),
+           Timestamp.nowMillis() - linked > Int64(configuration.linkRefreshInterval.components.seconds) * 1000 {
+            try await metadata.touchLink(digest, in: repository)
+        }
         return record
     }
 
@@ -78,7 +86,23 @@ extension Registry {
 
     /// Cross-repository mount. Nil when `source` does not hold the blob (the caller then starts an upload).
     public func mountBlob(_ digest: Digest, from source: RepositoryName, into target: RepositoryName) async throws -> BlobRecord? {
-        try await metadata.mountBlob(digest, from: source, to: target)
+        if let blob = try await metadata.blob(digest, in: source) {
+            try await checkQuota(adding: blob, to: target)
+        }
+        return try await metadata.mountBlob(digest, from: source, to: target)
+    }
+
+    /// Refuses a blob that would take the namespace over its quota. Each blob counts once per
+    /// namespace, so one the namespace already holds is always fine. (Concurrent pushes may
+    /// overshoot by what is in flight; the next push is then refused.)
+    func checkQuota(adding blob: BlobRecord, to repository: RepositoryName) async throws {
+        let namespace = String(repository.namespace)
+        guard let quota = try await metadata.namespaceQuota(namespace) else { return }
+        if try await metadata.namespaceHolds(blob.digest, namespace: namespace) { return }
+        let usage = try await metadata.namespaceUsage(namespace)
+        guard usage + blob.size <= quota else {
+            throw RegistryError(.denied, "storage quota exceeded for namespace '\(namespace)': \(usage) bytes used + \(blob.size) for this blob > limit of \(quota) bytes")
+        }
     }
 }
 
@@ -152,9 +176,16 @@ extension Registry {
                 try? await discardUpload(id)
                 throw RegistryError.digestInvalid("the uploaded content has digest \(computed), not \(digest); the upload session was discarded")
             }
-            try await blobs.commitUpload(id, as: digest)
             let record = BlobRecord(digest: digest, size: state.size)
-            try await metadata.linkBlob(record, to: repository)
+            do {
+                try await checkQuota(adding: record, to: repository)
+            } catch {
+                try? await discardUpload(id)
+                throw error
+            }
+            try await blobs.prepareUpload(id)
+            let blobs = self.blobs
+            try await metadata.linkBlob(record, to: repository) { try await blobs.publishUpload(id, as: digest) }
             try await metadata.deleteUpload(id)
             hashStates.withLock { _ = $0.removeValue(forKey: id) }
             return record
@@ -184,9 +215,11 @@ extension Registry {
             guard computed == digest else {
                 throw RegistryError.digestInvalid("the uploaded content has digest \(computed), not \(digest)")
             }
-            try await blobs.commitUpload(id, as: digest)
             let record = BlobRecord(digest: digest, size: size)
-            try await metadata.linkBlob(record, to: repository)
+            try await checkQuota(adding: record, to: repository)
+            try await blobs.prepareUpload(id)
+            let blobs = self.blobs
+            try await metadata.linkBlob(record, to: repository) { try await blobs.publishUpload(id, as: digest) }
             return record
         } catch {
             try? await blobs.deleteUpload(id)

@@ -1,10 +1,12 @@
 import Access
 import BlobStore
 import Hummingbird
+import Lifecycle
 import Logging
 import Metadata
 import NIOCore
 import NIOPosix
+import OCI
 import Registry
 import ServiceLifecycle
 
@@ -16,6 +18,8 @@ public final class WharfServer: Sendable {
     public let metadata: MetadataStore
     public let blobStore: FileSystemBlobStore
     public let registry: Registry
+    public let collector: GarbageCollector
+    public let lifecycle: LifecycleService
     /// Nil when authentication is turned off.
     public let access: AccessControl?
     /// The administrator password generated at this start (first start only), to show once.
@@ -56,16 +60,29 @@ public final class WharfServer: Sendable {
             logger.warning("authentication is OFF: anyone who can reach this server may push, pull and delete")
         }
         let registry = Registry(metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger)
-        return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, access: access,
-                           generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
+        let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
+        // An interrupted collection may have left blobs in the trash: put them back before serving.
+        try await collector.recoverTrash()
+        let audit = access?.audit
+        let lifecycle = LifecycleService(registry: registry, interval: .seconds(configuration.lifecycleIntervalSeconds), logger: logger) { expiry in
+            audit?.record(AuditEvent(actor: nil, action: "lifecycle.expire", namespace: RepositoryName(expiry.repository).map { String($0.namespace) },
+                                     repository: expiry.repository, target: expiry.digest,
+                                     detail: AccessControlJSON.object(["rule": String(expiry.rulePriority), "description": expiry.ruleDescription ?? "",
+                                                                       "tags": expiry.tags.joined(separator: " "), "alsoDeleted": expiry.alsoDeleted.joined(separator: " ")])))
+        }
+        return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
+                           lifecycle: lifecycle, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
+                 collector: GarbageCollector, lifecycle: LifecycleService,
                  access: AccessControl?, generatedAdministratorPassword: String?, ioThreadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
         self.metadata = metadata
         self.blobStore = blobStore
         self.registry = registry
+        self.collector = collector
+        self.lifecycle = lifecycle
         self.access = access
         self.generatedAdministratorPassword = generatedAdministratorPassword
         self.ioThreadPool = ioThreadPool
@@ -85,7 +102,8 @@ public final class WharfServer: Sendable {
             let tokens = TokenEndpoint(authentication: authentication)
             router.get("/auth/token") { request, context in await tokens.get(request, context: context) }
             router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
-            ManagementAPI(authentication: authentication).register(on: router)
+            ManagementAPI(authentication: authentication,
+                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector)).register(on: router)
         }
         return router
     }
@@ -97,13 +115,21 @@ public final class WharfServer: Sendable {
         return Application(
             router: makeRouter(),
             configuration: .init(address: .hostname(host, port: port), serverName: "Wharf"),
-            services: [registry.pulls] + (access.map { [$0.audit] } ?? []),
+            services: backgroundServices,
             onServerRunning: { channel in
                 logger.info("Wharf is listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
                 await onServerRunning(channel)
             },
             logger: logger
         )
+    }
+
+    private var backgroundServices: [any Service] {
+        var services: [any Service] = [registry.pulls]
+        if let access { services.append(access.audit) }
+        if configuration.gcEnabled { services.append(collector) }
+        if configuration.lifecycleEnabled { services.append(lifecycle) }
+        return services
     }
 
     /// Serves until SIGTERM or SIGINT, then finishes in-flight requests, flushes and closes.

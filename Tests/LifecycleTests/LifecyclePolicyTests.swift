@@ -1,6 +1,7 @@
 import Testing
 
 @testable import Lifecycle
+import OCI
 
 private let day: Int64 = 86_400_000
 private let now: Int64 = 1_800_000_000_000

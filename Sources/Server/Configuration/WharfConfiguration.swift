@@ -1,4 +1,5 @@
 import Access
+import Lifecycle
 import Logging
 import Registry
 import Yams
@@ -53,7 +54,30 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var loginFirstDelaySeconds = 2
     public var loginMaximumDelaySeconds = 300
 
+    /// Online garbage collection (continuous, in small batches).
+    public var gcEnabled = true
+    /// Nothing younger than this is collected.
+    public var gcGraceSeconds = 3600
+    public var gcIntervalSeconds = 60
+    public var gcDeleteUntaggedManifests = false
+    public var gcDeleteOrphanReferrers = true
+    /// Upload sessions idle this long are abandoned and removed.
+    public var gcUploadTimeoutSeconds = 86_400
+    /// Scheduled evaluation of lifecycle policies.
+    public var lifecycleEnabled = true
+    public var lifecycleIntervalSeconds = 3600
+
     public init() {}
+
+    public var garbageCollectionSettings: GarbageCollectionSettings {
+        var settings = GarbageCollectionSettings()
+        settings.grace = .seconds(gcGraceSeconds)
+        settings.interval = .seconds(max(1, gcIntervalSeconds))
+        settings.deleteUntaggedManifests = gcDeleteUntaggedManifests
+        settings.deleteOrphanReferrers = gcDeleteOrphanReferrers
+        settings.uploadTimeout = .seconds(gcUploadTimeoutSeconds)
+        return settings
+    }
 
     public var accessConfiguration: AccessConfiguration {
         var configuration = AccessConfiguration()
@@ -78,6 +102,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         configuration.cacheTimeToLive = cacheTTLSeconds > 0 ? .seconds(cacheTTLSeconds) : nil
         configuration.pullRecordInterval = .seconds(max(1, pullRecordIntervalSeconds))
         configuration.chunkMinimumLength = chunkMinimumLength > 0 ? chunkMinimumLength : nil
+        // A HEAD refreshes a link at least twice per grace window, so the collector never takes
+        // a blob a client was just told exists.
+        configuration.linkRefreshInterval = .seconds(max(0, min(300, gcGraceSeconds / 2)))
         return configuration
     }
 
@@ -112,6 +139,22 @@ public struct WharfConfiguration: Sendable, Equatable {
         var registry: RegistrySection?
         var log: Log?
         var auth: Auth?
+        var gc: GC?
+        var lifecycle: LifecycleSection?
+
+        struct GC: Decodable {
+            var enabled: Bool?
+            var graceSeconds: Int?
+            var intervalSeconds: Int?
+            var deleteUntaggedManifests: Bool?
+            var deleteOrphanReferrers: Bool?
+            var uploadTimeoutSeconds: Int?
+        }
+
+        struct LifecycleSection: Decodable {
+            var enabled: Bool?
+            var intervalSeconds: Int?
+        }
 
         struct Auth: Decodable {
             var enabled: Bool?
@@ -165,6 +208,18 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = registry.chunkMinimumLength { chunkMinimumLength = value }
         }
         if let value = file.log?.level { logLevel = try Self.parseLogLevel(value, source: "\(source): log.level") }
+        if let gc = file.gc {
+            if let value = gc.enabled { gcEnabled = value }
+            if let value = gc.graceSeconds { gcGraceSeconds = value }
+            if let value = gc.intervalSeconds { gcIntervalSeconds = value }
+            if let value = gc.deleteUntaggedManifests { gcDeleteUntaggedManifests = value }
+            if let value = gc.deleteOrphanReferrers { gcDeleteOrphanReferrers = value }
+            if let value = gc.uploadTimeoutSeconds { gcUploadTimeoutSeconds = value }
+        }
+        if let lifecycle = file.lifecycle {
+            if let value = lifecycle.enabled { lifecycleEnabled = value }
+            if let value = lifecycle.intervalSeconds { lifecycleIntervalSeconds = value }
+        }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
             if let value = auth.realm { authRealm = value }
@@ -187,6 +242,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         "log", "log.level",
         "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
+        "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds",
+        "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -212,6 +269,10 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_AUTH_ENABLED"] { authEnabled = !["0", "false", "no", "off"].contains(value.lowercased()) }
         if let value = environment["WHARF_AUTH_REALM"] { authRealm = value }
         if let value = environment["WHARF_ADMIN_PASSWORD"], !value.isEmpty { adminPassword = value }
+        if let value = environment["WHARF_GC_GRACE_SECONDS"] {
+            guard let seconds = Int(value) else { throw ConfigurationError.invalid("WHARF_GC_GRACE_SECONDS", value) }
+            gcGraceSeconds = seconds
+        }
         try validate()
     }
 
@@ -221,6 +282,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard cacheTTLSeconds >= 0 else { throw ConfigurationError.invalid("registry.cacheTTLSeconds", "\(cacheTTLSeconds)") }
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
         guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
+        guard gcGraceSeconds >= 0, gcIntervalSeconds >= 1, gcUploadTimeoutSeconds >= 60, lifecycleIntervalSeconds >= 1 else {
+            throw ConfigurationError.invalid("gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")
+        }
         guard loginFailuresBeforeDelay >= 1, loginFirstDelaySeconds >= 1 else {
             throw ConfigurationError.invalid("auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")
         }

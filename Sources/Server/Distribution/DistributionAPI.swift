@@ -193,7 +193,7 @@ struct DistributionAPI: Sendable {
     // MARK: Blobs
 
     private func headBlob(repository: RepositoryName, digest: Digest) async throws -> Response {
-        let blob = try await registry.blobInfo(digest, in: repository)
+        let blob = try await registry.blobInfo(digest, in: repository, refreshLink: true)
         var headers = blobHeaders(digest)
         headers[.contentLength] = String(blob.size)
         return Response(status: .ok, headers: headers, body: .init())

@@ -13,7 +13,9 @@ import Foundation
 /// OpenAPI document served at `/api/v1/openapi.json`, so the two cannot drift apart.
 struct ManagementAPI: Sendable {
     let authentication: RequestAuthentication
-    private var access: AccessControl { authentication.access }
+    /// Repository settings, lifecycle, quotas and garbage collection; nil in tests of identities alone.
+    var storage: StorageManagement?
+    var access: AccessControl { authentication.access }
 
     typealias Handler = @Sendable (Request, WharfRequestContext, Caller) async throws -> Response
 
@@ -43,13 +45,31 @@ struct ManagementAPI: Sendable {
     }
 
     func register(on router: Router<WharfRequestContext>) {
-        for route in routes {
+        let all = routes
+        // Repository names contain '/', so routes under /repositories/{repository}/ are matched by
+        // their suffix, longest first, and the rest of the path is the name.
+        let repositoryRoutes = all.filter { $0.path.hasPrefix(Self.repositoryPrefix) }
+            .sorted { $0.path.count > $1.path.count }
+        for method in Set(repositoryRoutes.map(\.method)) {
+            router.on("/api/v1/repositories/**", method: method) { request, context in
+                let rest = String(request.uri.path.dropFirst("/api/v1/repositories/".count))
+                for route in repositoryRoutes where route.method == request.method {
+                    let suffix = "/" + route.path.dropFirst(Self.repositoryPrefix.count)
+                    guard rest.hasSuffix(suffix), rest.count > suffix.count else { continue }
+                    var context = context
+                    context.coreContext.parameters["repository"] = Substring(rest.dropLast(suffix.count))
+                    return await handle(route, request, context)
+                }
+                return Self.error(.notFound, "NOT_FOUND", "no such endpoint: \(request.method) \(request.uri.path)")
+            }
+        }
+        for route in all where !route.path.hasPrefix(Self.repositoryPrefix) {
             let hummingbirdPath = "/api/v1" + route.path.replacing("{", with: ":").replacing("}", with: "")
             router.on(RouterPath(hummingbirdPath), method: route.method) { request, context in
                 await handle(route, request, context)
             }
         }
-        let document = ByteBuffer(bytes: OpenAPIDocument.make(routes: routes))
+        let document = ByteBuffer(bytes: OpenAPIDocument.make(routes: all))
         router.get("/api/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: document))
         }
@@ -91,7 +111,7 @@ struct ManagementAPI: Sendable {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    private static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
@@ -99,12 +119,12 @@ struct ManagementAPI: Sendable {
 
     private static func noContent() -> Response { Response(status: .noContent) }
 
-    private static func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
         let body = try await request.body.collect(upTo: 1024 * 1024)
         return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
     }
 
-    private static func parameter(_ context: WharfRequestContext, _ name: String) throws -> String {
+    static func parameter(_ context: WharfRequestContext, _ name: String) throws -> String {
         guard let value = context.parameters.get(name) else { throw AccessError.invalid("missing path parameter \(name)") }
         return value.removingPercentEncoding ?? value
     }
@@ -112,6 +132,10 @@ struct ManagementAPI: Sendable {
     // MARK: Routes
 
     var routes: [Route] {
+        identityRoutes + (storage.map(storageRoutes) ?? [])
+    }
+
+    var identityRoutes: [Route] {
         let access = self.access
         return [
             Route(.get, "/me", "The identity of the caller", response: "Identity") { _, _, caller in

@@ -109,5 +109,31 @@ enum OpenAPIDocument {
             "target": string, "result": ["type": "string", "enum": ["success", "denied", "failure"]], "source": string, "detail": string, "count": integer,
         ], required: ["actorKind", "action", "result", "count"]),
         "SigningKey": object(["kid": string], required: ["kid"]),
+        "RepositorySettings": object([
+            "tagMutability": ["type": "string", "enum": ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"]],
+            "tagMutabilityExclusions": ["type": "array", "items": string], "lifecyclePolicy": string, "lifecyclePolicySource": string,
+        ], required: ["tagMutability", "tagMutabilityExclusions"]),
+        "UpdateRepositorySettings": object([
+            "tagMutability": ["type": "string", "enum": ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"]],
+            "tagMutabilityExclusions": ["type": "array", "items": string],
+        ], required: ["tagMutability"]),
+        "LifecyclePolicyText": object(["policy": ["type": "string", "description": "the policy in ECR's JSON language, as text"]], required: ["policy"]),
+        "RegistryPolicy": object(["scope": string, "policy": string, "createdBy": string, "updatedAt": time], required: ["scope", "policy"]),
+        "Expiry": object([
+            "repository": string, "digest": string, "tags": ["type": "array", "items": string], "pushedAt": time, "lastPulledAt": time,
+            "rulePriority": integer, "ruleDescription": string, "alsoDeleted": ["type": "array", "items": string],
+        ], required: ["repository", "digest", "tags", "rulePriority", "alsoDeleted"]),
+        "Usage": object(["namespace": string, "usageBytes": integer, "quotaBytes": integer], required: ["namespace", "usageBytes"]),
+        "SetQuota": object(["quotaBytes": ["type": ["integer", "null"], "format": "int64"]], required: []),
+        "GarbageCollectionReport": object([
+            "trigger": string, "dryRun": boolean, "startedAt": integer, "finishedAt": integer, "phase": string,
+            "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
+            "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer,
+            "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
+        ], required: ["trigger", "dryRun", "startedAt", "phase"]),
+        "GarbageCollectionStatus": object([
+            "running": ["$ref": "#/components/schemas/GarbageCollectionReport"],
+            "recent": ["type": "array", "items": ["$ref": "#/components/schemas/GarbageCollectionReport"]],
+        ], required: ["recent"]),
     ] }
 }

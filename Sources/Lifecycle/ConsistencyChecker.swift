@@ -1,0 +1,196 @@
+import BlobStore
+import Metadata
+import NIOCore
+import OCI
+import SQLKit
+
+/// What `wharf fsck` found (and, with repair, fixed).
+public struct ConsistencyReport: Sendable, Codable, Equatable {
+    public var checkedBlobs = 0
+    public var checkedBytes: Int64 = 0
+    /// Recorded blobs whose file is gone.
+    public var missingBlobs: [String] = []
+    /// Recorded size differs from the file's.
+    public var sizeMismatches: [String] = []
+    /// The file's content does not hash to its name.
+    public var corruptBlobs: [String] = []
+    /// Files no row records.
+    public var orphanFiles: [String] = []
+    /// Upload files without a session, and sessions without a file.
+    public var orphanUploads: [String] = []
+    /// A manifest references a blob its repository does not hold: `repository@manifest → blob`.
+    public var danglingReferences: [String] = []
+    /// Recorded blobs no repository links to (the collector will take them).
+    public var unlinkedBlobs = 0
+    public var repairs: [String] = []
+
+    /// No inconsistency (unlinked blobs are normal: they await collection).
+    public var isClean: Bool {
+        missingBlobs.isEmpty && sizeMismatches.isEmpty && corruptBlobs.isEmpty && orphanFiles.isEmpty
+            && orphanUploads.isEmpty && danglingReferences.isEmpty
+    }
+}
+
+/// Checks that metadata and bytes agree: every recorded blob exists with its size and digest,
+/// every reference resolves, no file is unaccounted for. With `repair`, fixes what can be fixed
+/// without guessing: wrong sizes are corrected, rows of missing or corrupt blobs are removed (their
+/// repositories then no longer offer them), a blob file with a valid name but no row is recorded
+/// again if a manifest needs it and deleted otherwise, links a manifest needs are restored.
+public struct ConsistencyChecker: Sendable {
+    let metadata: MetadataStore
+    let blobs: any BlobStore
+
+    public init(metadata: MetadataStore, blobs: any BlobStore) {
+        self.metadata = metadata
+        self.blobs = blobs
+    }
+
+    public func check(verifyDigests: Bool = true, repair: Bool = false) async throws -> ConsistencyReport {
+        var report = ConsistencyReport()
+        let database = metadata.database
+
+        // 1. Every recorded blob against its file. `withRows` is what the database records; `recorded`
+        // what is recorded and sound (the blobs references may be relinked to).
+        var withRows = Set<Digest>()
+        var recorded = Set<Digest>()
+        var lastDigest = ""
+        while true {
+            let rows = try await database.read { sql in
+                try await sql.raw("SELECT digest, size FROM blobs WHERE digest > \(bind: lastDigest) ORDER BY digest LIMIT 500").all().map {
+                    (try $0.decode(column: "digest", as: String.self), try $0.decode(column: "size", as: Int64.self))
+                }
+            }
+            guard let last = rows.last else { break }
+            lastDigest = last.0
+            for (name, size) in rows {
+                guard let digest = Digest(name) else { continue }
+                withRows.insert(digest)
+                report.checkedBlobs += 1
+                guard let reader = try await blobs.open(digest) else {
+                    report.missingBlobs.append(name)
+                    if repair { try await forget(digest, &report, reason: "missing") }
+                    continue
+                }
+                if reader.size != size {
+                    report.sizeMismatches.append("\(name): recorded \(size), file \(reader.size)")
+                }
+                report.checkedBytes += reader.size
+                if verifyDigests {
+                    var hasher = DigestHasher(digest.algorithm)
+                    try await reader.stream(range: nil) { hasher.update($0) }
+                    if hasher.finalize() != digest {
+                        report.corruptBlobs.append(name)
+                        if repair {
+                            _ = try await blobs.trash(digest)
+                            try await blobs.emptyTrash(digest)
+                            try await forget(digest, &report, reason: "corrupt")
+                        }
+                        continue
+                    }
+                } else {
+                    try await reader.close()
+                }
+                if reader.size != size, repair {
+                    try await database.transaction { sql in
+                        try await sql.raw("UPDATE blobs SET size = \(bind: reader.size) WHERE digest = \(bind: name)").run()
+                    }
+                    report.repairs.append("corrected the recorded size of \(name) to \(reader.size)")
+                }
+                recorded.insert(digest)
+            }
+        }
+
+        // 2. Files no row records.
+        var orphans: [Digest] = []
+        for try await digest in blobs.allBlobs() where !withRows.contains(digest) { orphans.append(digest) }
+
+        // 3. References that do not resolve: a manifest's blob not linked in its repository.
+        let dangling = try await database.read { sql in
+            try await sql.raw("""
+                SELECT r.name, mr.manifest_digest, mr.child_digest FROM manifest_references mr
+                JOIN repositories r ON r.id = mr.repository_id
+                WHERE mr.kind = 'blob' AND NOT EXISTS (
+                    SELECT 1 FROM repository_blobs rb WHERE rb.repository_id = mr.repository_id AND rb.digest = mr.child_digest)
+                ORDER BY r.name
+                """).all().map { (try $0.decode(column: "name", as: String.self), try $0.decode(column: "manifest_digest", as: String.self),
+                                  try $0.decode(column: "child_digest", as: String.self)) }
+        }
+        var neededOrphans = Set<Digest>()
+        for (repository, manifest, child) in dangling {
+            report.danglingReferences.append("\(repository)@\(manifest) → \(child)")
+            if let digest = Digest(child), orphans.contains(digest) { neededOrphans.insert(digest) }
+        }
+        for digest in orphans {
+            report.orphanFiles.append(digest.description)
+            guard repair else { continue }
+            if neededOrphans.contains(digest) {
+                // A manifest needs these bytes and they verify: record the blob again.
+                var hasher = DigestHasher(digest.algorithm)
+                guard let reader = try await blobs.open(digest) else { continue }
+                let size = reader.size
+                try await reader.stream(range: nil) { hasher.update($0) }
+                if hasher.finalize() == digest {
+                    try await database.transaction { sql in
+                        let now = Timestamp.nowMillis()
+                        try await sql.raw("""
+                            INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: digest.description), \(bind: size), \(bind: now), \(bind: now))
+                            ON CONFLICT (digest) DO NOTHING
+                            """).run()
+                    }
+                    recorded.insert(digest)
+                    report.repairs.append("recorded orphan file \(digest), which manifests reference")
+                    continue
+                }
+            }
+            try await blobs.delete(digest)
+            report.repairs.append("deleted orphan file \(digest)")
+        }
+        if repair {
+            // Restore links for dangling references whose blob is recorded (and so verified above).
+            for (repository, manifest, child) in dangling {
+                guard let digest = Digest(child), recorded.contains(digest), let name = RepositoryName(repository) else { continue }
+                try await database.transaction { sql in
+                    try await sql.raw("""
+                        INSERT INTO repository_blobs (repository_id, digest, linked_at)
+                        SELECT id, \(bind: child), \(bind: Timestamp.nowMillis()) FROM repositories WHERE name = \(bind: name.value)
+                        ON CONFLICT (repository_id, digest) DO NOTHING
+                        """).run()
+                }
+                report.repairs.append("relinked \(child) in \(repository) (needed by \(manifest))")
+            }
+        }
+
+        // 4. Uploads: files without sessions, sessions without files.
+        for id in try await blobs.allUploads() where try await metadata.upload(id) == nil {
+            report.orphanUploads.append("file \(id)")
+            if repair {
+                try await blobs.deleteUpload(id)
+                report.repairs.append("deleted upload file \(id) that no session owns")
+            }
+        }
+        let sessions = try await metadata.uploads(notUpdatedSince: Int64.max, limit: 100_000)
+        for session in sessions where try await blobs.uploadSize(session.id) == nil {
+            report.orphanUploads.append("session \(session.id)")
+            if repair {
+                try await metadata.deleteUpload(session.id)
+                report.repairs.append("deleted upload session \(session.id), whose file is gone")
+            }
+        }
+
+        report.unlinkedBlobs = try await database.read { sql in
+            try await sql.raw("""
+                SELECT COUNT(*) AS n FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                """).first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+        return report
+    }
+
+    /// Removes a blob's row and links: its bytes are gone, so no repository should offer it.
+    private func forget(_ digest: Digest, _ report: inout ConsistencyReport, reason: String) async throws {
+        try await metadata.database.transaction { sql in
+            try await sql.raw("DELETE FROM repository_blobs WHERE digest = \(bind: digest.description)").run()
+            try await sql.raw("DELETE FROM blobs WHERE digest = \(bind: digest.description)").run()
+        }
+        report.repairs.append("removed the records of \(reason) blob \(digest)")
+    }
+}

@@ -1,0 +1,282 @@
+import BlobStore
+import Logging
+import Metadata
+import OCI
+import Registry
+import ServiceLifecycle
+import SQLKit
+import Synchronization
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+public struct GarbageCollectionSettings: Sendable {
+    /// Nothing younger than this is collected: fresh uploads, links and manifests are safe.
+    public var grace: Duration = .seconds(3600)
+    /// Pause between continuous collection passes.
+    public var interval: Duration = .seconds(60)
+    /// Rows handled per batch (per transaction).
+    public var batchSize = 500
+    /// Also delete manifests without tags that no index references (off by default: some
+    /// workflows pull by digest only).
+    public var deleteUntaggedManifests = false
+    /// Delete referrers whose subject is gone.
+    public var deleteOrphanReferrers = true
+    /// Upload sessions idle this long are abandoned.
+    public var uploadTimeout: Duration = .seconds(24 * 3600)
+    /// How often continuous collection also walks storage for files no row records.
+    public var orphanScanInterval: Duration = .seconds(6 * 3600)
+
+    public init() {}
+}
+
+/// What a collection did (or, in a dry run, would do).
+public struct GarbageCollectionReport: Sendable, Codable, Equatable {
+    public var trigger: String
+    public var dryRun: Bool
+    public var startedAt: Int64
+    public var finishedAt: Int64?
+    public var phase: String
+    public var deletedUploads = 0
+    public var deletedManifests = 0
+    public var removedLinks = 0
+    public var deletedBlobs = 0
+    public var reclaimedBytes: Int64 = 0
+    public var orphanFiles = 0
+    public var orphanBytes: Int64 = 0
+    /// In a dry run: what would go (capped), for people to review.
+    public var candidates: [String] = []
+    public var errors: [String] = []
+}
+
+/// Online garbage collection: runs while the registry serves, in small batches, and never needs
+/// a read-only mode. Order matters and each pass does one step of each:
+/// 1. abandoned upload sessions (and upload files no session owns);
+/// 2. untagged, unreferenced manifests (when enabled) and referrers whose subject is gone;
+/// 3. repository links to blobs no manifest in that repository references;
+/// 4. blobs no repository links to: the row is deleted and the file moved to the trash in one
+///    transaction under the blob's lock, then the trash is emptied;
+/// 5. (every few hours, and in full collections) files that no row records.
+/// Everything honours the grace window, and every deletion re-checks its condition.
+public final class GarbageCollector: Service, Sendable {
+    public let settings: GarbageCollectionSettings
+    private let registry: Registry
+    private var metadata: MetadataStore { registry.metadata }
+    private var blobs: any BlobStore { registry.blobs }
+    private let logger: Logger
+    private let onlyWhenLeader: @Sendable () async -> Bool
+    private let current = Mutex<GarbageCollectionReport?>(nil)
+    private let running = Mutex(false)
+    private let lastOrphanScan = Mutex<ContinuousClock.Instant?>(nil)
+
+    public init(registry: Registry, settings: GarbageCollectionSettings, logger: Logger,
+                onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }) {
+        self.registry = registry
+        self.settings = settings
+        self.logger = logger
+        self.onlyWhenLeader = onlyWhenLeader
+    }
+
+    /// The collection in progress, if any.
+    public var progress: GarbageCollectionReport? { current.withLock { $0 } }
+
+    /// Puts the trash in order after a crash: blobs whose rows survived go back, the rest go.
+    public func recoverTrash() async throws {
+        for digest in try await blobs.trashedBlobs() {
+            if try await metadata.blobRecorded(digest) {
+                logger.warning("restoring a blob left in the trash by an interrupted collection", metadata: ["digest": "\(digest)"])
+                try await blobs.restore(digest)
+            } else {
+                try await blobs.emptyTrash(digest)
+            }
+        }
+    }
+
+    public enum CollectionError: Error, CustomStringConvertible {
+        case alreadyRunning
+        public var description: String { "a garbage collection is already running" }
+    }
+
+    /// A complete collection: passes until nothing is left (bounded), with an orphan-file scan.
+    /// A dry run reports what the first pass would remove and changes nothing.
+    public func collect(dryRun: Bool = false, trigger: String = "manual", grace: Duration? = nil) async throws -> GarbageCollectionReport {
+        guard running.withLock({ running in
+            if running { return false }
+            running = true
+            return true
+        }) else { throw CollectionError.alreadyRunning }
+        defer { running.withLock { $0 = false } }
+        var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
+        let cutoff = Timestamp.nowMillis() - Int64((grace ?? settings.grace).components.seconds) * 1000
+        for _ in 0..<1000 {
+            let before = report
+            try await pass(&report, cutoff: cutoff, dryRun: dryRun)
+            if dryRun || report == before { break }
+        }
+        try await scanOrphanFiles(&report, cutoff: cutoff, dryRun: dryRun)
+        return try await finish(report)
+    }
+
+    private func finish(_ report: GarbageCollectionReport) async throws -> GarbageCollectionReport {
+        var report = report
+        report.finishedAt = Timestamp.nowMillis()
+        report.phase = "done"
+        current.withLock { $0 = nil }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let didSomething = report.deletedBlobs + report.deletedManifests + report.deletedUploads + report.removedLinks + report.orphanFiles > 0
+        guard report.trigger != "continuous" || didSomething else { return report }
+        var stored = report
+        stored.candidates = Array(stored.candidates.prefix(1000))
+        try await metadata.recordGCRun(startedAt: report.startedAt, finishedAt: report.finishedAt!, trigger: report.trigger, dryRun: report.dryRun,
+                                       report: String(decoding: try encoder.encode(stored), as: UTF8.self))
+        if report.deletedBlobs + report.deletedManifests + report.deletedUploads + report.orphanFiles > 0 || report.dryRun {
+            logger.info("garbage collection finished", metadata: [
+                "trigger": "\(report.trigger)", "dryRun": "\(report.dryRun)", "blobs": "\(report.deletedBlobs)",
+                "bytes": "\(report.reclaimedBytes + report.orphanBytes)", "manifests": "\(report.deletedManifests)", "uploads": "\(report.deletedUploads)",
+            ])
+        }
+        return report
+    }
+
+    private func update(_ report: GarbageCollectionReport, phase: String) {
+        var report = report
+        report.phase = phase
+        current.withLock { $0 = report }
+    }
+
+    /// One step of every phase, at most `batchSize` items each.
+    private func pass(_ report: inout GarbageCollectionReport, cutoff: Int64, dryRun: Bool) async throws {
+        let batch = settings.batchSize
+        func note(_ text: String) { if report.candidates.count < 10_000 { report.candidates.append(text) } }
+
+        update(report, phase: "uploads")
+        let idleCutoff = Timestamp.nowMillis() - Int64(settings.uploadTimeout.components.seconds) * 1000
+        for upload in try await metadata.uploads(notUpdatedSince: idleCutoff, limit: batch) {
+            note("upload \(upload.id) (\(upload.repository))")
+            if !dryRun {
+                try await metadata.deleteUpload(upload.id)
+                try await blobs.deleteUpload(upload.id)
+            }
+            report.deletedUploads += 1
+        }
+
+        update(report, phase: "manifests")
+        var manifests: [MetadataStore.ManifestLocation] = []
+        if settings.deleteUntaggedManifests { manifests += try await metadata.untaggedManifests(before: cutoff, limit: batch) }
+        if settings.deleteOrphanReferrers { manifests += try await metadata.orphanReferrers(before: cutoff, limit: batch) }
+        for manifest in manifests {
+            guard let repository = RepositoryName(manifest.repository) else { continue }
+            note("manifest \(manifest.repository)@\(manifest.digest)")
+            if dryRun {
+                report.deletedManifests += 1
+            } else {
+                report.deletedManifests += try await registry.expire(manifest.digest, in: repository).count
+            }
+        }
+
+        update(report, phase: "links")
+        let links = try await metadata.unneededLinks(before: cutoff, limit: batch)
+        for link in links { note("link \(link.repository) → \(link.digest)") }
+        report.removedLinks += dryRun ? links.count : try await metadata.deleteUnneededLinks(links, before: cutoff)
+
+        update(report, phase: "blobs")
+        let unlinked = try await metadata.unlinkedBlobs(before: cutoff, limit: batch)
+        if dryRun {
+            for blob in unlinked { note("blob \(blob.digest) (\(blob.size) bytes)") }
+            report.deletedBlobs += unlinked.count
+            report.reclaimedBytes += unlinked.reduce(0) { $0 + $1.size }
+        } else {
+            let blobs = self.blobs
+            let deleted = try await metadata.deleteUnlinkedBlobs(unlinked, before: cutoff) { digest in
+                _ = try await blobs.trash(digest)
+            }
+            for blob in deleted {
+                do {
+                    try await blobs.emptyTrash(blob.digest)
+                } catch {
+                    report.errors.append("emptying the trash of \(blob.digest): \(error)")
+                }
+            }
+            report.deletedBlobs += deleted.count
+            report.reclaimedBytes += deleted.reduce(0) { $0 + $1.size }
+        }
+    }
+
+    /// Files no row records: uploads without a session and blobs without a row, older than the cutoff.
+    private func scanOrphanFiles(_ report: inout GarbageCollectionReport, cutoff: Int64, dryRun: Bool) async throws {
+        update(report, phase: "orphan files")
+        lastOrphanScan.withLock { $0 = .now }
+        for id in try await blobs.allUploads() {
+            guard try await metadata.upload(id) == nil, let modified = try await blobs.uploadModified(id), modified < cutoff else { continue }
+            if report.candidates.count < 10_000 { report.candidates.append("upload file \(id)") }
+            if !dryRun { try await blobs.deleteUpload(id) }
+            report.orphanFiles += 1
+        }
+        var pending: [Digest] = []
+        func check(_ digests: [Digest], _ report: inout GarbageCollectionReport) async throws {
+            let recorded = try await metadata.recordedBlobs(among: digests)
+            for digest in digests where !recorded.contains(digest) {
+                guard let modified = try await blobs.blobModified(digest), modified < cutoff else { continue }
+                if let reader = try await blobs.open(digest) {
+                    report.orphanBytes += reader.size
+                    try await reader.close()
+                }
+                if report.candidates.count < 10_000 { report.candidates.append("orphan blob file \(digest)") }
+                report.orphanFiles += 1
+                // Deleted under the digest's lock by a transaction that finds no row, so an upload of
+                // the same content cannot be publishing it at this moment.
+                if !dryRun {
+                    let blobs = self.blobs
+                    try await metadata.database.transaction { sql in
+                        try await metadata.database.lock("blob:\(digest)", in: sql)
+                        if try await sql.raw("SELECT digest FROM blobs WHERE digest = \(bind: digest.description)").first() == nil {
+                            try await blobs.delete(digest)
+                        }
+                    }
+                }
+            }
+        }
+        for try await digest in blobs.allBlobs() {
+            pending.append(digest)
+            if pending.count >= 500 {
+                try await check(pending, &report)
+                pending.removeAll()
+            }
+        }
+        try await check(pending, &report)
+    }
+
+    public func run() async throws {
+        try? await recoverTrash()
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.settings.interval) }
+            guard !Task.isShuttingDownGracefully, await onlyWhenLeader() else { continue }
+            await continuousPass()
+        }
+    }
+
+    /// The background pass: one step of each phase, and the orphan scan when it is due.
+    public func continuousPass() async {
+        guard running.withLock({ running in
+            if running { return false }
+            running = true
+            return true
+        }) else { return }
+        defer { running.withLock { $0 = false } }
+        var report = GarbageCollectionReport(trigger: "continuous", dryRun: false, startedAt: Timestamp.nowMillis(), phase: "starting")
+        let cutoff = Timestamp.nowMillis() - Int64(settings.grace.components.seconds) * 1000
+        do {
+            try await pass(&report, cutoff: cutoff, dryRun: false)
+            let due = lastOrphanScan.withLock { last in last.map { ContinuousClock.now - $0 > settings.orphanScanInterval } ?? true }
+            if due { try await scanOrphanFiles(&report, cutoff: cutoff, dryRun: false) }
+            _ = try await finish(report)
+        } catch {
+            current.withLock { $0 = nil }
+            logger.error("garbage collection pass failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,253 @@
+import Access
+import HTTPTypes
+import Hummingbird
+import Lifecycle
+import Metadata
+import NIOCore
+import OCI
+import Registry
+
+import Foundation
+
+/// The parts of the registry the management API controls beyond identities: repository settings
+/// (tag immutability), lifecycle policies (per repository and registry-wide, with previews),
+/// namespace quotas and garbage collection.
+struct StorageManagement: Sendable {
+    let registry: Registry
+    let lifecycle: LifecycleService
+    let collector: GarbageCollector
+}
+
+extension API {
+    struct RepositorySettings: Codable {
+        var tagMutability: String
+        var tagMutabilityExclusions: [String]
+        var lifecyclePolicy: String?
+        /// Where the governing lifecycle policy comes from: "repository", "registry:<scope>", or absent.
+        var lifecyclePolicySource: String?
+    }
+
+    struct UpdateRepositorySettings: Codable {
+        var tagMutability: String
+        var tagMutabilityExclusions: [String]?
+    }
+
+    struct LifecyclePolicyText: Codable {
+        /// The policy as ECR's JSON text.
+        var policy: String
+    }
+
+    struct RegistryPolicy: Codable {
+        var scope: String
+        var policy: String
+        var createdBy: String?
+        var updatedAt: String?
+    }
+
+    struct Expiry: Codable {
+        var repository: String
+        var digest: String
+        var tags: [String]
+        var pushedAt: String?
+        var lastPulledAt: String?
+        var rulePriority: Int
+        var ruleDescription: String?
+        var alsoDeleted: [String]
+
+        init(_ expiry: PlannedExpiry) {
+            repository = expiry.repository
+            digest = expiry.digest
+            tags = expiry.tags
+            pushedAt = API.time(expiry.pushedAt)
+            lastPulledAt = API.time(expiry.lastPulledAt)
+            rulePriority = expiry.rulePriority
+            ruleDescription = expiry.ruleDescription
+            alsoDeleted = expiry.alsoDeleted
+        }
+    }
+
+    struct Usage: Codable {
+        var namespace: String
+        var usageBytes: Int64
+        var quotaBytes: Int64?
+    }
+
+    struct SetQuota: Codable {
+        /// Null removes the quota.
+        var quotaBytes: Int64?
+    }
+
+    struct GarbageCollectionStatus: Codable {
+        var running: GarbageCollectionReport?
+        var recent: [GarbageCollectionReport]
+    }
+}
+
+extension ManagementAPI {
+    static let repositoryPrefix = "/repositories/{repository}/"
+
+    func storageRoutes(_ storage: StorageManagement) -> [Route] {
+        let access = self.access
+        @Sendable func repository(_ context: WharfRequestContext) throws -> RepositoryName {
+            let name = try Self.parameter(context, "repository")
+            guard let repository = RepositoryName(name) else { throw AccessError.invalid("'\(name)' is not a valid repository name") }
+            return repository
+        }
+        @Sendable func settingsBody(_ repository: RepositoryName) async throws -> API.RepositorySettings {
+            let settings = try await storage.registry.metadata.settings(of: repository)
+            var source: String?
+            if let (_, origin) = try? await storage.lifecycle.policy(for: repository) {
+                switch origin {
+                case .repository: source = "repository"
+                case .registry(let scope): source = "registry:\(scope)"
+                }
+            }
+            return API.RepositorySettings(tagMutability: settings.tagMutability.mode.rawValue, tagMutabilityExclusions: settings.tagMutability.exclusions,
+                                          lifecyclePolicy: settings.lifecyclePolicy, lifecyclePolicySource: source)
+        }
+        return [
+            Route(.get, Self.repositoryPrefix + "settings", "A repository's tag immutability and lifecycle policy (the name may contain '/')", response: "RepositorySettings") { _, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryRead(name, by: caller.identity)
+                return try Self.json(try await settingsBody(name))
+            },
+            Route(.put, Self.repositoryPrefix + "settings", "Set tag immutability: MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION with wildcard filters",
+                  request: "UpdateRepositorySettings", response: "RepositorySettings") { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryAdministration(name, by: caller.identity)
+                let body = try await Self.decode(API.UpdateRepositorySettings.self, request)
+                guard let mode = TagMutabilityPolicy.Mode(rawValue: body.tagMutability) else {
+                    throw AccessError.invalid("tagMutability must be one of \(TagMutabilityPolicy.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                let policy = TagMutabilityPolicy(mode: mode, exclusions: body.tagMutabilityExclusions ?? [])
+                do {
+                    _ = try await storage.registry.metadata.updateSettings(of: name) { $0.tagMutability = policy }
+                } catch let error as MetadataError {
+                    throw AccessError.invalid(error.description)
+                }
+                access.audit.record(AuditEvent(actor: caller.identity, action: "repository.settings", namespace: String(name.namespace), repository: name.value,
+                                               source: caller.source, detail: AccessControlJSON.object(["tagMutability": mode.rawValue])))
+                return try Self.json(try await settingsBody(name))
+            },
+            Route(.put, Self.repositoryPrefix + "lifecycle-policy", "Set the repository's lifecycle policy (ECR's JSON language, validated)",
+                  request: "LifecyclePolicyText", response: "RepositorySettings") { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryAdministration(name, by: caller.identity)
+                let body = try await Self.decode(API.LifecyclePolicyText.self, request)
+                try Self.validate(body.policy)
+                _ = try await storage.registry.metadata.updateSettings(of: name) { $0.lifecyclePolicy = body.policy }
+                access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.set", namespace: String(name.namespace),
+                                               repository: name.value, source: caller.source))
+                return try Self.json(try await settingsBody(name))
+            },
+            Route(.delete, Self.repositoryPrefix + "lifecycle-policy", "Remove the repository's own lifecycle policy", status: .noContent) { _, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryAdministration(name, by: caller.identity)
+                _ = try await storage.registry.metadata.updateSettings(of: name) { $0.lifecyclePolicy = nil }
+                access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.delete", namespace: String(name.namespace),
+                                               repository: name.value, source: caller.source))
+                return Response(status: .noContent)
+            },
+            Route(.post, Self.repositoryPrefix + "lifecycle-policy/preview",
+                  "Dry run: the images the given policy (or, without a body, the governing one) would expire now, and the rule for each",
+                  response: "[Expiry]") { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryRead(name, by: caller.identity)
+                let body = try await request.body.collect(upTo: 64 * 1024)
+                var text: String?
+                if body.readableBytes > 0 {
+                    text = try JSONDecoder().decode(API.LifecyclePolicyText.self, from: Data(body.readableBytesView)).policy
+                    try Self.validate(text!)
+                }
+                return try Self.json(try await storage.lifecycle.preview(name, policyText: text).map(API.Expiry.init))
+            },
+            Route(.post, Self.repositoryPrefix + "lifecycle-policy/apply", "Evaluate the governing policy now and expire what it selects", response: "[Expiry]") { _, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryAdministration(name, by: caller.identity)
+                return try Self.json(try await storage.lifecycle.apply(name).map(API.Expiry.init))
+            },
+            Route(.get, "/lifecycle-policies", "Registry-wide lifecycle policies (system administrators)", response: "[RegistryPolicy]") { _, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                return try Self.json(try await storage.registry.metadata.registryLifecyclePolicies().map {
+                    API.RegistryPolicy(scope: $0.scope, policy: $0.policy, createdBy: $0.createdBy, updatedAt: API.time($0.updatedAt))
+                })
+            },
+            Route(.put, "/lifecycle-policies", "Set the registry-wide policy for repositories whose name matches a scope such as team/* or * (a repository's own policy wins)",
+                  request: "RegistryPolicy", status: .noContent) { request, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let body = try await Self.decode(API.RegistryPolicy.self, request)
+                guard !body.scope.isEmpty, body.scope.allSatisfy({ $0 == "*" || $0 == "/" || $0.isLowercase || $0.isNumber || "._-".contains($0) }) else {
+                    throw AccessError.invalid("scope '\(body.scope)' must be a repository name pattern such as team/* or *")
+                }
+                try Self.validate(body.policy)
+                try await storage.registry.metadata.putRegistryLifecyclePolicy(scope: body.scope, policy: body.policy, by: caller.identity.name)
+                access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.set", target: body.scope, source: caller.source))
+                return Response(status: .noContent)
+            },
+            Route(.delete, "/lifecycle-policies", "Remove a registry-wide policy", status: .noContent, query: [("scope", "the policy's scope")]) { request, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                guard let scope = request.uri.queryParameters.get("scope"), try await storage.registry.metadata.deleteRegistryLifecyclePolicy(scope: scope) else {
+                    throw AccessError.notFound("no registry-wide policy has that scope")
+                }
+                access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.delete", target: scope, source: caller.source))
+                return Response(status: .noContent)
+            },
+            Route(.post, "/lifecycle/run", "Evaluate every governed repository now (system administrators)", response: "[Expiry]") { _, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                return try Self.json(try await storage.lifecycle.applyAll().map(API.Expiry.init))
+            },
+            Route(.get, "/namespaces/{name}/usage", "Bytes a namespace stores (each blob counted once) and its quota", response: "Usage") { _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceMember(namespace, by: caller.identity)
+                return try Self.json(API.Usage(namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace),
+                                               quotaBytes: try await storage.registry.metadata.namespaceQuota(namespace)))
+            },
+            Route(.put, "/namespaces/{name}/quota", "Set or remove a namespace's storage quota in bytes (system administrators)", request: "SetQuota", response: "Usage") { request, context, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let namespace = try Self.parameter(context, "name")
+                let body = try await Self.decode(API.SetQuota.self, request)
+                if let bytes = body.quotaBytes, bytes < 0 { throw AccessError.invalid("quotaBytes must not be negative") }
+                guard try await storage.registry.metadata.setNamespaceQuota(namespace, bytes: body.quotaBytes) else {
+                    throw AccessError.notFound("namespace '\(namespace)' does not exist")
+                }
+                access.audit.record(AuditEvent(actor: caller.identity, action: "namespace.quota", namespace: namespace, source: caller.source,
+                                               detail: AccessControlJSON.object(["quotaBytes": body.quotaBytes.map(String.init) ?? "none"])))
+                return try Self.json(API.Usage(namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace), quotaBytes: body.quotaBytes))
+            },
+            Route(.post, "/gc", "Run a complete garbage collection now; dryRun=true only reports", response: "GarbageCollectionReport",
+                  query: [("dryRun", "true to report without deleting"), ("graceSeconds", "override the grace window for this run")]) { request, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let query = request.uri.queryParameters
+                let grace = try query.get("graceSeconds").map { value -> Duration in
+                    guard let seconds = Int(value), seconds >= 0 else { throw AccessError.invalid("graceSeconds must be a non-negative integer") }
+                    return .seconds(seconds)
+                }
+                do {
+                    let report = try await storage.collector.collect(dryRun: query.get("dryRun") == "true", trigger: "api:\(caller.identity.name)", grace: grace)
+                    access.audit.record(AuditEvent(actor: caller.identity, action: "gc.run", source: caller.source,
+                                                   detail: AccessControlJSON.object(["dryRun": String(report.dryRun), "deletedBlobs": String(report.deletedBlobs),
+                                                                                     "reclaimedBytes": String(report.reclaimedBytes + report.orphanBytes)])))
+                    return try Self.json(report)
+                } catch GarbageCollector.CollectionError.alreadyRunning {
+                    throw AccessError.conflict("a garbage collection is already running; GET /api/v1/gc shows its progress")
+                }
+            },
+            Route(.get, "/gc", "The collection in progress (if any) and the latest reports", response: "GarbageCollectionStatus") { _, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let recent = try await storage.registry.metadata.recentGCRuns(limit: 10).compactMap {
+                    try? JSONDecoder().decode(GarbageCollectionReport.self, from: Data($0.utf8))
+                }
+                return try Self.json(API.GarbageCollectionStatus(running: storage.collector.progress, recent: recent))
+            },
+        ]
+    }
+
+    static func validate(_ policy: String) throws {
+        do {
+            _ = try LifecyclePolicy(parsing: policy)
+        } catch {
+            throw AccessError.invalid("invalid lifecycle policy: \(error.message)")
+        }
+    }
+}
