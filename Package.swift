@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     ],
     targets: [
         // Digests, names, media types, manifest models and validation, OCI error codes. Imports nothing of ours.
@@ -95,6 +96,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The ECR-compatible control plane: AWS JSON 1.1, SigV4, ECR's operations over the use-cases.
+        .target(
+            name: "ECR",
+            dependencies: [
+                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Distribution API use-cases: uploads, mounts, manifests, tags, catalog, referrers.
         .target(
             name: "Registry",
@@ -110,9 +123,10 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
@@ -132,6 +146,7 @@ let package = Package(
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
+        .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: [

@@ -1,10 +1,12 @@
 """A real Docker engine (Debian's docker.io), run privately: push, pull, build and push."""
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -95,3 +97,26 @@ def test_docker_build_and_push(docker, base_image, wharf, tmp_path):
     assert output == "built\nhello from docker build\n"
     tags = requests.get(f"{wharf.url}/v2/e2e/docker-built/tags/list", auth=wharf.auth).json()
     assert tags == {"name": "e2e/docker-built", "tags": ["1"]}
+
+
+def test_docker_login_with_ecr_authorization_token(docker, base_image, wharf):
+    """`aws ecr get-login-password | docker login --username AWS --password-stdin` and then push and pull."""
+    key = wharf.api("POST", "/users/admin/access-keys", json={"description": "docker e2e"}).json()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(docker, AWS_ACCESS_KEY_ID=key["accessKeyId"], AWS_SECRET_ACCESS_KEY=key["secretAccessKey"], AWS_ENDPOINT_URL_ECR=wharf.url,
+               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    run(["aws", "ecr", "create-repository", "--region", "us-east-1", "--repository-name", "ecr-docker/app"], env=env)
+    login = run(["bash", "-c", f"set -o pipefail; aws ecr get-login-password --region us-east-1 | docker login --username AWS --password-stdin {wharf.host}"], env=env)
+    assert "Login Succeeded" in login.stdout
+    config = json.loads((Path(docker["DOCKER_CONFIG"]) / "config.json").read_text())
+    assert base64.b64decode(config["auths"][wharf.host]["auth"]).decode().startswith("AWS:")
+    target = f"{wharf.host}/ecr-docker/app:1"
+    docker_cmd(docker, "tag", base_image, target)
+    docker_cmd(docker, "push", target)
+    docker_cmd(docker, "rmi", "-f", target)
+    docker_cmd(docker, "pull", target)
+    listed = json.loads(run(["aws", "ecr", "list-images", "--region", "us-east-1", "--repository-name", "ecr-docker/app", "--output", "json"], env=env).stdout)
+    assert [i["imageTag"] for i in listed["imageIds"]] == ["1"]
+    # A made-up token is refused.
+    wrong = run(["docker", "login", "--username", "AWS", "--password-stdin", wharf.host], env=docker, input="d2hhcmZfZWNyX2Zha2U=\n", check=False)
+    assert wrong.returncode != 0

@@ -16,6 +16,8 @@ public struct AccessConfiguration: Sendable {
     public var refreshTokenLifetime: Duration = .seconds(90 * 24 * 3600)
     /// bcrypt cost for stored passwords.
     public var passwordCost: UInt8 = 12
+    /// The 12-digit registry id in ARNs and ECR responses; nil generates one at first start.
+    public var registryID: String?
 
     public init() {}
 }
@@ -37,8 +39,9 @@ public final class AccessControl: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        self.authenticator = Authenticator(store: store, throttle: LoginThrottle(policy: configuration.throttle), logger: logger, extraVerifiers: extraVerifiers)
-        self.authorizer = Authorizer(store: store, namespaceCreation: configuration.namespaceCreation)
+        self.authenticator = Authenticator(store: store, throttle: LoginThrottle(policy: configuration.throttle), logger: logger,
+                                           extraVerifiers: [RegistryLoginTokenVerifier(store: store)] + extraVerifiers)
+        self.authorizer = Authorizer(store: store, namespaceCreation: configuration.namespaceCreation, policies: PolicyStore(database: database))
         self.tokens = TokenService(store: store, settings: configuration.token, logger: logger)
         self.audit = AuditLog(database: database, logger: logger)
     }
@@ -47,6 +50,7 @@ public final class AccessControl: Sendable {
     /// Returns the generated administrator password when one was created (to show once).
     public func start(dataDirectory: String, administratorPassword: String?) async throws -> String? {
         try await tokens.start()
+        try await authorizer.policies.start(configuredRegistryID: configuration.registryID)
         return try await bootstrapAdministrator(dataDirectory: dataDirectory, password: administratorPassword)
     }
 

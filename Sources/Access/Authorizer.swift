@@ -14,11 +14,14 @@ public enum NamespaceCreationPolicy: String, Sendable, Codable, CaseIterable {
 /// - users: their namespace role's actions (reader: pull; developer: +push; maintainer, admin: +delete);
 ///   pushing into a namespace that does not exist yet is allowed when the policy lets them create it;
 /// - robots: the union of their permissions covering the repository;
-/// - everyone, anonymous included: pull from public namespaces.
+/// - everyone, anonymous included: pull from public namespaces;
+/// - then resource policies (the registry's and the repository's): an explicit Deny removes an
+///   action, an Allow adds it (system administrators are exempt, so they cannot lock themselves out).
 /// Look-ups are cached for a few seconds; local changes clear the cache at once.
 public final class Authorizer: Sendable {
     private let store: AccessStore
     public let namespaceCreation: NamespaceCreationPolicy
+    public let policies: PolicyStore
     private let memberships = TTLCache<Int64, [String: Role]>(timeToLive: .seconds(5))
     private let robots = TTLCache<Int64, RobotRecord>(timeToLive: .seconds(5))
     private let namespaces = TTLCache<String, NamespaceState>(timeToLive: .seconds(5))
@@ -28,12 +31,14 @@ public final class Authorizer: Sendable {
         case present(isPublic: Bool)
     }
 
-    public init(store: AccessStore, namespaceCreation: NamespaceCreationPolicy) {
+    public init(store: AccessStore, namespaceCreation: NamespaceCreationPolicy, policies: PolicyStore) {
         self.store = store
         self.namespaceCreation = namespaceCreation
+        self.policies = policies
     }
 
     public func invalidateCache() {
+        policies.invalidate()
         memberships.removeAll()
         robots.removeAll()
         namespaces.removeAll()
@@ -61,7 +66,24 @@ public final class Authorizer: Sendable {
                 allowed.formUnion(permission.actions)
             }
         }
-        return allowed
+        return try await applyingPolicies(to: allowed, for: identity, on: repository)
+    }
+
+    private func applyingPolicies(to allowed: Set<Action>, for identity: Identity, on repository: RepositoryName) async throws -> Set<Action> {
+        let policies = try await self.policies.policies(for: repository)
+        guard !policies.isEmpty else { return allowed }
+        let principal = identity.principalARN(registryID: self.policies.registryID)
+        let resource = self.policies.repositoryARN(repository.value, region: "*")
+        var result = allowed
+        for action in Action.allCases {
+            let verdicts = action.ecrActions.map { ResourcePolicy.decision(of: policies, principal: principal, action: $0, resource: resource) }
+            if verdicts.contains(.deny) {
+                result.remove(action)
+            } else if principal != nil, verdicts.allSatisfy({ $0 == .allow }) {
+                result.insert(action)
+            }
+        }
+        return result
     }
 
     /// Grants the intersection of what is asked and what is allowed, per scope (the token rule).

@@ -521,12 +521,13 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     case sizeMismatch(Digest, declared: Int64, actual: Int64)
     case immutableTag(String)
     case invalid(String)
+    case conflict(String)
     case internalError(String)
 
     public var description: String {
         switch self {
         case .immutableTag(let tag): "tag '\(tag)' is immutable"
-        case .invalid(let message): message
+        case .invalid(let message), .conflict(let message): message
         case .missingBlob(let digest): "blob \(digest) is not in the repository"
         case .missingManifest(let digest): "manifest \(digest) is not in the repository"
         case .sizeMismatch(let digest, let declared, let actual): "blob \(digest) has size \(actual), but the manifest declares \(declared)"

@@ -255,6 +255,65 @@ enum Migrations {
             )
             """,
         ]),
+        Migration(version: 4, name: "ECR control plane", statements: [
+            // SigV4 access keys of users and robots. The secret is kept: HMAC verification needs it.
+            """
+            CREATE TABLE access_keys (
+                key_id {name} PRIMARY KEY,
+                secret TEXT NOT NULL,
+                user_id BIGINT REFERENCES users(id) ON DELETE CASCADE,
+                robot_id BIGINT REFERENCES robots(id) ON DELETE CASCADE,
+                description TEXT,
+                disabled BOOLEAN NOT NULL DEFAULT FALSE,
+                created_at BIGINT NOT NULL,
+                last_used_at BIGINT
+            )
+            """,
+            "CREATE INDEX access_keys_by_user ON access_keys (user_id)",
+            "CREATE INDEX access_keys_by_robot ON access_keys (robot_id)",
+            // GetAuthorizationToken's 12-hour registry logins (Basic `AWS:<token>` on /v2).
+            """
+            CREATE TABLE registry_login_tokens (
+                token_hash {name} PRIMARY KEY,
+                user_id BIGINT REFERENCES users(id) ON DELETE CASCADE,
+                robot_id BIGINT REFERENCES robots(id) ON DELETE CASCADE,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX registry_login_tokens_by_expiry ON registry_login_tokens (expires_at)",
+            "ALTER TABLE repository_settings ADD COLUMN scan_on_push BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE repository_settings ADD COLUMN encryption_type TEXT",
+            "ALTER TABLE repository_settings ADD COLUMN kms_key TEXT",
+            "ALTER TABLE repository_settings ADD COLUMN repository_policy TEXT",
+            // Resource tags (TagResource): key/value labels on repositories.
+            """
+            CREATE TABLE repository_labels (
+                repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+                label_key TEXT NOT NULL,
+                label_value TEXT NOT NULL,
+                PRIMARY KEY (repository_id, label_key)
+            )
+            """,
+            // Registry-wide settings as JSON documents: the registry policy, replication configuration, registry id.
+            """
+            CREATE TABLE registry_settings (
+                name {name} PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            // The latest lifecycle policy preview per repository (StartLifecyclePolicyPreview).
+            """
+            CREATE TABLE lifecycle_previews (
+                repository_id BIGINT PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
+                policy TEXT NOT NULL,
+                status TEXT NOT NULL,
+                result TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

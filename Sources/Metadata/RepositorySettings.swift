@@ -57,13 +57,34 @@ public struct TagMutabilityPolicy: Sendable, Equatable, Codable {
 }
 
 public struct RepositorySettings: Sendable, Equatable {
+    /// How blobs are said to be encrypted at rest (ECR's `encryptionConfiguration`): recorded and
+    /// reported; the storage backend's own encryption applies.
+    public struct Encryption: Sendable, Equatable {
+        public var type: String
+        public var kmsKey: String?
+
+        public init(type: String, kmsKey: String? = nil) {
+            self.type = type
+            self.kmsKey = kmsKey
+        }
+    }
+
     public var tagMutability: TagMutabilityPolicy
     /// The repository's own lifecycle policy text, if any.
     public var lifecyclePolicy: String?
+    /// Scan each image when it is pushed (ECR's `scanOnPush`).
+    public var scanOnPush: Bool
+    public var encryption: Encryption?
+    /// IAM-style resource policy text (ECR's repository policy), if any.
+    public var repositoryPolicy: String?
 
-    public init(tagMutability: TagMutabilityPolicy = .mutable, lifecyclePolicy: String? = nil) {
+    public init(tagMutability: TagMutabilityPolicy = .mutable, lifecyclePolicy: String? = nil, scanOnPush: Bool = false,
+                encryption: Encryption? = nil, repositoryPolicy: String? = nil) {
         self.tagMutability = tagMutability
         self.lifecyclePolicy = lifecyclePolicy
+        self.scanOnPush = scanOnPush
+        self.encryption = encryption
+        self.repositoryPolicy = repositoryPolicy
     }
 }
 
@@ -100,23 +121,40 @@ extension MetadataStore {
         let mode = TagMutabilityPolicy.Mode(rawValue: try row.decode(column: "tag_mutability", as: String.self)) ?? .mutable
         let exclusions = try row.decode(column: "mutability_exclusions", as: String?.self)
             .flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) } ?? []
+        let encryption = try row.decode(column: "encryption_type", as: String?.self).map {
+            RepositorySettings.Encryption(type: $0, kmsKey: try? row.decode(column: "kms_key", as: String?.self))
+        }
         return RepositorySettings(tagMutability: TagMutabilityPolicy(mode: mode, exclusions: exclusions),
-                                  lifecyclePolicy: try row.decode(column: "lifecycle_policy", as: String?.self))
+                                  lifecyclePolicy: try row.decode(column: "lifecycle_policy", as: String?.self),
+                                  scanOnPush: try row.decode(column: "scan_on_push", as: Bool.self),
+                                  encryption: encryption,
+                                  repositoryPolicy: try row.decode(column: "repository_policy", as: String?.self))
     }
 
     /// Changes a repository's settings, creating the repository if needed.
     public func updateSettings(of repository: RepositoryName, _ change: @Sendable (inout RepositorySettings) throws -> Void) async throws -> RepositorySettings {
         try await database.transaction { sql in
             let id = try await Self.ensureRepository(repository, sql)
+            return try await Self.updateSettings(repositoryID: id, change, sql)
+        }
+    }
+
+    static func updateSettings(repositoryID id: Int64, _ change: @Sendable (inout RepositorySettings) throws -> Void, _ sql: any SQLDatabase) async throws -> RepositorySettings {
+        do {
             var settings = try await sql.raw("SELECT * FROM repository_settings WHERE repository_id = \(bind: id)").first().map(Self.settings) ?? RepositorySettings()
             try change(&settings)
             try settings.tagMutability.validate()
             let exclusions = settings.tagMutability.exclusions.isEmpty ? nil : String(decoding: try JSONEncoder().encode(settings.tagMutability.exclusions), as: UTF8.self)
             try await sql.raw("""
-                INSERT INTO repository_settings (repository_id, tag_mutability, mutability_exclusions, lifecycle_policy, updated_at)
-                VALUES (\(bind: id), \(bind: settings.tagMutability.mode.rawValue), \(bind: exclusions), \(bind: settings.lifecyclePolicy), \(bind: Timestamp.nowMillis()))
+                INSERT INTO repository_settings (repository_id, tag_mutability, mutability_exclusions, lifecycle_policy,
+                                                 scan_on_push, encryption_type, kms_key, repository_policy, updated_at)
+                VALUES (\(bind: id), \(bind: settings.tagMutability.mode.rawValue), \(bind: exclusions), \(bind: settings.lifecyclePolicy),
+                        \(bind: settings.scanOnPush), \(bind: settings.encryption?.type), \(bind: settings.encryption?.kmsKey),
+                        \(bind: settings.repositoryPolicy), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (repository_id) DO UPDATE SET tag_mutability = excluded.tag_mutability,
-                    mutability_exclusions = excluded.mutability_exclusions, lifecycle_policy = excluded.lifecycle_policy, updated_at = excluded.updated_at
+                    mutability_exclusions = excluded.mutability_exclusions, lifecycle_policy = excluded.lifecycle_policy,
+                    scan_on_push = excluded.scan_on_push, encryption_type = excluded.encryption_type, kms_key = excluded.kms_key,
+                    repository_policy = excluded.repository_policy, updated_at = excluded.updated_at
                 """).run()
             return settings
         }

@@ -105,4 +105,14 @@ final class ManifestCache: Sendable {
             }
         }
     }
+
+    /// Forgets everything about one repository (it was deleted).
+    func invalidate(repository: String) {
+        state.withLock { state in
+            for key in state.manifests.keys where key.repository == repository {
+                state.bytes -= state.manifests.removeValue(forKey: key)?.value.content.readableBytes ?? 0
+            }
+            for key in state.tags.keys where key.repository == repository { state.tags.removeValue(forKey: key) }
+        }
+    }
 }

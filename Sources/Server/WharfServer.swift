@@ -1,5 +1,6 @@
 import Access
 import BlobStore
+import ECR
 import Hummingbird
 import Lifecycle
 import Logging
@@ -104,6 +105,19 @@ public final class WharfServer: Sendable {
             router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
             ManagementAPI(authentication: authentication,
                           storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector)).register(on: router)
+            // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
+            let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle, logger: logger), registry: registry)
+            router.post("/") { request, context in await ecr.respond(to: request, context: context) }
+            router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in
+                await ecr.download(request, token: context.parameters.get("token") ?? "")
+            }
+            router.head("\(LayerDownloadSigner.pathPrefix):token") { request, context in
+                await ecr.download(request, token: context.parameters.get("token") ?? "")
+            }
+        } else {
+            router.post("/") { _, _ in
+                ECREndpoint.awsError(400, "UnrecognizedClientException", "the ECR API needs authentication, which is turned off on this server (auth.enabled: false)")
+            }
         }
         return router
     }
@@ -114,6 +128,7 @@ public final class WharfServer: Sendable {
         let logger = self.logger
         return Application(
             router: makeRouter(),
+            server: .http1(additionalChannelHandlers: [ExpectContinueHandler()]),
             configuration: .init(address: .hostname(host, port: port), serverName: "Wharf"),
             services: backgroundServices,
             onServerRunning: { channel in

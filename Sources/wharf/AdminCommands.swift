@@ -7,13 +7,13 @@ import NIOHTTP1
 /// `wharf admin …`: the management API from the command line.
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage users, access tokens, robot accounts, namespaces, members, the audit log and signing keys.",
+        abstract: "Manage users, access tokens, access keys, robot accounts, namespaces, members, the audit log and signing keys.",
         discussion: """
             Talks to a running Wharf's management API. Connection: --server (or WHARF_SERVER, default \
             http://127.0.0.1:5000); credentials: --username (or WHARF_USERNAME, default admin) and the password \
             from WHARF_PASSWORD, --password-file, or --password-stdin. An access token works as the password.
             """,
-        subcommands: [Users.self, Tokens.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self]
+        subcommands: [Users.self, Tokens.self, AccessKeys.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self]
     )
 }
 
@@ -272,6 +272,89 @@ struct Tokens: AsyncParsableCommand {
             let client = try connection.client()
             try await client.call(.DELETE, "/users/\((user ?? client.username).pathSegment)/tokens/\(name.pathSegment)")
             print("revoked token \(name)")
+        }
+    }
+}
+
+// MARK: Access keys
+
+struct AccessKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "access-key", abstract: "SigV4 access keys for the ECR API (aws ecr, boto3).",
+        discussion: "eval \"$(wharf admin access-key create --user alice)\" sets AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+        subcommands: [List.self, Create.self, Disable.self, Enable.self, Delete.self])
+
+    struct Owner: ParsableArguments {
+        @Option(help: "The user who owns the key (default: the signed-in user).") var user: String?
+        @Option(help: "The robot account that owns the key (robot$name).") var robot: String?
+
+        func path(_ client: ManagementClient) throws -> String {
+            switch (user, robot) {
+            case (let user?, nil): return "/users/\(user.pathSegment)/access-keys"
+            case (nil, let robot?): return "/robots/\((robot.hasPrefix("robot$") ? robot : "robot$" + robot).pathSegment)/access-keys"
+            case (nil, nil): return "/users/\(client.username.pathSegment)/access-keys"
+            default: throw ValidationError("give --user or --robot, not both")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @OptionGroup var owner: Owner
+        func run() async throws {
+            let client = try connection.client()
+            client.table(try await client.call(.GET, try owner.path(client)), columns: ["accessKeyId", "owner", "description", "disabled", "createdAt", "lastUsedAt"])
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a key; prints export lines for eval (the secret is shown once).")
+        @OptionGroup var connection: Connection
+        @OptionGroup var owner: Owner
+        @Option(help: "What the key is for.") var description: String?
+        func run() async throws {
+            let client = try connection.client()
+            var body: [String: Any] = [:]
+            if let description { body["description"] = description }
+            let result = try await client.call(.POST, try owner.path(client), body: body) as? [String: Any]
+            guard !connection.json else { return }
+            // Only the export lines go to stdout, so `eval "$(…)"` works.
+            print("export AWS_ACCESS_KEY_ID=\(result?["accessKeyId"] as? String ?? "?")")
+            print("export AWS_SECRET_ACCESS_KEY=\(result?["secretAccessKey"] as? String ?? "?")")
+            FileHandle.standardError.write(Data("# the secret access key is shown only once; keep it safe\n".utf8))
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @OptionGroup var owner: Owner
+        @Argument(help: "The access key id.") var key: String
+        func run() async throws {
+            let client = try connection.client()
+            try await client.call(.PATCH, try owner.path(client) + "/" + key.pathSegment, body: ["disabled": true])
+            print("disabled \(key)")
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @OptionGroup var owner: Owner
+        @Argument(help: "The access key id.") var key: String
+        func run() async throws {
+            let client = try connection.client()
+            try await client.call(.PATCH, try owner.path(client) + "/" + key.pathSegment, body: ["disabled": false])
+            print("enabled \(key)")
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        @OptionGroup var connection: Connection
+        @OptionGroup var owner: Owner
+        @Argument(help: "The access key id.") var key: String
+        func run() async throws {
+            let client = try connection.client()
+            try await client.call(.DELETE, try owner.path(client) + "/" + key.pathSegment)
+            print("deleted \(key)")
         }
     }
 }

@@ -66,6 +66,9 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Scheduled evaluation of lifecycle policies.
     public var lifecycleEnabled = true
     public var lifecycleIntervalSeconds = 3600
+    /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
+    /// at first start and keeps it in the database.
+    public var ecrRegistryID: String?
 
     public init() {}
 
@@ -89,6 +92,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         configuration.throttle.sourceThreshold = max(loginFailuresBeforeDelay * 4, loginFailuresBeforeDelay)
         configuration.throttle.firstDelay = .seconds(loginFirstDelaySeconds)
         configuration.throttle.maximumDelay = .seconds(max(loginFirstDelaySeconds, loginMaximumDelaySeconds))
+        configuration.registryID = ecrRegistryID
         return configuration
     }
 
@@ -141,6 +145,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         var auth: Auth?
         var gc: GC?
         var lifecycle: LifecycleSection?
+        var ecr: ECRSection?
 
         struct GC: Decodable {
             var enabled: Bool?
@@ -168,6 +173,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             var loginMaximumDelaySeconds: Int?
         }
 
+        struct ECRSection: Decodable { var registryId: String? }
         struct Database: Decodable { var url: String? }
         struct Storage: Decodable {
             var filesystem: Filesystem?
@@ -220,6 +226,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = lifecycle.enabled { lifecycleEnabled = value }
             if let value = lifecycle.intervalSeconds { lifecycleIntervalSeconds = value }
         }
+        if let value = file.ecr?.registryId { ecrRegistryID = value }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
             if let value = auth.realm { authRealm = value }
@@ -244,6 +251,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
+        "ecr", "ecr.registryId",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -269,6 +277,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_AUTH_ENABLED"] { authEnabled = !["0", "false", "no", "off"].contains(value.lowercased()) }
         if let value = environment["WHARF_AUTH_REALM"] { authRealm = value }
         if let value = environment["WHARF_ADMIN_PASSWORD"], !value.isEmpty { adminPassword = value }
+        if let value = environment["WHARF_ECR_REGISTRY_ID"], !value.isEmpty { ecrRegistryID = value }
         if let value = environment["WHARF_GC_GRACE_SECONDS"] {
             guard let seconds = Int(value) else { throw ConfigurationError.invalid("WHARF_GC_GRACE_SECONDS", value) }
             gcGraceSeconds = seconds
@@ -287,6 +296,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         guard loginFailuresBeforeDelay >= 1, loginFirstDelaySeconds >= 1 else {
             throw ConfigurationError.invalid("auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")
+        }
+        if let id = ecrRegistryID, id.count != 12 || !id.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+            throw ConfigurationError.invalid("ecr.registryId (12 digits, like an AWS account id)", id)
         }
         guard (60...86_400).contains(tokenLifetimeSeconds) else {
             throw ConfigurationError.invalid("auth.tokenLifetimeSeconds (60 to 86400)", "\(tokenLifetimeSeconds)")

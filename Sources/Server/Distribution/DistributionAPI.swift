@@ -200,41 +200,10 @@ struct DistributionAPI: Sendable {
     }
 
     private func getBlob(_ request: Request, repository: RepositoryName, digest: Digest) async throws -> Response {
-        let reader = try await registry.openBlob(digest, in: repository)
-        var headers = blobHeaders(digest)
-        let range: ClosedRange<Int64>?
-        let status: HTTPResponse.Status
-        switch ByteRanges.resolve(request.headers[.range], size: reader.size) {
-        case .whole:
-            range = nil
-            status = .ok
-        case .partial(let partial):
-            range = partial
-            status = .partialContent
-            headers[.contentRange] = "bytes \(partial.lowerBound)-\(partial.upperBound)/\(reader.size)"
-        case .unsatisfiable:
-            try? await reader.close()
-            throw RegistryError(.sizeInvalid, "requested range is not satisfiable for a blob of \(reader.size) bytes",
-                                status: 416, headers: [("Content-Range", "bytes */\(reader.size)")])
-        }
-        let length = range.map { Int($0.upperBound - $0.lowerBound + 1) } ?? Int(reader.size)
-        let body = ResponseBody(contentLength: length) { writer in
-            try await reader.stream(range: range) { chunk in try await writer.write(chunk) }
-            try await writer.finish(nil)
-        }
-        return Response(status: status, headers: headers, body: body)
+        try await BlobResponse.make(request, reader: try await registry.openBlob(digest, in: repository), digest: digest)
     }
 
-    private func blobHeaders(_ digest: Digest) -> HTTPFields {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/octet-stream"
-        headers[.dockerContentDigest] = digest.description
-        headers[.acceptRanges] = "bytes"
-        headers[.eTag] = "\"\(digest)\""
-        // Content-addressed bytes never change.
-        headers[.cacheControl] = "max-age=31536000"
-        return headers
-    }
+    private func blobHeaders(_ digest: Digest) -> HTTPFields { BlobResponse.headers(digest) }
 
     // MARK: Uploads
 

@@ -135,6 +135,35 @@ struct ManagementAPI: Sendable {
         identityRoutes + (storage.map(storageRoutes) ?? [])
     }
 
+    /// List, create, disable/enable and delete the access keys of a user or a robot.
+    func accessKeyRoutes(owner collection: String, _ owner: @escaping @Sendable (String) -> AccessControl.AccessKeyOwner) -> [Route] {
+        let access = self.access
+        let kind = collection == "users" ? "user" : "robot"
+        return [
+            Route(.get, "/\(collection)/{name}/access-keys", "List a \(kind)'s access keys (ECR API credentials)", response: "[AccessKey]") { _, context, caller in
+                try Self.json(try await access.listAccessKeys(of: owner(try Self.parameter(context, "name")), by: caller.identity).map { API.AccessKey($0) })
+            },
+            Route(.post, "/\(collection)/{name}/access-keys", "Create an access key for the ECR API; the secret is shown only in this response",
+                  request: "CreateAccessKey", response: "AccessKey", status: .created) { request, context, caller in
+                let body = try await Self.decode(API.CreateAccessKey.self, request)
+                let (record, secret) = try await access.createAccessKey(for: owner(try Self.parameter(context, "name")), by: caller.identity,
+                                                                        description: body.description, source: caller.source)
+                return try Self.json(API.AccessKey(record, secret: secret), status: .created)
+            },
+            Route(.patch, "/\(collection)/{name}/access-keys/{key}", "Disable or re-enable an access key", request: "UpdateAccessKey", status: .noContent) { request, context, caller in
+                let body = try await Self.decode(API.UpdateAccessKey.self, request)
+                try await access.setAccessKeyDisabled(try Self.parameter(context, "key"), of: owner(try Self.parameter(context, "name")),
+                                                      disabled: body.disabled, by: caller.identity, source: caller.source)
+                return Self.noContent()
+            },
+            Route(.delete, "/\(collection)/{name}/access-keys/{key}", "Delete an access key", status: .noContent) { _, context, caller in
+                try await access.deleteAccessKey(try Self.parameter(context, "key"), of: owner(try Self.parameter(context, "name")),
+                                                 by: caller.identity, source: caller.source)
+                return Self.noContent()
+            },
+        ]
+    }
+
     var identityRoutes: [Route] {
         let access = self.access
         return [
@@ -185,6 +214,8 @@ struct ManagementAPI: Sendable {
                                                    tokenName: try Self.parameter(context, "token"), source: caller.source)
                 return Self.noContent()
             },
+            // Access keys (SigV4, for the ECR API) of users and robots
+        ] + accessKeyRoutes(owner: "users", AccessControl.AccessKeyOwner.user) + accessKeyRoutes(owner: "robots", AccessControl.AccessKeyOwner.robot) + [
             // Robot accounts
             Route(.get, "/robots", "List the robot accounts the caller may manage", response: "[Robot]") { _, _, caller in
                 try Self.json(try await access.listRobots(by: caller.identity).map { API.Robot($0) })

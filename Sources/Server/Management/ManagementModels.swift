@@ -75,6 +75,38 @@ enum API {
         var expiresAt: String?
     }
 
+    /// A SigV4 access key for the ECR API (`aws ecr`, boto3).
+    struct AccessKey: Codable {
+        var accessKeyId: String
+        var owner: String
+        var ownerKind: String
+        var description: String?
+        var disabled: Bool
+        var createdAt: String?
+        var lastUsedAt: String?
+        /// Only in the response that creates it: shown once.
+        var secretAccessKey: String?
+
+        init(_ record: AccessKeyRecord, secret: String? = nil) {
+            accessKeyId = record.keyID
+            owner = record.owner.name
+            ownerKind = record.owner.kind.rawValue
+            description = record.description
+            disabled = record.disabled
+            createdAt = API.time(record.createdAt)
+            lastUsedAt = API.time(record.lastUsedAt)
+            secretAccessKey = secret
+        }
+    }
+
+    struct CreateAccessKey: Codable {
+        var description: String?
+    }
+
+    struct UpdateAccessKey: Codable {
+        var disabled: Bool
+    }
+
     struct Permission: Codable {
         var scope: RobotPermission.Scope
         var name: String

@@ -91,6 +91,13 @@ enum OpenAPIDocument {
         "SetPassword": object(["password": ["type": "string", "minLength": 12, "maxLength": 72], "currentPassword": string], required: ["password"]),
         "AccessToken": object(["name": string, "createdAt": time, "expiresAt": time, "lastUsedAt": time, "token": ["type": "string", "description": "only when created"]], required: ["name"]),
         "CreateAccessToken": object(["name": string, "expiresAt": time], required: ["name"]),
+        "AccessKey": object([
+            "accessKeyId": string, "owner": string, "ownerKind": ["type": "string", "enum": ["user", "robot"]], "description": string,
+            "disabled": boolean, "createdAt": time, "lastUsedAt": time,
+            "secretAccessKey": ["type": "string", "description": "only when created"],
+        ], required: ["accessKeyId", "owner", "ownerKind", "disabled"]),
+        "CreateAccessKey": object(["description": string], required: []),
+        "UpdateAccessKey": object(["disabled": boolean], required: ["disabled"]),
         "Permission": object(["scope": ["type": "string", "enum": ["registry", "namespace", "repository"]], "name": string, "actions": actions], required: ["scope", "name", "actions"]),
         "Robot": object([
             "name": string, "description": string, "expiresAt": time, "disabled": boolean, "createdBy": string, "createdAt": time,

@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""Wharf versus CNCF Distribution, side by side on one machine, identical workloads.
+
+Each registry runs on 127.0.0.1 with filesystem storage, first without authentication, then with
+it (Wharf: its own token service, clients use bearer tokens as Docker does; Distribution: htpasswd
+Basic authentication, its only built-in scheme). Results print as one table (Wharf, Distribution,
+ratio; a ratio above 1 means Wharf is better) and go to bench/results/<time>.json.
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+PASSWORD = "bench-password-123"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(4 * MiB), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def run(args, **kwargs):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=True, **kwargs)
+
+
+class RSSMonitor:
+    """Samples a process's resident memory; peaks are kept per named phase."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.phase = "idle"
+        self.peaks = {}
+        self.stopped = False
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.stopped:
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
+                self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), rss)
+            except (OSError, AttributeError):
+                return
+            time.sleep(0.05)
+
+    def stop(self):
+        self.stopped = True
+
+
+class Registry:
+    name = "?"
+
+    def __init__(self, workdir, auth):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.auth = auth
+        self.port = free_port()
+        self.process = None
+        self.session = requests.Session()
+        if auth:
+            self.session.auth = ("bench", PASSWORD)
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"http://{self.host}"
+
+    @property
+    def creds(self):
+        return f"bench:{PASSWORD}" if self.auth else None
+
+    def wait_ready(self):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
+                    self.rss = RSSMonitor(self.process.pid)
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.rss.stop()
+
+    def curl_auth(self):
+        return ["-u", f"bench:{PASSWORD}"] if self.auth else []
+
+    def bearer_header(self, scope):
+        """Headers a Docker client would send for `scope` (a bearer token when auth is on)."""
+        if not self.auth:
+            return {}
+        return {"Authorization": "Basic " + __import__("base64").b64encode(f"bench:{PASSWORD}".encode()).decode()}
+
+
+class Wharf(Registry):
+    name = "Wharf"
+
+    def __init__(self, binary, workdir, auth):
+        super().__init__(workdir, auth)
+        self.binary = binary
+
+    def start(self):
+        data = self.workdir / "wharf-data"
+        config = self.workdir / "wharf.yml"
+        config.write_text("log:\n  level: error\nlifecycle:\n  enabled: false\n")
+        env = dict(os.environ, WHARF_ADMIN_PASSWORD=PASSWORD, WHARF_AUTH_ENABLED="true" if self.auth else "false")
+        self.log = self.workdir / "wharf.log"
+        self.process = subprocess.Popen([self.binary, "serve", "--listen", self.host, "--data", data, "--config", config],
+                                        stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env)
+        self.wait_ready()
+        if self.auth:
+            # The benchmark user: a system administrator (Distribution's htpasswd user may do everything too).
+            response = requests.post(f"{self.url}/api/v1/users", auth=("admin", PASSWORD),
+                                     json={"name": "bench", "password": PASSWORD, "admin": True})
+            assert response.status_code == 201, response.text
+        self.blob_root = data / "blobs"
+        return self
+
+    def bearer_header(self, scope):
+        if not self.auth:
+            return {}
+        token = requests.get(f"{self.url}/auth/token", params={"service": "wharf", "scope": scope}, auth=("bench", PASSWORD)).json()["token"]
+        return {"Authorization": f"Bearer {token}"}
+
+
+class Distribution(Registry):
+    name = "Distribution"
+
+    def start(self):
+        root = self.workdir / "distribution-data"
+        root.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "version: 0.1",
+            "log:", "  level: error", "  accesslog:", "    disabled: true",
+            "storage:", "  filesystem:", f"    rootdirectory: {root}", "  delete:", "    enabled: true",
+            "  cache:", "    blobdescriptor: inmemory",
+            "http:", f"  addr: {self.host}",
+        ]
+        if self.auth:
+            htpasswd = self.workdir / "htpasswd"
+            run(["htpasswd", "-Bbc", htpasswd, "bench", PASSWORD])
+            lines += ["auth:", "  htpasswd:", "    realm: bench", f"    path: {htpasswd}"]
+        config = self.workdir / "distribution.yml"
+        config.write_text("\n".join(lines) + "\n")
+        self.log = self.workdir / "distribution.log"
+        self.process = subprocess.Popen(["docker-registry", "serve", config], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self.wait_ready()
+        self.blob_root = root
+        return self
+
+
+# ---- workloads ---------------------------------------------------------------------------------
+
+def curl_upload(registry, repository, path, chunked):
+    """Pushes a blob: POST, then one PUT with the whole body, or 10 MiB PATCHes and a closing PUT."""
+    digest = sha256_file(path)
+    start = time.perf_counter()
+    location = registry.session.post(f"{registry.url}/v2/{repository}/blobs/uploads/").headers["Location"]
+    location = location if location.startswith("http") else registry.url + location
+    size = path.stat().st_size
+    if not chunked:
+        run(["curl", "-sf", "-X", "PUT", *registry.curl_auth(), "-H", "Content-Type: application/octet-stream",
+             "-T", path, f"{location}{'&' if '?' in location else '?'}digest={digest}"])
+    else:
+        chunk = 10 * MiB
+        with open(path, "rb") as f:
+            offset = 0
+            while offset < size:
+                data = f.read(chunk)
+                response = registry.session.patch(location, data=data, headers={
+                    "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + len(data) - 1}"})
+                assert response.status_code == 202, response.text
+                location = response.headers["Location"]
+                location = location if location.startswith("http") else registry.url + location
+                offset += len(data)
+        response = registry.session.put(f"{location}{'&' if '?' in location else '?'}digest={digest}")
+        assert response.status_code == 201, response.text
+    elapsed = time.perf_counter() - start
+    return size / elapsed / 1e6, digest
+
+
+def curl_download(registry, repository, digest):
+    out = run(["curl", "-sf", *registry.curl_auth(), "-o", "/dev/null", "-w", "%{speed_download}", f"{registry.url}/v2/{repository}/blobs/{digest}"])
+    return float(out.stdout) / 1e6
+
+
+def blob_workloads(registries, files, results, repeats):
+    for size_name, path in files.items():
+        for registry in registries:
+            registry.rss.phase = f"push {size_name}"
+            for mode in ("monolithic", "chunked"):
+                speeds = []
+                digest = None
+                for i in range(repeats[size_name]):
+                    speed, digest = curl_upload(registry, f"bench/blob-{mode}-{i}", path, chunked=(mode == "chunked"))
+                    speeds.append(speed)
+                results.record(f"blob push {mode} {size_name} (MB/s)", registry, statistics.median(speeds), higher_is_better=True)
+            registry.rss.phase = f"pull {size_name}"
+            speeds = [curl_download(registry, "bench/blob-monolithic-0", digest) for _ in range(repeats[size_name])]
+            results.record(f"blob pull {size_name} (MB/s)", registry, statistics.median(speeds), higher_is_better=True)
+
+
+def push_small_image(session, url, repository, tag, payload):
+    config = json.dumps({"architecture": "amd64", "os": "linux", "payload": payload}).encode()
+    layer = payload.encode() * 100
+    digests = []
+    for blob in (config, layer):
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        response = session.post(f"{url}/v2/{repository}/blobs/uploads/")
+        location = response.headers["Location"]
+        location = location if location.startswith("http") else url + location
+        response = session.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", data=blob, headers={"Content-Type": "application/octet-stream"})
+        assert response.status_code == 201, response.text
+        digests.append((digest, len(blob)))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0][0], "size": digests[0][1]},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digests[1][0], "size": digests[1][1]}],
+    }).encode()
+    response = session.put(f"{url}/v2/{repository}/manifests/{tag}", data=manifest, headers={"Content-Type": OCI_MANIFEST})
+    assert response.status_code == 201, response.text
+    return "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest
+
+
+def wrk(url, headers, method="GET", connections=64, duration=10):
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    lines = [f'wrk.method = "{method}"'] + [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write("\n".join(lines) + "\n")
+    script.close()
+    out = run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url]).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def latency(percent):
+        match = re.search(rf"\s{percent}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value if unit == "ms" else value * 1000
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "p50_ms": latency(50), "p99_ms": latency(99), "errors": errors}
+
+
+def manifest_workloads(registries, results, duration):
+    for registry in registries:
+        digest, _ = push_small_image(registry.session, registry.url, "bench/manifests", "latest", "manifest benchmark")
+        headers = {"Accept": OCI_MANIFEST, **registry.bearer_header("repository:bench/manifests:pull")}
+        for method in ("GET", "HEAD"):
+            for reference, label in (("latest", "tag"), (digest, "digest")):
+                registry.rss.phase = f"manifest {method} by {label}"
+                r = wrk(f"{registry.url}/v2/bench/manifests/manifests/{reference}", headers, method=method, duration=duration)
+                assert r["errors"] == 0, f"{registry.name} answered errors: {r}"
+                results.record(f"manifest {method} by {label}, 64 conns (req/s)", registry, r["rps"], higher_is_better=True)
+                results.record(f"manifest {method} by {label} p50 (ms)", registry, r["p50_ms"], higher_is_better=False)
+                results.record(f"manifest {method} by {label} p99 (ms)", registry, r["p99_ms"], higher_is_better=False)
+
+
+def listing_workloads(registries, results, count):
+    for registry in registries:
+        registry.rss.phase = "listing setup"
+        session = registry.session
+        digest, manifest = push_small_image(session, registry.url, "bench/tags", "seed", "tags")
+        tags = [f"t{i:05d}" for i in range(count)]
+        if isinstance(registry, Wharf):
+            for i in range(0, count, 50):  # PUT …/manifests/<digest>?tag=… tags many at once (one OCI-Tag header each)
+                query = "&".join(f"tag={t}" for t in tags[i:i + 50])
+                assert session.put(f"{registry.url}/v2/bench/tags/manifests/{digest}?{query}", data=manifest,
+                                   headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+        else:
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda t: session.put(f"{registry.url}/v2/bench/tags/manifests/{t}", data=manifest,
+                                                    headers={"Content-Type": OCI_MANIFEST}).raise_for_status(), tags))
+        layer = json.loads(manifest)["layers"][0]["digest"]
+        config = json.loads(manifest)["config"]["digest"]
+
+        def repository(i):
+            name = f"repos/r{i:05d}"
+            for blob in (config, layer):
+                response = session.post(f"{registry.url}/v2/{name}/blobs/uploads/?mount={blob}&from=bench/tags")
+                assert response.status_code == 201, response.text
+            session.put(f"{registry.url}/v2/{name}/manifests/v1", data=manifest, headers={"Content-Type": OCI_MANIFEST}).raise_for_status()
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(repository, range(count)))
+
+        def walk(path, key):
+            pages, items, url = 0, 0, f"{registry.url}{path}?n=1000"
+            start = time.perf_counter()
+            first = None
+            while url:
+                response = session.get(url)
+                response.raise_for_status()
+                pages += 1
+                items += len(response.json()[key] or [])
+                if first is None:
+                    first = time.perf_counter() - start
+                link = response.headers.get("Link")
+                url = registry.url + re.match(r"<([^>]+)>", link).group(1) if link else None
+            return first, time.perf_counter() - start, items
+
+        registry.rss.phase = "listing"
+        first, total, items = walk("/v2/bench/tags/tags/list", "tags")
+        assert items >= count, f"{registry.name}: {items} tags listed"
+        results.record(f"tag list of {count}: first page (ms)", registry, first * 1000, higher_is_better=False)
+        results.record(f"tag list of {count}: full walk (ms)", registry, total * 1000, higher_is_better=False)
+        first, total, items = walk("/v2/_catalog", "repositories")
+        assert items >= count, f"{registry.name}: {items} repositories listed"
+        results.record(f"catalog of {count}+ repositories: first page (ms)", registry, first * 1000, higher_is_better=False)
+        results.record(f"catalog of {count}+ repositories: full walk (ms)", registry, total * 1000, higher_is_better=False)
+
+
+def skopeo_workload(registries, results, layout):
+    if not layout:
+        return
+    for registry in registries:
+        registry.rss.phase = "skopeo"
+        creds = ["--dest-creds", registry.creds] if registry.auth else []
+        start = time.perf_counter()
+        run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", *creds, f"oci:{layout}", f"docker://{registry.host}/bench/debian:1"])
+        results.record("skopeo copy Debian image in (s)", registry, time.perf_counter() - start, higher_is_better=False)
+        out = Path(tempfile.mkdtemp())
+        creds = ["--src-creds", registry.creds] if registry.auth else []
+        start = time.perf_counter()
+        run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", *creds, f"docker://{registry.host}/bench/debian:1", f"oci:{out}:x"])
+        results.record("skopeo copy Debian image out (s)", registry, time.perf_counter() - start, higher_is_better=False)
+        shutil.rmtree(out)
+
+
+def mixed_workload(registries, results, duration):
+    """75 % pulls (manifest + blob), 25 % pushes (two blobs + manifest), 16 workers."""
+    for registry in registries:
+        for i in range(20):
+            push_small_image(registry.session, registry.url, "bench/mixed", f"seed{i}", f"seed {i}")
+        registry.rss.phase = "mixed"
+        latencies, errors = [], []
+        stop_at = time.monotonic() + duration
+        lock = threading.Lock()
+
+        def worker(number):
+            session = requests.Session()
+            session.auth = registry.session.auth
+            n = 0
+            while time.monotonic() < stop_at:
+                n += 1
+                start = time.perf_counter()
+                try:
+                    if n % 4 == 0:
+                        push_small_image(session, registry.url, "bench/mixed", f"w{number}-{n}", f"{number}-{n}")
+                    else:
+                        response = session.get(f"{registry.url}/v2/bench/mixed/manifests/seed{n % 20}", headers={"Accept": OCI_MANIFEST})
+                        response.raise_for_status()
+                        blob = response.json()["layers"][0]["digest"]
+                        session.get(f"{registry.url}/v2/bench/mixed/blobs/{blob}").raise_for_status()
+                    with lock:
+                        latencies.append(time.perf_counter() - start)
+                except Exception as error:  # noqa: BLE001 - counted and reported
+                    with lock:
+                        errors.append(str(error))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, f"{registry.name}: {errors[:3]}"
+        latencies.sort()
+        results.record("mixed 75/25, 16 workers (ops/s)", registry, len(latencies) / duration, higher_is_better=True)
+        results.record("mixed p50 (ms)", registry, latencies[len(latencies) // 2] * 1000, higher_is_better=False)
+        results.record("mixed p99 (ms)", registry, latencies[int(len(latencies) * 0.99)] * 1000, higher_is_better=False)
+
+
+def machine_limits(files, results):
+    path = files.get("1GiB") or list(files.values())[-1]
+    size = path.stat().st_size
+    start = time.perf_counter()
+    run(["openssl", "dgst", "-sha256", path])
+    hash_time = time.perf_counter() - start
+    target = path.parent / "write-test"
+    start = time.perf_counter()
+    run(["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"])
+    write_time = time.perf_counter() - start
+    target.unlink()
+    start = time.perf_counter()
+    run(["curl", "-s", "-o", "/dev/null", f"file://{path}"])
+    read_time = time.perf_counter() - start
+    results.machine = {
+        "sha256 (MB/s)": size / hash_time / 1e6,
+        "write + fsync (MB/s)": size / write_time / 1e6,
+        "hash then write, serial (MB/s)": size / (hash_time + write_time) / 1e6,
+        "curl file read (MB/s)": size / read_time / 1e6,
+    }
+
+
+def wharf_only(wharf_off, wharf_on, results, duration, gc_blobs):
+    """Issue benchmarks that concern Wharf alone: auth overhead and collection under load."""
+    digest, _ = push_small_image(wharf_off.session, wharf_off.url, "bench/authcost", "latest", "auth cost")
+    push_small_image(wharf_on.session, wharf_on.url, "bench/authcost", "latest", "auth cost")
+    accept = {"Accept": OCI_MANIFEST}
+    off = wrk(f"{wharf_off.url}/v2/bench/authcost/manifests/latest", accept, duration=duration)
+    bearer = wrk(f"{wharf_on.url}/v2/bench/authcost/manifests/latest", {**accept, **wharf_on.bearer_header("repository:bench/authcost:pull")}, duration=duration)
+    basic = wrk(f"{wharf_on.url}/v2/bench/authcost/manifests/latest", {**accept, **Registry.bearer_header(wharf_on, "")}, duration=duration)
+    results.wharf["authentication cost"] = {
+        "manifest GET by tag, auth off (req/s)": off["rps"],
+        "same, bearer token (req/s)": bearer["rps"],
+        "same, Basic credentials (req/s)": basic["rps"],
+        "bearer / off": bearer["rps"] / off["rps"],
+        "basic / off": basic["rps"] / off["rps"],
+    }
+    if not gc_blobs:
+        return
+    # Collection: seed unreferenced blobs, then collect them while manifest GETs run.
+    session = wharf_on.session
+
+    def seed(i):
+        data = f"garbage blob {i} {os.urandom(8).hex()}".encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        response = session.post(f"{wharf_on.url}/v2/bench/garbage/blobs/uploads/?digest={digest}", data=data)
+        assert response.status_code == 201, response.text
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(seed, range(gc_blobs)))
+    seed_time = time.perf_counter() - start
+    headers = {**accept, **wharf_on.bearer_header("repository:bench/authcost:pull")}
+    idle = wrk(f"{wharf_on.url}/v2/bench/authcost/manifests/latest", headers, duration=duration)
+    outcome = {}
+
+    def collect():
+        begin = time.perf_counter()
+        outcome["report"] = requests.post(f"{wharf_on.url}/api/v1/gc?graceSeconds=0", auth=("bench", PASSWORD), timeout=600).json()
+        outcome["seconds"] = time.perf_counter() - begin
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    time.sleep(0.2)
+    loaded = wrk(f"{wharf_on.url}/v2/bench/authcost/manifests/latest", headers, duration=duration)
+    collector.join()
+    results.wharf["garbage collection"] = {
+        "unreferenced blobs": gc_blobs,
+        "seeding (s)": seed_time,
+        "collection (s)": outcome["seconds"],
+        "blobs deleted": outcome["report"]["deletedBlobs"],
+        "manifest GET idle (req/s)": idle["rps"],
+        "manifest GET during collection (req/s)": loaded["rps"],
+        "during / idle": loaded["rps"] / idle["rps"],
+    }
+
+
+class Results:
+    def __init__(self):
+        self.rows = {}
+        self.machine = {}
+        self.wharf = {}
+        self.rss = {}
+
+    def record(self, name, registry, value, higher_is_better):
+        row = self.rows.setdefault(name, {"higher_is_better": higher_is_better, "auth": {}})
+        row["auth"].setdefault(registry.auth, {})[registry.name] = value
+
+    def table(self):
+        lines = []
+        for auth in (False, True):
+            lines.append(f"\n## Authentication {'on' if auth else 'off'}\n")
+            lines.append(f"| workload | Wharf | Distribution | ratio |")
+            lines.append("|---|---:|---:|---:|")
+            for name, row in self.rows.items():
+                values = row["auth"].get(auth)
+                if not values or "Wharf" not in values or "Distribution" not in values:
+                    continue
+                w, d = values["Wharf"], values["Distribution"]
+                ratio = (w / d if row["higher_is_better"] else d / w) if w and d else float("nan")
+                lines.append(f"| {name} | {w:,.1f} | {d:,.1f} | {ratio:.2f}× |")
+            rss = self.rss.get(auth, {})
+            for phase in sorted(set(rss.get("Wharf", {})) | set(rss.get("Distribution", {}))):
+                w = rss.get("Wharf", {}).get(phase, 0) / MiB
+                d = rss.get("Distribution", {}).get(phase, 0) / MiB
+                if w and d:
+                    lines.append(f"| peak RSS: {phase} (MiB) | {w:,.1f} | {d:,.1f} | {d / w:.2f}× |")
+        if self.machine:
+            lines.append("\n## The machine's own limits (1 GiB)\n")
+            lines += [f"- {k}: {v:,.0f}" for k, v in self.machine.items()]
+        for section, values in self.wharf.items():
+            lines.append(f"\n## Wharf: {section}\n")
+            lines += [f"- {k}: {v:,.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in values.items()]
+        return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wharf", default=str(ROOT / ".build" / "release" / "wharf"))
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 1 GiB blobs, 1 000 tags and repositories")
+    parser.add_argument("--only", default="", help="comma-separated: blobs,manifests,listings,skopeo,mixed,wharf")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per throughput measurement")
+    parser.add_argument("--gc-blobs", type=int, default=100_000, help="unreferenced blobs for the collection benchmark (0 skips it)")
+    parser.add_argument("--layout", default=str(Path.home() / ".cache" / "wharf-e2e" / "debian-layout") + ":bookworm",
+                        help="OCI layout reference of the image for skopeo (built by the e2e tests)")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+
+    def wanted(name):
+        return not only or name in only
+
+    work = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
+    sizes = {"1MiB": MiB, "10MiB": 10 * MiB, "100MiB": 100 * MiB} if args.quick else {"1MiB": MiB, "10MiB": 10 * MiB, "100MiB": 100 * MiB, "1GiB": 1024 * MiB}
+    repeats = {"1MiB": 10, "10MiB": 5, "100MiB": 2, "1GiB": 2} if not args.quick else {"1MiB": 5, "10MiB": 3, "100MiB": 1}
+    files = {}
+    for name, size in sizes.items():
+        path = work / f"blob-{name}"
+        with open(path, "wb") as f:
+            remaining = size
+            while remaining:
+                block = os.urandom(min(remaining, 4 * MiB))
+                f.write(block)
+                remaining -= len(block)
+        files[name] = path
+
+    results = Results()
+    machine_limits(files, results)
+    layout = args.layout if Path(args.layout.rsplit(":", 1)[0], "index.json").exists() else None
+    count = 1000 if args.quick else 10_000
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    wharf_servers = {}
+    try:
+        for auth in (False, True):
+            registries = [Wharf(args.wharf, work / f"wharf-{auth}", auth).start(), Distribution(work / f"distribution-{auth}", auth).start()]
+            wharf_servers[auth] = registries[0]
+            for registry in registries:
+                registry.rss.phase = "idle"
+            time.sleep(1)
+            try:
+                if wanted("manifests"):
+                    manifest_workloads(registries, results, args.duration)
+                if wanted("blobs"):
+                    blob_workloads(registries, files, results, repeats)
+                if wanted("skopeo"):
+                    skopeo_workload(registries, results, layout)
+                if wanted("mixed"):
+                    mixed_workload(registries, results, args.duration * 2)
+                if wanted("listings"):
+                    listing_workloads(registries, results, count)
+            finally:
+                for registry in registries:
+                    results.rss.setdefault(auth, {})[registry.name] = dict(registry.rss.peaks)
+                if auth is False:
+                    registries[1].stop()
+                else:
+                    registries[1].stop()
+        if wanted("wharf"):
+            wharf_only(wharf_servers[False], wharf_servers[True], results, args.duration, 0 if args.quick else args.gc_blobs)
+    finally:
+        for server in wharf_servers.values():
+            server.stop()
+    cpu = platform.processor() or next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    header = f"# Wharf vs CNCF Distribution — {started}\n\n{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+    print(header)
+    print(results.table())
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    payload = {"started": started, "cores": os.cpu_count(), "cpu": cpu, "rows": results.rows, "machine": results.machine,
+               "wharf": results.wharf, "rss": {str(k): v for k, v in results.rss.items()}}
+    (out / f"{stamp}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / f"{stamp}.md").write_text(header + "\n" + results.table() + "\n")
+    print(f"\nresults: bench/results/{stamp}.json")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
