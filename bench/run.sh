@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry wrk apache2-utils skopeo umoci debootstrap curl openssl)
+packages=(docker-registry wrk hey apache2-utils skopeo umoci debootstrap curl openssl)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
