@@ -145,6 +145,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Vulnerability scanning: layer reading, catalogers, version ordering, OSV matching, SBOMs.
+        .target(name: "Scanner", dependencies: [], swiftSettings: swiftSettings),
         // Micro-benchmarks of hot paths (`swift run -c release wharf-microbench`).
         .executableTarget(
             name: "wharf-microbench",
@@ -157,6 +159,7 @@ let package = Package(
             path: "bench/micro",
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "ScannerTests", dependencies: ["Scanner"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),

@@ -4,5 +4,5 @@
 # (for example `--listen 127.0.0.1:6000 --data /srv/wharf`, or `--config wharf.yml`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product wharf
+swift build -c release --static-swift-stdlib --product wharf
 exec .build/release/wharf serve "$@"

@@ -19,6 +19,19 @@ public enum MediaType {
     public static let supportedManifests: Set<String> = imageManifests.union(indexes)
 
     /// Strips parameters (`; charset=…`) and whitespace, lowercases. Used on Content-Type and Accept values.
+    /// Whether a comma-separated `Accept` value lists exactly `mediaType` (any parameters after
+    /// `;` ignored), comparing bytes without building strings.
+    public static func listed(_ mediaType: String, in accept: String) -> Bool {
+        let wanted = Array(mediaType.utf8)
+        for item in accept.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
+            var type = item.prefix { $0 != UInt8(ascii: ";") }
+            while let first = type.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { type = type.dropFirst() }
+            while let last = type.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { type = type.dropLast() }
+            if type.count == wanted.count, zip(type, wanted).allSatisfy({ ($0 | 0x20) == ($1 | 0x20) }) { return true }
+        }
+        return false
+    }
+
     public static func base(of value: some StringProtocol) -> String {
         let string = String(value)
         let head = string.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? Substring(string)

@@ -8,6 +8,7 @@ public struct RepositoryName: Hashable, Sendable, Comparable, CustomStringConver
 
     public let value: String
 
+    @inlinable
     public init?(_ string: some StringProtocol) {
         guard Self.isValid(string) else { return nil }
         value = String(string)
@@ -22,6 +23,9 @@ public struct RepositoryName: Hashable, Sendable, Comparable, CustomStringConver
 
     public static func < (lhs: RepositoryName, rhs: RepositoryName) -> Bool { lhs.value < rhs.value }
 
+    // Inlinable so callers in other modules get a version specialised for String or Substring:
+    // unspecialised generic code over StringProtocol costs more than the check itself.
+    @inlinable
     public static func isValid(_ string: some StringProtocol) -> Bool {
         let bytes = string.utf8
         guard !bytes.isEmpty, bytes.count <= maximumLength else { return false }
@@ -34,12 +38,14 @@ public struct RepositoryName: Hashable, Sendable, Comparable, CustomStringConver
         }
     }
 
-    private static func isLowerAlnum(_ b: UInt8) -> Bool {
+    @usableFromInline
+    static func isLowerAlnum(_ b: UInt8) -> Bool {
         (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39)
     }
 
     /// One component: alnum+ (separator alnum+)*, where separator is `.`, `_`, `__` or `-+`.
-    private static func parseComponent<C: Collection>(_ bytes: C, _ index: inout C.Index) -> Bool where C.Element == UInt8 {
+    @inlinable
+    static func parseComponent<C: Collection>(_ bytes: C, _ index: inout C.Index) -> Bool where C.Element == UInt8 {
         func alnumRun() -> Bool {
             var count = 0
             while index != bytes.endIndex, isLowerAlnum(bytes[index]) {
@@ -73,6 +79,7 @@ public struct Tag: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public let value: String
 
+    @inlinable
     public init?(_ string: some StringProtocol) {
         guard Self.isValid(string) else { return nil }
         value = String(string)
@@ -82,6 +89,7 @@ public struct Tag: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public static func < (lhs: Tag, rhs: Tag) -> Bool { lhs.value < rhs.value }
 
+    @inlinable
     public static func isValid(_ string: some StringProtocol) -> Bool {
         let bytes = string.utf8
         guard let first = bytes.first, bytes.count <= maximumLength else { return false }
@@ -104,8 +112,9 @@ public enum Reference: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// A reference containing `:` is a digest; anything else must be a tag.
+    @inlinable
     public init(parsing string: some StringProtocol) throws(ParseError) {
-        if string.contains(":") {
+        if string.utf8.contains(UInt8(ascii: ":")) {
             do {
                 self = .digest(try Digest(parsing: string))
             } catch {

@@ -36,6 +36,11 @@ struct RequestAuthentication: Sendable {
 
     static func credentials(_ request: Request) -> Credentials {
         guard let header = request.headers[.authorization] else { return .none }
+        // The common case without splitting or lowercasing: `Bearer <token>`.
+        if header.utf8.count > 7, header.utf8.prefix(7).elementsEqual("Bearer ".utf8) {
+            let token = header.utf8.dropFirst(7)
+            if let first = token.first, first != UInt8(ascii: " "), token.last != UInt8(ascii: " ") { return .bearer(String(Substring(token))) }
+        }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2 else { return .malformed }
         switch parts[0].lowercased() {

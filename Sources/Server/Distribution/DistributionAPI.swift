@@ -337,6 +337,10 @@ struct DistributionAPI: Sendable {
     /// Content negotiation: a client that lists manifest media types gets only those. A client
     /// that lists none (no Accept, `*/*`, `application/json`) gets whatever is stored.
     static func accepts(_ acceptValues: [String], mediaType: String) -> Bool {
+        // Fast path: the stored type is listed as is (what every client pulling it sends).
+        for value in acceptValues where value.utf8.count >= mediaType.utf8.count && value.contains(mediaType) {
+            if MediaType.listed(mediaType, in: value) { return true }
+        }
         var listsManifestTypes = false
         for value in acceptValues {
             for item in value.split(separator: ",") {

@@ -5,21 +5,16 @@ import NIOHTTPTypes
 /// Answers `Expect: 100-continue` with an interim `100 Continue`, so clients that ask first (curl
 /// for bodies over 1 MiB, .NET, some proxies) send the body at once instead of waiting a second
 /// for a reply that never comes. Requests that will be refused are refused after the body, as before.
-final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
+/// Inbound only: responses do not pass through it.
+final class ExpectContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let request) = unwrapInboundIn(data),
-           request.headerFields[.expect]?.lowercased() == "100-continue" {
-            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+           let expect = request.headerFields[.expect], expect.utf8.count == 12, expect.lowercased() == "100-continue" {
+            context.writeAndFlush(NIOAny(HTTPResponsePart.head(HTTPResponse(status: .continue))), promise: nil)
         }
         context.fireChannelRead(data)
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        context.write(data, promise: promise)
     }
 }
