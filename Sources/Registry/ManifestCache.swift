@@ -30,7 +30,17 @@ final class ManifestCache: Sendable {
         var manifests: [Key: Entry<ServedManifest>] = [:]
         var tags: [Key: Entry<Digest>] = [:]
         var bytes = 0
+        /// Whole sorted tag lists, for fast tag-list pages.
+        var tagLists: [String: Entry<[String]>] = [:]
+        var tagListEntries = 0
+        /// Bumped whenever a repository's tags change, so a list read before the change is not stored after it.
+        var tagGenerations: [String: UInt64] = [:]
+        var epoch: UInt64 = 0
     }
+
+    /// Longest tag list kept whole; longer ones are paged from the database.
+    static let maximumCachedTagList = 50_000
+    private static let maximumCachedTagEntries = 500_000
 
     private let state = Mutex(State())
     private let maximumBytes: Int
@@ -95,7 +105,48 @@ final class ManifestCache: Sendable {
     }
 
     func invalidate(tag: String, in repository: String) {
-        _ = state.withLock { $0.tags.removeValue(forKey: Key(repository: repository, reference: tag)) }
+        state.withLock { state in
+            state.tags.removeValue(forKey: Key(repository: repository, reference: tag))
+            Self.forgetTagList(repository, &state)
+        }
+    }
+
+    private static func forgetTagList(_ repository: String, _ state: inout State) {
+        if let list = state.tagLists.removeValue(forKey: repository) { state.tagListEntries -= list.value.count }
+        if state.tagGenerations.count > 100_000 {
+            // Bounded: a new epoch makes every list read before now unstorable.
+            state.tagGenerations.removeAll(keepingCapacity: true)
+            state.epoch &+= 1
+        }
+        state.tagGenerations[repository, default: 0] &+= 1
+    }
+
+    /// A token to present when storing a tag list read after this call.
+    func tagListGeneration(_ repository: String) -> (UInt64, UInt64) {
+        state.withLock { ($0.epoch, $0.tagGenerations[repository] ?? 0) }
+    }
+
+    func tagList(_ repository: String) -> [String]? {
+        guard maximumBytes > 0 else { return nil }
+        return state.withLock { state in
+            guard let entry = state.tagLists[repository], isLive(entry) else { return nil }
+            return entry.value
+        }
+    }
+
+    /// Stores a repository's sorted tags unless they changed since `generation` was taken.
+    func storeTagList(_ tags: [String], for repository: String, generation: (UInt64, UInt64)) {
+        guard maximumBytes > 0, tags.count <= Self.maximumCachedTagList else { return }
+        let expires = expiry
+        state.withLock { state in
+            guard (state.epoch, state.tagGenerations[repository] ?? 0) == generation else { return }
+            if state.tagListEntries + tags.count > Self.maximumCachedTagEntries {
+                state.tagLists.removeAll(keepingCapacity: true)
+                state.tagListEntries = 0
+            }
+            if let old = state.tagLists.updateValue(Entry(value: tags, expires: expires), forKey: repository) { state.tagListEntries -= old.value.count }
+            state.tagListEntries += tags.count
+        }
     }
 
     func invalidate(manifest digest: Digest, in repository: String) {
@@ -113,6 +164,7 @@ final class ManifestCache: Sendable {
                 state.bytes -= state.manifests.removeValue(forKey: key)?.value.content.readableBytes ?? 0
             }
             for key in state.tags.keys where key.repository == repository { state.tags.removeValue(forKey: key) }
+            Self.forgetTagList(repository, &state)
         }
     }
 }

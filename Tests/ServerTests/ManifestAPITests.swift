@@ -251,6 +251,12 @@ struct ManifestAPITests {
             #expect(unknown.status == .notFound)
             #expect(unknown.errorCode == "NAME_UNKNOWN")
 
+            // The listing follows every change at once (the whole list is cached in memory).
+            #expect(try await client.request(.put, "/v2/team/app/manifests/zz-new", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
+            #expect(try await client.request(.delete, "/v2/team/app/manifests/v9").status == .accepted)
+            let changed = try await client.request(.get, "/v2/team/app/tags/list?n=4&last=\(sorted[3])")
+            #expect(changed.text == #"{"name":"team/app","tags":["v10","zz-new"]}"#)
+
             for name in ["b/x", "a/x"] { try await client.pushBlob("x", to: name) }
             let catalog = try await client.request(.get, "/v2/_catalog?n=2")
             #expect(catalog.text == #"{"repositories":["a/x","b/x"]}"#)
