@@ -60,9 +60,27 @@ public protocol BlobStore: Sendable {
     func restore(_ digest: Digest) async throws
     func emptyTrash(_ digest: Digest) async throws
     func trashedBlobs() async throws -> [Digest]
+    /// Many at once (the collector works in batches): moves each to the trash; if one fails, those
+    /// already moved are put back before the error is thrown.
+    func trash(_ digests: [Digest]) async throws
+    func emptyTrash(_ digests: [Digest]) async throws
 }
 
 extension BlobStore {
+    public func trash(_ digests: [Digest]) async throws {
+        var moved: [Digest] = []
+        do {
+            for digest in digests where try await trash(digest) { moved.append(digest) }
+        } catch {
+            for digest in moved { try? await restore(digest) }
+            throw error
+        }
+    }
+
+    public func emptyTrash(_ digests: [Digest]) async throws {
+        for digest in digests { try await emptyTrash(digest) }
+    }
+
     /// Durable, then published: for callers that need no lock in between.
     public func commitUpload(_ id: String, as digest: Digest) async throws {
         try await prepareUpload(id)
@@ -91,9 +109,11 @@ public enum BlobStoreError: Error, Sendable, CustomStringConvertible {
     case notFound(String)
     case uploadNotFound(String)
     case invalidRange
+    case systemCall(String, path: String, errno: Int32)
 
     public var description: String {
         switch self {
+        case .systemCall(let call, let path, let errno): "\(call) failed for \(path): errno \(errno)"
         case .notFound(let what): "blob \(what) not found in storage"
         case .uploadNotFound(let id): "upload \(id) not found in storage"
         case .invalidRange: "requested range is outside the blob"

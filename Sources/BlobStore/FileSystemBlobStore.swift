@@ -233,6 +233,34 @@ public struct FileSystemBlobStore: BlobStore {
         }
     }
 
+    /// One trip to the I/O threads for the whole batch, plain `rename(2)`: per-file async file-system
+    /// calls cost more than the renames themselves when thousands of blobs go.
+    public func trash(_ digests: [Digest]) async throws {
+        let paths = digests.map { (blobPath($0), trashPath($0)) }
+        try await threadPool.runIfActive {
+            var moved: [(String, String)] = []
+            for (blob, trash) in paths {
+                _ = unlink(trash)
+                if rename(blob, trash) == 0 {
+                    moved.append((blob, trash))
+                } else if errno != ENOENT {
+                    let code = errno
+                    for (blob, trash) in moved { _ = rename(trash, blob) }
+                    throw BlobStoreError.systemCall("rename to the trash", path: blob, errno: code)
+                }
+            }
+        }
+    }
+
+    public func emptyTrash(_ digests: [Digest]) async throws {
+        let paths = digests.map(trashPath)
+        try await threadPool.runIfActive {
+            for path in paths where unlink(path) != 0 && errno != ENOENT {
+                throw BlobStoreError.systemCall("unlink", path: path, errno: errno)
+            }
+        }
+    }
+
     public func emptyTrash(_ digest: Digest) async throws {
         try await fileSystem.removeItem(at: FilePath(trashPath(digest)), strategy: .platformDefault, recursively: false)
     }

@@ -191,15 +191,13 @@ public final class GarbageCollector: Service, Sendable {
             report.reclaimedBytes += unlinked.reduce(0) { $0 + $1.size }
         } else {
             let blobs = self.blobs
-            let deleted = try await metadata.deleteUnlinkedBlobs(unlinked, before: cutoff) { digest in
-                _ = try await blobs.trash(digest)
+            let deleted = try await metadata.deleteUnlinkedBlobs(unlinked, before: cutoff) { digests in
+                try await blobs.trash(digests)
             }
-            for blob in deleted {
-                do {
-                    try await blobs.emptyTrash(blob.digest)
-                } catch {
-                    report.errors.append("emptying the trash of \(blob.digest): \(error)")
-                }
+            do {
+                try await blobs.emptyTrash(deleted.map(\.digest))
+            } catch {
+                report.errors.append("emptying the trash: \(error) (recovered at the next start)")
             }
             report.deletedBlobs += deleted.count
             report.reclaimedBytes += deleted.reduce(0) { $0 + $1.size }

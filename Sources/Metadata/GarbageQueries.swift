@@ -34,7 +34,7 @@ extension MetadataStore {
         }
     }
 
-    /// Removes links that are still unneeded; returns how many went.
+    /// Removes links that are still unneeded; returns how many went. One statement per repository.
     public func deleteUnneededLinks(_ links: [Link], before cutoff: Int64) async throws -> Int {
         guard !links.isEmpty else { return 0 }
         return try await database.transaction { sql in
@@ -43,13 +43,14 @@ extension MetadataStore {
                 try await database.lock("repository:\(repository)", in: sql)
             }
             var removed = 0
-            for link in links {
-                let deleted = try await sql.raw("""
-                    DELETE FROM repository_blobs AS rb
-                    WHERE rb.repository_id = \(bind: link.repositoryID) AND rb.digest = \(bind: link.digest.description) AND \(Self.unneededLink(cutoff))
-                    RETURNING digest
-                    """).all()
-                removed += deleted.count
+            for (repositoryID, group) in Dictionary(grouping: links, by: \.repositoryID) {
+                for chunk in group.map(\.digest.description).chunked(500) {
+                    removed += try await sql.raw("""
+                        DELETE FROM repository_blobs AS rb
+                        WHERE rb.repository_id = \(bind: repositoryID) AND rb.digest IN (\(binds: Array(chunk))) AND \(Self.unneededLink(cutoff))
+                        RETURNING digest
+                        """).all().count
+                }
             }
             return removed
         }
@@ -70,27 +71,29 @@ extension MetadataStore {
         }
     }
 
-    /// Deletes blob rows that are still unlinked and old, running `removeBytes` for each inside
-    /// the transaction (under the digest's lock, as uploads take it). Returns the deleted blobs.
+    /// Deletes blob rows that are still unlinked and old, then runs `removeBytes` with the deleted
+    /// digests inside the same transaction (under the digests' locks, as uploads take them), so a
+    /// failure leaves both rows and bytes. Returns the deleted blobs.
     public func deleteUnlinkedBlobs(_ blobs: [BlobRecord], before cutoff: Int64,
-                                    removeBytes: @Sendable (Digest) async throws -> Void) async throws -> [BlobRecord] {
+                                    removeBytes: @Sendable ([Digest]) async throws -> Void) async throws -> [BlobRecord] {
         guard !blobs.isEmpty else { return [] }
         return try await database.transaction { sql in
-            var deleted: [BlobRecord] = []
-            for blob in blobs.sorted(by: { $0.digest < $1.digest }) {
-                try await database.lock("blob:\(blob.digest)", in: sql)
-                let rows = try await sql.raw("""
-                    DELETE FROM blobs AS b WHERE b.digest = \(bind: blob.digest.description)
+            let sorted = blobs.sorted(by: { $0.digest < $1.digest })
+            for blob in sorted { try await database.lock("blob:\(blob.digest)", in: sql) }
+            var deleted = Set<String>()
+            for chunk in sorted.map(\.digest.description).chunked(500) {
+                for row in try await sql.raw("""
+                    DELETE FROM blobs AS b WHERE b.digest IN (\(binds: Array(chunk)))
                       AND COALESCE(b.touched_at, b.created_at) < \(bind: cutoff)
                       AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
                     RETURNING digest
-                    """).all()
-                if !rows.isEmpty {
-                    try await removeBytes(blob.digest)
-                    deleted.append(blob)
+                    """).all() {
+                    deleted.insert(try row.decode(column: "digest", as: String.self))
                 }
             }
-            return deleted
+            let gone = sorted.filter { deleted.contains($0.digest.description) }
+            if !gone.isEmpty { try await removeBytes(gone.map(\.digest)) }
+            return gone
         }
     }
 
