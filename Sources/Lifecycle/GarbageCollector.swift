@@ -29,6 +29,9 @@ public struct GarbageCollectionSettings: Sendable {
     public var uploadTimeout: Duration = .seconds(24 * 3600)
     /// How often continuous collection also walks storage for files no row records.
     public var orphanScanInterval: Duration = .seconds(6 * 3600)
+    /// After each batch the collector rests for this fraction of the time the batch took, so that
+    /// serving keeps most of the CPU while a large collection runs (0: as fast as possible).
+    public var restRatio = 1.0
 
     public init() {}
 }
@@ -113,8 +116,10 @@ public final class GarbageCollector: Service, Sendable {
         let cutoff = Timestamp.nowMillis() - Int64((grace ?? settings.grace).components.seconds) * 1000
         for _ in 0..<1000 {
             let before = report
+            let started = ContinuousClock.now
             try await pass(&report, cutoff: cutoff, dryRun: dryRun)
             if dryRun || report == before { break }
+            try await rest(after: ContinuousClock.now - started)
         }
         try await scanOrphanFiles(&report, cutoff: cutoff, dryRun: dryRun)
         return try await finish(report)
@@ -140,6 +145,11 @@ public final class GarbageCollector: Service, Sendable {
             ])
         }
         return report
+    }
+
+    private func rest(after work: Duration) async throws {
+        guard settings.restRatio > 0 else { return }
+        try await Task.sleep(for: work * settings.restRatio)
     }
 
     private func update(_ report: GarbageCollectionReport, phase: String) {

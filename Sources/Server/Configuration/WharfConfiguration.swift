@@ -63,6 +63,8 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var gcDeleteOrphanReferrers = true
     /// Upload sessions idle this long are abandoned and removed.
     public var gcUploadTimeoutSeconds = 86_400
+    /// Rest after each collection batch, as a fraction of the batch's time (0 = flat out).
+    public var gcRestRatio = 1.0
     /// Scheduled evaluation of lifecycle policies.
     public var lifecycleEnabled = true
     public var lifecycleIntervalSeconds = 3600
@@ -79,6 +81,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         settings.deleteUntaggedManifests = gcDeleteUntaggedManifests
         settings.deleteOrphanReferrers = gcDeleteOrphanReferrers
         settings.uploadTimeout = .seconds(gcUploadTimeoutSeconds)
+        settings.restRatio = gcRestRatio
         return settings
     }
 
@@ -154,6 +157,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             var deleteUntaggedManifests: Bool?
             var deleteOrphanReferrers: Bool?
             var uploadTimeoutSeconds: Int?
+            var restRatio: Double?
         }
 
         struct LifecycleSection: Decodable {
@@ -221,6 +225,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = gc.deleteUntaggedManifests { gcDeleteUntaggedManifests = value }
             if let value = gc.deleteOrphanReferrers { gcDeleteOrphanReferrers = value }
             if let value = gc.uploadTimeoutSeconds { gcUploadTimeoutSeconds = value }
+            if let value = gc.restRatio { gcRestRatio = value }
         }
         if let lifecycle = file.lifecycle {
             if let value = lifecycle.enabled { lifecycleEnabled = value }
@@ -249,7 +254,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "log", "log.level",
         "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
-        "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds",
+        "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId",
     ]
@@ -291,6 +296,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard cacheTTLSeconds >= 0 else { throw ConfigurationError.invalid("registry.cacheTTLSeconds", "\(cacheTTLSeconds)") }
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
         guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
+        guard (0...100).contains(gcRestRatio) else { throw ConfigurationError.invalid("gc.restRatio (0 to 100)", "\(gcRestRatio)") }
         guard gcGraceSeconds >= 0, gcIntervalSeconds >= 1, gcUploadTimeoutSeconds >= 60, lifecycleIntervalSeconds >= 1 else {
             throw ConfigurationError.invalid("gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")
         }
