@@ -31,6 +31,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/google/swift-benchmark.git", from: "0.1.2"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation.git", from: "0.9.20"),
     ],
     targets: [
         // Digests, names, media types, manifest models and validation, OCI error codes. Imports nothing of ours.
@@ -146,7 +149,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Vulnerability scanning: layer reading, catalogers, version ordering, OSV matching, SBOMs.
-        .target(name: "Scanner", dependencies: [], swiftSettings: swiftSettings),
+        .target(
+            name: "Scanner",
+            dependencies: [
+                "CZstd",
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // libzstd from the system (Debian's libzstd-dev), for zstd-compressed layers.
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // Micro-benchmarks of hot paths (`swift run -c release wharf-microbench`).
         .executableTarget(
             name: "wharf-microbench",
@@ -159,7 +176,11 @@ let package = Package(
             path: "bench/micro",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ScannerTests", dependencies: ["Scanner"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ScannerTests",
+            dependencies: ["Scanner", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),

@@ -11,6 +11,8 @@ apt_packages=(
   postgresql                    # the metadata store's second engine
   uidmap fuse-overlayfs         # podman/buildah helpers
   ca-certificates curl
+  libzstd-dev zlib1g-dev        # zstd and gzip layers (the scanner links both)
+  zstd                          # writes zstd layers in the scanner's tests
 )
 missing=()
 for package in "${apt_packages[@]}"; do

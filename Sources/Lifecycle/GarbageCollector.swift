@@ -31,7 +31,7 @@ public struct GarbageCollectionSettings: Sendable {
     public var orphanScanInterval: Duration = .seconds(6 * 3600)
     /// After each batch the collector rests for this fraction of the time the batch took, so that
     /// serving keeps most of the CPU while a large collection runs (0: as fast as possible).
-    public var restRatio = 1.0
+    public var restRatio = 1.5
 
     public init() {}
 }

@@ -19,6 +19,8 @@ public struct OSVRecord: Codable, Sendable, Equatable {
         case databaseSpecific = "database_specific"
     }
 
+    public init(id: String) { self.id = id }
+
     public struct Severity: Codable, Sendable, Equatable {
         public var type: String
         public var score: String
@@ -28,6 +30,11 @@ public struct OSVRecord: Codable, Sendable, Equatable {
         public var ecosystem: String
         public var name: String
         public var purl: String?
+
+        public init(ecosystem: String, name: String) {
+            self.ecosystem = ecosystem
+            self.name = name
+        }
     }
 
     public struct Event: Codable, Sendable, Equatable {
@@ -71,6 +78,12 @@ public struct OSVRecord: Codable, Sendable, Equatable {
             case package, ranges, versions
             case ecosystemSpecific = "ecosystem_specific"
             case databaseSpecific = "database_specific"
+        }
+
+        public init(package: Package?, ranges: [Range]? = nil, versions: [String]? = nil) {
+            self.package = package
+            self.ranges = ranges
+            self.versions = versions
         }
     }
 

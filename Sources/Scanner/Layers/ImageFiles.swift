@@ -38,8 +38,9 @@ public struct ImageFiles: Sendable {
         self.wanted = wanted
     }
 
-    /// Applies the next layer (an uncompressed tar stream).
-    public mutating func apply<Source: ByteSource>(layer source: Source) async throws {
+    /// Applies the next layer (an uncompressed tar stream); returns the source as reading left it.
+    @discardableResult
+    public mutating func apply<Source: ByteSource>(layer source: Source) async throws -> Source {
         let layer = layerCount
         layerCount += 1
         var reader = TarReader(source, maximumEntries: limits.maximumEntriesPerLayer)
@@ -106,6 +107,7 @@ public struct ImageFiles: Sendable {
             }
         }
         paths.formUnion(added)
+        return reader.source
     }
 
     /// A kept file's content, following symbolic links inside the image (never outside its root,

@@ -36,13 +36,16 @@ public enum TarError: Error, Sendable, Equatable, CustomStringConvertible {
 /// their contents are either read (up to a limit) or skipped, so an archive of any size passes
 /// through bounded memory. Nothing is ever written to disk.
 public struct TarReader<Source: ByteSource> {
-    private var source: Source
+    public private(set) var source: Source
     /// Bytes of the current entry's content not consumed yet (plus padding to 512).
     private var remaining: Int64 = 0
     private var padding: Int64 = 0
     private var globalPAX: [String: String] = [:]
     public private(set) var entries = 0
     public let maximumEntries: Int
+    /// Bytes consumed from the source so far; after `next()`, the offset of the entry's content
+    /// (how an uncompressed archive's members are read later without copying them out).
+    public private(set) var offset: Int64 = 0
 
     public init(_ source: Source, maximumEntries: Int = 1_000_000) {
         self.source = source
@@ -52,6 +55,7 @@ public struct TarReader<Source: ByteSource> {
     /// The next entry, or nil at the end of the archive. Skips what is left of the previous one.
     public mutating func next() async throws -> TarEntry? {
         try await source.skip(remaining + padding)
+        offset += remaining + padding
         remaining = 0
         padding = 0
         var longName: String?
@@ -59,6 +63,7 @@ public struct TarReader<Source: ByteSource> {
         var pax: [String: String] = [:]
         while true {
             guard let block = try await source.read(512) else { return nil }
+            offset += 512
             if block.allSatisfy({ $0 == 0 }) { return nil }  // end-of-archive marker
             guard try Self.checksumMatches(block) else { throw TarError.badHeader("checksum mismatch") }
             let type = block[156]
@@ -70,12 +75,14 @@ public struct TarReader<Source: ByteSource> {
             case UInt8(ascii: "L"), UInt8(ascii: "K"):
                 guard size <= 64 * 1024, let data = try await source.read(Int(size)) else { throw TarError.badHeader("oversized long name") }
                 try await source.skip(padded)
+                offset += size + padded
                 let text = Self.string(data[...])
                 if type == UInt8(ascii: "L") { longName = text } else { longLink = text }
                 continue
             case UInt8(ascii: "x"), UInt8(ascii: "g"):
                 guard size <= 1024 * 1024, let data = try await source.read(Int(size)) else { throw TarError.badHeader("oversized PAX header") }
                 try await source.skip(padded)
+                offset += size + padded
                 let records = Self.paxRecords(data)
                 if type == UInt8(ascii: "g") { globalPAX.merge(records) { $1 } } else { pax.merge(records) { $1 } }
                 continue
@@ -113,6 +120,7 @@ public struct TarReader<Source: ByteSource> {
     public mutating func readContent(limit: Int) async throws -> [UInt8]? {
         guard remaining <= Int64(limit) else { return nil }
         guard let data = try await source.read(Int(remaining)) else { throw TarError.truncated }
+        offset += remaining
         remaining = 0
         return data
     }

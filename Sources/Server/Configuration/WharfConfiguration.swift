@@ -64,7 +64,7 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Upload sessions idle this long are abandoned and removed.
     public var gcUploadTimeoutSeconds = 86_400
     /// Rest after each collection batch, as a fraction of the batch's time (0 = flat out).
-    public var gcRestRatio = 1.0
+    public var gcRestRatio = 1.5
     /// Scheduled evaluation of lifecycle policies.
     public var lifecycleEnabled = true
     public var lifecycleIntervalSeconds = 3600

@@ -1,0 +1,70 @@
+/// What an image contains, as the scanner sees it: its distribution and every package found.
+public struct ImageInventory: Sendable, Equatable, Codable {
+    public var operatingSystem: OperatingSystem?
+    public var packages: [DetectedPackage]
+    /// Layers read and bytes they expanded to (for reports and benchmarks).
+    public var layers: Int
+    public var expandedBytes: Int64
+
+    public init(operatingSystem: OperatingSystem?, packages: [DetectedPackage], layers: Int = 0, expandedBytes: Int64 = 0) {
+        self.operatingSystem = operatingSystem
+        self.packages = packages
+        self.layers = layers
+        self.expandedBytes = expandedBytes
+    }
+}
+
+/// Runs every cataloger over an image's final filesystem view.
+public enum Inventory {
+    static let releaseFiles: Set<String> = [
+        "etc/os-release", "usr/lib/os-release", "etc/alpine-release", "etc/debian_version", "etc/lsb-release",
+        "var/lib/dpkg/status", "lib/apk/db/installed",
+    ]
+
+    /// The files catalogers read; nothing else is kept in memory.
+    public static func wants(_ path: String) -> Bool {
+        if releaseFiles.contains(path) { return true }
+        if path.hasPrefix("var/lib/dpkg/status.d/") { return !path.hasSuffix(".md5sums") }
+        return PythonCataloger.wants(path) || NpmCataloger.wants(path) || CargoLockCataloger.wants(path)
+    }
+
+    /// Reads the layers (bottom first) and catalogs the result.
+    public static func of<Layer: ChunkSource>(layers: [Layer], limits: ImageFiles.Limits = .init(),
+                                              expansion: ExpansionLimits = .init()) async throws -> ImageInventory {
+        var files = ImageFiles(limits: limits, wanted: wants)
+        var expanded: Int64 = 0
+        for layer in layers {
+            let finished = try await files.apply(layer: LayerByteSource(layer, limits: expansion))
+            expanded += finished.expandedBytes
+        }
+        var inventory = of(files)
+        inventory.layers = layers.count
+        inventory.expandedBytes = expanded
+        return inventory
+    }
+
+    public static func of(_ files: ImageFiles) -> ImageInventory {
+        let os = OperatingSystem.detect { files.text(of: $0) }
+        var packages: [DetectedPackage] = []
+        if let status = files.text(of: "var/lib/dpkg/status") {
+            packages += DpkgCataloger.packages(status: status, location: "/var/lib/dpkg/status")
+        }
+        for path in files.files.keys.sorted() {
+            let location = "/" + path
+            if path.hasPrefix("var/lib/dpkg/status.d/") {
+                packages += DpkgCataloger.packages(status: files.text(of: path) ?? "", location: location)
+            } else if path == "lib/apk/db/installed" {
+                packages += ApkCataloger.packages(installed: files.text(of: path) ?? "", location: location)
+            } else if PythonCataloger.wants(path), let text = files.text(of: path),
+                      let package = PythonCataloger.package(metadata: text, location: location) {
+                packages.append(package)
+            } else if NpmCataloger.wants(path), let bytes = files.content(of: path),
+                      let package = NpmCataloger.package(json: bytes, location: location) {
+                packages.append(package)
+            } else if CargoLockCataloger.wants(path), let text = files.text(of: path) {
+                packages += CargoLockCataloger.packages(lock: text, location: location)
+            }
+        }
+        return ImageInventory(operatingSystem: os, packages: packages)
+    }
+}
