@@ -140,7 +140,7 @@ let package = Package(
         .executableTarget(
             name: "wharf",
             dependencies: [
-                "Server", "Metadata", "BlobStore", "Registry", "OCI", "Lifecycle",
+                "Server", "Metadata", "BlobStore", "Registry", "OCI", "Lifecycle", "Scanner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -22,7 +22,7 @@ struct Wharf: AsyncParsableCommand {
         commandName: "wharf",
         abstract: "Wharf: a self-hosted OCI container registry.",
         version: WharfVersion.current,
-        subcommands: [Serve.self, Admin.self, CollectGarbage.self, Fsck.self],
+        subcommands: [Serve.self, Admin.self, CollectGarbage.self, Fsck.self, Scan.self, Advisories.self],
         defaultSubcommand: nil
     )
 }

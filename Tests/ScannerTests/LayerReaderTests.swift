@@ -105,6 +105,21 @@ struct LayerReaderTests {
         #expect(files.text(of: "etc/fine") == "fine")
     }
 
+    @Test("a layer that ends right after its last content (umoci) reads; one cut inside content does not")
+    func endings() async throws {
+        var layer = TarBuilder()
+        layer.file("etc/os-release", "ID=alpine\n")
+        layer.file("last.txt", "12345678")
+        // As umoci writes layers: the last content, then nothing (no padding, no zero blocks).
+        let unpadded = Array(layer.bytes.dropLast(504))
+        var files = ImageFiles { _ in true }
+        try await files.apply(layer: ArrayByteSource(unpadded))
+        #expect(files.text(of: "last.txt") == "12345678")
+        // Content itself cut short is still an error.
+        var cut = ImageFiles { _ in true }
+        await #expect(throws: TarError.truncated) { try await cut.apply(layer: ArrayByteSource(Array(layer.bytes.dropLast(510)))) }
+    }
+
     @Test("limits: entries per layer, expanded bytes, corrupt headers")
     func limits() async throws {
         var many = TarBuilder()
@@ -124,6 +139,8 @@ struct LayerReaderTests {
         var files = ImageFiles { _ in true }
         await #expect(throws: TarError.badHeader("checksum mismatch")) { try await files.apply(layer: ArrayByteSource(bytes)) }
         var truncated = ImageFiles { _ in true }
-        await #expect(throws: TarError.truncated) { try await truncated.apply(layer: ArrayByteSource(Array(corrupt.bytes.prefix(600)))) }
+        var long = TarBuilder()
+        long.add("long", content: [UInt8](repeating: 2, count: 1000))
+        await #expect(throws: TarError.truncated) { try await truncated.apply(layer: ArrayByteSource(Array(long.bytes.prefix(600)))) }
     }
 }

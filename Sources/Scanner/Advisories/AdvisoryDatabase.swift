@@ -30,7 +30,7 @@ public actor AdvisoryDatabase {
     /// Opens an existing database file (read-only use).
     public static func open(_ path: String) async throws -> AdvisoryDatabase {
         guard FileManager.default.fileExists(atPath: path) else {
-            throw AdvisoryImportError("no vulnerability database at \(path): import one with `wharf scan-db import`")
+            throw AdvisoryImportError("no vulnerability database at \(path): import one with `wharf advisories import`")
         }
         let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: Logger(label: "wharf.advisories"))
         let database = AdvisoryDatabase(connection: connection, path: path)

@@ -54,8 +54,14 @@ public struct TarReader<Source: ByteSource> {
 
     /// The next entry, or nil at the end of the archive. Skips what is left of the previous one.
     public mutating func next() async throws -> TarEntry? {
-        try await source.skip(remaining + padding)
-        offset += remaining + padding
+        try await source.skip(remaining)
+        offset += remaining
+        if padding > 0 {
+            // Some writers (umoci) end a layer right after the last entry's content, without its
+            // padding or the end-of-archive blocks; tar and containerd accept that, and so do we.
+            do { try await source.skip(padding) } catch TarError.truncated { return nil }
+            offset += padding
+        }
         remaining = 0
         padding = 0
         var longName: String?

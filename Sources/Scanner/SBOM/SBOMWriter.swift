@@ -1,0 +1,148 @@
+import Foundation
+
+/// Software bills of materials of an inventory: CycloneDX 1.5 JSON and SPDX 2.3 JSON, the two
+/// formats registries exchange (`oras discover` lists them as referrers of the image).
+public enum SBOMWriter {
+    public static let cycloneDXMediaType = "application/vnd.cyclonedx+json"
+    public static let spdxMediaType = "application/spdx+json"
+
+    public struct Subject: Sendable {
+        public var name: String
+        public var digest: String?
+        public init(name: String, digest: String? = nil) {
+            self.name = name
+            self.digest = digest
+        }
+    }
+
+    /// The package URL (github.com/package-url/purl-spec) of a package, given its distribution.
+    public static func purl(_ package: DetectedPackage, os: OperatingSystem?) -> String {
+        func encode(_ text: String) -> String {
+            text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? text
+        }
+        var qualifiers: [String] = []
+        if let architecture = package.architecture { qualifiers.append("arch=\(encode(architecture))") }
+        if let os, [.apk, .dpkg, .rpm].contains(package.kind) {
+            qualifiers.append("distro=\(encode(os.id + (os.versionID.map { "-" + $0 } ?? "")))")
+        }
+        let suffix = qualifiers.isEmpty ? "" : "?" + qualifiers.joined(separator: "&")
+        let version = "@" + encode(package.version)
+        switch package.kind {
+        case .apk: return "pkg:apk/\(encode(os?.id ?? "alpine"))/\(encode(package.name))\(version)\(suffix)"
+        case .dpkg: return "pkg:deb/\(encode(os?.id ?? "debian"))/\(encode(package.name))\(version)\(suffix)"
+        case .rpm: return "pkg:rpm/\(encode(os?.id ?? "redhat"))/\(encode(package.name))\(version)\(suffix)"
+        case .python: return "pkg:pypi/\(encode(AdvisoryDatabase.key(package.name, .pypi)))\(version)"
+        case .npm:
+            if package.name.hasPrefix("@"), let slash = package.name.firstIndex(of: "/") {
+                return "pkg:npm/\(encode(String(package.name[..<slash])))/\(encode(String(package.name[package.name.index(after: slash)...])))\(version)"
+            }
+            return "pkg:npm/\(encode(package.name))\(version)"
+        case .rust: return "pkg:cargo/\(encode(package.name))\(version)"
+        case .go: return "pkg:golang/\(package.name.split(separator: "/").map { encode(String($0)) }.joined(separator: "/"))\(version)"
+        case .java:
+            let parts = package.name.split(separator: ":")
+            return parts.count == 2 ? "pkg:maven/\(encode(String(parts[0])))/\(encode(String(parts[1])))\(version)" : "pkg:maven/\(encode(package.name))\(version)"
+        }
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+
+    /// CycloneDX 1.5: the image as the described component, each package a library (the
+    /// distribution an operating-system component), and findings as `vulnerabilities` when given.
+    public static func cycloneDX(_ inventory: ImageInventory, subject: Subject, findings: [Finding]? = nil,
+                                 date: Date = Date(), serial: UUID = UUID()) throws -> [UInt8] {
+        var components: [[String: Any]] = []
+        if let os = inventory.operatingSystem {
+            components.append(["type": "operating-system", "bom-ref": "os:\(os.id)", "name": os.id, "version": os.versionID ?? ""])
+        }
+        var seen = Set<String>()
+        for package in inventory.packages {
+            let purl = purl(package, os: inventory.operatingSystem)
+            guard seen.insert(purl).inserted else { continue }
+            components.append([
+                "type": "library", "bom-ref": purl, "name": package.name, "version": package.version, "purl": purl,
+                "properties": [["name": "wharf:package:type", "value": package.kind.rawValue],
+                               ["name": "wharf:location", "value": package.location]],
+            ])
+        }
+        var metadataComponent: [String: Any] = ["type": "container", "bom-ref": "image", "name": subject.name]
+        if let digest = subject.digest { metadataComponent["version"] = digest }
+        var document: [String: Any] = [
+            "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+            "serialNumber": "urn:uuid:\(serial.uuidString.lowercased())",
+            "metadata": [
+                "timestamp": timestamp(date),
+                "tools": ["components": [["type": "application", "name": "wharf", "version": ScannerVersion.current]]],
+                "component": metadataComponent,
+            ] as [String: Any],
+            "components": components,
+        ]
+        if let findings {
+            var vulnerabilities: [[String: Any]] = []
+            for finding in findings {
+                let package = inventory.packages.first { $0.name == finding.packageName && $0.version == finding.installedVersion }
+                let reference = package.map { purl($0, os: inventory.operatingSystem) } ?? finding.packageName
+                var rating: [String: Any] = ["severity": finding.severity == .undefined ? "unknown" : finding.severity.rawValue.lowercased()]
+                if let score = finding.cvssScore { rating["score"] = score; rating["method"] = "CVSSv31" }
+                if let vector = finding.cvssVector { rating["vector"] = vector }
+                var entry: [String: Any] = [
+                    "id": finding.id, "ratings": [rating],
+                    "affects": [["ref": reference]],
+                ]
+                if !finding.aliases.isEmpty { entry["references"] = finding.aliases.map { ["id": $0, "source": ["name": "OSV"]] } }
+                if let summary = finding.summary { entry["description"] = summary }
+                if let fixed = finding.fixedVersion { entry["recommendation"] = "Upgrade \(finding.packageName) to \(fixed)" }
+                vulnerabilities.append(entry)
+            }
+            document["vulnerabilities"] = vulnerabilities
+        }
+        return [UInt8](try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]))
+    }
+
+    /// SPDX 2.3: the image is the described package; it CONTAINS every package found.
+    public static func spdx(_ inventory: ImageInventory, subject: Subject, date: Date = Date(), namespace: UUID = UUID()) throws -> [UInt8] {
+        var packages: [[String: Any]] = [[
+            "SPDXID": "SPDXRef-Image", "name": subject.name, "versionInfo": subject.digest ?? "NOASSERTION",
+            "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "CONTAINER",
+        ]]
+        var relationships: [[String: Any]] = [
+            ["spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Image"],
+        ]
+        if let os = inventory.operatingSystem {
+            packages.append(["SPDXID": "SPDXRef-OperatingSystem", "name": os.id, "versionInfo": os.versionID ?? "NOASSERTION",
+                             "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "OPERATING-SYSTEM"])
+            relationships.append(["spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-OperatingSystem"])
+        }
+        var seen = Set<String>()
+        for package in inventory.packages {
+            let purl = purl(package, os: inventory.operatingSystem)
+            guard seen.insert(purl).inserted else { continue }
+            let identifier = "SPDXRef-Package-\(seen.count)"
+            packages.append([
+                "SPDXID": identifier, "name": package.name, "versionInfo": package.version,
+                "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "LIBRARY",
+                "sourceInfo": "found in \(package.location)",
+                "externalRefs": [["referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl]],
+            ])
+            relationships.append(["spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": identifier])
+        }
+        let document: [String: Any] = [
+            "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+            "name": subject.name,
+            "documentNamespace": "https://wharf.invalid/spdx/\(namespace.uuidString.lowercased())",
+            "creationInfo": ["created": timestamp(date), "creators": ["Tool: wharf-\(ScannerVersion.current)"]],
+            "documentDescribes": ["SPDXRef-Image"],
+            "packages": packages,
+            "relationships": relationships,
+        ]
+        return [UInt8](try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]))
+    }
+}
+
+public enum ScannerVersion {
+    public static let current = "0.1.0"
+}

@@ -1,0 +1,199 @@
+"""`wharf scan` and `wharf advisories` against real images: a debootstrapped Debian 12, the Alpine
+images of ../shared/testdata, and a site-packages tree of old wheels from PyPI. Results are checked
+against independent oracles: dpkg-query over the same root filesystem, Python's `packaging` over the
+same OSV records, and the CycloneDX and SPDX libraries' own validators."""
+
+import json
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CACHE, require_testdata, run, umoci_image, write_tree
+
+
+def wharf_json(wharf_bin, *args):
+    output = run([wharf_bin, *args]).stdout
+    return json.loads(output)
+
+
+@pytest.fixture(scope="module")
+def advisory_db(wharf_bin, tmp_path_factory):
+    path = tmp_path_factory.mktemp("advisories") / "osv.sqlite"
+    osv, secdb = require_testdata("osv"), require_testdata("alpine-secdb")
+    started = time.perf_counter()
+    result = run([wharf_bin, "advisories", "import", str(osv), str(secdb), "--db", str(path)])
+    print(f"import of the test advisories: {time.perf_counter() - started:.2f} s\n{result.stdout}")
+    return path
+
+
+def test_debian_packages_match_dpkg_query(wharf_bin, debian_image, debian_rootfs, advisory_db):
+    """Every installed package dpkg knows, with its version and source, and nothing else."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    report = wharf_json(wharf_bin, "scan", f"oci:{debian_image}", "--format", "json", "--db", str(advisory_db))
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    inventory = report["inventory"]
+    assert inventory["operatingSystem"]["id"] == "debian"
+    assert inventory["operatingSystem"]["versionID"] == "12"
+    found = {(p["name"], p["version"], p.get("sourceName"), p.get("sourceVersion"))
+             for p in inventory["packages"] if p["kind"] == "dpkg"}
+    listing = run(["dpkg-query", f"--admindir={debian_rootfs}/var/lib/dpkg", "-W",
+                   "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${source:Package}\t${source:Version}\n"]).stdout
+    expected = set()
+    for line in listing.splitlines():
+        status, name, version, source, source_version = line.split("\t")
+        if status.startswith("ii"):
+            expected.add((name, version, source, source_version))
+    assert len(expected) > 80
+    assert found == expected
+    print(f"Debian 12 minbase: {len(found)} packages, scan {elapsed:.2f} s (debug build), peak RSS {max(peak, before) / 1024:.0f} MiB")
+    # The peak of any child so far; the scan itself keeps only catalog files in memory.
+    assert peak / 1024 < 200
+
+
+def test_alpine_images_against_secdb(wharf_bin, advisory_db):
+    for name, release in (("alpine-310.tar.gz", "3.10.4"), ("alpine-311.tar.gz", "3.11.5")):
+        archive = require_testdata("images", name)
+        report = wharf_json(wharf_bin, "scan", f"docker-archive:{archive}", "--format", "json", "--db", str(advisory_db))
+        assert report["inventory"]["operatingSystem"]["versionID"] == release
+        assert len(report["inventory"]["packages"]) == 14
+        # ../shared/testdata/README.md: nothing is vulnerable (two packages sit exactly at the fix).
+        assert report["findings"] == []
+    table = run([wharf_bin, "scan", f"docker-archive:{require_testdata('images', 'alpine-310.tar.gz')}", "--db", str(advisory_db)]).stdout
+    assert "alpine 3.10.4, 14 packages" in table and "0 vulnerabilities" in table
+
+
+OLD_WHEELS = ["requests==2.19.0", "urllib3==1.24.1", "idna==2.7", "chardet==3.0.4", "certifi==2018.4.16", "Jinja2==2.10"]
+
+
+@pytest.fixture(scope="module")
+def python_image(tmp_path_factory):
+    """An image whose only content is a site-packages tree of old wheels installed by pip."""
+    cached = CACHE / "python-wheels-layout"
+    if not (cached / ".complete").exists():
+        work = tmp_path_factory.mktemp("wheels")
+        wheels = work / "wheels"
+        run(["python3", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", str(wheels), *OLD_WHEELS], timeout=600)
+        root = work / "root"
+        site = root / "usr/local/lib/python3.11/site-packages"
+        run(["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--root-user-action=ignore",
+             "--target", str(site), *map(str, sorted(wheels.glob("*.whl")))])
+        write_tree(root, {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n'})
+        umoci_image(str(cached), "wheels", [root])
+        (cached / ".complete").write_text("ok")
+    return f"{cached}:wheels"
+
+
+def osv_affects(record, name, version):
+    """OSV's evaluation in Python with `packaging`: an independent oracle for the matcher."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+
+    installed = Version(version)
+    for affected in record.get("affected", []):
+        package = affected.get("package", {})
+        if package.get("ecosystem") != "PyPI" or canonicalize_name(package.get("name", "")) != canonicalize_name(name):
+            continue
+        if any(_equal(v, installed) for v in affected.get("versions", [])):
+            return True
+        for rng in affected.get("ranges", []):
+            if rng["type"] != "ECOSYSTEM":
+                continue
+            events = sorted(rng["events"], key=lambda e: (Version("0") if e.get("introduced") == "0" else
+                                                          _version(next(iter(e.values()))) or Version("0")))
+            inside = False
+            for event in events:
+                try:
+                    if "introduced" in event and (event["introduced"] == "0" or installed >= Version(event["introduced"])):
+                        inside = True
+                    elif "fixed" in event and installed >= Version(event["fixed"]):
+                        inside = False
+                    elif "last_affected" in event and installed > Version(event["last_affected"]):
+                        inside = False
+                except InvalidVersion:
+                    continue
+            if inside:
+                return True
+    return False
+
+
+def _version(text):
+    from packaging.version import InvalidVersion, Version
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _equal(text, installed):
+    v = _version(text)
+    return v is not None and v == installed
+
+
+def test_python_wheels_findings_match_the_oracle(wharf_bin, python_image, advisory_db):
+    report = wharf_json(wharf_bin, "scan", f"oci:{python_image}", "--format", "json", "--db", str(advisory_db))
+    packages = {(p["name"].lower(), p["version"]) for p in report["inventory"]["packages"] if p["kind"] == "python"}
+    assert packages == {tuple(w.lower().split("==")) for w in OLD_WHEELS}
+    reported = {}
+    for finding in report["findings"]:
+        for identifier in [finding["id"], *finding["aliases"]]:
+            reported[(finding["packageName"].lower(), identifier)] = finding
+    expected = set()
+    for path in sorted(require_testdata("osv", "PyPI").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("withdrawn"):
+            continue
+        for name, version in packages:
+            if osv_affects(record, name, version):
+                expected.add((name, record["id"]))
+    assert len(expected) >= 5, expected
+    # No false negative: every record the oracle says applies is reported (under its id or as an alias).
+    missing = expected - set(reported)
+    assert not missing, f"not reported: {sorted(missing)}"
+    # Every positive explained: each finding carries at least one record the oracle agrees with.
+    for finding in report["findings"]:
+        identifiers = {(finding["packageName"].lower(), i) for i in [finding["id"], *finding["aliases"]]}
+        assert identifiers & expected, f"unexplained finding {finding['id']} in {finding['packageName']}"
+    requests_findings = [f for f in report["findings"] if f["packageName"].lower() == "requests"]
+    assert any(f["id"] == "CVE-2018-18074" and f["fixedVersion"] == "2.20.0" for f in requests_findings), requests_findings
+    # --fail-on: exit status 3 when a finding reaches the threshold.
+    status = subprocess.run([wharf_bin, "scan", f"oci:{python_image}", "--db", str(advisory_db), "--fail-on", "low"],
+                            capture_output=True, text=True).returncode
+    assert status == 3
+
+
+def test_sboms_validate_with_the_formats_own_libraries(wharf_bin, python_image, advisory_db, tmp_path):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    cyclonedx = run([wharf_bin, "scan", f"oci:{python_image}", "--format", "cyclonedx", "--db", str(advisory_db)]).stdout
+    errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str(cyclonedx)
+    assert errors is None, errors
+    document = json.loads(cyclonedx)
+    purls = {c.get("purl") for c in document["components"]}
+    assert "pkg:pypi/requests@2.19.0" in purls
+    assert any(v["id"] == "CVE-2018-18074" for v in document["vulnerabilities"])
+
+    spdx_path = tmp_path / "image.spdx.json"
+    spdx_path.write_text(run([wharf_bin, "scan", f"oci:{python_image}", "--format", "spdx"]).stdout)
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    messages = validate_full_spdx_document(parse_file(str(spdx_path)))
+    assert messages == [], [m.validation_message for m in messages]
+
+
+def test_malformed_inputs_get_clear_errors(wharf_bin, tmp_path):
+    bogus = tmp_path / "not-an-archive.tar"
+    bogus.write_bytes(b"\x00" * 2048)
+    result = subprocess.run([wharf_bin, "scan", f"docker-archive:{bogus}", "--packages-only"], capture_output=True, text=True)
+    assert result.returncode != 0 and "no manifest.json" in result.stderr
+    result = subprocess.run([wharf_bin, "scan", f"oci:{tmp_path}/missing:tag", "--packages-only"], capture_output=True, text=True)
+    assert result.returncode != 0 and "index.json" in result.stderr
+    result = subprocess.run([wharf_bin, "scan", f"docker-archive:{require_testdata('images', 'alpine-310.tar.gz')}",
+                             "--db", str(tmp_path / "none.sqlite")], capture_output=True, text=True)
+    assert result.returncode != 0 and "wharf advisories import" in result.stderr
