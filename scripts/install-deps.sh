@@ -13,6 +13,7 @@ apt_packages=(
   ca-certificates curl
   libzstd-dev zlib1g-dev        # zstd and gzip layers (the scanner links both)
   zstd                          # writes zstd layers in the scanner's tests
+  python3-apt rpm               # native version-ordering oracles (apt_pkg, rpm.vercmp)
 )
 missing=()
 for package in "${apt_packages[@]}"; do
