@@ -26,6 +26,7 @@ public enum Inventory {
         if releaseFiles.contains(path) { return true }
         if path.hasPrefix("var/lib/dpkg/status.d/") { return !path.hasSuffix(".md5sums") }
         return PythonCataloger.wants(path) || NpmCataloger.wants(path) || CargoLockCataloger.wants(path)
+            || JavaArchiveCataloger.wants(path)
     }
 
     /// Reads the layers (bottom first) and catalogs the result.
@@ -63,6 +64,8 @@ public enum Inventory {
                 packages.append(package)
             } else if CargoLockCataloger.wants(path), let text = files.text(of: path) {
                 packages += CargoLockCataloger.packages(lock: text, location: location)
+            } else if JavaArchiveCataloger.wants(path), let bytes = files.content(of: path) {
+                packages += JavaArchiveCataloger.packages(archive: bytes, location: location)
             }
         }
         return ImageInventory(operatingSystem: os, packages: packages)
