@@ -50,6 +50,8 @@ def test_debian_packages_match_dpkg_query(wharf_bin, debian_image, debian_rootfs
             expected.add((name, version, source, source_version))
     assert len(expected) > 80
     assert found == expected
+    # A stock Debian holds no secrets: the detector must not cry wolf on a real operating system.
+    assert inventory["secrets"] == []
     print(f"Debian 12 minbase: {len(found)} packages, scan {elapsed:.2f} s (debug build), peak RSS {max(peak, before) / 1024:.0f} MiB")
     # The peak of any child so far; the scan itself keeps only catalog files in memory.
     assert peak / 1024 < 200
@@ -63,6 +65,7 @@ def test_alpine_images_against_secdb(wharf_bin, advisory_db):
         assert len(report["inventory"]["packages"]) == 14
         # ../shared/testdata/README.md: nothing is vulnerable (two packages sit exactly at the fix).
         assert report["findings"] == []
+        assert report["inventory"]["secrets"] == []
     table = run([wharf_bin, "scan", f"docker-archive:{require_testdata('images', 'alpine-310.tar.gz')}", "--db", str(advisory_db)]).stdout
     assert "alpine 3.10.4, 14 packages" in table and "0 vulnerabilities" in table
 
@@ -197,3 +200,49 @@ def test_malformed_inputs_get_clear_errors(wharf_bin, tmp_path):
     result = subprocess.run([wharf_bin, "scan", f"docker-archive:{require_testdata('images', 'alpine-310.tar.gz')}",
                              "--db", str(tmp_path / "none.sqlite")], capture_output=True, text=True)
     assert result.returncode != 0 and "wharf advisories import" in result.stderr
+
+
+def test_secrets_in_layers_and_config_are_reported_redacted(wharf_bin, tmp_path):
+    key_id = "AKIA" + "IOSFODNN7" + "EXAMPLE"
+    secret = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
+    base, top = tmp_path / "base", tmp_path / "top"
+    write_tree(base, {"root/.aws/credentials": f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n",
+                      "etc/os-release": "ID=alpine\nVERSION_ID=3.19.1\n"})
+    write_tree(top, {"srv/app.txt": "nothing here\n"})
+    (top / "root" / ".aws").mkdir(parents=True)
+    layout = umoci_image(str(tmp_path / "layout"), "leaky", [base, top], ["--config.env", f"GITHUB_TOKEN=ghp_{'a1B2c3D4e5' * 3}F6g7H8"])
+    # The credentials file is deleted in a later build step, but its layer still ships it.
+    run(["umoci", "raw", "add-layer", "--image", layout, str(_whiteout_tar(tmp_path))])
+    report = wharf_json(wharf_bin, "scan", f"oci:{layout}", "--format", "json", "--packages-only")
+    assert report["inventory"]["secrets"] == []  # --packages-only skips secret detection
+    result = subprocess.run([wharf_bin, "scan", f"oci:{layout}", "--format", "json", "--db", "/nonexistent", "--no-secrets"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0  # a vulnerability scan needs the database
+    table = run([wharf_bin, "scan", f"oci:{layout}", "--packages-only"]).stdout
+    assert key_id not in table
+    full = subprocess.run([wharf_bin, "scan", f"oci:{layout}", "--format", "json", "--db", str(tmp_path / "empty.sqlite")],
+                          capture_output=True, text=True)
+    assert "wharf advisories import" in full.stderr
+    # With a database (even an empty one), secrets and vulnerabilities are reported together.
+    empty_source = tmp_path / "no-advisories"
+    empty_source.mkdir()
+    run([wharf_bin, "advisories", "import", str(empty_source), "--db", str(tmp_path / "empty.sqlite")])
+    report = wharf_json(wharf_bin, "scan", f"oci:{layout}", "--format", "json", "--db", str(tmp_path / "empty.sqlite"))
+    found = {(s["location"], s["rule"]) for s in report["inventory"]["secrets"]}
+    assert found == {("/root/.aws/credentials", "aws-access-key-id"), ("/root/.aws/credentials", "aws-secret-access-key"),
+                     ("config:Env", "github-token")}
+    text = json.dumps(report)
+    assert key_id not in text and secret not in text
+    status = subprocess.run([wharf_bin, "scan", f"oci:{layout}", "--db", str(tmp_path / "empty.sqlite"), "--fail-on", "critical"],
+                            capture_output=True, text=True).returncode
+    assert status == 3
+
+
+def _whiteout_tar(tmp_path):
+    """A layer deleting /root/.aws/credentials with a whiteout file."""
+    import tarfile
+    path = tmp_path / "whiteout.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("root/.aws/.wh.credentials")
+        tar.addfile(info)
+    return path

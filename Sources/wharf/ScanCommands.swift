@@ -38,6 +38,9 @@ struct Scan: AsyncParsableCommand {
     @Flag(name: .customLong("packages-only"), help: "List packages without matching (no database needed).")
     var packagesOnly = false
 
+    @Flag(name: .customLong("no-secrets"), help: "Skip looking for secrets in files and the image config.")
+    var noSecrets = false
+
     func run() async throws {
         guard LocalImage.isLocal(image) else {
             throw ValidationError("\(image): only docker-archive:FILE and oci:DIR images can be scanned from the command line; copy a registry image with `skopeo copy docker://… oci:DIR` first")
@@ -49,7 +52,8 @@ struct Scan: AsyncParsableCommand {
         let started = ContinuousClock.now
         let local = try await LocalImage.open(image, platform: platform)
         defer { local.close() }
-        let inventory = try await Inventory.of(layers: try local.layers.map { try $0.chunks() })
+        let inventory = try await Inventory.of(layers: try local.layers.map { try $0.chunks() }, config: local.config,
+                                               detectSecrets: !noSecrets && !packagesOnly)
         let subject = SBOMWriter.Subject(name: image)
         var findings: [Finding] = []
         let matchesNeeded = !packagesOnly && format != .spdx
@@ -72,7 +76,7 @@ struct Scan: AsyncParsableCommand {
         case .table:
             print(table(inventory, findings: findings, elapsed: elapsed))
         }
-        if let threshold, findings.contains(where: { $0.severity >= threshold }) {
+        if let threshold, findings.contains(where: { $0.severity >= threshold }) || inventory.secrets.contains(where: { $0.severity >= threshold }) {
             throw ExitCode(3)
         }
     }
@@ -94,9 +98,20 @@ struct Scan: AsyncParsableCommand {
         let summary = Severity.allCases.reversed().compactMap { severity in counts[severity].map { "\(severity.rawValue): \($0)" } }
         lines.append("\(findings.count) vulnerabilities" + (summary.isEmpty ? "" : " (" + summary.joined(separator: ", ") + ")")
                      + String(format: ", scanned in %.2f s", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
-        guard !findings.isEmpty else { return lines.joined(separator: "\n") }
-        let rows = findings.map { [$0.severity.rawValue, $0.id, $0.packageName, $0.installedVersion, $0.fixedVersion ?? "(no fix)"] }
-        lines += render([["SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED", "FIXED IN"]] + rows)
+        if !findings.isEmpty {
+            let rows = findings.map { [$0.severity.rawValue, $0.id, $0.packageName, $0.installedVersion, $0.fixedVersion ?? "(no fix)"] }
+            lines += render([["SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED", "FIXED IN"]] + rows)
+        }
+        if !noSecrets {
+            lines.append("\(inventory.secrets.count) secrets")
+            if !inventory.secrets.isEmpty {
+                let rows = inventory.secrets.map { secret in
+                    [secret.severity.rawValue, secret.title, secret.location + (secret.line.map { ":\($0)" } ?? ""),
+                     secret.layer.map { "layer \($0)" } ?? "config", secret.redacted]
+                }
+                lines += render([["SEVERITY", "SECRET", "WHERE", "IN", "MATCH (REDACTED)"]] + rows)
+            }
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -5,6 +5,8 @@ public struct ImageInventory: Sendable, Equatable, Codable {
     /// Layers read and bytes they expanded to (for reports and benchmarks).
     public var layers: Int
     public var expandedBytes: Int64
+    /// Secrets in layer files and the image config (when detection was asked for).
+    public var secrets: [SecretFinding] = []
 
     public init(operatingSystem: OperatingSystem?, packages: [DetectedPackage], layers: Int = 0, expandedBytes: Int64 = 0) {
         self.operatingSystem = operatingSystem
@@ -30,9 +32,11 @@ public enum Inventory {
     }
 
     /// Reads the layers (bottom first) and catalogs the result.
-    public static func of<Layer: ChunkSource>(layers: [Layer], limits: ImageFiles.Limits = .init(),
+    public static func of<Layer: ChunkSource>(layers: [Layer], config: [UInt8]? = nil, detectSecrets: Bool = false,
+                                              limits: ImageFiles.Limits = .init(),
                                               expansion: ExpansionLimits = .init()) async throws -> ImageInventory {
         var files = ImageFiles(limits: limits, wanted: wants)
+        files.detectSecrets = detectSecrets
         var expanded: Int64 = 0
         for layer in layers {
             let finished = try await files.apply(layer: LayerByteSource(layer, limits: expansion))
@@ -41,6 +45,9 @@ public enum Inventory {
         var inventory = of(files)
         inventory.layers = layers.count
         inventory.expandedBytes = expanded
+        if detectSecrets {
+            inventory.secrets = (config.map(SecretDetector.scan(config:)) ?? []) + files.secrets
+        }
         return inventory
     }
 

@@ -22,6 +22,9 @@ public struct ImageFiles: Sendable {
         public init() {}
     }
 
+    /// Look for secrets in every small text file (not only the wanted ones).
+    public var detectSecrets = false
+    public private(set) var secrets: [SecretFinding] = []
     public private(set) var files: [String: File] = [:]
     public private(set) var symlinks: [String: String] = [:]
     /// Every path present in the final view (files, directories, links), for path-based catalogers.
@@ -72,8 +75,13 @@ public struct ImageFiles: Sendable {
                     if let old = files[path] { keptBytes -= old.content.count }
                     files[path] = File(content: content, mode: entry.mode, layer: layer)
                     keptBytes += content.count
-                } else if let old = files.removeValue(forKey: path) {
-                    keptBytes -= old.content.count
+                } else {
+                    if let old = files.removeValue(forKey: path) { keptBytes -= old.content.count }
+                    if detectSecrets, entry.size > 0, entry.size <= 1 << 20, !Self.skippedForSecrets(path),
+                       let content = try await reader.readContent(limit: 1 << 20) {
+                        // Reported per layer: a secret deleted by a later layer is still in the image's blobs.
+                        secrets += SecretDetector.scan(content: content, location: "/" + path, layer: layer)
+                    }
                 }
                 symlinks.removeValue(forKey: path)
             case .symlink(let target):
@@ -108,6 +116,12 @@ public struct ImageFiles: Sendable {
         }
         paths.formUnion(added)
         return reader.source
+    }
+
+    /// Documentation and translations: full of example keys, never the image's own secrets.
+    static func skippedForSecrets(_ path: String) -> Bool {
+        path.hasPrefix("usr/share/doc/") || path.hasPrefix("usr/share/man/") || path.hasPrefix("usr/share/locale/")
+            || path.hasPrefix("usr/share/i18n/") || path.hasPrefix("usr/share/info/")
     }
 
     /// A kept file's content, following symbolic links inside the image (never outside its root,
