@@ -4,6 +4,7 @@ against independent oracles: dpkg-query over the same root filesystem, Python's 
 same OSV records, and the CycloneDX and SPDX libraries' own validators."""
 
 import json
+import os
 import resource
 import subprocess
 import time
@@ -246,3 +247,128 @@ def _whiteout_tar(tmp_path):
         info = tarfile.TarInfo("root/.aws/.wh.credentials")
         tar.addfile(info)
     return path
+
+
+# ---- Scanning inside the registry -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scanning_wharf(wharf_bin, tmp_path_factory, advisory_db):
+    """A server whose scanner uses the test advisories, plus a record the test adds for musl."""
+    from conftest import Wharf
+
+    base = tmp_path_factory.mktemp("scanning")
+    extra = base / "musl.json"
+    extra.write_text(json.dumps({
+        "id": "WHARF-TEST-MUSL", "modified": "2026-01-01T00:00:00Z", "aliases": ["CVE-2099-0002"],
+        "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+        "affected": [{"package": {"ecosystem": "Alpine:v3.10", "name": "musl"},
+                      "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1.22-r4"}]}]}],
+    }))
+    database = base / "osv.sqlite"
+    run([wharf_bin, "advisories", "import", str(require_testdata("alpine-secdb")), str(extra), "--db", str(database)])
+    config = base / "wharf.yml"
+    config.write_text(f"scanner:\n  database: {database}\n  workers: 2\n")
+    server = Wharf(wharf_bin, base / "data", extra_args=["--config", str(config)]).start()
+    yield server
+    assert server.stop() == 0, server.log_text()
+
+
+def wait_for_scan(server, repository, reference, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = server.api("GET", f"/repositories/{repository}/scan", params={"reference": reference})
+        if response.status_code == 200 and response.json()["status"] in ("COMPLETE", "FAILED"):
+            return response.json()
+        time.sleep(0.5)
+    raise AssertionError(f"the scan of {repository}:{reference} did not finish: {response.status_code} {response.text}")
+
+
+def push_alpine(server, tmp_path, name, repository, tag):
+    archive = tmp_path / name.replace(".gz", "")
+    archive.write_bytes(subprocess.run(["gzip", "-dc", str(require_testdata("images", name))], capture_output=True, check=True).stdout)
+    run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds,
+         f"docker-archive:{archive}", f"docker://{server.host}/{repository}:{tag}"])
+
+
+def test_scan_on_demand_through_the_api(scanning_wharf, tmp_path):
+    server = scanning_wharf
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "scan/alpine", "3.10")
+    push_alpine(server, tmp_path, "alpine-311.tar.gz", "scan/alpine", "3.11")
+    assert server.api("GET", "/repositories/scan/alpine/scan", params={"reference": "3.10"}).status_code == 404
+    for tag in ("3.10", "3.11"):
+        response = server.api("POST", "/repositories/scan/alpine/scan", params={"reference": tag})
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] in ("PENDING", "IN_PROGRESS", "COMPLETE")
+    old = wait_for_scan(server, "scan/alpine", "3.10")
+    assert old["status"] == "COMPLETE", old
+    platform = old["result"]["platforms"][0]
+    assert platform["inventory"]["operatingSystem"]["versionID"] == "3.10.4"
+    assert len(platform["inventory"]["packages"]) == 14
+    # The test's record: musl and musl-utils (both from origin musl) at 1.1.22-r3, fixed in -r4.
+    assert sorted(f["packageName"] for f in platform["findings"]) == ["musl", "musl-utils"]
+    assert all(f["id"] == "CVE-2099-0002" and f["fixedVersion"] == "1.1.22-r4" for f in platform["findings"])
+    assert old["severityCounts"] == {"CRITICAL": 2}
+    new = wait_for_scan(server, "scan/alpine", "3.11")
+    assert new["status"] == "COMPLETE" and new["result"]["platforms"][0]["findings"] == []
+    # Errors: unknown references and repositories, a missing reference parameter.
+    assert server.api("POST", "/repositories/scan/alpine/scan", params={"reference": "nope"}).status_code == 404
+    assert server.api("POST", "/repositories/scan/alpine/scan").status_code == 400
+    assert server.api("GET", "/repositories/scan/alpine/scan", params={"reference": "3.10"}, auth=("nobody", "x")).status_code == 401
+
+
+def test_scan_on_push_from_the_ecr_setting(scanning_wharf, tmp_path):
+    import boto3
+
+    server = scanning_wharf
+    key = server.api("POST", "/users/admin/access-keys", json={"description": "scan"}).json()
+    ecr = boto3.client("ecr", endpoint_url=server.url, region_name="us-east-1",
+                       aws_access_key_id=key["accessKeyId"], aws_secret_access_key=key["secretAccessKey"])
+    ecr.create_repository(repositoryName="scan/onpush", imageScanningConfiguration={"scanOnPush": True})
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "scan/onpush", "v1")
+    result = wait_for_scan(server, "scan/onpush", "v1")
+    assert result["status"] == "COMPLETE" and result["severityCounts"] == {"CRITICAL": 2}
+    # Without the setting nothing is queued (results are per digest, so this image must be new).
+    ecr.create_repository(repositoryName="scan/manual")
+    fresh = tmp_path / "fresh"
+    write_tree(fresh, {"etc/os-release": "ID=alpine\nVERSION_ID=3.10.4\n", "unique": os.urandom(64)})
+    layout = umoci_image(str(tmp_path / "layout"), "v1", [fresh])
+    run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds,
+         f"oci:{layout}", f"docker://{server.host}/scan/manual:v1"])
+    time.sleep(6)  # longer than the scanner's idle poll
+    assert server.api("GET", "/repositories/scan/manual/scan", params={"reference": "v1"}).status_code == 404
+
+    # ECR's scan operations, as boto3 and its waiter use them.
+    import botocore.exceptions
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        ecr.describe_image_scan_findings(repositoryName="scan/manual", imageId={"imageTag": "v1"})
+    assert raised.value.response["Error"]["Code"] == "ScanNotFoundException"
+    started = ecr.start_image_scan(repositoryName="scan/manual", imageId={"imageTag": "v1"})
+    assert started["imageScanStatus"]["status"] == "IN_PROGRESS"
+    ecr.get_waiter("image_scan_complete").wait(repositoryName="scan/onpush", imageId={"imageTag": "v1"},
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ecr.get_waiter("image_scan_complete").wait(repositoryName="scan/manual", imageId={"imageTag": "v1"},
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    findings = ecr.describe_image_scan_findings(repositoryName="scan/onpush", imageId={"imageTag": "v1"}, maxResults=1)
+    assert findings["imageScanStatus"]["status"] == "COMPLETE"
+    assert findings["imageScanFindings"]["findingSeverityCounts"] == {"CRITICAL": 2}
+    assert len(findings["imageScanFindings"]["findings"]) == 1 and "nextToken" in findings
+    first = findings["imageScanFindings"]["findings"][0]
+    assert first["name"] == "CVE-2099-0002" and first["severity"] == "CRITICAL"
+    attributes = {a["key"]: a["value"] for a in first["attributes"]}
+    assert attributes["package_version"] == "1.1.22-r3" and attributes["fixed_version"] == "1.1.22-r4"
+    rest = ecr.describe_image_scan_findings(repositoryName="scan/onpush", imageId={"imageTag": "v1"}, nextToken=findings["nextToken"])
+    assert len(rest["imageScanFindings"]["findings"]) == 1 and "nextToken" not in rest
+    detail = ecr.describe_images(repositoryName="scan/onpush")["imageDetails"][0]
+    assert detail["imageScanStatus"]["status"] == "COMPLETE"
+    assert detail["imageScanFindingsSummary"]["findingSeverityCounts"] == {"CRITICAL": 2}
+    clean = ecr.describe_image_scan_findings(repositoryName="scan/manual", imageId={"imageTag": "v1"})
+    assert clean["imageScanFindings"]["findings"] == [] and clean["imageScanFindings"]["findingSeverityCounts"] == {}
+
+
+def test_scan_without_a_database_fails_clearly(wharf, tmp_path):
+    """The default server has no vulnerability database: the scan is FAILED with the reason."""
+    push_alpine(wharf, tmp_path, "alpine-311.tar.gz", "nodb/alpine", "v1")
+    assert wharf.api("POST", "/repositories/nodb/alpine/scan", params={"reference": "v1"}).status_code == 202
+    result = wait_for_scan(wharf, "nodb/alpine", "v1")
+    assert result["status"] == "FAILED" and "wharf advisories import" in result["description"]

@@ -1,3 +1,4 @@
+import Scanning
 import Access
 import Lifecycle
 import Logging
@@ -22,6 +23,8 @@ public final class ECRService: Sendable {
     let registry: Registry
     let access: AccessControl
     let lifecycle: LifecycleService
+    /// The background scanner; nil when scanning is off.
+    let scans: ImageScanService?
     public let downloads: LayerDownloadSigner
     let logger: Logger
     private let verifier: SigV4Verifier
@@ -32,10 +35,11 @@ public final class ECRService: Sendable {
     var metadata: MetadataStore { registry.metadata }
     var registryID: String { access.authorizer.policies.registryID }
 
-    public init(registry: Registry, access: AccessControl, lifecycle: LifecycleService, logger: Logger) {
+    public init(registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil, logger: Logger) {
         self.registry = registry
         self.access = access
         self.lifecycle = lifecycle
+        self.scans = scans
         self.logger = logger
         self.downloads = LayerDownloadSigner(metadata: registry.metadata)
         let store = access.store

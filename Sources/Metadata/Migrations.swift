@@ -314,6 +314,23 @@ enum Migrations {
             )
             """,
         ]),
+        Migration(version: 5, name: "image scanning", statements: [
+            // One row per scanned manifest: the job (PENDING → IN_PROGRESS → COMPLETE/FAILED) and its result.
+            // Rows are the job queue, so a restart loses no requested scan.
+            """
+            CREATE TABLE image_scans (
+                digest {name} PRIMARY KEY,
+                repository TEXT NOT NULL,
+                status TEXT NOT NULL,
+                requested_at BIGINT NOT NULL,
+                started_at BIGINT,
+                completed_at BIGINT,
+                description TEXT,
+                result TEXT
+            )
+            """,
+            "CREATE INDEX image_scans_by_status ON image_scans (status, requested_at)",
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

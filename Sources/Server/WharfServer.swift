@@ -9,6 +9,7 @@ import NIOCore
 import NIOPosix
 import OCI
 import Registry
+import Scanning
 import ServiceLifecycle
 
 import Foundation
@@ -20,6 +21,7 @@ public final class WharfServer: Sendable {
     public let blobStore: FileSystemBlobStore
     public let registry: Registry
     public let collector: GarbageCollector
+    public let scans: ImageScanService
     public let lifecycle: LifecycleService
     /// Nil when authentication is turned off.
     public let access: AccessControl?
@@ -71,12 +73,16 @@ public final class WharfServer: Sendable {
                                      detail: AccessControlJSON.object(["rule": String(expiry.rulePriority), "description": expiry.ruleDescription ?? "",
                                                                        "tags": expiry.tags.joined(separator: " "), "alsoDeleted": expiry.alsoDeleted.joined(separator: " ")])))
         }
+        var scanSettings = ScanSettings(databasePath: configuration.resolvedScannerDatabase)
+        scanSettings.workers = configuration.scannerWorkers
+        scanSettings.detectSecrets = configuration.scannerSecrets
+        let scans = ImageScanService(registry: registry, settings: scanSettings, logger: logger)
         return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
-                           lifecycle: lifecycle, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
+                           lifecycle: lifecycle, scans: scans, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
-                 collector: GarbageCollector, lifecycle: LifecycleService,
+                 collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService,
                  access: AccessControl?, generatedAdministratorPassword: String?, ioThreadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
         self.metadata = metadata
@@ -84,6 +90,7 @@ public final class WharfServer: Sendable {
         self.registry = registry
         self.collector = collector
         self.lifecycle = lifecycle
+        self.scans = scans
         self.access = access
         self.generatedAdministratorPassword = generatedAdministratorPassword
         self.ioThreadPool = ioThreadPool
@@ -104,9 +111,10 @@ public final class WharfServer: Sendable {
             router.get("/auth/token") { request, context in await tokens.get(request, context: context) }
             router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
             ManagementAPI(authentication: authentication,
-                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector)).register(on: router)
+                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans)).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
-            let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle, logger: logger), registry: registry)
+            let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle,
+                                                          scans: configuration.scannerEnabled ? scans : nil, logger: logger), registry: registry)
             router.post("/") { request, context in await ecr.respond(to: request, context: context) }
             router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in
                 await ecr.download(request, token: context.parameters.get("token") ?? "")
@@ -144,6 +152,7 @@ public final class WharfServer: Sendable {
         if let access { services.append(access.audit) }
         if configuration.gcEnabled { services.append(collector) }
         if configuration.lifecycleEnabled { services.append(lifecycle) }
+        if configuration.scannerEnabled { services.append(scans) }
         return services
     }
 

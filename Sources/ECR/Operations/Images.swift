@@ -57,7 +57,19 @@ extension ECRService {
         var details: [JSONValue] = []
         let sizes = try await imageSizes(Array(page.items), all: all)
         for image in page.items {
-            details.append(imageDetail(image, in: name, size: sizes[image.digest] ?? 0))
+            var detail = imageDetail(image, in: name, size: sizes[image.digest] ?? 0)
+            if case .object(var fields) = detail, let record = try await metadata.scanRecord(image.digest) {
+                fields["imageScanStatus"] = Self.scanStatus(record)
+                if let result = Self.storedResult(record) {
+                    fields["imageScanFindingsSummary"] = .compact([
+                        "imageScanCompletedAt": record.completedAt.map { .timestamp(millis: $0) },
+                        "vulnerabilitySourceUpdatedAt": Self.millis(result.databaseImportedAt).map { .timestamp(millis: $0) },
+                        "findingSeverityCounts": .object(result.severityCounts.mapValues { .integer($0) }),
+                    ])
+                }
+                detail = .object(fields)
+            }
+            details.append(detail)
         }
         return .compact(["imageDetails": .array(details), "nextToken": page.nextToken.map(JSONValue.string)])
     }

@@ -1,3 +1,6 @@
+import Scanning
+import Scanner
+import Foundation
 import Access
 import Metadata
 import OCI
@@ -58,15 +61,74 @@ extension ECRService {
     func startImageScan(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
         try await authorize(call, .push, on: name)
-        throw ECRError.notImplemented(call.operation, "this Wharf has no vulnerability scanner yet, so scans cannot be started")
+        let id = call.input["imageId"] ?? [:]
+        guard let image = try find(id, in: try await images(name)) else { throw imageNotFound(id, in: name) }
+        guard let scans else {
+            throw ECRError("UnsupportedImageTypeException", "image scanning is turned off on this registry (scanner.enabled: false)")
+        }
+        try await scans.enqueue(image.digest, in: name)
+        return .compact([
+            "registryId": .string(registryID), "repositoryName": .string(name.value),
+            "imageId": Self.imageID(digest: image.digest, tag: id["imageTag"]?.string),
+            "imageScanStatus": .object(["status": .string("IN_PROGRESS"), "description": .string("The scan is queued.")]),
+        ])
     }
 
-    /// Until a scanner exists no image has a scan: ECR's answer for an image never scanned.
+    /// ECR's status words for a stored scan (a queued scan is IN_PROGRESS, as ECR's basic scanning says).
+    static func scanStatus(_ record: ImageScanRecord) -> JSONValue {
+        let status = switch record.status {
+        case .pending, .inProgress: "IN_PROGRESS"
+        case .complete: "COMPLETE"
+        case .failed: "FAILED"
+        }
+        return .compact(["status": .string(status), "description": record.description.map(JSONValue.string)])
+    }
+
+    static func storedResult(_ record: ImageScanRecord) -> StoredScanResult? {
+        record.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
+    }
+
+    static func millis(_ iso: String?) -> Int64? {
+        iso.flatMap { ISO8601DateFormatter().date(from: $0) }.map { Int64($0.timeIntervalSince1970 * 1000) }
+    }
+
     func describeImageScanFindings(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
         try await authorize(call, .pull, on: name)
         let id = call.input["imageId"] ?? [:]
-        guard try find(id, in: try await images(name)) != nil else { throw imageNotFound(id, in: name) }
-        throw ECRError("ScanNotFoundException", "Image scan does not exist for the image with '\(Self.describe(id))' in the repository with name '\(name)' in the registry with id '\(registryID)'")
+        guard let image = try find(id, in: try await images(name)) else { throw imageNotFound(id, in: name) }
+        guard let record = try await metadata.scanRecord(image.digest) else {
+            throw ECRError("ScanNotFoundException", "Image scan does not exist for the image with '\(Self.describe(id))' in the repository with name '\(name)' in the registry with id '\(registryID)'")
+        }
+        var response: [String: JSONValue?] = [
+            "registryId": .string(registryID), "repositoryName": .string(name.value),
+            "imageId": Self.imageID(digest: image.digest, tag: id["imageTag"]?.string),
+            "imageScanStatus": Self.scanStatus(record),
+        ]
+        if let result = Self.storedResult(record) {
+            let page = try Self.page(result.findings, call, size: pageSize(call))
+            let findings: [JSONValue] = page.items.map { finding in
+                var attributes: [JSONValue] = [
+                    .object(["key": .string("package_name"), "value": .string(finding.packageName)]),
+                    .object(["key": .string("package_version"), "value": .string(finding.installedVersion)]),
+                ]
+                if let fixed = finding.fixedVersion { attributes.append(.object(["key": .string("fixed_version"), "value": .string(fixed)])) }
+                if let vector = finding.cvssVector { attributes.append(.object(["key": .string("CVSS3_VECTOR"), "value": .string(vector)])) }
+                if let score = finding.cvssScore { attributes.append(.object(["key": .string("CVSS3_SCORE"), "value": .string(String(score))])) }
+                return .compact([
+                    "name": .string(finding.id), "description": finding.summary.map(JSONValue.string),
+                    "uri": .string(finding.id.hasPrefix("CVE-") ? "https://nvd.nist.gov/vuln/detail/\(finding.id)" : "https://osv.dev/vulnerability/\(finding.id)"),
+                    "severity": .string(finding.severity.rawValue), "attributes": .array(attributes),
+                ])
+            }
+            response["imageScanFindings"] = .compact([
+                "imageScanCompletedAt": record.completedAt.map { .timestamp(millis: $0) },
+                "vulnerabilitySourceUpdatedAt": Self.millis(result.databaseImportedAt).map { .timestamp(millis: $0) },
+                "findingSeverityCounts": .object(result.severityCounts.mapValues { .integer($0) }),
+                "findings": .array(findings),
+            ])
+            response["nextToken"] = page.nextToken.map(JSONValue.string)
+        }
+        return .compact(response)
     }
 }

@@ -68,6 +68,12 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Scheduled evaluation of lifecycle policies.
     public var lifecycleEnabled = true
     public var lifecycleIntervalSeconds = 3600
+    /// Background image scanning (scan on push, on demand).
+    public var scannerEnabled = true
+    /// The vulnerability database `wharf advisories import` writes; default DATA/advisories/osv.sqlite.
+    public var scannerDatabase: String?
+    public var scannerWorkers = 1
+    public var scannerSecrets = true
     /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
     /// at first start and keeps it in the database.
     public var ecrRegistryID: String?
@@ -84,6 +90,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         settings.restRatio = gcRestRatio
         return settings
     }
+
+    public var resolvedScannerDatabase: String { scannerDatabase ?? "\(dataDirectory)/advisories/osv.sqlite" }
 
     public var accessConfiguration: AccessConfiguration {
         var configuration = AccessConfiguration()
@@ -149,6 +157,14 @@ public struct WharfConfiguration: Sendable, Equatable {
         var gc: GC?
         var lifecycle: LifecycleSection?
         var ecr: ECRSection?
+        var scanner: ScannerSection?
+
+        struct ScannerSection: Decodable {
+            var enabled: Bool?
+            var database: String?
+            var workers: Int?
+            var secrets: Bool?
+        }
 
         struct GC: Decodable {
             var enabled: Bool?
@@ -232,6 +248,12 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = lifecycle.intervalSeconds { lifecycleIntervalSeconds = value }
         }
         if let value = file.ecr?.registryId { ecrRegistryID = value }
+        if let scanner = file.scanner {
+            if let value = scanner.enabled { scannerEnabled = value }
+            if let value = scanner.database { scannerDatabase = value }
+            if let value = scanner.workers { scannerWorkers = value }
+            if let value = scanner.secrets { scannerSecrets = value }
+        }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
             if let value = auth.realm { authRealm = value }
@@ -257,6 +279,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId",
+        "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -296,6 +319,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard cacheTTLSeconds >= 0 else { throw ConfigurationError.invalid("registry.cacheTTLSeconds", "\(cacheTTLSeconds)") }
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
         guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
+        guard (1...64).contains(scannerWorkers) else { throw ConfigurationError.invalid("scanner.workers (1 to 64)", "\(scannerWorkers)") }
         guard (0...100).contains(gcRestRatio) else { throw ConfigurationError.invalid("gc.restRatio (0 to 100)", "\(gcRestRatio)") }
         guard gcGraceSeconds >= 0, gcIntervalSeconds >= 1, gcUploadTimeoutSeconds >= 60, lifecycleIntervalSeconds >= 1 else {
             throw ConfigurationError.invalid("gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")

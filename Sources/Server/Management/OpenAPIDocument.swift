@@ -138,6 +138,12 @@ enum OpenAPIDocument {
             "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer,
             "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
         ], required: ["trigger", "dryRun", "startedAt", "phase"]),
+        "ImageScan": object([
+            "digest": string, "status": ["type": "string", "enum": ["PENDING", "IN_PROGRESS", "COMPLETE", "FAILED"]],
+            "description": string, "requestedAt": time, "completedAt": time,
+            "severityCounts": ["type": "object", "additionalProperties": integer],
+            "result": ["type": "object", "description": "platforms (each with inventory: operatingSystem, packages, secrets; and findings), databaseImportedAt, scannedAt"],
+        ], required: ["digest", "status"]),
         "GarbageCollectionStatus": object([
             "running": ["$ref": "#/components/schemas/GarbageCollectionReport"],
             "recent": ["type": "array", "items": ["$ref": "#/components/schemas/GarbageCollectionReport"]],

@@ -6,6 +6,7 @@ import Metadata
 import NIOCore
 import OCI
 import Registry
+import Scanning
 
 import Foundation
 
@@ -16,9 +17,31 @@ struct StorageManagement: Sendable {
     let registry: Registry
     let lifecycle: LifecycleService
     let collector: GarbageCollector
+    let scans: ImageScanService
 }
 
 extension API {
+    /// A scan as the API shows it; `result` is the scanner's full report once COMPLETE.
+    struct ImageScan: Encodable {
+        var digest: String
+        var status: String
+        var description: String?
+        var requestedAt: String?
+        var completedAt: String?
+        var severityCounts: [String: Int]?
+        var result: StoredScanResult?
+
+        init(_ record: ImageScanRecord?) {
+            digest = record?.digest ?? ""
+            status = record?.status.rawValue ?? "PENDING"
+            description = record?.description
+            requestedAt = record.flatMap { API.time($0.requestedAt) }
+            completedAt = record?.completedAt.flatMap { API.time($0) }
+            result = record?.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
+            severityCounts = result?.severityCounts
+        }
+    }
+
     struct RepositorySettings: Codable {
         var tagMutability: String
         var tagMutabilityExclusions: [String]
@@ -166,6 +189,25 @@ extension ManagementAPI {
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
                 return try Self.json(try await storage.lifecycle.apply(name).map(API.Expiry.init))
             },
+            Route(.post, Self.repositoryPrefix + "scan", "Queue a vulnerability and secret scan of an image (tag or digest); GET the same path for the result",
+                  response: "ImageScan", status: .accepted, query: [("reference", "the tag or digest to scan")]) { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryRead(name, by: caller.identity)
+                let digest = try await Self.resolve(request, in: name, storage.registry)
+                try await storage.scans.enqueue(digest, in: name)
+                access.audit.record(AuditEvent(actor: caller.identity, action: "scan.request", repository: name.value, target: digest.description, source: caller.source))
+                return try Self.json(API.ImageScan(try await storage.registry.metadata.scanRecord(digest)), status: .accepted)
+            },
+            Route(.get, Self.repositoryPrefix + "scan", "An image's latest scan: status, severity counts, vulnerabilities, secrets and packages",
+                  response: "ImageScan", query: [("reference", "the tag or digest")]) { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryRead(name, by: caller.identity)
+                let digest = try await Self.resolve(request, in: name, storage.registry)
+                guard let record = try await storage.registry.metadata.scanRecord(digest) else {
+                    throw AccessError.notFound("\(digest) has not been scanned; POST to this path to scan it")
+                }
+                return try Self.json(API.ImageScan(record))
+            },
             Route(.get, "/lifecycle-policies", "Registry-wide lifecycle policies (system administrators)", response: "[RegistryPolicy]") { _, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
                 return try Self.json(try await storage.registry.metadata.registryLifecyclePolicies().map {
@@ -241,6 +283,18 @@ extension ManagementAPI {
                 return try Self.json(API.GarbageCollectionStatus(running: storage.collector.progress, recent: recent))
             },
         ]
+    }
+
+    /// The digest `?reference=` names in a repository (a tag is resolved).
+    static func resolve(_ request: Request, in repository: RepositoryName, _ registry: Registry) async throws -> Digest {
+        guard let text = request.uri.queryParameters.get("reference"), let reference = try? Reference(parsing: text) else {
+            throw AccessError.invalid("give ?reference= with a tag or a digest")
+        }
+        do {
+            return try await registry.manifest(reference, in: repository, recordPull: false).digest
+        } catch is RegistryError {
+            throw AccessError.notFound("\(text) is not in repository \(repository)")
+        }
     }
 
     static func validate(_ policy: String) throws {

@@ -1,0 +1,83 @@
+import OCI
+import SQLKit
+
+/// A scan of one manifest: the queued job and, once done, its result (JSON the scanner writes).
+public struct ImageScanRecord: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case pending = "PENDING"
+        case inProgress = "IN_PROGRESS"
+        case complete = "COMPLETE"
+        case failed = "FAILED"
+    }
+
+    public var digest: String
+    public var repository: String
+    public var status: Status
+    public var requestedAt: Int64
+    public var startedAt: Int64?
+    public var completedAt: Int64?
+    public var description: String?
+    public var result: String?
+}
+
+extension MetadataStore {
+    /// Queues a scan of `digest` (found in `repository`). A scan already waiting or running is left
+    /// as it is; a finished one is queued again.
+    public func enqueueScan(_ digest: Digest, in repository: RepositoryName) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                INSERT INTO image_scans (digest, repository, status, requested_at)
+                VALUES (\(bind: digest.description), \(bind: repository.value), 'PENDING', \(bind: Timestamp.nowMillis()))
+                ON CONFLICT (digest) DO UPDATE SET status = 'PENDING', repository = excluded.repository,
+                    requested_at = excluded.requested_at, description = NULL
+                WHERE image_scans.status NOT IN ('PENDING', 'IN_PROGRESS')
+                """).run()
+        }
+    }
+
+    /// Takes the oldest waiting scan, marking it in progress; nil when none waits.
+    public func claimNextScan() async throws -> ImageScanRecord? {
+        try await database.transaction { sql in
+            guard let row = try await sql.raw("""
+                SELECT digest FROM image_scans WHERE status = 'PENDING' ORDER BY requested_at LIMIT 1
+                """).first() else { return nil }
+            let digest = try row.decode(column: "digest", as: String.self)
+            try await sql.raw("""
+                UPDATE image_scans SET status = 'IN_PROGRESS', started_at = \(bind: Timestamp.nowMillis())
+                WHERE digest = \(bind: digest) AND status = 'PENDING'
+                """).run()
+            return try await Self.scanRecord(digest, sql)
+        }
+    }
+
+    public func finishScan(_ digest: String, status: ImageScanRecord.Status, description: String?, result: String?) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                UPDATE image_scans SET status = \(bind: status.rawValue), completed_at = \(bind: Timestamp.nowMillis()),
+                    description = \(bind: description), result = \(bind: result)
+                WHERE digest = \(bind: digest)
+                """).run()
+        }
+    }
+
+    /// Scans a crash or shutdown interrupted go back to the queue.
+    public func requeueInterruptedScans() async throws {
+        try await database.transaction { sql in
+            try await sql.raw("UPDATE image_scans SET status = 'PENDING' WHERE status = 'IN_PROGRESS'").run()
+        }
+    }
+
+    public func scanRecord(_ digest: Digest) async throws -> ImageScanRecord? {
+        try await database.read { sql in try await Self.scanRecord(digest.description, sql) }
+    }
+
+    static func scanRecord(_ digest: String, _ sql: any SQLDatabase) async throws -> ImageScanRecord? {
+        guard let row = try await sql.raw("SELECT * FROM image_scans WHERE digest = \(bind: digest)").first() else { return nil }
+        return ImageScanRecord(
+            digest: try row.decode(column: "digest", as: String.self), repository: try row.decode(column: "repository", as: String.self),
+            status: ImageScanRecord.Status(rawValue: try row.decode(column: "status", as: String.self)) ?? .failed,
+            requestedAt: try row.decode(column: "requested_at", as: Int64.self), startedAt: try row.decode(column: "started_at", as: Int64?.self),
+            completedAt: try row.decode(column: "completed_at", as: Int64?.self), description: try row.decode(column: "description", as: String?.self),
+            result: try row.decode(column: "result", as: String?.self))
+    }
+}

@@ -1,0 +1,213 @@
+import BlobStore
+import Foundation
+import Logging
+import Metadata
+import NIOCore
+import OCI
+import Registry
+import Scanner
+import ServiceLifecycle
+
+/// What a stored scan says: the image's packages, vulnerabilities and secrets. Multi-platform
+/// indexes hold one entry per platform.
+public struct StoredScanResult: Codable, Sendable {
+    public struct Platform: Codable, Sendable {
+        public var platform: String?
+        public var manifestDigest: String
+        public var inventory: ImageInventory
+        public var findings: [Finding]
+    }
+
+    public var platforms: [Platform]
+    public var databaseImportedAt: String?
+    public var scannedAt: String
+
+    public var findings: [Finding] { platforms.flatMap(\.findings) }
+    public var secrets: [SecretFinding] { platforms.flatMap(\.inventory.secrets) }
+
+    /// Counts per severity, as ECR's `findingSeverityCounts`.
+    public var severityCounts: [String: Int] {
+        Dictionary(grouping: findings, by: { $0.severity.rawValue }).mapValues(\.count)
+    }
+}
+
+public struct ScanSettings: Sendable {
+    /// The vulnerability database (`wharf advisories import` writes it).
+    public var databasePath: String
+    /// Scans running at once.
+    public var workers = 1
+    /// Look for secrets as well as vulnerable packages.
+    public var detectSecrets = true
+
+    public init(databasePath: String) { self.databasePath = databasePath }
+}
+
+/// Runs scans in the background: jobs are rows of `image_scans`, so they survive restarts; a
+/// bounded number of workers take them oldest first. Layers are read from storage in 4 MiB
+/// ranges, never whole.
+public final class ImageScanService: Service, Sendable {
+    let registry: Registry
+    let settings: ScanSettings
+    let logger: Logger
+    private let wakeUp: AsyncStream<Void>.Continuation
+    private let wakeUps: AsyncStream<Void>
+
+    public init(registry: Registry, settings: ScanSettings, logger: Logger) {
+        self.registry = registry
+        self.settings = settings
+        self.logger = logger
+        (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Queues a scan of a manifest (by digest) in a repository.
+    public func enqueue(_ digest: Digest, in repository: RepositoryName) async throws {
+        try await registry.metadata.enqueueScan(digest, in: repository)
+        wakeUp.yield()
+    }
+
+    public func run() async throws {
+        try await registry.metadata.requeueInterruptedScans()
+        let wakeUp = self.wakeUp
+        // Scans queued by another node (or missed signals) are found within seconds.
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                wakeUp.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        wakeUp.yield()
+        await withGracefulShutdownHandler {
+            for await _ in wakeUps {
+                await withDiscardingTaskGroup { group in
+                    for _ in 0..<max(1, settings.workers) { group.addTask { await self.drain() } }
+                }
+            }
+        } onGracefulShutdown: {
+            wakeUp.finish()
+        }
+    }
+
+    /// Takes jobs until none waits.
+    private func drain() async {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            do {
+                guard let job = try await registry.metadata.claimNextScan() else { return }
+                await scan(job)
+            } catch {
+                logger.error("scan queue unavailable", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    /// Scans now and stores the result; failures are stored as FAILED with the reason.
+    func scan(_ job: ImageScanRecord) async {
+        let started = ContinuousClock.now
+        do {
+            guard let digest = try? Digest(parsing: job.digest), let repository = RepositoryName(job.repository) else {
+                throw ScanFailure("the job names an invalid digest or repository")
+            }
+            let result = try await scan(digest, in: repository)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let text = String(decoding: try encoder.encode(result), as: UTF8.self)
+            let counts = result.severityCounts
+            try await registry.metadata.finishScan(job.digest, status: .complete,
+                                                   description: "\(result.findings.count) findings, \(result.secrets.count) secrets", result: text)
+            logger.info("image scanned", metadata: [
+                "repository": "\(job.repository)", "digest": "\(job.digest)", "findings": "\(result.findings.count)",
+                "critical": "\(counts["CRITICAL"] ?? 0)", "seconds": "\(ContinuousClock.now - started)",
+            ])
+        } catch {
+            logger.warning("image scan failed", metadata: ["digest": "\(job.digest)", "error": "\(error)"])
+            try? await registry.metadata.finishScan(job.digest, status: .failed, description: "\(error)", result: nil)
+        }
+    }
+
+    /// Scans a manifest: an image directly, an index platform by platform.
+    public func scan(_ digest: Digest, in repository: RepositoryName) async throws -> StoredScanResult {
+        let database = try await AdvisoryDatabase.open(settings.databasePath)
+        do {
+            let result = try await scan(digest, in: repository, database: database)
+            try? await database.close()
+            return result
+        } catch {
+            try? await database.close()
+            throw error
+        }
+    }
+
+    private func scan(_ digest: Digest, in repository: RepositoryName, database: AdvisoryDatabase) async throws -> StoredScanResult {
+        let summary = try? await database.summary()
+        let served = try await registry.manifest(.digest(digest), in: repository, recordPull: false)
+        let manifest = try ManifestParser.parse(Array(served.content.readableBytesView), contentType: served.mediaType)
+        var platforms: [StoredScanResult.Platform] = []
+        if manifest.kind == .index {
+            for child in manifest.manifests where child.platform?.os != "unknown" {
+                let childServed = try await registry.manifest(.digest(child.digest), in: repository, recordPull: false)
+                let childManifest = try ManifestParser.parse(Array(childServed.content.readableBytesView), contentType: childServed.mediaType)
+                guard childManifest.kind == .image else { continue }
+                let platform = child.platform.map { [$0.os, $0.architecture, $0.variant].compactMap { $0 }.joined(separator: "/") }
+                platforms.append(try await scanImage(childManifest, digest: child.digest, platform: platform, in: repository, database: database))
+            }
+        } else {
+            platforms.append(try await scanImage(manifest, digest: digest, platform: nil, in: repository, database: database))
+        }
+        return StoredScanResult(platforms: platforms, databaseImportedAt: summary?.importedAt, scannedAt: ISO8601DateFormatter().string(from: Date()))
+    }
+
+    private func scanImage(_ manifest: ParsedManifest, digest: Digest, platform: String?, in repository: RepositoryName,
+                           database: AdvisoryDatabase) async throws -> StoredScanResult.Platform {
+        var config: [UInt8]?
+        if let descriptor = manifest.config, descriptor.size <= 16 << 20 {
+            var chunks = StoredBlobChunks(registry: registry, digest: descriptor.digest, repository: repository, size: descriptor.size)
+            var bytes: [UInt8] = []
+            while let chunk = try await chunks.nextChunk() { bytes += chunk.readableBytesView }
+            config = bytes
+        }
+        let layers = manifest.layers.filter { !MediaType.isNonDistributable($0.mediaType) }.map {
+            StoredBlobChunks(registry: registry, digest: $0.digest, repository: repository, size: $0.size)
+        }
+        let inventory = try await Inventory.of(layers: layers, config: config, detectSecrets: settings.detectSecrets)
+        let findings = try await VulnerabilityMatcher.match(inventory, database: database)
+        return .init(platform: platform, manifestDigest: digest.description, inventory: inventory, findings: findings)
+    }
+}
+
+struct ScanFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A stored blob read in 4 MiB ranges: each range is its own read, so memory stays bounded and
+/// nothing is held open between chunks.
+struct StoredBlobChunks: ChunkSource {
+    let registry: Registry
+    let digest: Digest
+    let repository: RepositoryName
+    let size: Int64
+    var offset: Int64 = 0
+    static let chunkSize: Int64 = 4 << 20
+
+    init(registry: Registry, digest: Digest, repository: RepositoryName, size: Int64) {
+        self.registry = registry
+        self.digest = digest
+        self.repository = repository
+        self.size = size
+    }
+
+    mutating func nextChunk() async throws -> ByteBuffer? {
+        guard offset < size else { return nil }
+        let end = min(size, offset + Self.chunkSize) - 1
+        let reader = try await registry.openBlob(digest, in: repository)
+        var collected = ByteBuffer()
+        try await reader.stream(range: offset...end) { chunk in
+            var chunk = chunk
+            collected.writeBuffer(&chunk)
+        }
+        guard collected.readableBytes > 0 else { throw ScanFailure("blob \(digest) ended early") }
+        offset += Int64(collected.readableBytes)
+        return collected
+    }
+}
