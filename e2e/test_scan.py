@@ -372,3 +372,28 @@ def test_scan_without_a_database_fails_clearly(wharf, tmp_path):
     assert wharf.api("POST", "/repositories/nodb/alpine/scan", params={"reference": "v1"}).status_code == 202
     result = wait_for_scan(wharf, "nodb/alpine", "v1")
     assert result["status"] == "FAILED" and "wharf advisories import" in result["description"]
+
+
+def test_sbom_download_from_the_api(scanning_wharf, tmp_path):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    server = scanning_wharf
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "scan/sbom", "v1")
+    assert server.api("GET", "/repositories/scan/sbom/sbom", params={"reference": "v1"}).status_code in (200, 404)
+    server.api("POST", "/repositories/scan/sbom/scan", params={"reference": "v1"})
+    assert wait_for_scan(server, "scan/sbom", "v1")["status"] == "COMPLETE"
+    response = server.api("GET", "/repositories/scan/sbom/sbom", params={"reference": "v1"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/vnd.cyclonedx+json"
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(response.text) is None
+    document = response.json()
+    assert len([c for c in document["components"] if c["type"] == "library"]) == 14
+    assert {v["id"] for v in document["vulnerabilities"]} == {"CVE-2099-0002"}
+    spdx = server.api("GET", "/repositories/scan/sbom/sbom", params={"reference": "v1", "format": "spdx"})
+    assert spdx.status_code == 200 and spdx.headers["Content-Type"] == "application/spdx+json"
+    path = tmp_path / "sbom.spdx.json"
+    path.write_text(spdx.text)
+    assert validate_full_spdx_document(parse_file(str(path))) == []
+    assert server.api("GET", "/repositories/scan/sbom/sbom", params={"reference": "v1", "format": "xml"}).status_code == 400

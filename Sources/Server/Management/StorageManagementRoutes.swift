@@ -6,6 +6,7 @@ import Metadata
 import NIOCore
 import OCI
 import Registry
+import Scanner
 import Scanning
 
 import Foundation
@@ -207,6 +208,36 @@ extension ManagementAPI {
                     throw AccessError.notFound("\(digest) has not been scanned; POST to this path to scan it")
                 }
                 return try Self.json(API.ImageScan(record))
+            },
+            Route(.get, Self.repositoryPrefix + "sbom", "The SBOM of a scanned image, CycloneDX 1.5 (with its vulnerabilities) or SPDX 2.3 JSON",
+                  query: [("reference", "the tag or digest"), ("format", "cyclonedx (default) or spdx"),
+                          ("platform", "os/arch of a multi-platform image (default: the first)")]) { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryRead(name, by: caller.identity)
+                let digest = try await Self.resolve(request, in: name, storage.registry)
+                guard let record = try await storage.registry.metadata.scanRecord(digest), record.status == .complete,
+                      let text = record.result, let result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8)) else {
+                    throw AccessError.notFound("\(digest) has no completed scan; POST …/scan?reference= first")
+                }
+                let query = request.uri.queryParameters
+                let wanted = query.get("platform")
+                guard let platform = wanted.map({ p in result.platforms.first { $0.platform == p } }) ?? result.platforms.first else {
+                    throw AccessError.notFound("the image has no platform \(wanted ?? "")")
+                }
+                let subject = SBOMWriter.Subject(name: "\(name.value)@\(platform.manifestDigest)", digest: platform.manifestDigest)
+                let bytes: [UInt8]
+                let mediaType: String
+                switch query.get("format") ?? "cyclonedx" {
+                case "cyclonedx":
+                    bytes = try SBOMWriter.cycloneDX(platform.inventory, subject: subject, findings: platform.findings)
+                    mediaType = SBOMWriter.cycloneDXMediaType
+                case "spdx":
+                    bytes = try SBOMWriter.spdx(platform.inventory, subject: subject)
+                    mediaType = SBOMWriter.spdxMediaType
+                case let other:
+                    throw AccessError.invalid("format '\(other)' is not cyclonedx or spdx")
+                }
+                return Response(status: .ok, headers: [.contentType: mediaType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
             },
             Route(.get, "/lifecycle-policies", "Registry-wide lifecycle policies (system administrators)", response: "[RegistryPolicy]") { _, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
