@@ -123,35 +123,63 @@ public enum SecretDetector {
         }
     }
 
-    static let allKeywords: [[UInt8]] = Array(Set(rules.flatMap(\.keywords))).map { Array($0.utf8) }
+    /// Keywords by first byte, so the cheap pass reads each byte once whatever the number of rules.
+    static let keywordsByFirstByte: [[[UInt8]]] = {
+        var table = [[[UInt8]]](repeating: [], count: 256)
+        for keyword in Set(rules.flatMap(\.keywords)) {
+            let bytes = Array(keyword.utf8)
+            table[Int(bytes[0])].append(bytes)
+        }
+        return table
+    }()
 
     /// Whether the bytes contain any keyword (the cheap pass before line-by-line matching).
     static func mayContainSecret(_ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBufferPointer { buffer in
-            for keyword in allKeywords {
-                guard let first = keyword.first, buffer.count >= keyword.count else { continue }
-                var index = 0
-                let last = buffer.count - keyword.count
-                while index <= last {
-                    if buffer[index] == first {
-                        var matched = true
-                        for offset in 1..<keyword.count where buffer[index + offset] != keyword[offset] {
-                            matched = false
-                            break
-                        }
-                        if matched { return true }
-                    }
-                    index += 1
+        bytes.withUnsafeBufferPointer { mayContainSecret($0, from: 0, to: $0.count) }
+    }
+
+    static func mayContainSecret(_ buffer: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int) -> Bool {
+        let table = keywordsByFirstByte
+        var index = start
+        while index < end {
+            let candidates = table[Int(buffer[index])]
+            if !candidates.isEmpty {
+                for keyword in candidates where index + keyword.count <= end {
+                    var offset = 1
+                    while offset < keyword.count && buffer[index + offset] == keyword[offset] { offset += 1 }
+                    if offset == keyword.count { return true }
                 }
             }
-            return false
+            index += 1
         }
+        return false
     }
 
     /// Secrets in a file's content (text files only: a NUL byte in the first 8 KiB means binary).
+    /// Lines are tested for keywords as bytes; only the few that have one become strings.
     public static func scan(content: [UInt8], location: String, layer: Int?) -> [SecretFinding] {
-        guard !content.prefix(8192).contains(0), mayContainSecret(content) else { return [] }
-        return scan(text: String(decoding: content, as: UTF8.self), location: location, layer: layer)
+        guard !content.prefix(8192).contains(0) else { return [] }
+        var findings: [SecretFinding] = []
+        content.withUnsafeBufferPointer { buffer in
+            guard mayContainSecret(buffer, from: 0, to: buffer.count) else { return }
+            var lineNumber = 0
+            var start = 0
+            while start <= buffer.count {
+                var end = start
+                while end < buffer.count && buffer[end] != 0x0A { end += 1 }
+                lineNumber += 1
+                if end - start <= 4096, mayContainSecret(buffer, from: start, to: end) {
+                    let line = String(decoding: UnsafeBufferPointer(rebasing: buffer[start..<end]), as: UTF8.self)
+                    findings += scan(text: line, location: location, layer: layer).map { finding in
+                        var finding = finding
+                        finding.line = lineNumber
+                        return finding
+                    }
+                }
+                start = end + 1
+            }
+        }
+        return findings
     }
 
     public static func scan(text: String, location: String, layer: Int?) -> [SecretFinding] {
