@@ -129,14 +129,13 @@ public struct LayerByteSource<Raw: ChunkSource>: ByteSource, ChunkSource {
     }
 
     private mutating func nextDecoded() async throws -> ByteBuffer? {
-        // Each case takes its state out of the enum before mutating it (`decoder = .taken`), so the
-        // state is uniquely referenced and never copied on write.
-        let state = decoder
-        decoder = .taken
-        switch state {
+        // Each case empties the enum (`decoder = .taken`) before mutating its binding, so the state
+        // (and the input buffer zlib writes through) is uniquely referenced and never copied on write.
+        switch decoder {
         case .taken:
             return nil  // an earlier call threw; the layer is done
         case .pending(var raw):
+            decoder = .taken
             guard var first = try await raw.nextChunk() else { decoder = .plain(raw); return nil }
             // The magic number may straddle tiny chunks.
             while first.readableBytes < 4, var more = try await raw.nextChunk() { first.writeBuffer(&more) }
@@ -152,14 +151,17 @@ public struct LayerByteSource<Raw: ChunkSource>: ByteSource, ChunkSource {
             }
             return try await nextDecoded()
         case .plain(var raw):
+            decoder = .taken
             let chunk = try await raw.nextChunk()
             decoder = .plain(raw)
             return chunk
         case .gzip(var chunks):
+            decoder = .taken
             let chunk = try await chunks.nextChunk()
             decoder = .gzip(chunks)
             return chunk
         case .zstd(var chunks):
+            decoder = .taken
             let chunk = try await chunks.nextChunk()
             decoder = .zstd(chunks)
             return chunk
