@@ -397,3 +397,101 @@ def test_sbom_download_from_the_api(scanning_wharf, tmp_path):
     path.write_text(spdx.text)
     assert validate_full_spdx_document(parse_file(str(path))) == []
     assert server.api("GET", "/repositories/scan/sbom/sbom", params={"reference": "v1", "format": "xml"}).status_code == 400
+
+
+def _pull(server, reference, creds, tmp_path):
+    """skopeo copy out of the registry, as a deployment would pull; returns the completed process."""
+    target = tmp_path / f"out-{time.monotonic_ns()}"
+    return subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", creds,
+                           f"docker://{server.host}/{reference}", f"oci:{target}:x"], capture_output=True, text=True, timeout=120)
+
+
+def test_pull_gate_refuses_vulnerable_and_unscanned_images(scanning_wharf, tmp_path):
+    import requests
+
+    server = scanning_wharf
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "gate/app", "old")   # 2 CRITICAL (the test's musl record)
+    push_alpine(server, tmp_path, "alpine-311.tar.gz", "gate/app", "new")   # clean
+    fresh = tmp_path / "unscanned"
+    write_tree(fresh, {"etc/os-release": "ID=alpine\nVERSION_ID=3.11.5\n", "unique": os.urandom(64)})
+    run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds,
+         f"oci:{umoci_image(str(tmp_path / 'layout'), 'v1', [fresh])}", f"docker://{server.host}/gate/app:unscanned"])
+    for tag in ("old", "new"):
+        server.api("POST", "/repositories/gate/app/scan", params={"reference": tag})
+        assert wait_for_scan(server, "gate/app", tag)["status"] == "COMPLETE"
+    assert _pull(server, "gate/app:old", server.creds, tmp_path).returncode == 0  # no policy yet
+
+    # Bad policies are refused with the reason; only the namespace's admins may set one.
+    assert server.api("GET", "/namespaces/gate/pull-policy").status_code == 404
+    for body, words in [({"severity": "SEVERE"}, "severity"), ({}, "blocks nothing"), ({"severity": "INFORMATIONAL"}, "CRITICAL, HIGH"),
+                        ({"severity": "HIGH", "allowlist": [{"id": "CVE-1", "expiresAt": "next week"}]}, "expiresAt"),
+                        ({"severity": "HIGH", "allowlist": [{"id": " "}]}, "empty id")]:
+        response = server.api("PUT", "/namespaces/gate/pull-policy", json=body)
+        assert response.status_code == 400 and words in response.text, (body, response.text)
+    assert server.api("POST", "/users", json={"name": "gatedev", "password": "gatedev-password-1"}).status_code == 201
+    assert server.api("PUT", "/namespaces/gate/members/gatedev", json={"role": "developer"}).status_code == 204
+    dev = ("gatedev", "gatedev-password-1")
+    assert server.api("PUT", "/namespaces/gate/pull-policy", json={"severity": "LOW"}, auth=dev).status_code == 403
+
+    policy = {"severity": "HIGH", "blockUnscanned": True}
+    response = server.api("PUT", "/namespaces/gate/pull-policy", json=policy)
+    assert response.status_code == 200 and response.json() == {**policy, "allowlist": []}
+    assert server.api("GET", "/namespaces/gate/pull-policy", auth=dev).json()["severity"] == "HIGH"
+
+    # The vulnerable image: skopeo fails with the policy's words; the raw response is OCI's DENIED.
+    refused = _pull(server, "gate/app:old", "gatedev:gatedev-password-1", tmp_path)
+    assert refused.returncode != 0 and "2 CRITICAL" in refused.stderr and "namespace 'gate'" in refused.stderr, refused.stderr
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"}
+    raw = requests.get(f"{server.url}/v2/gate/app/manifests/old", auth=server.auth, headers=accept, timeout=30)
+    assert raw.status_code == 403
+    error = raw.json()["errors"][0]
+    assert error["code"] == "DENIED" and "refuses HIGH or worse" in error["message"]
+    detail = json.loads(error["detail"])
+    assert detail == {"policy": "namespace:gate", "reason": "vulnerabilities", "severity": "HIGH", "blockUnscanned": True,
+                      "counts": {"CRITICAL": 2}, "allowlisted": 0}
+    # HEAD is not a pull: clients may still check what a tag points to.
+    assert requests.head(f"{server.url}/v2/gate/app/manifests/old", auth=server.auth, headers=accept, timeout=30).status_code == 200
+    # The clean image passes; the unscanned one is refused as such.
+    assert _pull(server, "gate/app:new", server.creds, tmp_path).returncode == 0
+    unscanned = _pull(server, "gate/app:unscanned", server.creds, tmp_path)
+    assert unscanned.returncode != 0 and "has not been scanned" in unscanned.stderr, unscanned.stderr
+
+    # Robots with the scan or replicate permission pass the gate; a pull-only robot does not.
+    robots = {}
+    for name, actions in [("gate-scanner", ["pull", "scan"]), ("gate-replicator", ["pull", "replicate"]), ("gate-puller", ["pull"])]:
+        created = server.api("POST", "/robots", json={"name": name, "permissions": [{"scope": "namespace", "name": "gate", "actions": actions}]})
+        assert created.status_code == 201, created.text
+        robots[name] = f"{created.json()['name']}:{created.json()['secret']}"
+    assert _pull(server, "gate/app:old", robots["gate-scanner"], tmp_path).returncode == 0
+    assert _pull(server, "gate/app:unscanned", robots["gate-replicator"], tmp_path).returncode == 0
+    assert _pull(server, "gate/app:old", robots["gate-puller"], tmp_path).returncode != 0
+
+    # An allowlist entry lets the image through until it expires; an expired one counts for nothing.
+    future, past = "2099-01-01T00:00:00Z", "2020-01-01T00:00:00Z"
+    policy["allowlist"] = [{"id": "cve-2099-0002", "expiresAt": future, "reason": "musl is not reachable"}]
+    assert server.api("PUT", "/namespaces/gate/pull-policy", json=policy).status_code == 200
+    assert _pull(server, "gate/app:old", server.creds, tmp_path).returncode == 0
+    policy["allowlist"][0]["expiresAt"] = past
+    assert server.api("PUT", "/namespaces/gate/pull-policy", json=policy).status_code == 200
+    expired = _pull(server, "gate/app:old", server.creds, tmp_path)
+    assert expired.returncode != 0 and "2 CRITICAL" in expired.stderr
+
+    # Refusals are in the audit log; deleting the policy opens the gate.
+    events = server.api("GET", "/audit", params={"namespace": "gate", "action": "pull", "limit": 200}).json()
+    assert any(e["result"] == "denied" and json.loads(e["detail"])["reason"] == "not-scanned" for e in events)
+    assert server.api("DELETE", "/namespaces/gate/pull-policy", auth=dev).status_code == 403
+    assert server.api("DELETE", "/namespaces/gate/pull-policy").status_code == 204
+    assert _pull(server, "gate/app:old", server.creds, tmp_path).returncode == 0
+
+
+def test_garbage_collection_removes_scans_of_deleted_images(scanning_wharf, tmp_path):
+    server = scanning_wharf
+    fresh = tmp_path / "doomed"
+    write_tree(fresh, {"etc/os-release": "ID=alpine\nVERSION_ID=3.11.5\n", "unique": os.urandom(64)})
+    run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds,
+         f"oci:{umoci_image(str(tmp_path / 'layout'), 'v1', [fresh])}", f"docker://{server.host}/gc/doomed:v1"])
+    server.api("POST", "/repositories/gc/doomed/scan", params={"reference": "v1"})
+    digest = wait_for_scan(server, "gc/doomed", "v1")["digest"]
+    run(["skopeo", "delete", "--tls-verify=false", "--creds", server.creds, f"docker://{server.host}/gc/doomed@{digest}"])
+    report = server.api("POST", "/gc", params={"graceSeconds": "0"}).json()
+    assert report["deletedScans"] >= 1, report

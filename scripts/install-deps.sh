@@ -14,6 +14,7 @@ apt_packages=(
   libzstd-dev zlib1g-dev        # zstd and gzip layers (the scanner links both)
   zstd                          # writes zstd layers in the scanner's tests
   python3-apt rpm               # native version-ordering oracles (apt_pkg, rpm.vercmp)
+  golang-go                     # builds a real Go binary for the build-info cataloger test
 )
 missing=()
 for package in "${apt_packages[@]}"; do

@@ -372,6 +372,11 @@ public final class AccessControl: Sendable {
         }
     }
 
+    /// Admins of a namespace (and system administrators) manage its policies.
+    public func requireNamespaceAdministration(_ namespace: String, by caller: Identity) async throws {
+        try await requireNamespaceAdmin(namespace, caller)
+    }
+
     /// Anyone who may pull from the repository may read its settings.
     public func requireRepositoryRead(_ repository: RepositoryName, by caller: Identity) async throws {
         guard try await authorizer.actions(for: caller, on: repository).contains(.pull) else {

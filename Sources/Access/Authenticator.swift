@@ -1,3 +1,4 @@
+import OCI
 import Logging
 import Metadata
 

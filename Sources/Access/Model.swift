@@ -1,10 +1,14 @@
 import OCI
 
 /// What a principal may do to a repository. `delete` covers manifests, tags and blobs.
+/// `scan` and `replicate` are robot permissions for the machines that must read every image,
+/// vulnerable or not yet scanned: they pull through a namespace's pull gate.
 public enum Action: String, Sendable, Hashable, CaseIterable, Codable, Comparable {
     case pull
     case push
     case delete
+    case scan
+    case replicate
 
     public static func < (lhs: Action, rhs: Action) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!

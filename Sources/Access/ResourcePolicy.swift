@@ -183,6 +183,8 @@ extension Action {
         case .pull: ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
         case .push: ["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
         case .delete: ["ecr:BatchDeleteImage"]
+        case .scan: ["ecr:StartImageScan"]
+        case .replicate: ["ecr:ReplicateImage"]
         }
     }
 }

@@ -48,6 +48,8 @@ public struct GarbageCollectionReport: Sendable, Codable, Equatable {
     public var removedLinks = 0
     public var deletedBlobs = 0
     public var reclaimedBytes: Int64 = 0
+    /// Scan results of manifests no repository holds any more.
+    public var deletedScans = 0
     public var orphanFiles = 0
     public var orphanBytes: Int64 = 0
     /// In a dry run: what would go (capped), for people to review.
@@ -186,6 +188,11 @@ public final class GarbageCollector: Service, Sendable {
             } else {
                 report.deletedManifests += try await registry.expire(manifest.digest, in: repository).count
             }
+        }
+
+        if !dryRun {
+            // A scan belongs to a digest, which several repositories may share: it goes with the last one.
+            report.deletedScans += try await metadata.deleteOrphanScans(limit: batch)
         }
 
         update(report, phase: "links")

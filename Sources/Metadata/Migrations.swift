@@ -331,6 +331,10 @@ enum Migrations {
             """,
             "CREATE INDEX image_scans_by_status ON image_scans (status, requested_at)",
         ]),
+        Migration(version: 6, name: "scan results by manifest digest", statements: [
+            // Garbage collection drops the scans of manifests no repository holds; this finds them.
+            "CREATE INDEX manifests_by_digest ON manifests (digest)",
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -81,3 +81,34 @@ extension MetadataStore {
             result: try row.decode(column: "result", as: String?.self))
     }
 }
+
+extension MetadataStore {
+    /// Records a finished scan of `digest` directly (a platform of a scanned index gets its own row,
+    /// so a pull of that platform by digest finds its result).
+    public func storeScanResult(_ digest: String, repository: RepositoryName, status: ImageScanRecord.Status,
+                                description: String?, result: String?) async throws {
+        let now = Timestamp.nowMillis()
+        try await database.transaction { sql in
+            try await sql.raw("""
+                INSERT INTO image_scans (digest, repository, status, requested_at, started_at, completed_at, description, result)
+                VALUES (\(bind: digest), \(bind: repository.value), \(bind: status.rawValue), \(bind: now), \(bind: now), \(bind: now),
+                        \(bind: description), \(bind: result))
+                ON CONFLICT (digest) DO UPDATE SET status = excluded.status, completed_at = excluded.completed_at,
+                    description = excluded.description, result = excluded.result
+                WHERE image_scans.status NOT IN ('PENDING', 'IN_PROGRESS')
+                """).run()
+        }
+    }
+
+    /// Finished scans of manifests no repository holds any more; garbage collection removes them.
+    public func deleteOrphanScans(limit: Int) async throws -> Int {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                DELETE FROM image_scans WHERE digest IN (
+                    SELECT digest FROM image_scans s WHERE s.status IN ('COMPLETE', 'FAILED')
+                      AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = s.digest) LIMIT \(unsafeRaw: String(limit)))
+                RETURNING digest
+                """).all().count
+        }
+    }
+}

@@ -17,6 +17,10 @@ public enum MediaType {
     /// Media types of manifests that list other manifests.
     public static let indexes: Set<String> = [ociIndex, dockerManifestList]
     public static let supportedManifests: Set<String> = imageManifests.union(indexes)
+    /// Configs of runnable container images (not signatures, SBOMs, Helm charts or other artifacts).
+    public static let containerImageConfigs: Set<String> = [
+        "application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json",
+    ]
 
     /// Strips parameters (`; charset=…`) and whitespace, lowercases. Used on Content-Type and Accept values.
     /// Whether a comma-separated `Accept` value lists exactly `mediaType` (any parameters after

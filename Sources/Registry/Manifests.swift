@@ -82,8 +82,8 @@ extension Registry {
         for change in changes { cache.invalidate(tag: change.tag, in: repository.value) }
         // Scan on push (ECR's scanOnPush): container images and indexes, not signatures or SBOMs.
         // The queue is a table, so the scanner of any node picks the job up.
-        let imageConfigs = ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"]
-        if settings.scanOnPush, parsed.subject == nil, parsed.kind == .index || imageConfigs.contains(parsed.config?.mediaType ?? "") {
+        if settings.scanOnPush, parsed.subject == nil,
+           parsed.kind == .index || MediaType.containerImageConfigs.contains(parsed.config?.mediaType ?? "") {
             do { try await metadata.enqueueScan(digest, in: repository) } catch {
                 logger.warning("could not queue the scan on push", metadata: ["digest": "\(digest)", "error": "\(error)"])
             }

@@ -49,6 +49,8 @@ public final class ImageScanService: Service, Sendable {
     let registry: Registry
     let settings: ScanSettings
     let logger: Logger
+    /// Namespaces' pull policies, judged on the results this service stores.
+    public let pullGate: PullGate
     private let wakeUp: AsyncStream<Void>.Continuation
     private let wakeUps: AsyncStream<Void>
 
@@ -56,6 +58,7 @@ public final class ImageScanService: Service, Sendable {
         self.registry = registry
         self.settings = settings
         self.logger = logger
+        self.pullGate = PullGate(metadata: registry.metadata)
         (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -114,7 +117,16 @@ public final class ImageScanService: Service, Sendable {
             let text = String(decoding: try encoder.encode(result), as: UTF8.self)
             let counts = result.severityCounts
             try await registry.metadata.finishScan(job.digest, status: .complete,
-                                                   description: "\(result.findings.count) findings, \(result.secrets.count) secrets", result: text)
+                                                   description: Self.describe(result), result: text)
+            if result.platforms.count > 1 || result.platforms.first?.manifestDigest != job.digest {
+                // An index: each platform's manifest gets its own result, which its pulls are judged on.
+                for platform in result.platforms {
+                    let single = StoredScanResult(platforms: [platform], databaseImportedAt: result.databaseImportedAt, scannedAt: result.scannedAt)
+                    try await registry.metadata.storeScanResult(platform.manifestDigest, repository: repository, status: .complete,
+                                                                description: Self.describe(single),
+                                                                result: String(decoding: try encoder.encode(single), as: UTF8.self))
+                }
+            }
             logger.info("image scanned", metadata: [
                 "repository": "\(job.repository)", "digest": "\(job.digest)", "findings": "\(result.findings.count)",
                 "critical": "\(counts["CRITICAL"] ?? 0)", "seconds": "\(ContinuousClock.now - started)",
@@ -123,6 +135,10 @@ public final class ImageScanService: Service, Sendable {
             logger.warning("image scan failed", metadata: ["digest": "\(job.digest)", "error": "\(error)"])
             try? await registry.metadata.finishScan(job.digest, status: .failed, description: "\(error)", result: nil)
         }
+    }
+
+    static func describe(_ result: StoredScanResult) -> String {
+        "\(result.findings.count) findings, \(result.secrets.count) secrets"
     }
 
     /// Scans a manifest: an image directly, an index platform by platform.

@@ -101,7 +101,8 @@ public final class WharfServer: Sendable {
     public func makeRouter() -> Router<WharfRequestContext> {
         let router = Router(context: WharfRequestContext.self)
         let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm) }
-        let api = DistributionAPI(registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize)
+        let api = DistributionAPI(registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize,
+                                  pullGate: scans.pullGate)
         for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete] {
             router.on("/v2", method: method) { request, context in await api.respond(to: request, context: context) }
             router.on("/v2/**", method: method) { request, context in await api.respond(to: request, context: context) }

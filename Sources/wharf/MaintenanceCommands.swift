@@ -33,7 +33,7 @@ struct CollectGarbage: AsyncParsableCommand {
         print("""
             \(verb) \(number("deletedBlobs")) blobs (\(number("reclaimedBytes")) bytes), \(number("deletedManifests")) manifests, \
             \(number("deletedUploads")) abandoned uploads, \(number("removedLinks")) repository links, \
-            \(number("orphanFiles")) orphan files (\(number("orphanBytes")) bytes)
+            \(number("orphanFiles")) orphan files (\(number("orphanBytes")) bytes), \(number("deletedScans")) scan results
             """)
         if dryRun {
             for candidate in (report["candidates"] as? [String] ?? []).prefix(200) { print("  \(candidate)") }

@@ -75,6 +75,9 @@ public enum Inventory {
                 packages += JavaArchiveCataloger.packages(archive: bytes, location: location)
             }
         }
+        for (path, info) in files.goBinaries.sorted(by: { $0.key < $1.key }) {
+            packages += GoBinaryCataloger.packages(info, location: "/" + path)
+        }
         return ImageInventory(operatingSystem: os, packages: packages)
     }
 }

@@ -25,6 +25,10 @@ public struct ImageFiles: Sendable {
     /// Look for secrets in every small text file (not only the wanted ones).
     public var detectSecrets = false
     public private(set) var secrets: [SecretFinding] = []
+    /// Read the build info of Go executables as they stream past.
+    public var probeGoBinaries = true
+    /// Go build info by executable path, as the final view has them.
+    public private(set) var goBinaries: [String: GoBinaryCataloger.BuildInfo] = [:]
     public private(set) var files: [String: File] = [:]
     public private(set) var symlinks: [String: String] = [:]
     /// Every path present in the final view (files, directories, links), for path-based catalogers.
@@ -70,6 +74,7 @@ public struct ImageFiles: Sendable {
             added.append(path)
             switch entry.kind {
             case .file:
+                goBinaries.removeValue(forKey: path)
                 if wanted(path), entry.size <= Int64(limits.maximumFileSize), keptBytes + Int(entry.size) <= limits.maximumKeptBytes,
                    let content = try await reader.readContent(limit: limits.maximumFileSize) {
                     if let old = files[path] { keptBytes -= old.content.count }
@@ -77,15 +82,28 @@ public struct ImageFiles: Sendable {
                     keptBytes += content.count
                 } else {
                     if let old = files.removeValue(forKey: path) { keptBytes -= old.content.count }
-                    if detectSecrets, entry.size > 0, entry.size <= 1 << 20, !Self.skippedForSecrets(path),
-                       let content = try await reader.readContent(limit: 1 << 20) {
+                    let secretsWanted = detectSecrets && entry.size > 0 && entry.size <= 1 << 20 && !Self.skippedForSecrets(path)
+                    let executable = probeGoBinaries && entry.mode & 0o111 != 0 && entry.size >= 1024
+                    if secretsWanted, let content = try await reader.readContent(limit: 1 << 20) {
                         // Reported per layer: a secret deleted by a later layer is still in the image's blobs.
                         secrets += SecretDetector.scan(content: content, location: "/" + path, layer: layer)
+                        if executable {
+                            var probe = GoBinaryCataloger.Probe()
+                            _ = probe.feed(content)
+                            goBinaries[path] = probe.result
+                        }
+                    } else if executable {
+                        var probe = GoBinaryCataloger.Probe()
+                        while let chunk = try await reader.readChunk(maximum: 1 << 20) {
+                            if probe.feed(chunk) { break }
+                        }
+                        goBinaries[path] = probe.result
                     }
                 }
                 symlinks.removeValue(forKey: path)
             case .symlink(let target):
                 symlinks[path] = target
+                goBinaries.removeValue(forKey: path)
                 if let old = files.removeValue(forKey: path) { keptBytes -= old.content.count }
             case .hardLink(let target):
                 if let normalised = TarReader<Source>.normalise(target), let file = files[normalised], wanted(path) {
@@ -103,6 +121,7 @@ public struct ImageFiles: Sendable {
                 paths.remove(key)
                 if let old = files.removeValue(forKey: key), old.layer != layer { keptBytes -= old.content.count }
                 if symlinks[key] != nil, !addedHere.contains(key) { symlinks.removeValue(forKey: key) }
+                goBinaries.removeValue(forKey: key)
             }
         }
         for target in hiddenHere { hide(target) }
@@ -112,6 +131,7 @@ public struct ImageFiles: Sendable {
                 paths.remove(key)
                 if let old = files[key], old.layer != layer { files.removeValue(forKey: key); keptBytes -= old.content.count }
                 if symlinks[key] != nil { symlinks.removeValue(forKey: key) }
+                goBinaries.removeValue(forKey: key)
             }
         }
         paths.formUnion(added)

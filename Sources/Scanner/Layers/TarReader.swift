@@ -131,6 +131,16 @@ public struct TarReader<Source: ByteSource> {
         return data
     }
 
+    /// The next piece of the current entry's content, at most `maximum` bytes; nil once it is all read.
+    public mutating func readChunk(maximum: Int) async throws -> [UInt8]? {
+        guard remaining > 0 else { return nil }
+        let count = Int(min(remaining, Int64(maximum)))
+        guard let data = try await source.read(count) else { throw TarError.truncated }
+        offset += Int64(count)
+        remaining -= Int64(count)
+        return data
+    }
+
     // MARK: Header fields
 
     static func string(_ bytes: ArraySlice<UInt8>) -> String {

@@ -6,6 +6,7 @@ import Metadata
 import NIOCore
 import OCI
 import Registry
+import Scanning
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -21,6 +22,8 @@ struct DistributionAPI: Sendable {
     let authentication: RequestAuthentication?
     /// The largest page of tags or repositories served at once.
     let maximumPageSize: Int
+    /// Namespaces' pull policies, judged on scan results.
+    let pullGate: PullGate?
     /// Page size for the catalog when the client does not ask for one.
     let defaultCatalogPageSize = 1000
 
@@ -62,6 +65,7 @@ struct DistributionAPI: Sendable {
             case .repository(let name, .pull): "repository:\(name):pull"
             case .repository(let name, .push): "repository:\(name):pull,push"
             case .repository(let name, .delete): "repository:\(name):delete"
+            case .repository(let name, let action): "repository:\(name):\(action.rawValue)"
             }
         }
     }
@@ -127,6 +131,13 @@ struct DistributionAPI: Sendable {
         guard let authentication else { return true }
         if let token = caller.token { return token.actions(on: repository.value).contains(action) }
         return try await authentication.access.authorizer.actions(for: caller.identity, on: repository).contains(action)
+    }
+
+    /// Robots that scan or replicate must read every image, passing or not.
+    private func bypassesPullGate(_ caller: Caller, _ repository: RepositoryName) async throws -> Bool {
+        guard let authentication, caller.identity.kind == .robot else { return false }
+        let actions = try await authentication.access.authorizer.actions(for: caller.identity, on: repository)
+        return actions.contains(.scan) || actions.contains(.replicate)
     }
 
     private func record(_ action: String, by caller: Caller, in repository: RepositoryName, target: String, detail: String? = nil) {
@@ -315,6 +326,14 @@ struct DistributionAPI: Sendable {
         let manifest = try await registry.manifest(reference, in: repository, recordPull: request.method == .get)
         guard Self.accepts(request.headers[values: .accept], mediaType: manifest.mediaType) else {
             throw RegistryError(.manifestUnknown, "manifest \(reference) is \(manifest.mediaType), which the request's Accept header does not include")
+        }
+        if request.method == .get, let pullGate,
+           case .deny(let message, let detail) = try await pullGate.verdict(
+               repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
+           try await !bypassesPullGate(caller, repository) {
+            audit?.record(AuditEvent(actor: caller.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
+                                     target: manifest.digest.description, result: .denied, source: caller.source, detail: detail))
+            throw RegistryError(.denied, message, detail: detail, status: 403)
         }
         if request.method == .get {
             audit?.recordPull(by: caller.identity, repository: repository.value, namespace: String(repository.namespace),

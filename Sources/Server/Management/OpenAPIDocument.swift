@@ -135,7 +135,7 @@ enum OpenAPIDocument {
         "GarbageCollectionReport": object([
             "trigger": string, "dryRun": boolean, "startedAt": integer, "finishedAt": integer, "phase": string,
             "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
-            "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer,
+            "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer,
             "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
         ], required: ["trigger", "dryRun", "startedAt", "phase"]),
         "ImageScan": object([
@@ -144,6 +144,13 @@ enum OpenAPIDocument {
             "severityCounts": ["type": "object", "additionalProperties": integer],
             "result": ["type": "object", "description": "platforms (each with inventory: operatingSystem, packages, secrets; and findings), databaseImportedAt, scannedAt"],
         ], required: ["digest", "status"]),
+        "PullPolicy": object([
+            "severity": ["type": "string", "enum": ["CRITICAL", "HIGH", "MEDIUM", "LOW"], "description": "refuse images with a finding this severe or worse"],
+            "blockUnscanned": ["type": "boolean", "description": "refuse images whose scan has not completed"],
+            "allowlist": ["type": "array", "items": object([
+                "id": ["type": "string", "description": "vulnerability id or alias (CVE-…, GHSA-…)"], "expiresAt": time, "reason": string,
+            ], required: ["id"])],
+        ], required: []),
         "GarbageCollectionStatus": object([
             "running": ["$ref": "#/components/schemas/GarbageCollectionReport"],
             "recent": ["type": "array", "items": ["$ref": "#/components/schemas/GarbageCollectionReport"]],

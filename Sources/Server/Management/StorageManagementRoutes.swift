@@ -276,6 +276,44 @@ extension ManagementAPI {
                 return try Self.json(API.Usage(namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace),
                                                quotaBytes: try await storage.registry.metadata.namespaceQuota(namespace)))
             },
+            Route(.get, "/namespaces/{name}/pull-policy", "The namespace's pull gate: which scan results refuse a pull", response: "PullPolicy") { _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceMember(namespace, by: caller.identity)
+                guard let policy = try await storage.scans.pullGate.policy(for: namespace) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no pull policy")
+                }
+                return Self.pullPolicyResponse(policy)
+            },
+            Route(.put, "/namespaces/{name}/pull-policy",
+                  "Refuse pulls of images with findings at or above a severity, or not yet scanned; allowlisted vulnerabilities (until they expire) do not count. Robots with the scan or replicate permission pass (namespace admins)",
+                  request: "PullPolicy", response: "PullPolicy") { request, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                let body = try await request.body.collect(upTo: 1 << 20)
+                let policy: PullPolicy
+                do {
+                    policy = try PullPolicy.decoder().decode(PullPolicy.self, from: Data(body.readableBytesView))
+                    try policy.validate()
+                } catch let error as PullPolicyError {
+                    throw AccessError.invalid(error.description)
+                } catch {
+                    throw AccessError.invalid("the body is not a pull policy: \(Self.describeDecoding(error)) (severity is CRITICAL, HIGH, MEDIUM or LOW; expiresAt is RFC 3339)")
+                }
+                try await storage.scans.pullGate.setPolicy(policy, for: namespace)
+                let text = String(decoding: try PullPolicy.encoder().encode(policy), as: UTF8.self)
+                access.audit.record(AuditEvent(actor: caller.identity, action: "pull-policy.set", namespace: namespace, source: caller.source, detail: text))
+                return Self.pullPolicyResponse(policy)
+            },
+            Route(.delete, "/namespaces/{name}/pull-policy", "Remove the namespace's pull gate (namespace admins)", status: .noContent) { _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                guard try await storage.scans.pullGate.deletePolicy(for: namespace) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no pull policy")
+                }
+                access.audit.record(AuditEvent(actor: caller.identity, action: "pull-policy.delete", namespace: namespace, source: caller.source))
+                return Response(status: .noContent)
+            },
             Route(.put, "/namespaces/{name}/quota", "Set or remove a namespace's storage quota in bytes (system administrators)", request: "SetQuota", response: "Usage") { request, context, caller in
                 try access.requireSystemAdministrator(caller.identity)
                 let namespace = try Self.parameter(context, "name")
@@ -333,6 +371,23 @@ extension ManagementAPI {
             _ = try LifecyclePolicy(parsing: policy)
         } catch {
             throw AccessError.invalid("invalid lifecycle policy: \(error.message)")
+        }
+    }
+
+    static func pullPolicyResponse(_ policy: PullPolicy) -> Response {
+        let bytes = (try? PullPolicy.encoder().encode(policy)) ?? Data("{}".utf8)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func describeDecoding(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context), DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "\(path): \(context.debugDescription)"
+        case DecodingError.keyNotFound(let key, _):
+            return "\(key.stringValue) is missing"
+        default:
+            return "\(error)"
         }
     }
 }

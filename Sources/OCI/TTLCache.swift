@@ -2,7 +2,7 @@ import Synchronization
 
 /// A small map whose entries expire, bounded in count. Keeps the expensive parts of
 /// authentication (bcrypt, ECDSA verification, membership queries) off the hot path.
-final class TTLCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+public final class TTLCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private struct Entry {
         let value: Value
         let expires: ContinuousClock.Instant
@@ -12,12 +12,12 @@ final class TTLCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private let timeToLive: Duration
     private let capacity: Int
 
-    init(timeToLive: Duration, capacity: Int = 50_000) {
+    public init(timeToLive: Duration, capacity: Int = 50_000) {
         self.timeToLive = timeToLive
         self.capacity = capacity
     }
 
-    func get(_ key: Key) -> Value? {
+    public func get(_ key: Key) -> Value? {
         let now = ContinuousClock.now
         return entries.withLock { entries in
             guard let entry = entries[key] else { return nil }
@@ -30,7 +30,7 @@ final class TTLCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     }
 
     /// Stores `value` until `expires` (at most the cache's time to live from now).
-    func set(_ key: Key, _ value: Value, expires: ContinuousClock.Instant? = nil) {
+    public func set(_ key: Key, _ value: Value, expires: ContinuousClock.Instant? = nil) {
         let now = ContinuousClock.now
         let limit = now + timeToLive
         let until = expires.map { min($0, limit) } ?? limit
@@ -43,7 +43,7 @@ final class TTLCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
         }
     }
 
-    func removeAll() {
+    public func removeAll() {
         entries.withLock { $0.removeAll(keepingCapacity: true) }
     }
 }

@@ -1,0 +1,195 @@
+import Foundation
+import Metadata
+import OCI
+import Scanner
+import Synchronization
+
+/// A namespace's rule for which images may be pulled, judged on their stored scan results:
+/// refuse images with findings at or above a severity, or images not scanned yet. Allowlisted
+/// vulnerabilities (by id or alias, until their expiry) do not count.
+public struct PullPolicy: Codable, Sendable, Equatable {
+    public struct AllowedVulnerability: Codable, Sendable, Equatable {
+        /// A vulnerability id or alias: CVE-…, GHSA-…, DSA-….
+        public var id: String
+        /// When the exception ends (RFC 3339); none means it never does.
+        public var expiresAt: Date?
+        public var reason: String?
+
+        public init(id: String, expiresAt: Date? = nil, reason: String? = nil) {
+            self.id = id
+            self.expiresAt = expiresAt
+            self.reason = reason
+        }
+    }
+
+    /// Refuse images with a finding of this severity or worse (CRITICAL, HIGH, MEDIUM, LOW); none
+    /// leaves findings alone.
+    public var severity: Severity?
+    /// Refuse images whose scan has not completed (never scanned, queued, running or failed).
+    public var blockUnscanned: Bool
+    public var allowlist: [AllowedVulnerability]
+
+    public init(severity: Severity? = nil, blockUnscanned: Bool = false, allowlist: [AllowedVulnerability] = []) {
+        self.severity = severity
+        self.blockUnscanned = blockUnscanned
+        self.allowlist = allowlist
+    }
+
+    enum CodingKeys: String, CodingKey { case severity, blockUnscanned, allowlist }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        severity = try container.decodeIfPresent(Severity.self, forKey: .severity)
+        blockUnscanned = try container.decodeIfPresent(Bool.self, forKey: .blockUnscanned) ?? false
+        allowlist = try container.decodeIfPresent([AllowedVulnerability].self, forKey: .allowlist) ?? []
+    }
+
+    /// Checks what JSON decoding cannot: a threshold that means something, ids that are not empty.
+    public func validate() throws(PullPolicyError) {
+        if let severity, ![.critical, .high, .medium, .low].contains(severity) {
+            throw PullPolicyError("severity must be CRITICAL, HIGH, MEDIUM or LOW, not \(severity.rawValue)")
+        }
+        if severity == nil, !blockUnscanned {
+            throw PullPolicyError("the policy blocks nothing: give a severity, set blockUnscanned, or delete the policy")
+        }
+        for entry in allowlist where entry.id.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw PullPolicyError("an allowlist entry has an empty id")
+        }
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}
+
+public struct PullPolicyError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Enforces namespaces' pull policies on manifest pulls. Only container images are judged:
+/// indexes pass (each platform is judged when it is pulled), and so do artifacts such as
+/// signatures and SBOMs, which clients must be able to fetch to verify an image.
+/// Policies and scan verdicts are cached for a few seconds, so a busy tag costs no query.
+public final class PullGate: Sendable {
+    public enum Verdict: Sendable, Equatable {
+        case allow
+        case deny(message: String, detail: String)
+    }
+
+    static let settingPrefix = "pull_policy:"
+    private let metadata: MetadataStore
+    private let policies = TTLCache<String, PullPolicy?>(timeToLive: .seconds(5))
+    private let scans = TTLCache<String, ScanSummary>(timeToLive: .seconds(5))
+
+    /// What the gate needs of a scan: its state, and each finding's ids and severity.
+    struct ScanSummary: Sendable {
+        var status: ImageScanRecord.Status?
+        var statusDescription: String?
+        var findings: [(ids: [String], severity: Severity)]
+    }
+
+    public init(metadata: MetadataStore) {
+        self.metadata = metadata
+    }
+
+    public func policy(for namespace: String) async throws -> PullPolicy? {
+        if let cached = policies.get(namespace) { return cached }
+        let policy = try await metadata.registrySetting(Self.settingPrefix + namespace).flatMap {
+            try? PullPolicy.decoder().decode(PullPolicy.self, from: Data($0.utf8))
+        }
+        policies.set(namespace, policy)
+        return policy
+    }
+
+    public func setPolicy(_ policy: PullPolicy, for namespace: String) async throws {
+        try policy.validate()
+        let text = String(decoding: try PullPolicy.encoder().encode(policy), as: UTF8.self)
+        try await metadata.putRegistrySetting(Self.settingPrefix + namespace, text)
+        policies.set(namespace, policy)
+    }
+
+    @discardableResult
+    public func deletePolicy(for namespace: String) async throws -> Bool {
+        defer { policies.set(namespace, nil) }
+        return try await metadata.deleteRegistrySetting(Self.settingPrefix + namespace)
+    }
+
+    /// The verdict on pulling `manifest` (its bytes and media type) from `repository`.
+    public func verdict(repository: RepositoryName, digest: Digest, mediaType: String, content: [UInt8],
+                        now: Date = Date()) async throws -> Verdict {
+        let namespace = String(repository.namespace)
+        guard let policy = try await policy(for: namespace) else { return .allow }
+        guard MediaType.imageManifests.contains(mediaType),
+              let manifest = try? ManifestParser.parse(content, contentType: mediaType),
+              manifest.subject == nil, MediaType.containerImageConfigs.contains(manifest.config?.mediaType ?? "") else { return .allow }
+        let scan = try await summary(of: digest)
+        let policyName = "the pull policy of namespace '\(namespace)'"
+        guard scan.status == .complete else {
+            guard policy.blockUnscanned || policy.severity != nil else { return .allow }
+            let state = switch scan.status {
+            case nil: "has not been scanned"
+            case .pending, .inProgress: "is still being scanned"
+            case .failed: "could not be scanned (\(scan.statusDescription ?? "scan failed"))"
+            case .complete: ""
+            }
+            if !policy.blockUnscanned { return .allow }
+            return .deny(message: "\(repository)@\(digest) \(state); \(policyName) refuses images without a completed scan",
+                         detail: Self.detail(namespace: namespace, policy: policy, reason: "not-scanned", counts: [:], allowlisted: 0))
+        }
+        guard let threshold = policy.severity else { return .allow }
+        let allowed = Set(policy.allowlist.filter { ($0.expiresAt ?? .distantFuture) > now }.map { $0.id.uppercased() })
+        var counts: [Severity: Int] = [:]
+        var allowlisted = 0
+        for finding in scan.findings where finding.severity >= threshold {
+            if finding.ids.contains(where: { allowed.contains($0.uppercased()) }) {
+                allowlisted += 1
+            } else {
+                counts[finding.severity, default: 0] += 1
+            }
+        }
+        guard !counts.isEmpty else { return .allow }
+        let listed = Severity.allCases.reversed().compactMap { severity in counts[severity].map { "\($0) \(severity.rawValue)" } }
+        var message = "\(repository)@\(digest) has \(listed.joined(separator: ", ")) vulnerabilities; \(policyName) refuses \(threshold.rawValue) or worse"
+        if allowlisted > 0 { message += " (\(allowlisted) more allowlisted)" }
+        return .deny(message: message, detail: Self.detail(namespace: namespace, policy: policy, reason: "vulnerabilities",
+                                                           counts: counts, allowlisted: allowlisted))
+    }
+
+    private func summary(of digest: Digest) async throws -> ScanSummary {
+        if let cached = scans.get(digest.description) { return cached }
+        let record = try await metadata.scanRecord(digest)
+        var summary = ScanSummary(status: record?.status, statusDescription: record?.description, findings: [])
+        if record?.status == .complete, let text = record?.result {
+            let result = try JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8))
+            summary.findings = result.findings.map { ([$0.id] + $0.aliases, $0.severity) }
+        }
+        scans.set(digest.description, summary)
+        return summary
+    }
+
+    /// The OCI error's `detail`: which policy refused, why, and the counts, for tools to read.
+    static func detail(namespace: String, policy: PullPolicy, reason: String, counts: [Severity: Int], allowlisted: Int) -> String {
+        struct Detail: Encodable {
+            var policy: String
+            var reason: String
+            var severity: String?
+            var blockUnscanned: Bool
+            var counts: [String: Int]
+            var allowlisted: Int
+        }
+        let detail = Detail(policy: "namespace:\(namespace)", reason: reason, severity: policy.severity?.rawValue,
+                            blockUnscanned: policy.blockUnscanned,
+                            counts: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, $0.value) }), allowlisted: allowlisted)
+        return String(decoding: (try? PullPolicy.encoder().encode(detail)) ?? Data(), as: UTF8.self)
+    }
+}
