@@ -15,6 +15,7 @@ apt_packages=(
   zstd                          # writes zstd layers in the scanner's tests
   python3-apt rpm               # native version-ordering oracles (apt_pkg, rpm.vercmp)
   golang-go                     # builds a real Go binary for the build-info cataloger test
+  db5.3-util                    # writes a BerkeleyDB rpm database (RHEL 7/8 style) for the rpm cataloger test
 )
 missing=()
 for package in "${apt_packages[@]}"; do

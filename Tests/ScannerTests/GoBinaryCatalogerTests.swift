@@ -101,7 +101,7 @@ struct GoBinaryCatalogerTests {
         try await files.apply(layer: ArrayByteSource(layer.archive))
         try await files.apply(layer: ArrayByteSource(upper.archive))
         #expect(files.goBinaries.keys.sorted() == ["usr/local/bin/hello"])
-        let inventory = Inventory.of(files)
+        let inventory = await Inventory.of(files)
         #expect(inventory.packages.allSatisfy { $0.kind == .go && $0.location == "/usr/local/bin/hello" })
         #expect(inventory.packages.count == 4)
 

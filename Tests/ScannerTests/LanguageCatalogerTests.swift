@@ -56,7 +56,7 @@ struct LanguageCatalogerTests {
         layer.add("opt/app.jar", content: app)
         var files = ImageFiles(wanted: Inventory.wants)
         try await files.apply(layer: ArrayByteSource(layer.archive))
-        let inventory = Inventory.of(files)
+        let inventory = await Inventory.of(files)
         let found = Set(inventory.packages.map { "\($0.kind.rawValue) \($0.name) \($0.version)" })
         #expect(found == [
             "python requests 2.19.0", "python PyYAML 5.1",

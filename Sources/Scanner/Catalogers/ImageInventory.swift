@@ -28,7 +28,7 @@ public enum Inventory {
         if releaseFiles.contains(path) { return true }
         if path.hasPrefix("var/lib/dpkg/status.d/") { return !path.hasSuffix(".md5sums") }
         return PythonCataloger.wants(path) || NpmCataloger.wants(path) || CargoLockCataloger.wants(path)
-            || JavaArchiveCataloger.wants(path)
+            || JavaArchiveCataloger.wants(path) || RpmCataloger.wants(path)
     }
 
     /// Reads the layers (bottom first) and catalogs the result.
@@ -42,7 +42,7 @@ public enum Inventory {
             let finished = try await files.apply(layer: LayerByteSource(layer, limits: expansion))
             expanded += finished.expandedBytes
         }
-        var inventory = of(files)
+        var inventory = await of(files)
         inventory.layers = layers.count
         inventory.expandedBytes = expanded
         if detectSecrets {
@@ -51,7 +51,7 @@ public enum Inventory {
         return inventory
     }
 
-    public static func of(_ files: ImageFiles) -> ImageInventory {
+    public static func of(_ files: ImageFiles) async -> ImageInventory {
         let os = OperatingSystem.detect { files.text(of: $0) }
         var packages: [DetectedPackage] = []
         if let status = files.text(of: "var/lib/dpkg/status") {
@@ -74,6 +74,16 @@ public enum Inventory {
             } else if JavaArchiveCataloger.wants(path), let bytes = files.content(of: path) {
                 packages += JavaArchiveCataloger.packages(archive: bytes, location: location)
             }
+        }
+        // rpm keeps one database; an image converted from BerkeleyDB may still carry the old file.
+        let rpmDatabases = RpmCataloger.sqlitePaths.union(RpmCataloger.berkeleyPaths).sorted {
+            (RpmCataloger.sqlitePaths.contains($0) ? 0 : 1, $0) < (RpmCataloger.sqlitePaths.contains($1) ? 0 : 1, $1)
+        }
+        for path in rpmDatabases {
+            guard let bytes = files.content(of: path),
+                  let found = try? await RpmCataloger.packages(database: bytes, location: "/" + path) else { continue }
+            packages += found
+            break
         }
         for (path, info) in files.goBinaries.sorted(by: { $0.key < $1.key }) {
             packages += GoBinaryCataloger.packages(info, location: "/" + path)

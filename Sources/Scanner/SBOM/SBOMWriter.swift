@@ -25,8 +25,13 @@ public enum SBOMWriter {
         if let os, [.apk, .dpkg, .rpm].contains(package.kind) {
             qualifiers.append("distro=\(encode(os.id + (os.versionID.map { "-" + $0 } ?? "")))")
         }
+        var version = "@" + encode(package.version)
+        // purl puts an rpm's epoch in a qualifier, not in the version.
+        if package.kind == .rpm, let colon = package.version.firstIndex(of: ":"), package.version[..<colon].allSatisfy(\.isNumber) {
+            qualifiers.append("epoch=\(package.version[..<colon])")
+            version = "@" + encode(String(package.version[package.version.index(after: colon)...]))
+        }
         let suffix = qualifiers.isEmpty ? "" : "?" + qualifiers.joined(separator: "&")
-        let version = "@" + encode(package.version)
         switch package.kind {
         case .apk: return "pkg:apk/\(encode(os?.id ?? "alpine"))/\(encode(package.name))\(version)\(suffix)"
         case .dpkg: return "pkg:deb/\(encode(os?.id ?? "debian"))/\(encode(package.name))\(version)\(suffix)"
