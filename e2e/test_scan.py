@@ -359,7 +359,8 @@ def test_scan_on_push_from_the_ecr_setting(scanning_wharf, tmp_path):
     assert attributes["package_version"] == "1.1.22-r3" and attributes["fixed_version"] == "1.1.22-r4"
     rest = ecr.describe_image_scan_findings(repositoryName="scan/onpush", imageId={"imageTag": "v1"}, nextToken=findings["nextToken"])
     assert len(rest["imageScanFindings"]["findings"]) == 1 and "nextToken" not in rest
-    detail = ecr.describe_images(repositoryName="scan/onpush")["imageDetails"][0]
+    # The repository also holds the image's SBOM artifacts (untagged referrers): ask for the tag.
+    detail = ecr.describe_images(repositoryName="scan/onpush", imageIds=[{"imageTag": "v1"}])["imageDetails"][0]
     assert detail["imageScanStatus"]["status"] == "COMPLETE"
     assert detail["imageScanFindingsSummary"]["findingSeverityCounts"] == {"CRITICAL": 2}
     clean = ecr.describe_image_scan_findings(repositoryName="scan/manual", imageId={"imageTag": "v1"})
@@ -495,3 +496,49 @@ def test_garbage_collection_removes_scans_of_deleted_images(scanning_wharf, tmp_
     run(["skopeo", "delete", "--tls-verify=false", "--creds", server.creds, f"docker://{server.host}/gc/doomed@{digest}"])
     report = server.api("POST", "/gc", params={"graceSeconds": "0"}).json()
     assert report["deletedScans"] >= 1, report
+
+
+def test_sboms_are_attached_as_referrers(scanning_wharf, tmp_path):
+    """What `oras discover` reads: the referrers API lists one CycloneDX and one SPDX SBOM per
+    scanned image; a rescan of the same image keeps them, not piles up new ones."""
+    import requests
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    server = scanning_wharf
+    push_alpine(server, tmp_path, "alpine-311.tar.gz", "scan/referred", "v1")
+    server.api("POST", "/repositories/scan/referred/scan", params={"reference": "v1"})
+    digest = wait_for_scan(server, "scan/referred", "v1")["digest"]
+
+    def referrers(**params):
+        response = requests.get(f"{server.url}/v2/scan/referred/referrers/{digest}", auth=server.auth, params=params, timeout=30)
+        assert response.status_code == 200 and response.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+        return response.json()["manifests"]
+
+    deadline = time.monotonic() + 30
+    while len(referrers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    found = referrers()
+    assert sorted(m["artifactType"] for m in found) == ["application/spdx+json", "application/vnd.cyclonedx+json"]
+    assert all(m["annotations"]["dev.wharf.sbom.generator"] == "wharf" for m in found)
+    assert [m["artifactType"] for m in referrers(artifactType="application/spdx+json")] == ["application/spdx+json"]
+    cyclonedx = next(m for m in found if m["artifactType"] == "application/vnd.cyclonedx+json")
+    manifest = requests.get(f"{server.url}/v2/scan/referred/manifests/{cyclonedx['digest']}", auth=server.auth, timeout=30,
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    assert manifest["subject"]["digest"] == digest
+    layer = manifest["layers"][0]
+    document = requests.get(f"{server.url}/v2/scan/referred/blobs/{layer['digest']}", auth=server.auth, timeout=30)
+    assert document.status_code == 200 and JsonStrictValidator(SchemaVersion.V1_5).validate_str(document.text) is None
+    assert len([c for c in document.json()["components"] if c["type"] == "library"]) == 14
+    # skopeo, a real client, reads the artifact too.
+    assert json.loads(run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", server.creds,
+                           f"docker://{server.host}/scan/referred@{cyclonedx['digest']}"]).stdout)["artifactType"] == \
+        "application/vnd.cyclonedx+json"
+
+    # A rescan of an unchanged image keeps the same two SBOMs.
+    before = sorted(m["digest"] for m in found)
+    server.api("POST", "/repositories/scan/referred/scan", params={"reference": "v1"})
+    time.sleep(1)
+    wait_for_scan(server, "scan/referred", "v1")
+    time.sleep(1)
+    assert sorted(m["digest"] for m in referrers()) == before

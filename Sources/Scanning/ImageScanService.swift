@@ -38,6 +38,8 @@ public struct ScanSettings: Sendable {
     public var workers = 1
     /// Look for secrets as well as vulnerable packages.
     public var detectSecrets = true
+    /// Store each scanned image's SBOMs beside it as OCI referrers.
+    public var attachSBOMs = true
 
     public init(databasePath: String) { self.databasePath = databasePath }
 }
@@ -125,6 +127,15 @@ public final class ImageScanService: Service, Sendable {
                     try await registry.metadata.storeScanResult(platform.manifestDigest, repository: repository, status: .complete,
                                                                 description: Self.describe(single),
                                                                 result: String(decoding: try encoder.encode(single), as: UTF8.self))
+                }
+            }
+            if settings.attachSBOMs {
+                for platform in result.platforms {
+                    do {
+                        try await SBOMReferrers(registry: registry).attach(platform, in: repository)
+                    } catch {
+                        logger.warning("could not attach the SBOMs", metadata: ["digest": "\(platform.manifestDigest)", "error": "\(error)"])
+                    }
                 }
             }
             logger.info("image scanned", metadata: [

@@ -76,6 +76,7 @@ public final class WharfServer: Sendable {
         var scanSettings = ScanSettings(databasePath: configuration.resolvedScannerDatabase)
         scanSettings.workers = configuration.scannerWorkers
         scanSettings.detectSecrets = configuration.scannerSecrets
+        scanSettings.attachSBOMs = configuration.scannerAttachSBOMs
         let scans = ImageScanService(registry: registry, settings: scanSettings, logger: logger)
         return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
                            lifecycle: lifecycle, scans: scans, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)

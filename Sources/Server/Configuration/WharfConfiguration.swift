@@ -74,6 +74,8 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var scannerDatabase: String?
     public var scannerWorkers = 1
     public var scannerSecrets = true
+    /// Store each scanned image's SBOMs (CycloneDX and SPDX) as OCI referrers of the image.
+    public var scannerAttachSBOMs = true
     /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
     /// at first start and keeps it in the database.
     public var ecrRegistryID: String?
@@ -164,6 +166,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             var database: String?
             var workers: Int?
             var secrets: Bool?
+            var attachSBOMs: Bool?
         }
 
         struct GC: Decodable {
@@ -253,6 +256,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.database { scannerDatabase = value }
             if let value = scanner.workers { scannerWorkers = value }
             if let value = scanner.secrets { scannerSecrets = value }
+            if let value = scanner.attachSBOMs { scannerAttachSBOMs = value }
         }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
@@ -279,7 +283,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId",
-        "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets",
+        "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
