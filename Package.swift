@@ -159,14 +159,18 @@ let package = Package(
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
-        // Background image scanning over stored blobs: the job queue, workers, stored results.
+        // Background image scanning over stored blobs: the job queue, workers, stored results, the
+        // pull gate, SBOM referrers, and keeping the vulnerability database current.
         .target(
             name: "Scanning",
             dependencies: [
                 "Scanner", "OCI", "Metadata", "BlobStore", "Registry",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

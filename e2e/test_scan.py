@@ -542,3 +542,166 @@ def test_sboms_are_attached_as_referrers(scanning_wharf, tmp_path):
     wait_for_scan(server, "scan/referred", "v1")
     time.sleep(1)
     assert sorted(m["digest"] for m in referrers()) == before
+
+
+MUSL_RECORD = {
+    "id": "WHARF-TEST-MUSL", "modified": "2026-01-01T00:00:00Z", "aliases": ["CVE-2099-0002"],
+    "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+    "affected": [{"package": {"ecosystem": "Alpine:v3.10", "name": "musl"},
+                  "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1.22-r4"}]}]}],
+}
+HARMLESS_RECORD = {
+    "id": "WHARF-TEST-OTHER", "modified": "2026-01-01T00:00:00Z",
+    "affected": [{"package": {"ecosystem": "Alpine:v3.10", "name": "not-installed"},
+                  "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.0-r0"}]}]}],
+}
+
+
+def database_state(server):
+    response = server.api("GET", "/scanner/database")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class AdvisoryServer:
+    """A plain HTTP server on 127.0.0.1 serving a folder, counting 200 and 304 answers."""
+
+    def __init__(self, folder):
+        import functools
+        import http.server
+        import threading
+
+        counts = self.counts = {"200": 0, "304": 0}
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_request(self, code="-", size="-"):
+                counts[str(int(code))] = counts.get(str(int(code)), 0) + 1
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_database_updates_from_urls_and_stored_results_are_rematched(wharf_bin, tmp_path):
+    from conftest import Wharf
+
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    record = folder / "alpine-extra.json"
+    record.write_text(json.dumps(HARMLESS_RECORD))
+    feed = AdvisoryServer(folder)
+    config = tmp_path / "wharf.yml"
+    config.write_text(f"scanner:\n  database: {tmp_path / 'db' / 'osv.sqlite'}\n  updateURLs: ['{feed.url}/alpine-extra.json']\n"
+                      "  updateIntervalSeconds: 1\n")
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+    try:
+        # The first check builds the database from the feed.
+        first = wait_until(lambda: (database_state(server).get("summary") or {}).get("version") and database_state(server), 30, "the first import")
+        assert first["summary"]["records"] == 1 and first["update"].get("lastError") is None
+        assert first["summary"]["sources"] == [f"{feed.url}/alpine-extra.json"]
+        push_alpine(server, tmp_path, "alpine-310.tar.gz", "feed/alpine", "3.10")
+        server.api("POST", "/repositories/feed/alpine/scan", params={"reference": "3.10"})
+        scanned = wait_for_scan(server, "feed/alpine", "3.10")
+        assert scanned["status"] == "COMPLETE" and scanned["severityCounts"] == {}
+
+        # Unchanged: conditional requests answered 304, the database is not rebuilt.
+        wait_until(lambda: feed.counts["304"] >= 3, 20, "three conditional checks")
+        assert database_state(server)["summary"]["version"] == first["summary"]["version"]
+
+        # The feed publishes the musl advisory: the database is rebuilt and the stored result re-matched,
+        # without reading the image again.
+        record.write_text(json.dumps([HARMLESS_RECORD, MUSL_RECORD][1]))
+        os.utime(record, (time.time() + 5, time.time() + 5))
+        updated = wait_until(lambda: (s := database_state(server))["summary"]["version"] != first["summary"]["version"] and s, 30, "the update")
+        assert updated["summary"]["records"] == 1
+        rematched = wait_until(lambda: (r := wait_for_scan(server, "feed/alpine", "3.10"))["severityCounts"] == {"CRITICAL": 2} and r, 30,
+                               "the re-match")
+        assert rematched["completedAt"] == scanned["completedAt"]
+        assert rematched["result"]["rematchedAt"] and rematched["result"]["databaseVersion"] == updated["summary"]["version"]
+        assert rematched["result"]["scannedAt"] == scanned["result"]["scannedAt"]
+
+        # A broken feed keeps the last good database and says why.
+        record.write_text("{ not json")
+        os.utime(record, (time.time() + 10, time.time() + 10))
+        failed = wait_until(lambda: (s := database_state(server))["update"].get("lastError") and s, 30, "the failed update")
+        assert "import" in failed["update"]["lastError"] and failed["summary"]["version"] == updated["summary"]["version"]
+    finally:
+        feed.close()
+        assert server.stop() == 0, server.log_text()
+
+
+def test_database_artifact_is_mirrored_in_and_installed(wharf_bin, tmp_path):
+    """The air-gapped flow: export the database as an OCI artifact, copy it with skopeo into a Wharf
+    that watches that tag; it installs the database and re-matches stored results."""
+    from conftest import Wharf
+
+    secdb = require_testdata("alpine-secdb")
+    initial = tmp_path / "db" / "osv.sqlite"
+    run([wharf_bin, "advisories", "import", str(secdb), "--db", str(initial)])
+    config = tmp_path / "wharf.yml"
+    config.write_text(f"scanner:\n  database: {initial}\n  databaseArtifact: security/advisories:latest\n")
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+    try:
+        push_alpine(server, tmp_path, "alpine-310.tar.gz", "mirror/alpine", "3.10")
+        server.api("POST", "/repositories/mirror/alpine/scan", params={"reference": "3.10"})
+        scanned = wait_for_scan(server, "mirror/alpine", "3.10")
+        assert scanned["severityCounts"] == {}
+        before = database_state(server)["summary"]["version"]
+
+        # The connected side: a newer database, exported and pushed as an artifact.
+        (tmp_path / "musl.json").write_text(json.dumps(MUSL_RECORD))
+        newer = tmp_path / "newer" / "osv.sqlite"
+        run([wharf_bin, "advisories", "import", str(secdb), str(tmp_path / "musl.json"), "--db", str(newer)])
+        exported = run([wharf_bin, "advisories", "export", "--db", str(newer), "--oci", f"{tmp_path / 'layout'}:v2"]).stdout
+        version = exported.split("version ")[1].split(")")[0]
+        run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds,
+             f"oci:{tmp_path / 'layout'}:v2", f"docker://{server.host}/security/advisories:latest"])
+        installed = wait_until(lambda: (s := database_state(server))["summary"]["version"] == version and s, 40, "the installation")
+        assert installed["summary"]["version"] != before and "security/advisories:latest@sha256:" in installed["update"]["installedArtifact"]
+        rematched = wait_until(lambda: (r := wait_for_scan(server, "mirror/alpine", "3.10"))["severityCounts"] == {"CRITICAL": 2} and r, 30,
+                               "the re-match")
+        assert rematched["result"]["databaseVersion"] == version
+
+        # An artifact whose layer is not a database is refused; the installed one stays.
+        bogus = tmp_path / "bogus"
+        blobs = bogus / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        import hashlib
+
+        def blob(data):
+            digest = hashlib.sha256(data).hexdigest()
+            (blobs / digest).write_bytes(data)
+            return f"sha256:{digest}", len(data)
+
+        layer, layer_size = blob(os.urandom(4096))
+        config_digest, config_size = blob(b"{}")
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "artifactType": "application/vnd.wharf.advisories.v1",
+                               "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest, "size": config_size},
+                               "layers": [{"mediaType": "application/vnd.wharf.advisories.sqlite.v1", "digest": layer, "size": layer_size}]}).encode()
+        manifest_digest, manifest_size = blob(manifest)
+        (bogus / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        (bogus / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
+             "annotations": {"org.opencontainers.image.ref.name": "bad"}}]}))
+        run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds,
+             f"oci:{bogus}:bad", f"docker://{server.host}/security/advisories:latest"])
+        refused = wait_until(lambda: (s := database_state(server))["update"].get("lastError") and s, 40, "the refusal")
+        assert "security/advisories:latest" in refused["update"]["lastError"]
+        assert refused["summary"]["version"] == version
+        assert wait_for_scan(server, "mirror/alpine", "3.10")["severityCounts"] == {"CRITICAL": 2}
+    finally:
+        assert server.stop() == 0, server.log_text()

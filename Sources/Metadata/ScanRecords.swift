@@ -112,3 +112,26 @@ extension MetadataStore {
         }
     }
 }
+
+extension MetadataStore {
+    /// Completed scans in digest order after `digest`, with their results: the pages a re-match walks.
+    public func completedScans(after digest: String?, limit: Int) async throws -> [(digest: String, result: String)] {
+        try await database.read { sql in
+            try await sql.raw("""
+                SELECT digest, result FROM image_scans WHERE status = 'COMPLETE' AND result IS NOT NULL
+                  AND digest > \(bind: digest ?? "") ORDER BY digest LIMIT \(unsafeRaw: String(limit))
+                """).all().map { (try $0.decode(column: "digest", as: String.self), try $0.decode(column: "result", as: String.self)) }
+        }
+    }
+
+    /// Replaces a completed scan's result (after matching it against a new database); a scan that
+    /// was queued again meanwhile is left to its new run.
+    public func updateScanResult(_ digest: String, description: String, result: String) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("""
+                UPDATE image_scans SET description = \(bind: description), result = \(bind: result)
+                WHERE digest = \(bind: digest) AND status = 'COMPLETE'
+                """).run()
+        }
+    }
+}

@@ -20,7 +20,11 @@ public struct StoredScanResult: Codable, Sendable {
 
     public var platforms: [Platform]
     public var databaseImportedAt: String?
+    /// The database import the findings come from; a new one re-matches the stored packages.
+    public var databaseVersion: String?
     public var scannedAt: String
+    /// When the findings were last matched again against a newer database (packages unchanged).
+    public var rematchedAt: String?
 
     public var findings: [Finding] { platforms.flatMap(\.findings) }
     public var secrets: [SecretFinding] { platforms.flatMap(\.inventory.secrets) }
@@ -40,6 +44,8 @@ public struct ScanSettings: Sendable {
     public var detectSecrets = true
     /// Store each scanned image's SBOMs beside it as OCI referrers.
     public var attachSBOMs = true
+    /// How often the database file is checked for replacement (then stored results are re-matched).
+    public var databasePollInterval: Duration = .seconds(5)
 
     public init(databasePath: String) { self.databasePath = databasePath }
 }
@@ -49,7 +55,7 @@ public struct ScanSettings: Sendable {
 /// ranges, never whole.
 public final class ImageScanService: Service, Sendable {
     let registry: Registry
-    let settings: ScanSettings
+    public let settings: ScanSettings
     let logger: Logger
     /// Namespaces' pull policies, judged on the results this service stores.
     public let pullGate: PullGate
@@ -81,6 +87,19 @@ public final class ImageScanService: Service, Sendable {
             }
         }
         defer { ticker.cancel() }
+        // A new database (an import, an update, a mirrored artifact) re-matches every stored result.
+        let watcher = Task {
+            var seen: String?
+            while !Task.isCancelled {
+                let identity = AdvisoryDatabase.fileIdentity(settings.databasePath)
+                if let identity, identity != seen {
+                    seen = identity
+                    await rematchStoredResults()
+                }
+                try? await Task.sleep(for: settings.databasePollInterval)
+            }
+        }
+        defer { watcher.cancel() }
         wakeUp.yield()
         await withGracefulShutdownHandler {
             for await _ in wakeUps {
@@ -123,7 +142,8 @@ public final class ImageScanService: Service, Sendable {
             if result.platforms.count > 1 || result.platforms.first?.manifestDigest != job.digest {
                 // An index: each platform's manifest gets its own result, which its pulls are judged on.
                 for platform in result.platforms {
-                    let single = StoredScanResult(platforms: [platform], databaseImportedAt: result.databaseImportedAt, scannedAt: result.scannedAt)
+                    var single = result
+                    single.platforms = [platform]
                     try await registry.metadata.storeScanResult(platform.manifestDigest, repository: repository, status: .complete,
                                                                 description: Self.describe(single),
                                                                 result: String(decoding: try encoder.encode(single), as: UTF8.self))
@@ -146,6 +166,49 @@ public final class ImageScanService: Service, Sendable {
             logger.warning("image scan failed", metadata: ["digest": "\(job.digest)", "error": "\(error)"])
             try? await registry.metadata.finishScan(job.digest, status: .failed, description: "\(error)", result: nil)
         }
+    }
+
+    /// Matches the packages of every completed scan made with another database against the
+    /// current one. Layers are not read again: the stored inventory is what changed hands.
+    /// Returns how many results changed.
+    @discardableResult
+    public func rematchStoredResults() async -> Int {
+        let database: AdvisoryDatabase
+        do { database = try await AdvisoryDatabase.open(settings.databasePath) } catch { return 0 }
+        defer { Task { try? await database.close() } }
+        let started = ContinuousClock.now
+        var updated = 0, after: String?
+        do {
+            let summary = try await database.summary()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            while !Task.isCancelled {
+                let page = try await registry.metadata.completedScans(after: after, limit: 100)
+                guard let last = page.last else { break }
+                after = last.digest
+                for (digest, text) in page {
+                    guard var result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8)),
+                          result.databaseVersion != summary.version else { continue }
+                    for index in result.platforms.indices {
+                        result.platforms[index].findings = try await VulnerabilityMatcher.match(result.platforms[index].inventory, database: database)
+                    }
+                    result.databaseImportedAt = summary.importedAt
+                    result.databaseVersion = summary.version
+                    result.rematchedAt = ISO8601DateFormatter().string(from: Date())
+                    try await registry.metadata.updateScanResult(digest, description: Self.describe(result),
+                                                                 result: String(decoding: try encoder.encode(result), as: UTF8.self))
+                    updated += 1
+                }
+            }
+        } catch {
+            logger.error("re-matching stored scan results failed", metadata: ["error": "\(error)"])
+        }
+        if updated > 0 {
+            pullGate.forgetScans()
+            logger.info("scan results matched against the new vulnerability database",
+                        metadata: ["results": "\(updated)", "seconds": "\(ContinuousClock.now - started)"])
+        }
+        return updated
     }
 
     static func describe(_ result: StoredScanResult) -> String {
@@ -181,7 +244,8 @@ public final class ImageScanService: Service, Sendable {
         } else {
             platforms.append(try await scanImage(manifest, digest: digest, platform: nil, in: repository, database: database))
         }
-        return StoredScanResult(platforms: platforms, databaseImportedAt: summary?.importedAt, scannedAt: ISO8601DateFormatter().string(from: Date()))
+        return StoredScanResult(platforms: platforms, databaseImportedAt: summary?.importedAt, databaseVersion: summary?.version,
+                                scannedAt: ISO8601DateFormatter().string(from: Date()))
     }
 
     private func scanImage(_ manifest: ParsedManifest, digest: Digest, platform: String?, in repository: RepositoryName,

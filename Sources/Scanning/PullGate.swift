@@ -102,6 +102,9 @@ public final class PullGate: Sendable {
         self.metadata = metadata
     }
 
+    /// Drops cached verdicts (their scan results changed).
+    public func forgetScans() { scans.removeAll() }
+
     public func policy(for namespace: String) async throws -> PullPolicy? {
         if let cached = policies.get(namespace) { return cached }
         let policy = try await metadata.registrySetting(Self.settingPrefix + namespace).flatMap {

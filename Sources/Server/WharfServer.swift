@@ -22,6 +22,7 @@ public final class WharfServer: Sendable {
     public let registry: Registry
     public let collector: GarbageCollector
     public let scans: ImageScanService
+    public let advisories: AdvisoryUpdater
     public let lifecycle: LifecycleService
     /// Nil when authentication is turned off.
     public let access: AccessControl?
@@ -78,12 +79,17 @@ public final class WharfServer: Sendable {
         scanSettings.detectSecrets = configuration.scannerSecrets
         scanSettings.attachSBOMs = configuration.scannerAttachSBOMs
         let scans = ImageScanService(registry: registry, settings: scanSettings, logger: logger)
+        var updateSettings = AdvisoryUpdater.Settings(databasePath: configuration.resolvedScannerDatabase)
+        updateSettings.urls = configuration.scannerUpdateURLs
+        updateSettings.interval = .seconds(configuration.scannerUpdateIntervalSeconds)
+        updateSettings.artifact = configuration.scannerDatabaseArtifact
+        let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
         return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
-                           lifecycle: lifecycle, scans: scans, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
+                           lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
-                 collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService,
+                 collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
                  access: AccessControl?, generatedAdministratorPassword: String?, ioThreadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
         self.metadata = metadata
@@ -92,6 +98,7 @@ public final class WharfServer: Sendable {
         self.collector = collector
         self.lifecycle = lifecycle
         self.scans = scans
+        self.advisories = advisories
         self.access = access
         self.generatedAdministratorPassword = generatedAdministratorPassword
         self.ioThreadPool = ioThreadPool
@@ -113,7 +120,7 @@ public final class WharfServer: Sendable {
             router.get("/auth/token") { request, context in await tokens.get(request, context: context) }
             router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
             ManagementAPI(authentication: authentication,
-                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans)).register(on: router)
+                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories)).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle,
                                                           scans: configuration.scannerEnabled ? scans : nil, logger: logger), registry: registry)
@@ -155,6 +162,7 @@ public final class WharfServer: Sendable {
         if configuration.gcEnabled { services.append(collector) }
         if configuration.lifecycleEnabled { services.append(lifecycle) }
         if configuration.scannerEnabled { services.append(scans) }
+        if configuration.scannerEnabled, advisories.isConfigured { services.append(advisories) }
         return services
     }
 

@@ -134,7 +134,7 @@ struct ScanReport: Encodable {
 struct Advisories: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Build and inspect the vulnerability database.",
-        subcommands: [Import.self, Show.self])
+        subcommands: [Import.self, Show.self, Export.self])
 
     struct DatabaseOptions: ParsableArguments {
         @Option(name: .long, help: "The database file (default DATA/advisories/osv.sqlite).")
@@ -177,6 +177,31 @@ struct Advisories: AsyncParsableCommand {
         }
     }
 
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the database as an OCI artifact in an image layout, for mirroring into an offline Wharf.",
+            discussion: """
+                Push the layout with `skopeo copy oci:DIR:TAG docker://HOST/REPOSITORY:TAG`; a Wharf whose \
+                scanner.databaseArtifact names REPOSITORY:TAG installs each new push and re-matches stored scans.
+                """)
+
+        @Option(name: .long, help: "The OCI layout to write, DIR[:TAG] (default tag: latest).")
+        var oci: String
+
+        @OptionGroup var options: DatabaseOptions
+
+        func run() async throws {
+            let parts = oci.split(separator: ":", maxSplits: 1).map(String.init)
+            guard let directory = parts.first, !directory.isEmpty else { throw ValidationError("--oci: expected DIR[:TAG]") }
+            let tag = parts.count == 2 ? parts[1] : "latest"
+            let database = try await AdvisoryDatabase.open(options.path)
+            let summary = try await database.summary()
+            try await database.close()
+            let digest = try AdvisoryArtifact.exportLayout(database: options.path, directory: directory, tag: tag, summary: summary)
+            print("\(options.path) (\(summary.records) records, version \(summary.version ?? "?")) written to oci:\(directory):\(tag) as \(digest)")
+        }
+    }
+
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Summarise the database: records per ecosystem, import time, sources.")
 
@@ -186,7 +211,7 @@ struct Advisories: AsyncParsableCommand {
             let database = try await AdvisoryDatabase.open(options.path)
             let summary = try await database.summary()
             try await database.close()
-            print("\(options.path): \(summary.records) records, \(summary.packages) packages, imported \(summary.importedAt ?? "?")")
+            print("\(options.path): \(summary.records) records, \(summary.packages) packages, imported \(summary.importedAt ?? "?"), version \(summary.version ?? "?")")
             for (ecosystem, count) in summary.ecosystems.sorted(by: { $0.key < $1.key }) { print("  \(ecosystem): \(count)") }
             for source in summary.sources { print("  from \(source)") }
         }

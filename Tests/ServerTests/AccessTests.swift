@@ -572,7 +572,8 @@ struct AccessFlowTests {
             #expect(document["openapi"] as? String == "3.1.0")
             let paths = document["paths"] as! [String: [String: Any]]
             let routes = ManagementAPI(authentication: RequestAuthentication(access: server.access!, configuredRealm: nil),
-                                       storage: StorageManagement(registry: server.registry, lifecycle: server.lifecycle, collector: server.collector, scans: server.scans)).routes
+                                       storage: StorageManagement(registry: server.registry, lifecycle: server.lifecycle, collector: server.collector, scans: server.scans,
+                                                                  advisories: server.advisories)).routes
             for route in routes {
                 #expect(paths[route.path]?[route.method.rawValue.lowercased()] != nil, "\(route.method) \(route.path) is undocumented")
             }

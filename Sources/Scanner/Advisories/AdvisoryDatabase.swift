@@ -15,6 +15,8 @@ public actor AdvisoryDatabase {
         public var packages: Int
         public var ecosystems: [String: Int]
         public var importedAt: String?
+        /// A fresh id per import: tells two databases apart even when imported in the same second.
+        public var version: String?
         public var sources: [String]
     }
 
@@ -34,7 +36,13 @@ public actor AdvisoryDatabase {
         }
         let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: Logger(label: "wharf.advisories"))
         let database = AdvisoryDatabase(connection: connection, path: path)
-        _ = try await database.rows("SELECT value FROM meta WHERE key = 'schema'", [])
+        do {
+            _ = try await database.rows("SELECT value FROM meta WHERE key = 'schema'", [])
+        } catch {
+            // Not a database of ours (or not SQLite at all): close before the connection is dropped.
+            try? await connection.close()
+            throw AdvisoryImportError("\(path) is not a Wharf vulnerability database: \(error)")
+        }
         return database
     }
 
@@ -75,7 +83,22 @@ public actor AdvisoryDatabase {
         let importedAt = try await rows("SELECT value FROM meta WHERE key = 'imported_at'", []).first?.column("value")?.string
         let sources = try await rows("SELECT value FROM meta WHERE key = 'sources'", []).first?.column("value")?.string
         return Summary(records: records, packages: packages, ecosystems: ecosystems, importedAt: importedAt,
-                       sources: sources.map { $0.split(separator: "\n").map(String.init) } ?? [])
+                       version: try await version(), sources: sources.map { $0.split(separator: "\n").map(String.init) } ?? [])
+    }
+
+    /// The import's id (its time, for databases written before ids existed).
+    public func version() async throws -> String? {
+        let rows = try await rows("SELECT key, value FROM meta WHERE key IN ('version', 'imported_at')", [])
+        let values = Dictionary(rows.compactMap { row in row.column("key")?.string.map { ($0, row.column("value")?.string ?? "") } }) { a, _ in a }
+        return values["version"] ?? values["imported_at"]
+    }
+
+    /// Which file is at `path` now (device, inode, size, modification time): a cheap way to notice
+    /// that an import or an update replaced the database. Nil when there is none.
+    public static func fileIdentity(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
     }
 
     private func rows(_ sql: String, _ binds: [SQLiteData]) async throws -> [SQLiteRow] {
@@ -221,8 +244,8 @@ public final class AdvisoryDatabaseBuilder {
             // Duplicate (record, package) rows from a record imported twice.
             ("DELETE FROM affected WHERE rowid NOT IN (SELECT min(rowid) FROM affected GROUP BY ecosystem, release, package, record_id)", []),
             ("CREATE INDEX affected_lookup ON affected (ecosystem, package, release)", []),
-            ("INSERT INTO meta (key, value) VALUES ('schema', '1'), ('imported_at', ?1), ('sources', ?2)",
-             [SQLiteData.text(now), .text(sources.joined(separator: "\n"))]),
+            ("INSERT INTO meta (key, value) VALUES ('schema', '1'), ('imported_at', ?1), ('sources', ?2), ('version', ?3)",
+             [SQLiteData.text(now), .text(sources.joined(separator: "\n")), .text(UUID().uuidString.lowercased())]),
             ("COMMIT", []),
         ] as [(String, [SQLiteData])] {
             try await connection.query(statement, binds) { _ in }

@@ -6,9 +6,10 @@ import ZIPFoundation
 /// a zip of them (osv.dev's `<ecosystem>/all.zip`), a single OSV file, or Alpine's secdb
 /// (`v3.x/main.yaml` / `main.json`), which is converted to OSV on the way in.
 public enum AdvisorySources {
-    /// Imports `path`, whatever it is; returns how many records it added.
+    /// Imports `path`, whatever it is; returns how many records it added. `source` names it in
+    /// the database's list of sources (default: the path).
     @discardableResult
-    public static func importPath(_ path: String, into builder: AdvisoryDatabaseBuilder) async throws -> Int {
+    public static func importPath(_ path: String, into builder: AdvisoryDatabaseBuilder, source: String? = nil) async throws -> Int {
         let before = builder.imported
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -22,7 +23,7 @@ public enum AdvisorySources {
             guard let data = FileManager.default.contents(atPath: path) else { throw AdvisoryImportError("cannot read \(path)") }
             try await importFile(name: path, bytes: [UInt8](data), into: builder)
         }
-        builder.addSource(path)
+        builder.addSource(source ?? path)
         return builder.imported - before
     }
 

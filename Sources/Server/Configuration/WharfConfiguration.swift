@@ -1,6 +1,7 @@
 import Access
 import Lifecycle
 import Logging
+import OCI
 import Registry
 import Yams
 
@@ -76,6 +77,11 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var scannerSecrets = true
     /// Store each scanned image's SBOMs (CycloneDX and SPDX) as OCI referrers of the image.
     public var scannerAttachSBOMs = true
+    /// Advisory sources fetched on a schedule (osv.dev all.zip files, secdb, OSV JSON); empty: none.
+    public var scannerUpdateURLs: [String] = []
+    public var scannerUpdateIntervalSeconds = 86_400
+    /// `repository:tag` of a vulnerability database artifact in this registry, installed when it moves.
+    public var scannerDatabaseArtifact: String?
     /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
     /// at first start and keeps it in the database.
     public var ecrRegistryID: String?
@@ -167,6 +173,9 @@ public struct WharfConfiguration: Sendable, Equatable {
             var workers: Int?
             var secrets: Bool?
             var attachSBOMs: Bool?
+            var updateURLs: [String]?
+            var updateIntervalSeconds: Int?
+            var databaseArtifact: String?
         }
 
         struct GC: Decodable {
@@ -257,6 +266,9 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.workers { scannerWorkers = value }
             if let value = scanner.secrets { scannerSecrets = value }
             if let value = scanner.attachSBOMs { scannerAttachSBOMs = value }
+            if let value = scanner.updateURLs { scannerUpdateURLs = value }
+            if let value = scanner.updateIntervalSeconds { scannerUpdateIntervalSeconds = value }
+            if let value = scanner.databaseArtifact { scannerDatabaseArtifact = value }
         }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
@@ -284,6 +296,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
+        "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -324,6 +337,18 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
         guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
         guard (1...64).contains(scannerWorkers) else { throw ConfigurationError.invalid("scanner.workers (1 to 64)", "\(scannerWorkers)") }
+        guard scannerUpdateIntervalSeconds >= 1 else {
+            throw ConfigurationError.invalid("scanner.updateIntervalSeconds (at least 1)", "\(scannerUpdateIntervalSeconds)")
+        }
+        for url in scannerUpdateURLs where !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
+            throw ConfigurationError.invalid("scanner.updateURLs (http or https URLs)", url)
+        }
+        if let artifact = scannerDatabaseArtifact {
+            let parts = artifact.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, RepositoryName(String(parts[0])) != nil, Tag(String(parts[1])) != nil else {
+                throw ConfigurationError.invalid("scanner.databaseArtifact (repository:tag)", artifact)
+            }
+        }
         guard (0...100).contains(gcRestRatio) else { throw ConfigurationError.invalid("gc.restRatio (0 to 100)", "\(gcRestRatio)") }
         guard gcGraceSeconds >= 0, gcIntervalSeconds >= 1, gcUploadTimeoutSeconds >= 60, lifecycleIntervalSeconds >= 1 else {
             throw ConfigurationError.invalid("gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")

@@ -144,6 +144,12 @@ enum OpenAPIDocument {
             "severityCounts": ["type": "object", "additionalProperties": integer],
             "result": ["type": "object", "description": "platforms (each with inventory: operatingSystem, packages, secrets; and findings), databaseImportedAt, scannedAt"],
         ], required: ["digest", "status"]),
+        "AdvisoryDatabase": object([
+            "path": string, "error": string,
+            "summary": object(["records": integer, "packages": integer, "ecosystems": ["type": "object", "additionalProperties": integer],
+                               "importedAt": string, "version": string, "sources": ["type": "array", "items": string]], required: ["records"]),
+            "update": object(["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string], required: []),
+        ], required: ["path", "update"]),
         "PullPolicy": object([
             "severity": ["type": "string", "enum": ["CRITICAL", "HIGH", "MEDIUM", "LOW"], "description": "refuse images with a finding this severe or worse"],
             "blockUnscanned": ["type": "boolean", "description": "refuse images whose scan has not completed"],

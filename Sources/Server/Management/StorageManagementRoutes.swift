@@ -19,6 +19,7 @@ struct StorageManagement: Sendable {
     let lifecycle: LifecycleService
     let collector: GarbageCollector
     let scans: ImageScanService
+    let advisories: AdvisoryUpdater
 }
 
 extension API {
@@ -41,6 +42,13 @@ extension API {
             result = record?.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
             severityCounts = result?.severityCounts
         }
+    }
+
+    struct AdvisoryDatabaseState: Encodable {
+        var path: String
+        var summary: AdvisoryDatabase.Summary?
+        var error: String?
+        var update: AdvisoryUpdater.Status
     }
 
     struct RepositorySettings: Codable {
@@ -238,6 +246,18 @@ extension ManagementAPI {
                     throw AccessError.invalid("format '\(other)' is not cyclonedx or spdx")
                 }
                 return Response(status: .ok, headers: [.contentType: mediaType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            },
+            Route(.get, "/scanner/database", "The vulnerability database: records per ecosystem, import time and version, sources, and the state of automatic updates",
+                  response: "AdvisoryDatabase") { _, _, _ in
+                var body = API.AdvisoryDatabaseState(path: storage.scans.settings.databasePath, update: storage.advisories.status)
+                do {
+                    let database = try await AdvisoryDatabase.open(storage.scans.settings.databasePath)
+                    body.summary = try? await database.summary()
+                    try? await database.close()
+                } catch {
+                    body.error = "\(error)"
+                }
+                return try Self.json(body)
             },
             Route(.get, "/lifecycle-policies", "Registry-wide lifecycle policies (system administrators)", response: "[RegistryPolicy]") { _, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
