@@ -705,3 +705,35 @@ def test_database_artifact_is_mirrored_in_and_installed(wharf_bin, tmp_path):
         assert wait_for_scan(server, "mirror/alpine", "3.10")["severityCounts"] == {"CRITICAL": 2}
     finally:
         assert server.stop() == 0, server.log_text()
+
+
+def test_wharf_scan_reads_images_from_a_registry(wharf_bin, scanning_wharf, advisory_db, tmp_path):
+    """`wharf scan docker://…` against a real registry (Wharf with bearer tokens) gives what the same
+    image gives from an OCI layout; bad references and missing credentials fail with the reason."""
+    server = scanning_wharf
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "cli/alpine", "3.10")
+    remote = wharf_json(wharf_bin, "scan", f"docker://{server.host}/cli/alpine:3.10", "--creds", server.creds,
+                        "--db", str(advisory_db), "--format", "json")
+    layout = tmp_path / "layout"
+    run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", server.creds,
+         f"docker://{server.host}/cli/alpine:3.10", f"oci:{layout}:x"])
+    local = wharf_json(wharf_bin, "scan", f"oci:{layout}:x", "--db", str(advisory_db), "--format", "json")
+    assert len(remote["inventory"]["packages"]) == 14
+    assert remote["inventory"]["packages"] == local["inventory"]["packages"]
+    assert remote["findings"] == local["findings"]
+    assert remote["inventory"]["operatingSystem"]["versionID"] == "3.10.4"
+    # By digest too, and through the environment's credentials.
+    digest = json.loads(run(["skopeo", "inspect", "--tls-verify=false", "--creds", server.creds,
+                             f"docker://{server.host}/cli/alpine:3.10"]).stdout)["Digest"]
+    by_digest = subprocess.run([wharf_bin, "scan", f"docker://{server.host}/cli/alpine@{digest}", "--db", str(advisory_db),
+                                "--format", "json"], capture_output=True, text=True, env={**os.environ, "WHARF_SCAN_CREDS": server.creds})
+    assert by_digest.returncode == 0, by_digest.stderr
+    assert json.loads(by_digest.stdout)["inventory"]["packages"] == local["inventory"]["packages"]
+    for arguments, words in [
+        ([f"docker://{server.host}/cli/alpine:3.10"], "--creds"),
+        ([f"docker://{server.host}/cli/alpine:nope", "--creds", server.creds], "HTTP 404"),
+        ([f"docker://{server.host}/cli/alpine:3.10", "--creds", "admin:wrong"], "refused"),
+        (["docker://nohost"], "expected docker://HOST/REPOSITORY"),
+    ]:
+        failed = subprocess.run([wharf_bin, "scan", *arguments, "--db", str(advisory_db)], capture_output=True, text=True)
+        assert failed.returncode != 0 and words in failed.stderr, (arguments, failed.stderr)

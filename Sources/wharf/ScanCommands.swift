@@ -7,9 +7,10 @@ struct Scan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Scan an image for vulnerable packages, or write its SBOM.",
         discussion: """
-            IMAGE is docker-archive:FILE[:REFERENCE] (docker save output, plain or gzip) or \
-            oci:DIR[:TAG] (an OCI image layout, as skopeo writes). Findings come from the \
-            vulnerability database that `wharf advisories import` builds; nothing is downloaded.
+            IMAGE is docker://HOST/REPOSITORY[:TAG|@DIGEST] (an image in a registry, read over the \
+            Distribution API with --creds), docker-archive:FILE[:REFERENCE] (docker save output, plain \
+            or gzip) or oci:DIR[:TAG] (an OCI image layout, as skopeo writes). Findings come from the \
+            vulnerability database that `wharf advisories import` builds; no advisory is downloaded.
             Exit status: 0, or 3 when --fail-on is given and a finding reaches that severity.
             """)
 
@@ -17,7 +18,7 @@ struct Scan: AsyncParsableCommand {
         case table, json, cyclonedx, spdx
     }
 
-    @Argument(help: "The image: docker-archive:FILE[:REFERENCE] or oci:DIR[:TAG].")
+    @Argument(help: "The image: docker://HOST/REPOSITORY[:TAG|@DIGEST], docker-archive:FILE[:REFERENCE] or oci:DIR[:TAG].")
     var image: String
 
     @Option(name: .long, help: "table (default), json, cyclonedx or spdx.")
@@ -41,19 +42,33 @@ struct Scan: AsyncParsableCommand {
     @Flag(name: .customLong("no-secrets"), help: "Skip looking for secrets in files and the image config.")
     var noSecrets = false
 
+    @Option(name: .long, help: "Registry credentials USER:PASSWORD for docker:// images (env WHARF_SCAN_CREDS).")
+    var creds: String?
+
+    @Flag(name: .customLong("plain-http"), help: "Speak HTTP, not HTTPS, to the registry (loopback hosts always do).")
+    var plainHTTP = false
+
     func run() async throws {
-        guard LocalImage.isLocal(image) else {
-            throw ValidationError("\(image): only docker-archive:FILE and oci:DIR images can be scanned from the command line; copy a registry image with `skopeo copy docker://… oci:DIR` first")
+        guard LocalImage.isLocal(image) || RegistryImage.isRegistry(image) else {
+            throw ValidationError("\(image): expected docker://HOST/REPOSITORY[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE[:REFERENCE]")
         }
         let threshold = try failOn.map { word -> Severity in
             guard let severity = Severity(word: word) else { throw ValidationError("--fail-on: expected low, medium, high or critical") }
             return severity
         }
         let started = ContinuousClock.now
-        let local = try await LocalImage.open(image, platform: platform)
-        defer { local.close() }
-        let inventory = try await Inventory.of(layers: try local.layers.map { try $0.chunks() }, config: local.config,
+        let inventory: ImageInventory
+        if RegistryImage.isRegistry(image) {
+            var remote = try RegistryImage(image, credentials: creds ?? ProcessInfo.processInfo.environment["WHARF_SCAN_CREDS"], plainHTTP: plainHTTP)
+            let (config, layers) = try await remote.resolve(platform: platform)
+            inventory = try await Inventory.of(layers: layers.map { remote.layer($0.digest) }, config: config,
                                                detectSecrets: !noSecrets && !packagesOnly)
+        } else {
+            let local = try await LocalImage.open(image, platform: platform)
+            defer { local.close() }
+            inventory = try await Inventory.of(layers: try local.layers.map { try $0.chunks() }, config: local.config,
+                                               detectSecrets: !noSecrets && !packagesOnly)
+        }
         let subject = SBOMWriter.Subject(name: image)
         var findings: [Finding] = []
         let matchesNeeded = !packagesOnly && format != .spdx
