@@ -349,6 +349,9 @@ def test_scan_on_push_from_the_ecr_setting(scanning_wharf, tmp_path):
                                                WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     ecr.get_waiter("image_scan_complete").wait(repositoryName="scan/manual", imageId={"imageTag": "v1"},
                                                WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    with pytest.raises(botocore.exceptions.ClientError) as raised:  # ECR's rescan quota
+        ecr.start_image_scan(repositoryName="scan/onpush", imageId={"imageTag": "v1"})
+    assert raised.value.response["Error"]["Code"] == "LimitExceededException"
     findings = ecr.describe_image_scan_findings(repositoryName="scan/onpush", imageId={"imageTag": "v1"}, maxResults=1)
     assert findings["imageScanStatus"]["status"] == "COMPLETE"
     assert findings["imageScanFindings"]["findingSeverityCounts"] == {"CRITICAL": 2}
@@ -535,9 +538,13 @@ def test_sboms_are_attached_as_referrers(scanning_wharf, tmp_path):
                            f"docker://{server.host}/scan/referred@{cyclonedx['digest']}"]).stdout)["artifactType"] == \
         "application/vnd.cyclonedx+json"
 
-    # A rescan of an unchanged image keeps the same two SBOMs.
+    # A rescan right after a scan against the same database is refused (it would find the same),
+    # unless a namespace admin forces it; the forced rescan of an unchanged image keeps the two SBOMs.
     before = sorted(m["digest"] for m in found)
-    server.api("POST", "/repositories/scan/referred/scan", params={"reference": "v1"})
+    refused = server.api("POST", "/repositories/scan/referred/scan", params={"reference": "v1"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert refused.json()["error"]["code"] == "TOOMANYREQUESTS" and "would find the same" in refused.text
+    assert server.api("POST", "/repositories/scan/referred/scan", params={"reference": "v1", "force": "true"}).status_code == 202
     time.sleep(1)
     wait_for_scan(server, "scan/referred", "v1")
     time.sleep(1)

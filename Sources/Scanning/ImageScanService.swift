@@ -46,6 +46,9 @@ public struct ScanSettings: Sendable {
     public var attachSBOMs = true
     /// How often the database file is checked for replacement (then stored results are re-matched).
     public var databasePollInterval: Duration = .seconds(5)
+    /// A requested rescan of an image scanned this recently against the current database is
+    /// refused (it would find the same); zero allows every rescan. ECR allows one a day.
+    public var rescanInterval: Duration = .seconds(60)
 
     public init(databasePath: String) { self.databasePath = databasePath }
 }
@@ -70,10 +73,30 @@ public final class ImageScanService: Service, Sendable {
         (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Queues a scan of a manifest (by digest) in a repository.
-    public func enqueue(_ digest: Digest, in repository: RepositoryName) async throws {
+    /// Queues a scan of a manifest (by digest) in a repository. Unless `force`, a rescan of an image
+    /// scanned less than `rescanInterval` ago against the database in place now is refused with
+    /// `RescanRefused` (the result would be the same; a new database re-matches on its own).
+    public func enqueue(_ digest: Digest, in repository: RepositoryName, force: Bool = false) async throws {
+        // Only for the same repository: a scan in another one also stores the SBOMs there.
+        if !force, settings.rescanInterval > .zero, let record = try await registry.metadata.scanRecord(digest), record.status == .complete,
+           record.repository == repository.value, let completedAt = record.completedAt {
+            let age = Duration.milliseconds(Timestamp.nowMillis() - completedAt)
+            let stored = record.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
+            if age < settings.rescanInterval, let stored, try await currentDatabaseVersion() == stored.databaseVersion {
+                let wait = Int((settings.rescanInterval - age).components.seconds) + 1
+                throw RescanRefused(retryAfterSeconds: wait, message:
+                    "\(digest) was scanned \(age.components.seconds) s ago against the current vulnerability database; a rescan would find the same. Try again in \(wait) s (or force it)")
+            }
+        }
         try await registry.metadata.enqueueScan(digest, in: repository)
         wakeUp.yield()
+    }
+
+    private func currentDatabaseVersion() async throws -> String? {
+        guard let database = try? await AdvisoryDatabase.open(settings.databasePath) else { return nil }
+        let version = try? await database.version()
+        try? await database.close()
+        return version
     }
 
     public func run() async throws {
@@ -264,6 +287,13 @@ public final class ImageScanService: Service, Sendable {
         let findings = try await VulnerabilityMatcher.match(inventory, database: database)
         return .init(platform: platform, manifestDigest: digest.description, inventory: inventory, findings: findings)
     }
+}
+
+/// A rescan asked for too soon after the last one.
+public struct RescanRefused: Error, CustomStringConvertible {
+    public let retryAfterSeconds: Int
+    public let message: String
+    public var description: String { message }
 }
 
 struct ScanFailure: Error, CustomStringConvertible {

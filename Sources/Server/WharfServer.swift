@@ -78,6 +78,7 @@ public final class WharfServer: Sendable {
         scanSettings.workers = configuration.scannerWorkers
         scanSettings.detectSecrets = configuration.scannerSecrets
         scanSettings.attachSBOMs = configuration.scannerAttachSBOMs
+        scanSettings.rescanInterval = .seconds(configuration.scannerRescanIntervalSeconds)
         let scans = ImageScanService(registry: registry, settings: scanSettings, logger: logger)
         var updateSettings = AdvisoryUpdater.Settings(databasePath: configuration.resolvedScannerDatabase)
         updateSettings.urls = configuration.scannerUpdateURLs

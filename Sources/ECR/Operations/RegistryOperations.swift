@@ -66,7 +66,11 @@ extension ECRService {
         guard let scans else {
             throw ECRError("UnsupportedImageTypeException", "image scanning is turned off on this registry (scanner.enabled: false)")
         }
-        try await scans.enqueue(image.digest, in: name)
+        do {
+            try await scans.enqueue(image.digest, in: name)
+        } catch let refused as RescanRefused {
+            throw ECRError("LimitExceededException", "The scan quota per image has been exceeded. \(refused.message)")
+        }
         return .compact([
             "registryId": .string(registryID), "repositoryName": .string(name.value),
             "imageId": Self.imageID(digest: image.digest, tag: id["imageTag"]?.string),

@@ -80,6 +80,8 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Advisory sources fetched on a schedule (osv.dev all.zip files, secdb, OSV JSON); empty: none.
     public var scannerUpdateURLs: [String] = []
     public var scannerUpdateIntervalSeconds = 86_400
+    /// Requested rescans of an image scanned this recently against the same database are refused (0: never).
+    public var scannerRescanIntervalSeconds = 60
     /// `repository:tag` of a vulnerability database artifact in this registry, installed when it moves.
     public var scannerDatabaseArtifact: String?
     /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
@@ -176,6 +178,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             var updateURLs: [String]?
             var updateIntervalSeconds: Int?
             var databaseArtifact: String?
+            var rescanIntervalSeconds: Int?
         }
 
         struct GC: Decodable {
@@ -269,6 +272,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.updateURLs { scannerUpdateURLs = value }
             if let value = scanner.updateIntervalSeconds { scannerUpdateIntervalSeconds = value }
             if let value = scanner.databaseArtifact { scannerDatabaseArtifact = value }
+            if let value = scanner.rescanIntervalSeconds { scannerRescanIntervalSeconds = value }
         }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
@@ -296,7 +300,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
-        "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact",
+        "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -337,6 +341,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
         guard !dataDirectory.isEmpty else { throw ConfigurationError.invalid("data", "(empty)") }
         guard (1...64).contains(scannerWorkers) else { throw ConfigurationError.invalid("scanner.workers (1 to 64)", "\(scannerWorkers)") }
+        guard scannerRescanIntervalSeconds >= 0 else {
+            throw ConfigurationError.invalid("scanner.rescanIntervalSeconds (0 or more)", "\(scannerRescanIntervalSeconds)")
+        }
         guard scannerUpdateIntervalSeconds >= 1 else {
             throw ConfigurationError.invalid("scanner.updateIntervalSeconds (at least 1)", "\(scannerUpdateIntervalSeconds)")
         }

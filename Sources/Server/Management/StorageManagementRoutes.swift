@@ -199,11 +199,19 @@ extension ManagementAPI {
                 return try Self.json(try await storage.lifecycle.apply(name).map(API.Expiry.init))
             },
             Route(.post, Self.repositoryPrefix + "scan", "Queue a vulnerability and secret scan of an image (tag or digest); GET the same path for the result",
-                  response: "ImageScan", status: .accepted, query: [("reference", "the tag or digest to scan")]) { request, context, caller in
+                  response: "ImageScan", status: .accepted,
+                  query: [("reference", "the tag or digest to scan"),
+                          ("force", "true to rescan even if the image was just scanned against the current database (namespace admins)")]) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryRead(name, by: caller.identity)
                 let digest = try await Self.resolve(request, in: name, storage.registry)
-                try await storage.scans.enqueue(digest, in: name)
+                let force = request.uri.queryParameters.get("force") == "true"
+                if force { try await access.requireRepositoryAdministration(name, by: caller.identity) }
+                do {
+                    try await storage.scans.enqueue(digest, in: name, force: force)
+                } catch let refused as RescanRefused {
+                    throw RegistryError(.tooManyRequests, refused.message, headers: [("Retry-After", String(refused.retryAfterSeconds))])
+                }
                 access.audit.record(AuditEvent(actor: caller.identity, action: "scan.request", repository: name.value, target: digest.description, source: caller.source))
                 return try Self.json(API.ImageScan(try await storage.registry.metadata.scanRecord(digest)), status: .accepted)
             },
