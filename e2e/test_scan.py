@@ -744,3 +744,49 @@ def test_wharf_scan_reads_images_from_a_registry(wharf_bin, scanning_wharf, advi
     ]:
         failed = subprocess.run([wharf_bin, "scan", *arguments, "--db", str(advisory_db)], capture_output=True, text=True)
         assert failed.returncode != 0 and words in failed.stderr, (arguments, failed.stderr)
+
+
+def test_multi_platform_index_is_scanned_and_gated_per_platform(scanning_wharf, tmp_path):
+    """An index of two platforms: each gets its own result (and SBOMs), and the pull gate judges the
+    platform a client pulls, not the index."""
+    import hashlib
+
+    server = scanning_wharf
+    layout = tmp_path / "multi"
+    for name, arch in [("alpine-310.tar.gz", "amd64"), ("alpine-311.tar.gz", "arm64")]:
+        archive = tmp_path / name.replace(".gz", "")
+        archive.write_bytes(subprocess.run(["gzip", "-dc", str(require_testdata("images", name))], capture_output=True, check=True).stdout)
+        run(["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{layout}:{arch}"])
+    index = json.loads((layout / "index.json").read_text())
+    children = [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d["digest"], "size": d["size"],
+                 "platform": {"architecture": d["annotations"]["org.opencontainers.image.ref.name"], "os": "linux"}}
+                for d in index["manifests"]]
+    image_index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children}).encode()
+    (layout / "blobs" / "sha256" / hashlib.sha256(image_index).hexdigest()).write_bytes(image_index)
+    index["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json", "size": len(image_index),
+                               "digest": f"sha256:{hashlib.sha256(image_index).hexdigest()}",
+                               "annotations": {"org.opencontainers.image.ref.name": "multi"}})
+    (layout / "index.json").write_text(json.dumps(index))
+    run(["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", "--dest-creds", server.creds,
+         f"oci:{layout}:multi", f"docker://{server.host}/multi/app:latest"])
+
+    assert server.api("POST", "/repositories/multi/app/scan", params={"reference": "latest"}).status_code == 202
+    result = wait_for_scan(server, "multi/app", "latest")
+    platforms = {p["platform"]: p for p in result["result"]["platforms"]}
+    assert set(platforms) == {"linux/amd64", "linux/arm64"}
+    assert {f["id"] for f in platforms["linux/amd64"]["findings"]} == {"CVE-2099-0002"} and platforms["linux/arm64"]["findings"] == []
+    by_arch = {c["platform"]["architecture"]: c["digest"] for c in children}
+    for arch, counts in [("amd64", {"CRITICAL": 2}), ("arm64", {})]:
+        child = wait_for_scan(server, "multi/app", by_arch[arch])
+        assert child["status"] == "COMPLETE" and child["severityCounts"] == counts and len(child["result"]["platforms"]) == 1
+        import requests
+        referrers = requests.get(f"{server.url}/v2/multi/app/referrers/{by_arch[arch]}", auth=server.auth, timeout=30).json()["manifests"]
+        assert len(referrers) == 2, referrers
+
+    assert server.api("PUT", "/namespaces/multi/pull-policy", json={"severity": "HIGH"}).status_code == 200
+    clean = subprocess.run(["skopeo", "--override-arch", "arm64", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", server.creds,
+                            f"docker://{server.host}/multi/app:latest", f"oci:{tmp_path / 'arm'}:x"], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    vulnerable = subprocess.run(["skopeo", "--override-arch", "amd64", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", server.creds,
+                                 f"docker://{server.host}/multi/app:latest", f"oci:{tmp_path / 'amd'}:x"], capture_output=True, text=True)
+    assert vulnerable.returncode != 0 and "2 CRITICAL" in vulnerable.stderr, vulnerable.stderr
