@@ -453,6 +453,14 @@ def test_pull_gate_refuses_vulnerable_and_unscanned_images(scanning_wharf, tmp_p
     detail = json.loads(error["detail"])
     assert detail == {"policy": "namespace:gate", "reason": "vulnerabilities", "severity": "HIGH", "blockUnscanned": True,
                       "counts": {"CRITICAL": 2}, "allowlisted": 0}
+    # ECR's BatchGetImage obeys the same gate (ECR's own failure code for an image that cannot be read).
+    import boto3
+    key = server.api("POST", "/users/admin/access-keys", json={"description": "gate"}).json()
+    ecr = boto3.client("ecr", endpoint_url=server.url, region_name="us-east-1",
+                       aws_access_key_id=key["accessKeyId"], aws_secret_access_key=key["secretAccessKey"])
+    batch = ecr.batch_get_image(repositoryName="gate/app", imageIds=[{"imageTag": "old"}, {"imageTag": "new"}])
+    assert [i["imageId"]["imageTag"] for i in batch["images"]] == ["new"]
+    assert batch["failures"][0]["failureCode"] == "ImageInaccessible" and "2 CRITICAL" in batch["failures"][0]["failureReason"]
     # HEAD is not a pull: clients may still check what a tag points to.
     assert requests.head(f"{server.url}/v2/gate/app/manifests/old", auth=server.auth, headers=accept, timeout=30).status_code == 200
     # The clean image passes; the unscanned one is refused as such.

@@ -25,6 +25,8 @@ public final class ECRService: Sendable {
     let lifecycle: LifecycleService
     /// The background scanner; nil when scanning is off.
     let scans: ImageScanService?
+    /// Namespaces' pull policies, which BatchGetImage obeys as `/v2` manifest pulls do.
+    let pullGate: PullGate?
     public let downloads: LayerDownloadSigner
     let logger: Logger
     private let verifier: SigV4Verifier
@@ -35,11 +37,13 @@ public final class ECRService: Sendable {
     var metadata: MetadataStore { registry.metadata }
     var registryID: String { access.authorizer.policies.registryID }
 
-    public init(registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil, logger: Logger) {
+    public init(registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil,
+                pullGate: PullGate? = nil, logger: Logger) {
         self.registry = registry
         self.access = access
         self.lifecycle = lifecycle
         self.scans = scans
+        self.pullGate = pullGate
         self.logger = logger
         self.downloads = LayerDownloadSigner(metadata: registry.metadata)
         let store = access.store

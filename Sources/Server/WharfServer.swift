@@ -124,7 +124,8 @@ public final class WharfServer: Sendable {
                           storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories)).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle,
-                                                          scans: configuration.scannerEnabled ? scans : nil, logger: logger), registry: registry)
+                                                          scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate,
+                                                          logger: logger), registry: registry)
             router.post("/") { request, context in await ecr.respond(to: request, context: context) }
             router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in
                 await ecr.download(request, token: context.parameters.get("token") ?? "")
