@@ -328,6 +328,10 @@ def test_scan_on_push_from_the_ecr_setting(scanning_wharf, tmp_path):
     push_alpine(server, tmp_path, "alpine-310.tar.gz", "scan/onpush", "v1")
     result = wait_for_scan(server, "scan/onpush", "v1")
     assert result["status"] == "COMPLETE" and result["severityCounts"] == {"CRITICAL": 2}
+    # Pushing the same image again (another tag) keeps the completed result rather than reading it again.
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "scan/onpush", "v1-again")
+    again = server.api("GET", "/repositories/scan/onpush/scan", params={"reference": "v1-again"}).json()
+    assert again["status"] == "COMPLETE" and again["completedAt"] == result["completedAt"]
     # Without the setting nothing is queued (results are per digest, so this image must be new).
     ecr.create_repository(repositoryName="scan/manual")
     fresh = tmp_path / "fresh"

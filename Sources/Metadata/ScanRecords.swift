@@ -22,8 +22,10 @@ public struct ImageScanRecord: Sendable, Equatable {
 
 extension MetadataStore {
     /// Queues a scan of `digest` (found in `repository`). A scan already waiting or running is left
-    /// as it is; a finished one is queued again.
-    public func enqueueScan(_ digest: Digest, in repository: RepositoryName) async throws {
+    /// as it is; a finished one is queued again, unless `keepCompleted` and it completed in the
+    /// same repository (a push of an image already scanned there: its findings are kept current by
+    /// re-matching, so reading its layers again would find the same).
+    public func enqueueScan(_ digest: Digest, in repository: RepositoryName, keepCompleted: Bool = false) async throws {
         try await database.transaction { sql in
             try await sql.raw("""
                 INSERT INTO image_scans (digest, repository, status, requested_at)
@@ -31,6 +33,7 @@ extension MetadataStore {
                 ON CONFLICT (digest) DO UPDATE SET status = 'PENDING', repository = excluded.repository,
                     requested_at = excluded.requested_at, description = NULL
                 WHERE image_scans.status NOT IN ('PENDING', 'IN_PROGRESS')
+                  AND NOT (\(bind: keepCompleted) AND image_scans.status = 'COMPLETE' AND image_scans.repository = excluded.repository)
                 """).run()
         }
     }

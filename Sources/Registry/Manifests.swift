@@ -84,7 +84,7 @@ extension Registry {
         // The queue is a table, so the scanner of any node picks the job up.
         if settings.scanOnPush, parsed.subject == nil,
            parsed.kind == .index || MediaType.containerImageConfigs.contains(parsed.config?.mediaType ?? "") {
-            do { try await metadata.enqueueScan(digest, in: repository) } catch {
+            do { try await metadata.enqueueScan(digest, in: repository, keepCompleted: true) } catch {
                 logger.warning("could not queue the scan on push", metadata: ["digest": "\(digest)", "error": "\(error)"])
             }
         }

@@ -138,14 +138,13 @@ public final class PullGate: Sendable {
         let scan = try await summary(of: digest)
         let policyName = "the pull policy of namespace '\(namespace)'"
         guard scan.status == .complete else {
-            guard policy.blockUnscanned || policy.severity != nil else { return .allow }
+            guard policy.blockUnscanned else { return .allow }
             let state = switch scan.status {
             case nil: "has not been scanned"
             case .pending, .inProgress: "is still being scanned"
             case .failed: "could not be scanned (\(scan.statusDescription ?? "scan failed"))"
             case .complete: ""
             }
-            if !policy.blockUnscanned { return .allow }
             return .deny(message: "\(repository)@\(digest) \(state); \(policyName) refuses images without a completed scan",
                          detail: Self.detail(namespace: namespace, policy: policy, reason: "not-scanned", counts: [:], allowlisted: 0))
         }
