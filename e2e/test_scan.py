@@ -624,13 +624,29 @@ def test_database_updates_from_urls_and_stored_results_are_rematched(wharf_bin, 
     feed = AdvisoryServer(folder)
     config = tmp_path / "wharf.yml"
     config.write_text(f"scanner:\n  database: {tmp_path / 'db' / 'osv.sqlite'}\n  updateURLs: ['{feed.url}/alpine-extra.json']\n"
-                      "  updateIntervalSeconds: 1\n")
+                      "  updateIntervalSeconds: 1\n  publishDatabase: security/advisories:latest\n")
     server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
     try:
         # The first check builds the database from the feed.
         first = wait_until(lambda: (database_state(server).get("summary") or {}).get("version") and database_state(server), 30, "the first import")
         assert first["summary"]["records"] == 1 and first["update"].get("lastError") is None
         assert first["summary"]["sources"] == [f"{feed.url}/alpine-extra.json"]
+
+        def published():
+            import hashlib
+            import requests
+            response = requests.get(f"{server.url}/v2/security/advisories/manifests/latest", auth=server.auth, timeout=30,
+                                    headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+            if response.status_code != 200:
+                return None
+            manifest = response.json()
+            layer = requests.get(f"{server.url}/v2/security/advisories/blobs/{manifest['layers'][0]['digest']}", auth=server.auth, timeout=30)
+            assert layer.status_code == 200 and f"sha256:{hashlib.sha256(layer.content).hexdigest()}" == manifest["layers"][0]["digest"]
+            assert manifest["artifactType"] == "application/vnd.wharf.advisories.v1"
+            return manifest["annotations"]["dev.wharf.advisories.version"]
+
+        # The online side publishes each database it builds, for offline Wharfs to mirror.
+        wait_until(lambda: published() == first["summary"]["version"], 30, "the published artifact")
         push_alpine(server, tmp_path, "alpine-310.tar.gz", "feed/alpine", "3.10")
         server.api("POST", "/repositories/feed/alpine/scan", params={"reference": "3.10"})
         scanned = wait_for_scan(server, "feed/alpine", "3.10")
@@ -651,6 +667,7 @@ def test_database_updates_from_urls_and_stored_results_are_rematched(wharf_bin, 
         assert rematched["completedAt"] == scanned["completedAt"]
         assert rematched["result"]["rematchedAt"] and rematched["result"]["databaseVersion"] == updated["summary"]["version"]
         assert rematched["result"]["scannedAt"] == scanned["result"]["scannedAt"]
+        wait_until(lambda: published() == updated["summary"]["version"], 30, "the newer published artifact")
 
         # A broken feed keeps the last good database and says why.
         record.write_text("{ not json")

@@ -23,8 +23,11 @@ public final class AdvisoryUpdater: Service, Sendable {
         public var databasePath: String
         public var urls: [String] = []
         public var interval: Duration = .seconds(86_400)
-        /// `repository:tag` of a database artifact in this registry.
+        /// `repository:tag` of a database artifact in this registry, installed when it moves.
         public var artifact: String?
+        /// `repository:tag` this registry publishes its database to after each update from URLs,
+        /// for other (offline) Wharfs to mirror.
+        public var publish: String?
         public var artifactPollInterval: Duration = .seconds(10)
 
         public init(databasePath: String) { self.databasePath = databasePath }
@@ -36,6 +39,7 @@ public final class AdvisoryUpdater: Service, Sendable {
         public var lastUpdateAt: String?
         public var lastError: String?
         public var installedArtifact: String?
+        public var publishedArtifact: String?
     }
 
     /// Per-URL validators of the copy downloaded last, kept beside the database.
@@ -48,6 +52,8 @@ public final class AdvisoryUpdater: Service, Sendable {
     struct State: Codable {
         var sources: [String: SourceState] = [:]
         var artifactDigest: String?
+        /// The database version last published (so a restart does not publish it again).
+        var publishedVersion: String?
     }
 
     let settings: Settings
@@ -62,7 +68,7 @@ public final class AdvisoryUpdater: Service, Sendable {
     }
 
     public var status: Status { currentStatus.withLock { $0 } }
-    public var isConfigured: Bool { !settings.urls.isEmpty || settings.artifact != nil }
+    public var isConfigured: Bool { !settings.urls.isEmpty || settings.artifact != nil || settings.publish != nil }
 
     private var directory: String { (settings.databasePath as NSString).deletingLastPathComponent }
     private var sourcesDirectory: String { directory + "/sources" }
@@ -137,6 +143,9 @@ public final class AdvisoryUpdater: Service, Sendable {
         } else if changed {
             errors.append("not every source has been downloaded yet; the database was not rebuilt")
         }
+        if settings.publish != nil {
+            do { try await publishIfNew() } catch { errors.append("publish: \(error)") }
+        }
         if !errors.isEmpty { logger.warning("vulnerability database update incomplete", metadata: ["errors": "\(errors)"]) }
         currentStatus.withLock {
             $0.lastCheckAt = now
@@ -179,6 +188,44 @@ public final class AdvisoryUpdater: Service, Sendable {
     }
 
     // MARK: OCI artifact
+
+    /// Pushes the current database into this registry as an artifact (`settings.publish`), unless
+    /// that version is there already.
+    public func publishIfNew() async throws {
+        guard let publish = settings.publish, let colon = publish.lastIndex(of: ":"),
+              let repository = RepositoryName(String(publish[..<colon])), let tag = Tag(String(publish[publish.index(after: colon)...])),
+              FileManager.default.fileExists(atPath: settings.databasePath) else { return }
+        var state = loadState()
+        // A copy, so the file pushed is the file hashed even if an update replaces the database meanwhile.
+        let snapshot = settings.databasePath + ".publish-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.copyItem(atPath: settings.databasePath, toPath: snapshot)
+        defer { try? FileManager.default.removeItem(atPath: snapshot) }
+        let database = try await AdvisoryDatabase.open(snapshot)
+        let summary: AdvisoryDatabase.Summary
+        do {
+            summary = try await database.summary()
+            try await database.close()
+        } catch {
+            try? await database.close()
+            throw error
+        }
+        guard let version = summary.version, version != state.publishedVersion else { return }
+        var hasher = SHA256()
+        var size = 0
+        for try await chunk in FileChunkSequence(path: snapshot) {
+            chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            size += chunk.readableBytes
+        }
+        let digest = try Digest(parsing: "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined())
+        _ = try await registry.pushBlob(FileChunkSequence(path: snapshot), in: repository, digest: digest, length: Int64(size))
+        let manifest = try AdvisoryArtifact.manifest(layerDigest: digest.description, size: size, summary: summary)
+        _ = try await registry.putManifest(ByteBuffer(bytes: Array(manifest)), contentType: MediaType.ociManifest, in: repository, reference: .tag(tag))
+        state = loadState()
+        state.publishedVersion = version
+        saveState(state)
+        currentStatus.withLock { $0.publishedArtifact = "\(publish) (version \(version))" }
+        logger.info("vulnerability database published", metadata: ["artifact": "\(publish)", "version": "\(version)", "bytes": "\(size)"])
+    }
 
     /// Installs the artifact's database when its tag points at a manifest not installed yet.
     public func installArtifactIfMoved() async {
@@ -263,4 +310,23 @@ public final class AdvisoryUpdater: Service, Sendable {
 struct UpdateError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// A file read in 1 MiB buffers, as an upload body.
+struct FileChunkSequence: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let path: String
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let handle: FileHandle?
+        mutating func next() async throws -> ByteBuffer? {
+            guard let handle, let data = try handle.read(upToCount: 1 << 20), !data.isEmpty else {
+                try? handle?.close()
+                return nil
+            }
+            return ByteBuffer(bytes: data)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handle: FileHandle(forReadingAtPath: path)) }
 }

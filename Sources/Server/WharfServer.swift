@@ -84,6 +84,7 @@ public final class WharfServer: Sendable {
         updateSettings.urls = configuration.scannerUpdateURLs
         updateSettings.interval = .seconds(configuration.scannerUpdateIntervalSeconds)
         updateSettings.artifact = configuration.scannerDatabaseArtifact
+        updateSettings.publish = configuration.scannerPublishDatabase
         let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
         return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
                            lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)

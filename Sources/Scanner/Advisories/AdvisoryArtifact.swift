@@ -41,22 +41,8 @@ public enum AdvisoryArtifact {
         try fileManager.moveItem(atPath: staging, toPath: blobs + "/" + layerDigest)
 
         let config = Data("{}".utf8)
-        let configDigest = hex(SHA256.hash(data: config))
-        try config.write(to: URL(fileURLWithPath: blobs + "/" + configDigest))
-        var annotations = ["org.opencontainers.image.created": ISO8601DateFormatter().string(from: Date()),
-                           "dev.wharf.advisories.records": String(summary.records)]
-        if let version = summary.version { annotations["dev.wharf.advisories.version"] = version }
-        if let importedAt = summary.importedAt { annotations["dev.wharf.advisories.imported"] = importedAt }
-        let manifest: [String: Any] = [
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": artifactType,
-            "config": ["mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:" + configDigest, "size": config.count],
-            "layers": [["mediaType": layerMediaType, "digest": "sha256:" + layerDigest, "size": size,
-                        "annotations": ["org.opencontainers.image.title": "osv.sqlite"]]],
-            "annotations": annotations,
-        ]
-        let manifestBytes = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])
+        try config.write(to: URL(fileURLWithPath: blobs + "/" + hex(SHA256.hash(data: config))))
+        let manifestBytes = try manifest(layerDigest: "sha256:" + layerDigest, size: size, summary: summary)
         let manifestDigest = hex(SHA256.hash(data: manifestBytes))
         try manifestBytes.write(to: URL(fileURLWithPath: blobs + "/" + manifestDigest))
 
@@ -75,6 +61,26 @@ public enum AdvisoryArtifact {
         try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: directory + "/oci-layout"))
         return "sha256:" + manifestDigest
     }
+
+    /// The artifact's manifest for a database layer: empty config, one layer, the summary as annotations.
+    public static func manifest(layerDigest: String, size: Int, summary: AdvisoryDatabase.Summary) throws -> Data {
+        var annotations = ["org.opencontainers.image.created": ISO8601DateFormatter().string(from: Date()),
+                           "dev.wharf.advisories.records": String(summary.records)]
+        if let version = summary.version { annotations[versionAnnotation] = version }
+        if let importedAt = summary.importedAt { annotations["dev.wharf.advisories.imported"] = importedAt }
+        let manifest: [String: Any] = [
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": artifactType,
+            "config": ["mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:" + hex(SHA256.hash(data: Data("{}".utf8))), "size": 2],
+            "layers": [["mediaType": layerMediaType, "digest": layerDigest, "size": size,
+                        "annotations": ["org.opencontainers.image.title": "osv.sqlite"]]],
+            "annotations": annotations,
+        ]
+        return try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])
+    }
+
+    public static let versionAnnotation = "dev.wharf.advisories.version"
 
     static func hex(_ digest: SHA256.Digest) -> String { digest.map { String(format: "%02x", $0) }.joined() }
 }

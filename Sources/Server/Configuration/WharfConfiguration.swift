@@ -84,6 +84,8 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var scannerRescanIntervalSeconds = 60
     /// `repository:tag` of a vulnerability database artifact in this registry, installed when it moves.
     public var scannerDatabaseArtifact: String?
+    /// `repository:tag` to publish the database to after each update from `scannerUpdateURLs`.
+    public var scannerPublishDatabase: String?
     /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
     /// at first start and keeps it in the database.
     public var ecrRegistryID: String?
@@ -179,6 +181,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             var updateIntervalSeconds: Int?
             var databaseArtifact: String?
             var rescanIntervalSeconds: Int?
+            var publishDatabase: String?
         }
 
         struct GC: Decodable {
@@ -273,6 +276,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.updateIntervalSeconds { scannerUpdateIntervalSeconds = value }
             if let value = scanner.databaseArtifact { scannerDatabaseArtifact = value }
             if let value = scanner.rescanIntervalSeconds { scannerRescanIntervalSeconds = value }
+            if let value = scanner.publishDatabase { scannerPublishDatabase = value }
         }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
@@ -300,7 +304,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
-        "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds",
+        "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -350,10 +354,19 @@ public struct WharfConfiguration: Sendable, Equatable {
         for url in scannerUpdateURLs where !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
             throw ConfigurationError.invalid("scanner.updateURLs (http or https URLs)", url)
         }
-        if let artifact = scannerDatabaseArtifact {
-            let parts = artifact.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        for (key, value) in [("scanner.databaseArtifact", scannerDatabaseArtifact), ("scanner.publishDatabase", scannerPublishDatabase)] {
+            guard let value else { continue }
+            let parts = value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2, RepositoryName(String(parts[0])) != nil, Tag(String(parts[1])) != nil else {
-                throw ConfigurationError.invalid("scanner.databaseArtifact (repository:tag)", artifact)
+                throw ConfigurationError.invalid("\(key) (repository:tag)", value)
+            }
+        }
+        if let published = scannerPublishDatabase {
+            guard !scannerUpdateURLs.isEmpty else {
+                throw ConfigurationError.invalid("scanner.publishDatabase (needs scanner.updateURLs: it publishes what they bring)", published)
+            }
+            guard published != scannerDatabaseArtifact else {
+                throw ConfigurationError.invalid("scanner.publishDatabase (must differ from scanner.databaseArtifact)", published)
             }
         }
         guard (0...100).contains(gcRestRatio) else { throw ConfigurationError.invalid("gc.restRatio (0 to 100)", "\(gcRestRatio)") }

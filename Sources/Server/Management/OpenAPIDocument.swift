@@ -148,7 +148,7 @@ enum OpenAPIDocument {
             "path": string, "error": string,
             "summary": object(["records": integer, "packages": integer, "ecosystems": ["type": "object", "additionalProperties": integer],
                                "importedAt": string, "version": string, "sources": ["type": "array", "items": string]], required: ["records"]),
-            "update": object(["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string], required: []),
+            "update": object(["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string], required: []),
         ], required: ["path", "update"]),
         "PullPolicy": object([
             "severity": ["type": "string", "enum": ["CRITICAL", "HIGH", "MEDIUM", "LOW"], "description": "refuse images with a finding this severe or worse"],
