@@ -809,8 +809,9 @@ def test_multi_platform_index_is_scanned_and_gated_per_platform(scanning_wharf, 
         child = wait_for_scan(server, "multi/app", by_arch[arch])
         assert child["status"] == "COMPLETE" and child["severityCounts"] == counts and len(child["result"]["platforms"]) == 1
         import requests
-        referrers = requests.get(f"{server.url}/v2/multi/app/referrers/{by_arch[arch]}", auth=server.auth, timeout=30).json()["manifests"]
-        assert len(referrers) == 2, referrers
+        # The SBOMs are attached right after the results are stored: wait for them.
+        wait_until(lambda: len(requests.get(f"{server.url}/v2/multi/app/referrers/{by_arch[arch]}", auth=server.auth,
+                                            timeout=30).json()["manifests"]) == 2, 30, f"the {arch} SBOMs")
 
     assert server.api("PUT", "/namespaces/multi/pull-policy", json={"severity": "HIGH"}).status_code == 200
     clean = subprocess.run(["skopeo", "--override-arch", "arm64", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", server.creds,

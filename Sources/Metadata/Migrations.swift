@@ -335,6 +335,10 @@ enum Migrations {
             // Garbage collection drops the scans of manifests no repository holds; this finds them.
             "CREATE INDEX manifests_by_digest ON manifests (digest)",
         ]),
+        Migration(version: 7, name: "scan results record their database version", statements: [
+            // Lets a new vulnerability database find the results to re-match without reading them all.
+            "ALTER TABLE image_scans ADD COLUMN database_version TEXT",
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

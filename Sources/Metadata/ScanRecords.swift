@@ -53,11 +53,13 @@ extension MetadataStore {
         }
     }
 
-    public func finishScan(_ digest: String, status: ImageScanRecord.Status, description: String?, result: String?) async throws {
+    /// Ends a job. `databaseVersion` is the vulnerability database the result was matched against.
+    public func finishScan(_ digest: String, status: ImageScanRecord.Status, description: String?, result: String?,
+                           databaseVersion: String? = nil) async throws {
         try await database.transaction { sql in
             try await sql.raw("""
                 UPDATE image_scans SET status = \(bind: status.rawValue), completed_at = \(bind: Timestamp.nowMillis()),
-                    description = \(bind: description), result = \(bind: result)
+                    description = \(bind: description), result = \(bind: result), database_version = \(bind: databaseVersion)
                 WHERE digest = \(bind: digest)
                 """).run()
         }
@@ -89,15 +91,15 @@ extension MetadataStore {
     /// Records a finished scan of `digest` directly (a platform of a scanned index gets its own row,
     /// so a pull of that platform by digest finds its result).
     public func storeScanResult(_ digest: String, repository: RepositoryName, status: ImageScanRecord.Status,
-                                description: String?, result: String?) async throws {
+                                description: String?, result: String?, databaseVersion: String? = nil) async throws {
         let now = Timestamp.nowMillis()
         try await database.transaction { sql in
             try await sql.raw("""
-                INSERT INTO image_scans (digest, repository, status, requested_at, started_at, completed_at, description, result)
+                INSERT INTO image_scans (digest, repository, status, requested_at, started_at, completed_at, description, result, database_version)
                 VALUES (\(bind: digest), \(bind: repository.value), \(bind: status.rawValue), \(bind: now), \(bind: now), \(bind: now),
-                        \(bind: description), \(bind: result))
+                        \(bind: description), \(bind: result), \(bind: databaseVersion))
                 ON CONFLICT (digest) DO UPDATE SET status = excluded.status, completed_at = excluded.completed_at,
-                    description = excluded.description, result = excluded.result
+                    description = excluded.description, result = excluded.result, database_version = excluded.database_version
                 WHERE image_scans.status NOT IN ('PENDING', 'IN_PROGRESS')
                 """).run()
         }
@@ -118,21 +120,23 @@ extension MetadataStore {
 
 extension MetadataStore {
     /// Completed scans in digest order after `digest`, with their results: the pages a re-match walks.
-    public func completedScans(after digest: String?, limit: Int) async throws -> [(digest: String, result: String)] {
+    /// With `notMatchedWith`, only results matched against another database version (or an unknown one).
+    public func completedScans(after digest: String?, limit: Int, notMatchedWith version: String? = nil) async throws -> [(digest: String, result: String)] {
         try await database.read { sql in
-            try await sql.raw("""
+            let filter: SQLQueryString = version.map { "AND (database_version IS NULL OR database_version <> \(bind: $0))" } ?? ""
+            return try await sql.raw("""
                 SELECT digest, result FROM image_scans WHERE status = 'COMPLETE' AND result IS NOT NULL
-                  AND digest > \(bind: digest ?? "") ORDER BY digest LIMIT \(unsafeRaw: String(limit))
+                  AND digest > \(bind: digest ?? "") \(filter) ORDER BY digest LIMIT \(unsafeRaw: String(limit))
                 """).all().map { (try $0.decode(column: "digest", as: String.self), try $0.decode(column: "result", as: String.self)) }
         }
     }
 
     /// Replaces a completed scan's result (after matching it against a new database); a scan that
     /// was queued again meanwhile is left to its new run.
-    public func updateScanResult(_ digest: String, description: String, result: String) async throws {
+    public func updateScanResult(_ digest: String, description: String, result: String, databaseVersion: String? = nil) async throws {
         try await database.transaction { sql in
             try await sql.raw("""
-                UPDATE image_scans SET description = \(bind: description), result = \(bind: result)
+                UPDATE image_scans SET description = \(bind: description), result = \(bind: result), database_version = \(bind: databaseVersion)
                 WHERE digest = \(bind: digest) AND status = 'COMPLETE'
                 """).run()
         }

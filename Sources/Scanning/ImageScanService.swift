@@ -161,7 +161,7 @@ public final class ImageScanService: Service, Sendable {
             let text = String(decoding: try encoder.encode(result), as: UTF8.self)
             let counts = result.severityCounts
             try await registry.metadata.finishScan(job.digest, status: .complete,
-                                                   description: Self.describe(result), result: text)
+                                                   description: Self.describe(result), result: text, databaseVersion: result.databaseVersion)
             if result.platforms.count > 1 || result.platforms.first?.manifestDigest != job.digest {
                 // An index: each platform's manifest gets its own result, which its pulls are judged on.
                 for platform in result.platforms {
@@ -169,7 +169,8 @@ public final class ImageScanService: Service, Sendable {
                     single.platforms = [platform]
                     try await registry.metadata.storeScanResult(platform.manifestDigest, repository: repository, status: .complete,
                                                                 description: Self.describe(single),
-                                                                result: String(decoding: try encoder.encode(single), as: UTF8.self))
+                                                                result: String(decoding: try encoder.encode(single), as: UTF8.self),
+                                                                databaseVersion: single.databaseVersion)
                 }
             }
             if settings.attachSBOMs {
@@ -206,12 +207,11 @@ public final class ImageScanService: Service, Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             while !Task.isCancelled {
-                let page = try await registry.metadata.completedScans(after: after, limit: 100)
+                let page = try await registry.metadata.completedScans(after: after, limit: 100, notMatchedWith: summary.version)
                 guard let last = page.last else { break }
                 after = last.digest
                 for (digest, text) in page {
-                    guard var result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8)),
-                          result.databaseVersion != summary.version else { continue }
+                    guard var result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8)) else { continue }
                     for index in result.platforms.indices {
                         result.platforms[index].findings = try await VulnerabilityMatcher.match(result.platforms[index].inventory, database: database)
                     }
@@ -219,7 +219,8 @@ public final class ImageScanService: Service, Sendable {
                     result.databaseVersion = summary.version
                     result.rematchedAt = ISO8601DateFormatter().string(from: Date())
                     try await registry.metadata.updateScanResult(digest, description: Self.describe(result),
-                                                                 result: String(decoding: try encoder.encode(result), as: UTF8.self))
+                                                                 result: String(decoding: try encoder.encode(result), as: UTF8.self),
+                                                                 databaseVersion: summary.version)
                     updated += 1
                 }
             }

@@ -50,8 +50,12 @@ struct ScanRecordsTests {
                 after = last.digest
             }
             #expect(seen == (platforms + [image.digest.description]).sorted())
-            try await store.updateScanResult(platforms[0], description: "rematched", result: #"{"p":2}"#)
+            try await store.updateScanResult(platforms[0], description: "rematched", result: #"{"p":2}"#, databaseVersion: "db-2")
             #expect(try await store.scanRecord(try Digest(parsing: platforms[0]))?.result == #"{"p":2}"#)
+            // A new database finds what was matched against another one (or an unknown one) without reading the rest.
+            try await store.storeScanResult(platforms[1], repository: repository, status: .complete, description: "p", result: "{}", databaseVersion: "db-2")
+            let stale = try await store.completedScans(after: nil, limit: 100, notMatchedWith: "db-2").map(\.digest)
+            #expect(Set(stale) == Set(platforms[2...] + [image.digest.description]))
 
             // Garbage collection: results of manifests no repository holds go; the held image's stays.
             #expect(try await store.deleteOrphanScans(limit: 3) == 3)
