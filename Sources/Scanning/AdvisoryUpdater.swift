@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import OCI
 import Registry
 import Scanner
@@ -198,7 +199,9 @@ public final class AdvisoryUpdater: Service, Sendable {
         var state = loadState()
         // A copy, so the file pushed is the file hashed even if an update replaces the database meanwhile.
         let snapshot = settings.databasePath + ".publish-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.copyItem(atPath: settings.databasePath, toPath: snapshot)
+        let source = settings.databasePath
+        // Hundreds of MiB for a full database: copied on the I/O pool, not on a concurrency thread.
+        try await NIOThreadPool.singleton.runIfActive { try FileManager.default.copyItem(atPath: source, toPath: snapshot) }
         defer { try? FileManager.default.removeItem(atPath: snapshot) }
         let database = try await AdvisoryDatabase.open(snapshot)
         let summary: AdvisoryDatabase.Summary
