@@ -769,7 +769,7 @@ def test_wharf_scan_reads_images_from_a_registry(wharf_bin, scanning_wharf, advi
         ([f"docker://{server.host}/cli/alpine:3.10"], "--creds"),
         ([f"docker://{server.host}/cli/alpine:nope", "--creds", server.creds], "HTTP 404"),
         ([f"docker://{server.host}/cli/alpine:3.10", "--creds", "admin:wrong"], "refused"),
-        (["docker://nohost"], "expected docker://HOST/REPOSITORY"),
+        (["docker://UPPER/case"], "expected docker://[HOST/]REPOSITORY"),
     ]:
         failed = subprocess.run([wharf_bin, "scan", *arguments, "--db", str(advisory_db)], capture_output=True, text=True)
         assert failed.returncode != 0 and words in failed.stderr, (arguments, failed.stderr)

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
+import OCI
 import Scanner
 
 /// An image in a registry, read over the Distribution API for `wharf scan docker://HOST/REPO[:TAG|@DIGEST]`:
@@ -23,27 +24,15 @@ struct RegistryImage {
 
     static func isRegistry(_ image: String) -> Bool { image.hasPrefix("docker://") }
 
-    /// Parses `docker://HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]`. Loopback hosts are spoken to in plain
-    /// HTTP, as Docker does; others in HTTPS unless `plainHTTP`.
+    /// Parses `docker://[HOST[:PORT]/]REPOSITORY[:TAG|@DIGEST]` as Docker does (no host: Docker Hub).
+    /// Loopback hosts are spoken to in plain HTTP, as Docker does; others in HTTPS unless `plainHTTP`.
     init(_ image: String, credentials: String?, plainHTTP: Bool) throws {
-        let rest = image.dropFirst("docker://".count)
-        guard let slash = rest.firstIndex(of: "/") else { throw Failure("\(image): expected docker://HOST/REPOSITORY[:TAG|@DIGEST]") }
-        let host = String(rest[..<slash])
-        var path = String(rest[rest.index(after: slash)...])
-        var reference = "latest"
-        if let at = path.firstIndex(of: "@") {
-            reference = String(path[path.index(after: at)...])
-            path = String(path[..<at])
-        } else if let colon = path.lastIndex(of: ":"), !path[colon...].contains("/") {
-            reference = String(path[path.index(after: colon)...])
-            path = String(path[..<colon])
+        guard let parsed = ImageReference(image.dropFirst("docker://".count)) else {
+            throw Failure("\(image): expected docker://[HOST/]REPOSITORY[:TAG|@DIGEST]")
         }
-        guard !host.isEmpty, !path.isEmpty, !reference.isEmpty else { throw Failure("\(image): expected docker://HOST/REPOSITORY[:TAG|@DIGEST]") }
-        let name = host.split(separator: ":").first.map(String.init) ?? host
-        let loopback = name == "localhost" || name.hasPrefix("127.") || name == "[::1]"
-        base = (plainHTTP || loopback ? "http://" : "https://") + host
-        repository = path
-        self.reference = reference
+        base = (plainHTTP || parsed.isLoopback ? "http://" : "https://") + parsed.host
+        repository = parsed.repository
+        reference = parsed.reference
         if let credentials {
             guard let colon = credentials.firstIndex(of: ":") else { throw Failure("--creds: expected USER:PASSWORD") }
             self.credentials = (String(credentials[..<colon]), String(credentials[credentials.index(after: colon)...]))

@@ -7,7 +7,7 @@ struct Scan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Scan an image for vulnerable packages, or write its SBOM.",
         discussion: """
-            IMAGE is docker://HOST/REPOSITORY[:TAG|@DIGEST] (an image in a registry, read over the \
+            IMAGE is docker://[HOST/]REPOSITORY[:TAG|@DIGEST] (an image in a registry, read over the \
             Distribution API with --creds), docker-archive:FILE[:REFERENCE] (docker save output, plain \
             or gzip) or oci:DIR[:TAG] (an OCI image layout, as skopeo writes). Findings come from the \
             vulnerability database that `wharf advisories import` builds; no advisory is downloaded.
@@ -18,7 +18,7 @@ struct Scan: AsyncParsableCommand {
         case table, json, cyclonedx, spdx
     }
 
-    @Argument(help: "The image: docker://HOST/REPOSITORY[:TAG|@DIGEST], docker-archive:FILE[:REFERENCE] or oci:DIR[:TAG].")
+    @Argument(help: "The image: docker://[HOST/]REPOSITORY[:TAG|@DIGEST], docker-archive:FILE[:REFERENCE] or oci:DIR[:TAG].")
     var image: String
 
     @Option(name: .long, help: "table (default), json, cyclonedx or spdx.")
@@ -50,7 +50,7 @@ struct Scan: AsyncParsableCommand {
 
     func run() async throws {
         guard LocalImage.isLocal(image) || RegistryImage.isRegistry(image) else {
-            throw ValidationError("\(image): expected docker://HOST/REPOSITORY[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE[:REFERENCE]")
+            throw ValidationError("\(image): expected docker://[HOST/]REPOSITORY[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE[:REFERENCE]")
         }
         let threshold = try failOn.map { word -> Severity in
             guard let severity = Severity(word: word) else { throw ValidationError("--fail-on: expected low, medium, high or critical") }

@@ -55,3 +55,31 @@ struct NameTests {
         #expect(!MediaType.isNonDistributable("application/vnd.oci.image.layer.v1.tar+gzip"))
     }
 }
+
+@Suite("Image references as Docker reads them")
+struct ImageReferenceTests {
+    @Test("hosts, Docker Hub's defaults, tags and digests")
+    func parsing() throws {
+        let digest = "sha256:" + String(repeating: "ab", count: 32)
+        let cases: [(String, String, String, String)] = [
+            ("alpine", "registry-1.docker.io", "library/alpine", "latest"),
+            ("alpine:3.19", "registry-1.docker.io", "library/alpine", "3.19"),
+            ("docker.io/bitnami/redis:7", "registry-1.docker.io", "bitnami/redis", "7"),
+            ("index.docker.io/library/nginx", "registry-1.docker.io", "library/nginx", "latest"),
+            ("team/app:1", "registry-1.docker.io", "team/app", "1"),
+            ("127.0.0.1:5000/team/app:1.0", "127.0.0.1:5000", "team/app", "1.0"),
+            ("localhost/app@\(digest)", "localhost", "app", digest),
+            ("ghcr.io/org/tool/sub:v2", "ghcr.io", "org/tool/sub", "v2"),
+        ]
+        for (text, host, repository, reference) in cases {
+            let parsed = try #require(ImageReference(text), "\(text)")
+            #expect(parsed.host == host && parsed.repository == repository && parsed.reference == reference, "\(text)")
+        }
+        #expect(ImageReference("127.0.0.1:5000/a")!.isLoopback)
+        #expect(ImageReference("localhost:5000/a")!.isLoopback)
+        #expect(!ImageReference("ghcr.io/a")!.isLoopback)
+        for bad in ["", "UPPER/case", "host.io/", "a:b:c", "docker://alpine", "app@sha256:short"] {
+            #expect(ImageReference(bad) == nil, "\(bad)")
+        }
+    }
+}
