@@ -170,7 +170,6 @@ let package = Package(
             dependencies: [
                 "Scanner", "OCI", "Metadata", "BlobStore", "Registry",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

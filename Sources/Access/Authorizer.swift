@@ -86,6 +86,14 @@ public final class Authorizer: Sendable {
         return result
     }
 
+    /// Whether `identity` reads images whatever a namespace's pull gate says: robots that scan or
+    /// replicate must read every image, passing or not.
+    public func bypassesPullGate(_ identity: Identity, on repository: RepositoryName) async throws -> Bool {
+        guard identity.kind == .robot else { return false }
+        let allowed = try await actions(for: identity, on: repository)
+        return allowed.contains(.scan) || allowed.contains(.replicate)
+    }
+
     /// Grants the intersection of what is asked and what is allowed, per scope (the token rule).
     public func grant(_ requested: [AccessScope], to identity: Identity) async throws -> [AccessScope] {
         var granted: [AccessScope] = []

@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import Logging
 import NIOCore
@@ -213,13 +212,13 @@ public final class AdvisoryUpdater: Service, Sendable {
             throw error
         }
         guard let version = summary.version, version != state.publishedVersion else { return }
-        var hasher = SHA256()
+        var hasher = DigestHasher()
         var size = 0
         for try await chunk in FileChunkSequence(path: snapshot) {
-            chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            hasher.update(chunk)
             size += chunk.readableBytes
         }
-        let digest = try Digest(parsing: "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined())
+        let digest = hasher.finalize()
         _ = try await registry.pushBlob(FileChunkSequence(path: snapshot), in: repository, digest: digest, length: Int64(size))
         let manifest = try AdvisoryArtifact.manifest(layerDigest: digest.description, size: size, summary: summary)
         _ = try await registry.putManifest(ByteBuffer(bytes: Array(manifest)), contentType: MediaType.ociManifest, in: repository, reference: .tag(tag))
@@ -252,15 +251,14 @@ public final class AdvisoryUpdater: Service, Sendable {
                 guard FileManager.default.createFile(atPath: staging, contents: nil), let output = FileHandle(forWritingAtPath: staging) else {
                     throw UpdateError("cannot write next to \(settings.databasePath)")
                 }
-                var hasher = SHA256()
+                var hasher = DigestHasher(layer.digest.algorithm)
                 let reader = try await registry.openBlob(layer.digest, in: repository)
                 try await reader.stream(range: nil) { buffer in
-                    hasher.update(data: Data(buffer.readableBytesView))
+                    hasher.update(buffer)
                     try output.write(contentsOf: Data(buffer.readableBytesView))
                 }
                 try output.close()
-                let computed = "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
-                guard computed == layer.digest.description else { throw UpdateError("the layer's content does not match its digest") }
+                guard hasher.finalize() == layer.digest else { throw UpdateError("the layer's content does not match its digest") }
                 // Only a database that opens and answers is installed.
                 let candidate = try await AdvisoryDatabase.open(staging)
                 let summary = try await candidate.summary()

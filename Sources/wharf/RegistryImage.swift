@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -148,7 +147,7 @@ struct RegistryLayerChunks: ChunkSource {
     let image: RegistryImage
     let expected: String
     var body: HTTPClientResponse.Body.AsyncIterator?
-    var hasher = SHA256()
+    var hasher = DigestHasher()
     var finished = false
 
     init(image: RegistryImage, expected: String) {
@@ -165,11 +164,11 @@ struct RegistryLayerChunks: ChunkSource {
         }
         while let buffer = try await body!.next() {
             guard buffer.readableBytes > 0 else { continue }
-            buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            hasher.update(buffer)
             return buffer
         }
         finished = true
-        let computed = "sha256:" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let computed = hasher.finalize().description
         if expected.hasPrefix("sha256:"), computed != expected {
             throw RegistryImage.Failure("layer \(expected) arrived with digest \(computed)")
         }

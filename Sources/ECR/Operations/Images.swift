@@ -149,7 +149,7 @@ extension ECRService {
                 let served = try await registry.manifest(.digest(image.digest), in: name, recordPull: false)
                 if let pullGate, case .deny(let message, _) = try await pullGate.verdict(
                        repository: name, digest: image.digest, mediaType: served.mediaType, content: Array(served.content.readableBytesView)),
-                   try await !bypassesPullGate(call.identity, name) {
+                   try await !access.authorizer.bypassesPullGate(call.identity, on: name) {
                     failures.append(Self.failure(id, code: "ImageInaccessible", reason: message))
                     continue
                 }
@@ -166,13 +166,6 @@ extension ECRService {
             }
         }
         return ["images": .array(images), "failures": .array(failures)]
-    }
-
-    /// Robots that scan or replicate read every image, as on `/v2`.
-    private func bypassesPullGate(_ identity: Identity, _ repository: RepositoryName) async throws -> Bool {
-        guard identity.kind == .robot else { return false }
-        let actions = try await access.authorizer.actions(for: identity, on: repository)
-        return actions.contains(.scan) || actions.contains(.replicate)
     }
 
     /// Whether the id names a tag and a digest that both exist but not together.

@@ -133,13 +133,6 @@ struct DistributionAPI: Sendable {
         return try await authentication.access.authorizer.actions(for: caller.identity, on: repository).contains(action)
     }
 
-    /// Robots that scan or replicate must read every image, passing or not.
-    private func bypassesPullGate(_ caller: Caller, _ repository: RepositoryName) async throws -> Bool {
-        guard let authentication, caller.identity.kind == .robot else { return false }
-        let actions = try await authentication.access.authorizer.actions(for: caller.identity, on: repository)
-        return actions.contains(.scan) || actions.contains(.replicate)
-    }
-
     private func record(_ action: String, by caller: Caller, in repository: RepositoryName, target: String, detail: String? = nil) {
         audit?.record(AuditEvent(actor: caller.identity, action: action, namespace: String(repository.namespace),
                                  repository: repository.value, target: target, source: caller.source, detail: detail))
@@ -330,7 +323,7 @@ struct DistributionAPI: Sendable {
         if request.method == .get, let pullGate,
            case .deny(let message, let detail) = try await pullGate.verdict(
                repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
-           try await !bypassesPullGate(caller, repository) {
+           try await !(authentication?.access.authorizer.bypassesPullGate(caller.identity, on: repository) ?? false) {
             audit?.record(AuditEvent(actor: caller.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
                                      target: manifest.digest.description, result: .denied, source: caller.source, detail: detail))
             throw RegistryError(.denied, message, detail: detail, status: 403)
