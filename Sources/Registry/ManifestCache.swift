@@ -30,8 +30,8 @@ final class ManifestCache: Sendable {
         var manifests: [Key: Entry<ServedManifest>] = [:]
         var tags: [Key: Entry<Digest>] = [:]
         var bytes = 0
-        /// Whole sorted tag lists, for fast tag-list pages.
-        var tagLists: [String: Entry<[String]>] = [:]
+        /// Whole sorted tag lists with their JSON, for fast tag-list pages.
+        var tagLists: [String: Entry<EncodedTagList>] = [:]
         var tagListEntries = 0
         /// Bumped whenever a repository's tags change, so a list read before the change is not stored after it.
         var tagGenerations: [String: UInt64] = [:]
@@ -112,7 +112,7 @@ final class ManifestCache: Sendable {
     }
 
     private static func forgetTagList(_ repository: String, _ state: inout State) {
-        if let list = state.tagLists.removeValue(forKey: repository) { state.tagListEntries -= list.value.count }
+        if let list = state.tagLists.removeValue(forKey: repository) { state.tagListEntries -= list.value.tags.count }
         if state.tagGenerations.count > 100_000 {
             // Bounded: a new epoch makes every list read before now unstorable.
             state.tagGenerations.removeAll(keepingCapacity: true)
@@ -126,7 +126,7 @@ final class ManifestCache: Sendable {
         state.withLock { ($0.epoch, $0.tagGenerations[repository] ?? 0) }
     }
 
-    func tagList(_ repository: String) -> [String]? {
+    func tagList(_ repository: String) -> EncodedTagList? {
         guard maximumBytes > 0 else { return nil }
         return state.withLock { state in
             guard let entry = state.tagLists[repository], isLive(entry) else { return nil }
@@ -135,7 +135,8 @@ final class ManifestCache: Sendable {
     }
 
     /// Stores a repository's sorted tags unless they changed since `generation` was taken.
-    func storeTagList(_ tags: [String], for repository: String, generation: (UInt64, UInt64)) {
+    func storeTagList(_ list: EncodedTagList, for repository: String, generation: (UInt64, UInt64)) {
+        let tags = list.tags
         guard maximumBytes > 0, tags.count <= Self.maximumCachedTagList else { return }
         let expires = expiry
         state.withLock { state in
@@ -144,7 +145,7 @@ final class ManifestCache: Sendable {
                 state.tagLists.removeAll(keepingCapacity: true)
                 state.tagListEntries = 0
             }
-            if let old = state.tagLists.updateValue(Entry(value: tags, expires: expires), forKey: repository) { state.tagListEntries -= old.value.count }
+            if let old = state.tagLists.updateValue(Entry(value: list, expires: expires), forKey: repository) { state.tagListEntries -= old.value.tags.count }
             state.tagListEntries += tags.count
         }
     }

@@ -165,38 +165,25 @@ extension Registry {
         return deleted
     }
 
-    /// A page of a repository's tags in ASCII order.
-    /// Served from the whole sorted list kept in memory when it is small enough (invalidated by
-    /// every tag change), else one indexed query per page.
-    public func tags(in repository: RepositoryName, after last: String?, limit: Int) async throws -> [String] {
-        if let all = cache.tagList(repository.value) { return Self.page(all, after: last, limit: limit) }
+    /// A page of a repository's tags in byte order, JSON-encoded.
+    /// Served from the whole sorted list kept in memory with its JSON when it is small enough
+    /// (invalidated by every tag change), else one indexed query per page.
+    public func tagPage(in repository: RepositoryName, after last: String?, limit: Int) async throws -> TagPage {
+        if let list = cache.tagList(repository.value) { return list.page(after: last, limit: limit) }
         let generation = cache.tagListGeneration(repository.value)
         let wanted = ManifestCache.maximumCachedTagList + 1
-        guard let all = try await metadata.listTags(in: repository, after: nil, limit: wanted) else {
+        guard let all = try await metadata.listTagsSorted(in: repository, limit: wanted) else {
             throw RegistryError.nameUnknown(repository)
         }
         if all.count < wanted {
-            cache.storeTagList(all, for: repository.value, generation: generation)
-            return Self.page(all, after: last, limit: limit)
+            let list = EncodedTagList(sorted: all)
+            cache.storeTagList(list, for: repository.value, generation: generation)
+            return list.page(after: last, limit: limit)
         }
-        guard let tags = try await metadata.listTags(in: repository, after: last, limit: limit) else {
+        guard let tags = try await metadata.listTags(in: repository, after: last, limit: limit + 1) else {
             throw RegistryError.nameUnknown(repository)
         }
-        return tags
-    }
-
-    /// Up to `limit` names after `last` in a byte-wise sorted list.
-    static func page(_ sorted: [String], after last: String?, limit: Int) -> [String] {
-        var start = 0
-        if let last {
-            var low = 0, high = sorted.count
-            while low < high {
-                let middle = (low + high) / 2
-                if sorted[middle].utf8.lexicographicallyPrecedes(last.utf8) || sorted[middle] == last { low = middle + 1 } else { high = middle }
-            }
-            start = low
-        }
-        return Array(sorted[start..<min(sorted.count, start + max(0, limit))])
+        return EncodedTagList.page(Array(tags.prefix(limit)), hasMore: tags.count > limit)
     }
 
     /// A page of repository names in ASCII order.

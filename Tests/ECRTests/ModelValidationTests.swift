@@ -25,6 +25,11 @@ struct ModelValidationTests {
         #expect(model.operationNames.count >= 50)
     }
 
+    @Test("every pattern in the model compiles as a Swift Regex")
+    func patternsCompile() throws {
+        try ECRModel(json: ECRModel.json).compileAllPatterns()
+    }
+
     @Test("valid input passes")
     func valid() {
         #expect(error(["repositoryName": "team/app-1", "imageTagMutability": "IMMUTABLE",

@@ -6,6 +6,7 @@ import NIOCore
 import OCI
 import Testing
 
+@testable import Registry
 @testable import Server
 
 @Suite("Restarts and persistence")
@@ -129,5 +130,39 @@ struct HTTPHelperTests {
         #expect(defaults.resolvedDatabaseURL == "sqlite:./wharf-data/wharf.db")
         defaults.listen = "[::1]:5001"
         #expect(try defaults.listenAddress() == ("::1", 5001))
+    }
+}
+
+@Suite("Encoded tag lists")
+struct EncodedTagListTests {
+    func text(_ page: TagPage) -> String { String(buffer: page.elements) }
+
+    @Test("pages are slices of the encoded list, with the right last tag and continuation")
+    func pages() {
+        let list = EncodedTagList(sorted: ["a", "b", "c", "d", "e"])
+        #expect(String(buffer: list.json) == #""a","b","c","d","e""#)
+        let first = list.page(after: nil, limit: 2)
+        #expect(text(first) == #""a","b""#)
+        #expect(first.count == 2 && first.last == "b" && first.hasMore)
+        let middle = list.page(after: "b", limit: 2)
+        #expect(text(middle) == #""c","d""#)
+        #expect(middle.hasMore)
+        let end = list.page(after: "d", limit: 2)
+        #expect(text(end) == #""e""#)
+        #expect(end.last == "e" && !end.hasMore)
+        #expect(text(list.page(after: nil, limit: 10)) == #""a","b","c","d","e""#)
+        // A `last` that is not a tag starts after where it would sort; past the end is empty.
+        #expect(text(list.page(after: "bb", limit: 1)) == #""c""#)
+        let past = list.page(after: "z", limit: 3)
+        #expect(past.count == 0 && text(past).isEmpty && past.last == nil && !past.hasMore)
+        let zero = list.page(after: nil, limit: 0)
+        #expect(zero.count == 0 && zero.hasMore)
+        #expect(EncodedTagList(sorted: []).page(after: nil, limit: 5).count == 0)
+    }
+
+    @Test("characters JSON must escape are escaped")
+    func escapes() {
+        let list = EncodedTagList(sorted: ["a\"b", "c\\d", "e\u{1}"])
+        #expect(String(buffer: list.json) == #""a\"b","c\\d","e\u0001""#)
     }
 }

@@ -405,17 +405,19 @@ struct DistributionAPI: Sendable {
     private func tags(_ request: Request, repository: RepositoryName) async throws -> Response {
         let (limit, requested) = try pageSize(request, default: maximumPageSize)
         let last = request.uri.queryParameters.get("last")
-        // Always asks the database, so an unknown repository answers NAME_UNKNOWN even for n=0.
-        var tags = try await registry.tags(in: repository, after: last, limit: limit + 1)
+        // Always asks the registry, so an unknown repository answers NAME_UNKNOWN even for n=0.
+        let page = try await registry.tagPage(in: repository, after: last, limit: limit)
         var headers = HTTPFields()
-        if limit == 0 {
-            tags = []  // n=0: an empty list and no Link header (spec)
-        } else if tags.count > limit {
-            tags.removeLast(tags.count - limit)
-            headers[.link] = "</v2/\(repository)/tags/list?n=\(requested)&last=\(percentEncode(tags[tags.count - 1]))>; rel=\"next\""
+        if limit > 0, page.hasMore, let lastTag = page.last {  // n=0: an empty list and no Link header (spec)
+            headers[.link] = "</v2/\(repository)/tags/list?n=\(requested)&last=\(percentEncode(lastTag))>; rel=\"next\""
         }
-        let body = #"{"name":"# + ErrorResponse.jsonString(repository.value) + #","tags":["# + tags.map(ErrorResponse.jsonString).joined(separator: ",") + "]}"
-        return jsonResponse(ByteBuffer(string: body), headers: headers)
+        let prefix = #"{"name":"# + ErrorResponse.jsonString(repository.value) + #","tags":["#
+        var body = ByteBuffer()
+        body.reserveCapacity(prefix.utf8.count + page.elements.readableBytes + 2)
+        body.writeString(prefix)
+        body.writeImmutableBuffer(page.elements)
+        body.writeString("]}")
+        return jsonResponse(body, headers: headers)
     }
 
     private func catalog(_ request: Request, _ caller: Caller) async throws -> Response {
