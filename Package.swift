@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "OCI",
+                "OCI", "CFileSync",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -187,6 +187,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // sync_file_range(2), which Swift's Glibc module hides behind _GNU_SOURCE.
+        .target(name: "CFileSync"),
         // libzstd from the system (Debian's libzstd-dev), for zstd-compressed layers.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // Micro-benchmarks of hot paths (`swift run -c release wharf-microbench`).

@@ -94,3 +94,32 @@ def test_admin_cli(wharf, wharf_bin, small_image):
     assert missing.returncode != 0 and "does not exist" in missing.stderr
     wrong = run([wharf_bin, "admin", "user", "list"], env={**env, "WHARF_PASSWORD": "wrong"}, check=False)
     assert wrong.returncode != 0 and "401" in wrong.stderr
+
+
+def test_users_migrate_from_a_distribution_htpasswd(wharf, wharf_bin, small_image, tmp_path):
+    """An htpasswd file as CNCF Distribution reads it (made by htpasswd itself): bcrypt users come
+    over with their passwords; entries Distribution would refuse are reported and skipped."""
+    htpasswd = tmp_path / "htpasswd"
+    run(["htpasswd", "-Bbc", str(htpasswd), "migrated", "migrated-password-1"])
+    run(["htpasswd", "-Bb", "-C", "10", str(htpasswd), "second", "second-password-1"])
+    run(["htpasswd", "-mb", str(htpasswd), "legacy", "legacy-password-1"])  # MD5: Distribution refuses it too
+    with htpasswd.open("a") as file:
+        file.write("\n# a comment\nnot-a-valid-line\n")
+    env = {"WHARF_SERVER": wharf.url, "WHARF_PASSWORD": wharf.auth[1]}
+    imported = run([wharf_bin, "admin", "user", "import-htpasswd", str(htpasswd), "--admin"], env=env)
+    out = imported.stdout
+    assert "migrated: imported" in out and "second: imported" in out
+    assert "legacy: skipped, not a bcrypt hash" in out and "skipped, not name:hash" in out
+    assert "2 imported, 2 skipped" in out
+    # The migrated user signs in with the old password and pushes with skopeo; a wrong one is refused.
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "migrated:migrated-password-1",
+           f"oci:{small_image}", f"docker://{wharf.host}/migration/app:1")
+    assert requests.get(f"{wharf.url}/v2/", auth=("second", "second-password-1")).status_code == 200
+    assert requests.get(f"{wharf.url}/v2/", auth=("migrated", "wrong-password-1")).status_code == 401
+    assert requests.get(f"{wharf.url}/v2/", auth=("legacy", "legacy-password-1")).status_code == 401
+    # Importing again changes nothing and says so.
+    again = run([wharf_bin, "admin", "user", "import-htpasswd", str(htpasswd)], env=env, check=False)
+    assert again.returncode != 0 and "migrated: skipped, 409" in again.stdout
+    audit = wharf.api("GET", "/audit?action=user.import").json()
+    entries = audit["entries"] if isinstance(audit, dict) else audit
+    assert {e["target"] for e in entries} >= {"migrated", "second"}

@@ -16,6 +16,7 @@ apt_packages=(
   python3-apt rpm               # native version-ordering oracles (apt_pkg, rpm.vercmp)
   golang-go                     # builds a real Go binary for the build-info cataloger test
   db5.3-util                    # writes a BerkeleyDB rpm database (RHEL 7/8 style) for the rpm cataloger test
+  apache2-utils                 # htpasswd: the files CNCF Distribution users migrate from
 )
 missing=()
 for package in "${apt_packages[@]}"; do

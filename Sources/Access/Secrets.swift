@@ -57,6 +57,25 @@ public enum Secrets {
         try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash) }
     }
 
+    /// A bcrypt hash another system made (an htpasswd file of CNCF Distribution, Harbor, nginx):
+    /// `$2a$`, `$2b$` or `$2y$`, a two-digit cost from 04 to 31, then 53 characters of bcrypt's base64.
+    public static func validateBcryptHash(_ hash: String) throws(AccessError) {
+        let bytes = Array(hash.utf8)
+        let alphabet = Set("./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
+        guard bytes.count == 60, hash.hasPrefix("$2a$") || hash.hasPrefix("$2b$") || hash.hasPrefix("$2y$"), bytes[6] == UInt8(ascii: "$"),
+              let cost = Int(String(decoding: bytes[4..<6], as: UTF8.self)), (4...31).contains(cost),
+              bytes[7...].allSatisfy(alphabet.contains)
+        else {
+            throw .invalid("passwordHash must be a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31, 60 characters); htpasswd -B writes one")
+        }
+    }
+
+    /// The cost a bcrypt hash was made with (validated first).
+    public static func bcryptCost(_ hash: String) -> Int? {
+        let bytes = Array(hash.utf8)
+        return bytes.count == 60 ? Int(String(decoding: bytes[4..<6], as: UTF8.self)) : nil
+    }
+
     /// The password rule for users: long enough to resist guessing; everything else is the user's choice.
     public static func validatePassword(_ password: String) throws(AccessError) {
         guard password.count >= 12 else { throw .invalid("passwords need at least 12 characters") }

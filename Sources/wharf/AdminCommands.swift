@@ -145,7 +145,7 @@ func readNewPassword(fromStdin: Bool) -> (password: String, generated: Bool) {
 
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "user", abstract: "Users.",
-                                                    subcommands: [List.self, Create.self, Show.self, Delete.self, Disable.self, Enable.self, Password.self, SetAdmin.self])
+                                                    subcommands: [List.self, Create.self, ImportHtpasswd.self, Show.self, Delete.self, Disable.self, Enable.self, Password.self, SetAdmin.self])
 
     struct List: AsyncParsableCommand {
         @OptionGroup var connection: Connection
@@ -169,6 +169,47 @@ struct Users: AsyncParsableCommand {
             if let email { body["email"] = email }
             client.show(try await client.call(.POST, "/users", body: body))
             if generated { print("password: \(password)") }
+        }
+    }
+
+    struct ImportHtpasswd: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import-htpasswd",
+            abstract: "Create users from an htpasswd file (CNCF Distribution's auth); they keep their passwords.",
+            discussion: "Only bcrypt entries (htpasswd -B) are imported, as Distribution accepts no others. Users that already exist are left as they are."
+        )
+        @OptionGroup var connection: Connection
+        @Argument(help: "The htpasswd file: one name:hash per line.") var file: String
+        @Flag(help: "Make every imported user a system administrator.") var admin = false
+        func run() async throws {
+            let client = try connection.client()
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            var imported = 0, skipped = 0
+            for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
+                if line.isEmpty || line.hasPrefix("#") { continue }
+                guard let colon = line.firstIndex(of: ":") else {
+                    print("line \(number + 1): skipped, not name:hash")
+                    skipped += 1
+                    continue
+                }
+                let name = String(line[..<colon]), hash = String(line[line.index(after: colon)...])
+                guard hash.hasPrefix("$2") else {
+                    print("\(name): skipped, not a bcrypt hash (re-create it with htpasswd -B)")
+                    skipped += 1
+                    continue
+                }
+                do {
+                    try await client.call(.POST, "/users", body: ["name": name, "passwordHash": hash, "admin": admin])
+                    print("\(name): imported")
+                    imported += 1
+                } catch let failure as ManagementClient.Failure {
+                    print("\(name): skipped, \(failure.description)")
+                    skipped += 1
+                }
+            }
+            print("\(imported) imported, \(skipped) skipped")
+            if imported == 0 && skipped > 0 { throw ExitCode(1) }
         }
     }
 

@@ -450,6 +450,40 @@ struct AccessFlowTests {
         }
     }
 
+    @Test("users imported with a bcrypt hash from htpasswd keep their password; bad hashes and ambiguous bodies are refused")
+    func importedUsers() async throws {
+        try await Secure.withServer { client, _ in
+            let json: HTTPFields = Secure.basic("admin", Secure.adminPassword).merging(["Content-Type": "application/json"])
+            func create(_ body: String) async throws -> (HTTPResponse.Status, String) {
+                let response = try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: body))
+                return (response.status, response.text)
+            }
+            // Made by `htpasswd -nbB` (cost 5, $2y$) and `htpasswd -nbB -C 10`.
+            let cost5 = "$2y$05$MqCRWxhqXYNBZ8Hkzqypku9bOqU31ONjmpPGxGicEyqVXkuiAA/LG"
+            let cost10 = "$2y$10$awRcwBgWM7v/Z1akjl74HuY5Uox0CiRAI3jjarB1M..iNNFMyXNgu"
+            #expect(try await create(#"{"name":"dora","passwordHash":"\#(cost5)"}"#).0 == .created)
+            #expect(try await create(#"{"name":"ella","passwordHash":"\#(cost10)","admin":true}"#).0 == .created)
+            #expect(try await client.request(.get, "/v2/", headers: Secure.basic("dora", "correct-horse-battery")).status == .ok)
+            #expect(try await client.request(.get, "/v2/", headers: Secure.basic("dora", "wrong-horse-battery")).status == .unauthorized)
+            #expect(try await client.request(.get, "/api/v1/users", headers: Secure.basic("ella", "correct-horse-battery")).status == .ok)
+            // The hash is never handed back.
+            #expect(!(try await client.request(.get, "/api/v1/users/dora", headers: json).text.contains("$2y$")))
+
+            for bad in ["$1$salt$hash", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", String(cost5.dropLast()), cost5.replacingOccurrences(of: "$05$", with: "$03$"),
+                        cost5.replacingOccurrences(of: "$2y$", with: "$2x$"), String(cost5.dropLast()) + "!"] {
+                let (status, text) = try await create(#"{"name":"fred","passwordHash":"\#(bad)"}"#)
+                #expect(status == .badRequest, "\(bad)")
+                #expect(text.contains("bcrypt"), "\(text)")
+            }
+            #expect(try await create(#"{"name":"fred","password":"long-enough-password","passwordHash":"\#(cost5)"}"#).0 == .badRequest)
+            #expect(try await create(#"{"name":"fred"}"#).0 == .badRequest)
+            #expect(try await create(#"{"name":"dora","passwordHash":"\#(cost5)"}"#).0 == .conflict)
+            // Only administrators import.
+            let dora = Secure.basic("dora", "correct-horse-battery").merging(["Content-Type": "application/json"])
+            #expect(try await client.request(.post, "/api/v1/users", headers: dora, body: ByteBuffer(string: #"{"name":"gus","passwordHash":"\#(cost5)"}"#)).status == .forbidden)
+        }
+    }
+
     @Test("login throttling: repeated failures back off with 429 and Retry-After, then the real user gets in")
     func throttling() async throws {
         try await Secure.withServer { client, _ in

@@ -176,8 +176,17 @@ struct ManagementAPI: Sendable {
             },
             Route(.post, "/users", "Create a user (system administrators)", request: "CreateUser", response: "User", status: .created) { request, _, caller in
                 let body = try await Self.decode(API.CreateUser.self, request)
-                let user = try await access.createUser(by: caller.identity, name: body.name, password: body.password, email: body.email,
+                let user: UserRecord
+                switch (body.password, body.passwordHash) {
+                case (let password?, nil):
+                    user = try await access.createUser(by: caller.identity, name: body.name, password: password, email: body.email,
                                                        isAdmin: body.admin ?? false, source: caller.source)
+                case (nil, let hash?):
+                    user = try await access.importUser(by: caller.identity, name: body.name, bcryptHash: hash, email: body.email,
+                                                       isAdmin: body.admin ?? false, source: caller.source)
+                default:
+                    throw AccessError.invalid("give either password or passwordHash (a bcrypt hash from an htpasswd file)")
+                }
                 return try Self.json(API.User(user), status: .created)
             },
             Route(.get, "/users/{name}", "Show a user (administrators, or the user)", response: "User") { _, context, caller in

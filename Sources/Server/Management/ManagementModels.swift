@@ -37,7 +37,9 @@ enum API {
 
     struct CreateUser: Codable {
         var name: String
-        var password: String
+        /// Exactly one of these two: a new password, or an existing bcrypt hash (htpasswd import).
+        var password: String?
+        var passwordHash: String?
         var email: String?
         var admin: Bool?
     }
