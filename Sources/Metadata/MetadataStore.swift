@@ -432,22 +432,10 @@ public struct MetadataStore: Sendable {
         }
     }
 
-    /// Tags of `repository` in ASCII order after `last`, at most `limit`; nil when the repository does not exist.
+    /// Up to `limit` of a repository's tags after `last`, in byte order; nil when the repository
+    /// does not exist. Read as one aggregated value: row by row, 10,000 tags take about 10 ms to
+    /// decode, one comma-joined string (tag names hold no commas) a third of that.
     public func listTags(in repository: RepositoryName, after last: String?, limit: Int) async throws -> [String]? {
-        try await database.read { sql in
-            guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
-            let rows = try await sql.raw("""
-                SELECT name FROM tags WHERE repository_id = \(bind: repositoryID) AND name > \(bind: last ?? "")
-                ORDER BY name LIMIT \(literal: limit)
-                """).all()
-            return try rows.map { try $0.decode(column: "name", as: String.self) }
-        }
-    }
-
-    /// Up to `limit` of a repository's tags in byte order, read as one aggregated value: row by row,
-    /// 10,000 tags take about 10 ms to decode; one comma-joined string (tag names hold no commas)
-    /// takes a third of that. nil when the repository does not exist.
-    public func listTagsSorted(in repository: RepositoryName, limit: Int) async throws -> [String]? {
         // SQLite concatenates in the order the ordered subquery yields rows; asking group_concat to
         // sort again costs a sorter pass, so the order is checked (and mended) here instead.
         let aggregate = database.dialect == .postgres ? "string_agg(name, ',' ORDER BY name)" : "group_concat(name, ',')"
@@ -455,7 +443,8 @@ public struct MetadataStore: Sendable {
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
             return try await sql.raw("""
                 SELECT \(unsafeRaw: aggregate) AS names FROM (
-                    SELECT name FROM tags WHERE repository_id = \(bind: repositoryID) ORDER BY name LIMIT \(literal: limit)
+                    SELECT name FROM tags WHERE repository_id = \(bind: repositoryID) AND name > \(bind: last ?? "")
+                    ORDER BY name LIMIT \(literal: limit)
                 ) page
                 """).first()?.decode(column: "names", as: String?.self)
         }

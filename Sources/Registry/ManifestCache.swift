@@ -26,6 +26,8 @@ final class ManifestCache: Sendable {
         let expires: ContinuousClock.Instant?
     }
 
+    typealias Generation = (epoch: UInt64, count: UInt64)
+
     private struct State {
         var manifests: [Key: Entry<ServedManifest>] = [:]
         var tags: [Key: Entry<Digest>] = [:]
@@ -33,6 +35,10 @@ final class ManifestCache: Sendable {
         /// Whole sorted tag lists with their JSON, for fast tag-list pages.
         var tagLists: [String: Entry<EncodedTagList>] = [:]
         var tagListEntries = 0
+        /// Repositories whose whole tag list is being read in the background.
+        var tagListFills: Set<String> = []
+        /// Repositories found to have more tags than are kept whole, at the generation they were counted.
+        var oversizedTagLists: [String: Generation] = [:]
         /// Bumped whenever a repository's tags change, so a list read before the change is not stored after it.
         var tagGenerations: [String: UInt64] = [:]
         var epoch: UInt64 = 0
@@ -122,8 +128,30 @@ final class ManifestCache: Sendable {
     }
 
     /// A token to present when storing a tag list read after this call.
-    func tagListGeneration(_ repository: String) -> (UInt64, UInt64) {
+    func tagListGeneration(_ repository: String) -> Generation {
         state.withLock { ($0.epoch, $0.tagGenerations[repository] ?? 0) }
+    }
+
+    /// Claims the background read of a repository's whole tag list: false when one is already
+    /// running, when caching is off, or when the list was found too long to keep and has not changed since.
+    func beginTagListFill(_ repository: String, generation: Generation) -> Bool {
+        guard maximumBytes > 0 else { return false }
+        return state.withLock { state in
+            if let oversized = state.oversizedTagLists[repository], oversized == generation { return false }
+            return state.tagListFills.insert(repository).inserted
+        }
+    }
+
+    func endTagListFill(_ repository: String) {
+        _ = state.withLock { $0.tagListFills.remove(repository) }
+    }
+
+    /// Remembers that a repository has more tags than are kept whole, until its tags change.
+    func markTagListOversized(_ repository: String, generation: Generation) {
+        state.withLock { state in
+            if state.oversizedTagLists.count >= 10_000 { state.oversizedTagLists.removeAll(keepingCapacity: true) }
+            state.oversizedTagLists[repository] = generation
+        }
     }
 
     func tagList(_ repository: String) -> EncodedTagList? {
@@ -135,7 +163,7 @@ final class ManifestCache: Sendable {
     }
 
     /// Stores a repository's sorted tags unless they changed since `generation` was taken.
-    func storeTagList(_ list: EncodedTagList, for repository: String, generation: (UInt64, UInt64)) {
+    func storeTagList(_ list: EncodedTagList, for repository: String, generation: Generation) {
         let tags = list.tags
         guard maximumBytes > 0, tags.count <= Self.maximumCachedTagList else { return }
         let expires = expiry

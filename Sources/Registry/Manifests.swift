@@ -166,24 +166,38 @@ extension Registry {
     }
 
     /// A page of a repository's tags in byte order, JSON-encoded.
-    /// Served from the whole sorted list kept in memory with its JSON when it is small enough
-    /// (invalidated by every tag change), else one indexed query per page.
+    /// Served from the whole sorted list kept in memory with its JSON (invalidated by every tag
+    /// change). When it is not there, this page comes from one indexed query and the whole list is
+    /// read in the background for the pages after it: the first page never waits for 10,000 tags.
     public func tagPage(in repository: RepositoryName, after last: String?, limit: Int) async throws -> TagPage {
         if let list = cache.tagList(repository.value) { return list.page(after: last, limit: limit) }
         let generation = cache.tagListGeneration(repository.value)
-        let wanted = ManifestCache.maximumCachedTagList + 1
-        guard let all = try await metadata.listTagsSorted(in: repository, limit: wanted) else {
-            throw RegistryError.nameUnknown(repository)
-        }
-        if all.count < wanted {
-            let list = EncodedTagList(sorted: all)
-            cache.storeTagList(list, for: repository.value, generation: generation)
-            return list.page(after: last, limit: limit)
-        }
         guard let tags = try await metadata.listTags(in: repository, after: last, limit: limit + 1) else {
             throw RegistryError.nameUnknown(repository)
         }
+        fillTagList(repository, generation: generation)
         return EncodedTagList.page(Array(tags.prefix(limit)), hasMore: tags.count > limit)
+    }
+
+    /// Reads a repository's whole tag list into the cache, unless that is already under way or the
+    /// list is longer than is kept (then every page is its own query).
+    private func fillTagList(_ repository: RepositoryName, generation: ManifestCache.Generation) {
+        guard cache.beginTagListFill(repository.value, generation: generation) else { return }
+        let (metadata, cache, logger) = (self.metadata, self.cache, self.logger)
+        Task {
+            defer { cache.endTagListFill(repository.value) }
+            do {
+                let wanted = ManifestCache.maximumCachedTagList + 1
+                guard let all = try await metadata.listTags(in: repository, after: nil, limit: wanted) else { return }
+                if all.count < wanted {
+                    cache.storeTagList(EncodedTagList(sorted: all), for: repository.value, generation: generation)
+                } else {
+                    cache.markTagListOversized(repository.value, generation: generation)
+                }
+            } catch {
+                logger.debug("reading a tag list for the cache failed", metadata: ["repository": "\(repository)", "error": "\(error)"])
+            }
+        }
     }
 
     /// A page of repository names in ASCII order.
