@@ -30,7 +30,8 @@ public final class ECRService: Sendable {
     public let downloads: LayerDownloadSigner
     let logger: Logger
     private let verifier: SigV4Verifier
-    private let model = ECRModel.shared
+    /// Decoded on the first ECR request, not at start: servers nobody points `aws ecr` at never pay for it.
+    private var model: ECRModel { ECRModel.shared }
     /// Access keys whose `last_used_at` was written recently (at most once a minute per key).
     private let recentlyTouchedKeys = RecentSet(window: 60)
 
