@@ -100,11 +100,10 @@ public final class AccessControl: Sendable {
     public func importUser(by caller: Identity, name: String, bcryptHash: String, email: String?, isAdmin: Bool, source: String?) async throws -> UserRecord {
         try requireAdmin(caller)
         try Self.validateUserName(name)
-        try Secrets.validateBcryptHash(bcryptHash)
+        let cost = try Secrets.validateBcryptHash(bcryptHash)
         // $2y$ (htpasswd, PHP) is the same algorithm as OpenBSD's $2b$, the only name our verifier reads.
         let stored = bcryptHash.hasPrefix("$2y$") ? "$2b$" + bcryptHash.dropFirst(4) : bcryptHash
         let user = try await store.createUser(name: name, passwordHash: stored, email: email, isAdmin: isAdmin)
-        let cost = Secrets.bcryptCost(bcryptHash) ?? 0
         audit.record(AuditEvent(actor: caller, action: "user.import", target: name, source: source,
                                 detail: #"{"bcryptCost":\#(cost)\#(isAdmin ? #","admin":true"# : "")}"#))
         return user

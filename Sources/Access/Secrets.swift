@@ -59,7 +59,9 @@ public enum Secrets {
 
     /// A bcrypt hash another system made (an htpasswd file of CNCF Distribution, Harbor, nginx):
     /// `$2a$`, `$2b$` or `$2y$`, a two-digit cost from 04 to 31, then 53 characters of bcrypt's base64.
-    public static func validateBcryptHash(_ hash: String) throws(AccessError) {
+    /// Returns the cost.
+    @discardableResult
+    public static func validateBcryptHash(_ hash: String) throws(AccessError) -> Int {
         let bytes = Array(hash.utf8)
         let alphabet = Set("./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
         guard bytes.count == 60, hash.hasPrefix("$2a$") || hash.hasPrefix("$2b$") || hash.hasPrefix("$2y$"), bytes[6] == UInt8(ascii: "$"),
@@ -68,12 +70,7 @@ public enum Secrets {
         else {
             throw .invalid("passwordHash must be a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31, 60 characters); htpasswd -B writes one")
         }
-    }
-
-    /// The cost a bcrypt hash was made with (validated first).
-    public static func bcryptCost(_ hash: String) -> Int? {
-        let bytes = Array(hash.utf8)
-        return bytes.count == 60 ? Int(String(decoding: bytes[4..<6], as: UTF8.self)) : nil
+        return cost
     }
 
     /// The password rule for users: long enough to resist guessing; everything else is the user's choice.

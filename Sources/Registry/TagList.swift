@@ -1,4 +1,5 @@
 import NIOCore
+import OCI
 
 /// One page of a repository's tag list, ready to serve.
 public struct TagPage: Sendable {
@@ -29,7 +30,7 @@ struct EncodedTagList: Sendable {
         for (index, tag) in tags.enumerated() {
             if index > 0 { json.writeInteger(UInt8(ascii: ",")) }
             starts.append(json.writerIndex)
-            Self.writeJSONString(tag, to: &json)
+            JSONString.write(tag, to: &json)  // tags need no escapes; rows written by other tools might
         }
         self.tags = tags
         self.json = json
@@ -62,30 +63,5 @@ struct EncodedTagList: Sendable {
             if sorted[middle].utf8.lexicographicallyPrecedes(last.utf8) || sorted[middle] == last { low = middle + 1 } else { high = middle }
         }
         return low
-    }
-
-    /// A JSON string literal. Tags are `[A-Za-z0-9_][A-Za-z0-9._-]*`, so the escapes are there only
-    /// for rows written by something other than this registry.
-    static func writeJSONString(_ value: String, to buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt8(ascii: "\""))
-        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
-            buffer.writeString(value)
-        } else {
-            for byte in value.utf8 {
-                switch byte {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                    buffer.writeInteger(UInt8(ascii: "\\"))
-                    buffer.writeInteger(byte)
-                case ..<0x20:
-                    let hex = Array("0123456789abcdef".utf8)
-                    buffer.writeString("\\u00")
-                    buffer.writeInteger(hex[Int(byte >> 4)])
-                    buffer.writeInteger(hex[Int(byte & 0xF)])
-                default:
-                    buffer.writeInteger(byte)
-                }
-            }
-        }
-        buffer.writeInteger(UInt8(ascii: "\""))
     }
 }

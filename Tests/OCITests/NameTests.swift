@@ -83,3 +83,14 @@ struct ImageReferenceTests {
         }
     }
 }
+
+@Suite("JSON string literals")
+struct JSONStringTests {
+    @Test("plain strings pass through; quotes, backslashes and control characters are escaped")
+    func escapes() {
+        #expect(JSONString.literal("team/app") == #""team/app""#)
+        #expect(JSONString.literal("a\"b\\c") == #""a\"b\\c""#)
+        #expect(JSONString.literal("line\nfeed\r\ttab\u{1}") == #""line\nfeed\r\ttab\u0001""#)
+        #expect(JSONString.literal("café ✓") == "\"café ✓\"")
+    }
+}

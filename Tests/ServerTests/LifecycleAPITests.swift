@@ -107,7 +107,7 @@ struct LifecycleAPITests {
                 digests.append(digest)
             }
             let policy = #"{"rules":[{"rulePriority":1,"description":"keep two releases","selection":{"tagStatus":"tagged","tagPrefixList":["v"],"countType":"imageCountMoreThan","countNumber":2},"action":{"type":"expire"}}]}"#
-            let set = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(ErrorResponse.jsonString(policy))}"#)
+            let set = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(JSONString.literal(policy))}"#)
             #expect(set.status == .ok, "\(set.text)")
             #expect(set.text.contains(#""lifecyclePolicySource":"repository""#))
 
@@ -119,7 +119,7 @@ struct LifecycleAPITests {
 
             // A preview of another policy, without storing it.
             let other = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":6},"action":{"type":"expire"}}]}"#
-            let otherPreview = try await push.api(.post, "/repositories/team/app/lifecycle-policy/preview", #"{"policy":\#(ErrorResponse.jsonString(other))}"#)
+            let otherPreview = try await push.api(.post, "/repositories/team/app/lifecycle-policy/preview", #"{"policy":\#(JSONString.literal(other))}"#)
             #expect(try JSONDecoder().decode([API.Expiry].self, from: Data(otherPreview.body.readableBytesView)).map(\.tags) == [["v1"], ["v2"], ["v3"]], "\(otherPreview.text)")
 
             let applied = try await push.api(.post, "/repositories/team/app/lifecycle-policy/apply")
@@ -155,7 +155,7 @@ struct LifecycleAPITests {
             #expect(try await client.request(.put, "/v2/team/app/manifests/multi", headers: push.auth.merging(["Content-Type": MediaType.ociIndex]), body: ByteBuffer(string: index)).status == .created)
 
             let policy = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}},{"rulePriority":2,"selection":{"tagStatus":"tagged","tagPrefixList":["old"],"countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}}]}"#
-            _ = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(ErrorResponse.jsonString(policy))}"#)
+            _ = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(JSONString.literal(policy))}"#)
             let applied = try JSONDecoder().decode([API.Expiry].self, from: Data(try await push.api(.post, "/repositories/team/app/lifecycle-policy/apply").body.readableBytesView))
             #expect(applied.map(\.digest) == [subject.description])
             #expect(applied.first?.alsoDeleted == [signature.digest.description])
@@ -175,9 +175,9 @@ struct LifecycleAPITests {
                 try await age(server, repository, digest, days: 40)
             }
             let wide = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30},"action":{"type":"expire"}}]}"#
-            #expect(try await push.api(.put, "/lifecycle-policies", #"{"scope":"*","policy":\#(ErrorResponse.jsonString(wide))}"#).status == .noContent)
+            #expect(try await push.api(.put, "/lifecycle-policies", #"{"scope":"*","policy":\#(JSONString.literal(wide))}"#).status == .noContent)
             let keep = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#
-            _ = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(ErrorResponse.jsonString(keep))}"#)
+            _ = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(JSONString.literal(keep))}"#)
             let settings = try await push.api(.get, "/repositories/other/app/settings")
             #expect(settings.text.contains(#""lifecyclePolicySource":"registry:*""#))
             let ran = try JSONDecoder().decode([API.Expiry].self, from: Data(try await push.api(.post, "/lifecycle/run").body.readableBytesView))

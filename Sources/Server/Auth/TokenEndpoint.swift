@@ -90,7 +90,7 @@ struct TokenEndpoint: Sendable {
         if oauth { body["scope"] = granted.map(\.description).joined(separator: " ") }
         if let refreshToken { body["refresh_token"] = refreshToken }
         // expires_in is a number; build the JSON by hand to keep it one.
-        var json = "{" + body.sorted { $0.key < $1.key }.map { "\(ErrorResponse.jsonString($0.key)):\(ErrorResponse.jsonString($0.value))" }.joined(separator: ",")
+        var json = "{" + body.sorted { $0.key < $1.key }.map { "\(JSONString.literal($0.key)):\(JSONString.literal($0.value))" }.joined(separator: ",")
         json += ",\"expires_in\":\(token.expiresIn)}"
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
@@ -116,7 +116,7 @@ struct TokenEndpoint: Sendable {
         do {
             return try await body()
         } catch let error as OAuthError {
-            let json = #"{"error":"# + ErrorResponse.jsonString(error.code) + #","error_description":"# + ErrorResponse.jsonString(error.message) + "}"
+            let json = #"{"error":"# + JSONString.literal(error.code) + #","error_description":"# + JSONString.literal(error.message) + "}"
             return Response(status: .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: json)))
         } catch let error as RegistryError {
             return ErrorResponse.make(error, method: request.method)
@@ -155,6 +155,6 @@ struct OAuthError: Error {
 
 enum AccessControlJSON {
     static func object(_ fields: [String: String]) -> String {
-        "{" + fields.sorted { $0.key < $1.key }.map { "\(ErrorResponse.jsonString($0.key)):\(ErrorResponse.jsonString($0.value))" }.joined(separator: ",") + "}"
+        "{" + fields.sorted { $0.key < $1.key }.map { "\(JSONString.literal($0.key)):\(JSONString.literal($0.value))" }.joined(separator: ",") + "}"
     }
 }

@@ -411,7 +411,7 @@ struct DistributionAPI: Sendable {
         if limit > 0, page.hasMore, let lastTag = page.last {  // n=0: an empty list and no Link header (spec)
             headers[.link] = "</v2/\(repository)/tags/list?n=\(requested)&last=\(percentEncode(lastTag))>; rel=\"next\""
         }
-        let prefix = #"{"name":"# + ErrorResponse.jsonString(repository.value) + #","tags":["#
+        let prefix = #"{"name":"# + JSONString.literal(repository.value) + #","tags":["#
         var body = ByteBuffer()
         body.reserveCapacity(prefix.utf8.count + page.elements.readableBytes + 2)
         body.writeString(prefix)
@@ -431,7 +431,7 @@ struct DistributionAPI: Sendable {
             names.removeLast(names.count - limit)
             headers[.link] = "</v2/_catalog?n=\(requested)&last=\(percentEncode(names[names.count - 1]))>; rel=\"next\""
         }
-        let body = #"{"repositories":["# + names.map(ErrorResponse.jsonString).joined(separator: ",") + "]}"
+        let body = #"{"repositories":["# + names.map(JSONString.literal).joined(separator: ",") + "]}"
         return jsonResponse(ByteBuffer(string: body), headers: headers)
     }
 

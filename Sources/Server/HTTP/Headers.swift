@@ -30,8 +30,8 @@ enum ErrorResponse {
         status: HTTPResponse.Status, code: String, message: String, detail: String? = nil,
         headers: HTTPFields = [:], method: HTTPRequest.Method = .get
     ) -> Response {
-        var entry = #"{"code":"# + jsonString(code) + #","message":"# + jsonString(message)
-        if let detail { entry += #","detail":"# + jsonString(detail) }
+        var entry = #"{"code":"# + JSONString.literal(code) + #","message":"# + JSONString.literal(message)
+        if let detail { entry += #","detail":"# + JSONString.literal(detail) }
         entry += "}"
         let body = #"{"errors":["# + entry + "]}"
         var headers = headers
@@ -43,24 +43,5 @@ enum ErrorResponse {
             return Response(status: status, headers: headers, body: .init())
         }
         return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
-    }
-
-    /// A JSON string literal with the escapes JSON requires.
-    static func jsonString(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }
