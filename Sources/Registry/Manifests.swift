@@ -175,6 +175,12 @@ extension Registry {
         guard let tags = try await metadata.listTags(in: repository, after: last, limit: limit + 1) else {
             throw RegistryError.nameUnknown(repository)
         }
+        if last == nil, tags.count <= limit, tags.count <= ManifestCache.maximumCachedTagList {
+            // This page is the whole list (a list asked for without n usually is): keep it.
+            let list = EncodedTagList(sorted: tags)
+            cache.storeTagList(list, for: repository.value, generation: generation)
+            return list.page(after: nil, limit: limit)
+        }
         fillTagList(repository, generation: generation)
         return EncodedTagList.page(Array(tags.prefix(limit)), hasMore: tags.count > limit)
     }

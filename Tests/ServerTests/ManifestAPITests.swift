@@ -265,6 +265,29 @@ struct ManifestAPITests {
         }
     }
 
+    @Test("without n a tag list of 10,500 comes in one response, as Distribution answers it; n still pages")
+    func wholeTagListWithoutN() async throws {
+        try await Harness.withServer { client, _ in
+            let config = try await client.pushBlob("cfg", to: "team/many")
+            let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
+            let digest = Digest.of(Array(manifest.utf8))
+            let tags = (0..<10_500).map { "t\($0)" }
+            for start in stride(from: 0, to: tags.count, by: 500) {
+                let query = tags[start..<start + 500].map { "tag=\($0)" }.joined(separator: "&")
+                #expect(try await client.request(.put, "/v2/team/many/manifests/\(digest)?\(query)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
+            }
+            struct TagList: Decodable { let tags: [String] }
+            for _ in 0..<2 {  // uncached, then from the cached encoding
+                let whole = try await client.request(.get, "/v2/team/many/tags/list")
+                #expect(whole.header("Link") == nil)
+                #expect(try JSONDecoder().decode(TagList.self, from: Data(whole.text.utf8)).tags == tags.sorted())
+            }
+            let paged = try await client.request(.get, "/v2/team/many/tags/list?n=10000")
+            #expect(try JSONDecoder().decode(TagList.self, from: Data(paged.text.utf8)).tags.count == 10_000)
+            #expect(paged.header("Link") == #"</v2/team/many/tags/list?n=10000&last=\#(tags.sorted()[9_999])>; rel="next""#)
+        }
+    }
+
     @Test("DELETE by tag removes the tag; by digest removes the manifest and all its tags")
     func deletes() async throws {
         try await Harness.withServer { client, _ in

@@ -30,8 +30,10 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Set it (for example to 2) when several nodes share one PostgreSQL database.
     public var cacheTTLSeconds = 0
     public var pullRecordIntervalSeconds = 10
-    /// Largest page of tags or repositories in one response.
-    public var maximumPageSize = 10_000
+    /// Largest page of tags or repositories in one response. A tag list asked for without `n`
+    /// comes in pages of this size: Distribution 2.8 answers every tag at once, and scripts that
+    /// read only the first response should see whole lists of this size too.
+    public var maximumPageSize = 50_000
     /// Advertised as OCI-Chunk-Min-Length; 0 for none.
     public var chunkMinimumLength = 0
     public var logLevel: Logger.Level = .info
