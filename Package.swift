@@ -146,14 +146,21 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            exclude: ["hot-functions.order"],
             swiftSettings: swiftSettings,
             linkerSettings: [
                 // Release binaries: lld packs the relative relocations (RELR, glibc 2.36+) instead of
                 // 3.8 MB of RELA the loader reads at every start, and the executable stops exporting
                 // its symbols (the static stdlib's link arguments ask for -export-dynamic; nothing
                 // looks them up). Idle RSS drops by about 7 MiB and the binary starts faster.
+                // The functions Wharf runs to start and to serve common requests go first, together
+                // (hot-functions.order, made by scripts/order-functions.sh; built with one section per
+                // function by scripts/build-release.sh): the kernel maps code 64 KiB around each page
+                // touched, so spread-out functions kept 20-24 MB of code resident, packed ones far less.
                 .unsafeFlags(
-                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
+                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+                     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/wharf/hot-functions.order",
+                     "-Xlinker", "--no-warn-symbol-ordering"],
                     .when(platforms: [.linux], configuration: .release)
                 ),
             ]

@@ -20,5 +20,5 @@ fi
 python3 -c "import requests" 2>/dev/null || python3 -m pip install -q requests
 
 echo "== building Wharf (release)"
-swift build -c release --static-swift-stdlib --product wharf
+scripts/build-release.sh
 exec python3 bench/bench.py --wharf .build/release/wharf "$@"

@@ -13,5 +13,5 @@ for package in libzstd-dev zlib1g-dev; do
     break
   fi
 done
-swift build -c release --static-swift-stdlib --product wharf
+scripts/build-release.sh
 exec .build/release/wharf serve "$@"

@@ -1,4 +1,4 @@
-import Metadata
+@testable import Metadata
 import NIOCore
 import OCI
 import Testing
@@ -135,6 +135,14 @@ struct MetadataStoreTests {
             #expect(try await store.listRepositories(after: nil, limit: 100) == names)
             #expect(try await store.listRepositories(after: "a.b/x", limit: 2) == ["a/x", "a_b/x"])
         }
+    }
+
+    @Test("aggregated name lists split on commas and come out in byte order, mended when the database's order is not")
+    func splitNames() {
+        #expect(MetadataStore.splitNames("a-b/x,a/x,b") == ["a-b/x", "a/x", "b"])
+        #expect(MetadataStore.splitNames("only") == ["only"])
+        #expect(MetadataStore.splitNames("b,a,B,_x,0") == ["0", "B", "_x", "a", "b"])
+        #expect(MetadataStore.splitNames("latest,Latest") == ["Latest", "latest"])  // a case-insensitive collation's order
     }
 
     @Test("referrers: by subject, filtered by artifact type, before the subject exists", arguments: Engine.available)

@@ -431,8 +431,15 @@ struct DistributionAPI: Sendable {
             names.removeLast(names.count - limit)
             headers[.link] = "</v2/_catalog?n=\(requested)&last=\(percentEncode(names[names.count - 1]))>; rel=\"next\""
         }
-        let body = #"{"repositories":["# + names.map(JSONString.literal).joined(separator: ",") + "]}"
-        return jsonResponse(ByteBuffer(string: body), headers: headers)
+        var body = ByteBuffer()
+        body.reserveCapacity(names.reduce(20) { $0 + $1.utf8.count + 3 })
+        body.writeString(#"{"repositories":["#)
+        for (index, name) in names.enumerated() {
+            if index > 0 { body.writeInteger(UInt8(ascii: ",")) }
+            JSONString.write(name, to: &body)
+        }
+        body.writeString("]}")
+        return jsonResponse(body, headers: headers)
     }
 
     /// `n`: how many entries per page the client wants (capped at the server's maximum page).
