@@ -73,6 +73,14 @@ extension TestClientProtocol {
         return digest
     }
 
+    /// Pushes a 3-byte config blob and returns, unpushed, a manifest of it without layers (for tests
+    /// that PUT the manifest themselves: by digest, with ?tag=…).
+    func configOnlyManifest(in repository: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> (manifest: String, digest: Digest) {
+        let config = try await pushBlob("cfg", to: repository, sourceLocation: sourceLocation)
+        let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
+        return (manifest, Digest.of(Array(manifest.utf8)))
+    }
+
     /// Pushes an image manifest whose config and single layer are the given strings.
     @discardableResult
     func pushImage(

@@ -144,9 +144,7 @@ struct ManifestAPITests {
     @Test("PUT by digest with ?tag=a&tag=b tags in one call and reports OCI-Tag")
     func tagParameters() async throws {
         try await Harness.withServer { client, _ in
-            let config = try await client.pushBlob("cfg", to: "team/app")
-            let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
-            let digest = Digest.of(Array(manifest.utf8))
+            let (manifest, digest) = try await client.configOnlyManifest(in: "team/app")
             let put = try await client.request(.put, "/v2/team/app/manifests/\(digest)?tag=a&tag=b", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
             #expect(put.status == .created)
             #expect(put.headers[values: HTTPField.Name("OCI-Tag")!] == ["a", "b"])
@@ -224,9 +222,7 @@ struct ManifestAPITests {
     @Test("tag lists and the catalog: lexical order, n/last pagination, Link headers")
     func listings() async throws {
         try await Harness.withServer(customize: { $0.maximumPageSize = 4 }) { client, _ in
-            let config = try await client.pushBlob("cfg", to: "team/app")
-            let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
-            let digest = Digest.of(Array(manifest.utf8))
+            let (manifest, digest) = try await client.configOnlyManifest(in: "team/app")
             let tags = ["v10", "v9", "latest", "Latest", "v1.0", "_x"]
             let query = tags.map { "tag=\($0)" }.joined(separator: "&")
             #expect(try await client.request(.put, "/v2/team/app/manifests/\(digest)?\(query)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
@@ -268,9 +264,7 @@ struct ManifestAPITests {
     @Test("without n a tag list of 10,500 comes in one response, as Distribution answers it; n still pages")
     func wholeTagListWithoutN() async throws {
         try await Harness.withServer { client, _ in
-            let config = try await client.pushBlob("cfg", to: "team/many")
-            let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
-            let digest = Digest.of(Array(manifest.utf8))
+            let (manifest, digest) = try await client.configOnlyManifest(in: "team/many")
             let tags = (0..<10_500).map { "t\($0)" }
             for start in stride(from: 0, to: tags.count, by: 500) {
                 let query = tags[start..<start + 500].map { "tag=\($0)" }.joined(separator: "&")
