@@ -51,6 +51,51 @@ struct FileSystemBlobStoreTests {
         }
     }
 
+    @Test("pieces smaller and larger than the write buffer land in order while the previous write is in flight")
+    func overlappedWritesKeepOrder() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("wharf-blobs-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        // 1 MiB buffers and 20 MiB of content: several writes overlap the caller, and the 8 MiB
+        // writeback points and the tail written back on close are all crossed.
+        let store = FileSystemBlobStore(root: root.path, writeBufferSize: 1 << 20)
+        try await store.prepare()
+        var generator = SystemRandomNumberGenerator()
+        // Byte i is pattern[i % period]; the period is no multiple of the buffer, so a write landing
+        // at the wrong offset changes the digest.
+        let period = 1_000_003
+        let pattern = (0..<(period + (3 << 20))).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ ($0 >> 13)) }
+        var content: [UInt8] = []
+        content.reserveCapacity(20 << 20)
+        try await store.createUpload("big")
+        var writer = try await store.appendToUpload("big", at: 0)
+        var written = 0
+        while written < 20 << 20 {
+            // Pieces from 1 byte to 3 MiB, so some fill the buffer and some bypass it.
+            let length = min(Int.random(in: 1...(3 << 20), using: &generator), (20 << 20) - written)
+            let piece = Array(pattern[(written % period)..<(written % period + length)])
+            content += piece
+            try await writer.write(ByteBuffer(bytes: piece))
+            written += length
+            if written > 12 << 20, written - length <= 12 << 20 {
+                // Resume in a second request, as a chunked upload does.
+                try await writer.close()
+                #expect(try await store.uploadSize("big") == Int64(written))
+                writer = try await store.appendToUpload("big", at: Int64(written))
+            }
+        }
+        try await writer.close()
+        #expect(try await store.uploadSize("big") == Int64(content.count))
+        let digest = Digest.of(content)
+        try await store.commitUpload("big", as: digest)
+        guard let reader = try await store.open(digest) else {
+            Issue.record("the committed blob cannot be opened")
+            return
+        }
+        var hasher = DigestHasher(.sha256)
+        try await reader.stream(range: nil) { hasher.update($0) }
+        #expect(hasher.finalize() == digest)
+    }
+
     @Test("appending at an earlier offset discards bytes past it (an interrupted request)")
     func truncateOnResume() async throws {
         try await withStore { store, _ in
