@@ -223,6 +223,7 @@ let package = Package(
             dependencies: [
                 "OCI", "BlobStore", "Metadata",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
             ],
             swiftSettings: swiftSettings
         ),

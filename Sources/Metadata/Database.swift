@@ -7,6 +7,7 @@ import PostgresNIO
 import SQLKit
 import SQLiteKit
 import SQLiteNIO
+import Synchronization
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -21,6 +22,17 @@ public enum Dialect: String, Sendable {
     case postgres
 }
 
+/// How soon a committed transaction must be on disk.
+public enum CommitDurability: Sendable {
+    /// On disk before `transaction` returns: SQLite synchronous=FULL, PostgreSQL's default.
+    case immediate
+    /// Atomic and visible at once, on disk with the next immediate commit or checkpoint (SQLite
+    /// synchronous=NORMAL in WAL mode, PostgreSQL synchronous_commit=off). A power loss may undo
+    /// the last of these commits; nothing is ever corrupted. Only for records whose loss a later
+    /// step detects and repairs, such as an upload's size, which is checked against its bytes.
+    case deferred
+}
+
 /// A connection to the metadata database with two entry points: `read` for queries and
 /// `transaction` for writes, which run atomically (`BEGIN … COMMIT`, rolled back on error).
 ///
@@ -31,6 +43,8 @@ public final class Database: Sendable {
     public let dialect: Dialect
     private let backend: Backend
     private let logger: Logger
+    /// The SQLite writer connection was left at synchronous=NORMAL (see `CommitDurability.deferred`).
+    private let writerSyncRelaxed = Atomic<Bool>(false)
 
     private enum Backend: Sendable {
         case sqlite(writer: ConnectionPool<SQLiteConnection>, readers: ConnectionPool<SQLiteConnection>)
@@ -131,25 +145,40 @@ public final class Database: Sendable {
     }
 
     /// Runs `body` in a transaction: all of it commits, or none of it does.
-    public func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(
+        durability: CommitDurability = .immediate, _ body: (any SQLDatabase) async throws -> T
+    ) async throws -> T {
         switch backend {
         case .sqlite(let writer, _):
             return try await writer.withConnection { connection in
                 let sql = connection.sql(queryLogLevel: .trace)
+                // synchronous is a property of the one writer connection, changed outside the
+                // transaction. If setting it back ever failed, the next transaction mends it first.
+                if durability == .deferred || writerSyncRelaxed.load(ordering: .relaxed) {
+                    let pragma = durability == .deferred ? "NORMAL" : "FULL"
+                    try await sql.raw("PRAGMA synchronous=\(unsafeRaw: pragma)").run()
+                    writerSyncRelaxed.store(durability == .deferred, ordering: .relaxed)
+                }
+                let outcome: Result<T, any Error>
                 try await sql.raw("BEGIN IMMEDIATE").run()
                 do {
                     let result = try await body(sql)
                     try await sql.raw("COMMIT").run()
-                    return result
+                    outcome = .success(result)
                 } catch {
                     try? await sql.raw("ROLLBACK").run()
-                    throw error
+                    outcome = .failure(error)
                 }
+                if durability == .deferred, (try? await sql.raw("PRAGMA synchronous=FULL").run()) != nil {
+                    writerSyncRelaxed.store(false, ordering: .relaxed)
+                }
+                return try outcome.get()
             }
         case .postgres(let client, _):
             return try await client.withConnection { connection in
                 let sql = connection.sql(queryLogLevel: .trace)
                 try await sql.raw("BEGIN").run()
+                if durability == .deferred { try await sql.raw("SET LOCAL synchronous_commit TO off").run() }
                 do {
                     let result = try await body(sql)
                     try await sql.raw("COMMIT").run()

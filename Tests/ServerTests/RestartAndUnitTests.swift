@@ -34,6 +34,53 @@ struct RestartTests {
         }
     }
 
+    @Test("after a power loss an upload resumes from what its record and its bytes both hold")
+    func resumeAfterLostWrites() async throws {
+        // Upload sizes are committed with deferred durability and upload bytes are not fsynced before
+        // the blob is complete, so a power loss can undo either. Both are simulated on disk here.
+        let data = try Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let a = String(repeating: "a", count: 100_000), b = String(repeating: "b", count: 50_000), c = String(repeating: "c", count: 30_000)
+        let (location, id, uploadFile) = try await Harness.withServer(data: data) { client, server in
+            let location = try #require(try await client.request(.post, "/v2/team/app/blobs/uploads/").header("Location"))
+            for (start, part) in [(0, a), (a.utf8.count, b)] {
+                let patch = try await client.request(.patch, location, headers: [.contentRange: "\(start)-\(start + part.utf8.count - 1)"], body: ByteBuffer(string: part))
+                #expect(patch.status == .accepted)
+            }
+            let id = String(location.split(separator: "/").last!)
+            return (location, id, "\(server.configuration.resolvedStoragePath)/uploads/\(id)")
+        }
+
+        // The last size commit was lost: the record says 100,000 bytes, the file holds 150,000.
+        try await Harness.withServer(data: data) { _, server in
+            try await server.metadata.updateUpload(id, size: Int64(a.utf8.count))
+        }
+        try await Harness.withServer(data: data) { client, _ in
+            let status = try await client.request(.get, location)
+            #expect(status.header("Range") == "0-\(a.utf8.count - 1)")
+            let patch = try await client.request(.patch, location, headers: [.contentRange: "\(a.utf8.count)-\(a.utf8.count + c.utf8.count - 1)"], body: ByteBuffer(string: c))
+            #expect(patch.status == .accepted)
+            #expect(patch.header("Range") == "0-\(a.utf8.count + c.utf8.count - 1)")
+        }
+
+        // Now the bytes were lost instead: the record says 130,000, the file holds 60,000.
+        let handle = try #require(FileHandle(forWritingAtPath: uploadFile))
+        try handle.truncate(atOffset: 60_000)
+        try handle.close()
+        try await Harness.withServer(data: data) { client, _ in
+            let late = try await client.request(.patch, location, headers: [.contentRange: "130000-130009"], body: ByteBuffer(string: "0123456789"))
+            #expect(late.status.code == 416)
+            #expect(late.header("Range") == "0-59999")
+            #expect(try await client.request(.get, location).header("Range") == "0-59999")
+            let rest = String(repeating: "a", count: 40_000) + c
+            let patch = try await client.request(.patch, location, headers: [.contentRange: "60000-\(60_000 + rest.utf8.count - 1)"], body: ByteBuffer(string: rest))
+            #expect(patch.status == .accepted)
+            let digest = Digest.of(Array((a + c).utf8))
+            #expect(try await client.request(.put, "\(location)?digest=\(digest)").status == .created)
+            #expect(try await client.request(.get, "/v2/team/app/blobs/\(digest)").text == a + c)
+        }
+    }
+
     @Test("manifests, tags and pull times persist across restarts")
     func persistence() async throws {
         let data = try Harness.temporaryDirectory()

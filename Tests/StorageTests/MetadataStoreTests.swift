@@ -1,6 +1,7 @@
 @testable import Metadata
 import NIOCore
 import OCI
+import SQLKit
 import Testing
 
 @Suite("Metadata store on SQLite and PostgreSQL")
@@ -179,6 +180,42 @@ struct MetadataStoreTests {
             let digest = Digest.of(Array("pulled".utf8))
             try await store.recordPulls([(repository: repository.value, digest: digest, at: 5000), (repository: repository.value, digest: digest, at: 4000)])
             #expect(try await store.manifest(digest, in: repository)?.lastPulledAt == 5000)
+        }
+    }
+
+    @Test("a deferred-durability commit relaxes only itself, even when it fails", arguments: Engine.available)
+    func deferredDurability(_ engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            let database = store.database
+            // What the writing connection would do with a commit: SQLite's synchronous (2 = FULL,
+            // 1 = NORMAL), PostgreSQL's synchronous_commit.
+            let setting: @Sendable (any SQLDatabase) async throws -> String = { sql in
+                switch database.dialect {
+                case .sqlite:
+                    let row = try await sql.raw("PRAGMA synchronous").first()
+                    return try "\(row?.decode(column: "synchronous", as: Int.self) ?? -1)"
+                case .postgres:
+                    let row = try await sql.raw("SHOW synchronous_commit").first()
+                    return try row?.decode(column: "synchronous_commit", as: String.self) ?? "?"
+                }
+            }
+            let (durable, relaxed) = database.dialect == .sqlite ? ("2", "1") : ("on", "off")
+            #expect(try await database.transaction { try await setting($0) } == durable)
+            #expect(try await database.transaction(durability: .deferred) { try await setting($0) } == relaxed)
+            #expect(try await database.transaction { try await setting($0) } == durable)
+            struct Refused: Error {}
+            await #expect(throws: Refused.self) {
+                try await database.transaction(durability: .deferred) { sql -> Int in
+                    #expect(try await setting(sql) == relaxed)
+                    throw Refused()
+                }
+            }
+            #expect(try await database.transaction { try await setting($0) } == durable)
+
+            // The deferred commit is still a commit: visible at once, and rolled back on failure.
+            try await store.createUpload(UploadRecord(id: "deferred", repository: "team/app", size: 0, algorithm: .sha256, createdAt: 1, updatedAt: 1))
+            try await store.updateUpload("deferred", size: 42)
+            #expect(try await store.upload("deferred")?.size == 42)
         }
     }
 
