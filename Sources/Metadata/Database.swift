@@ -178,8 +178,8 @@ public final class Database: Sendable {
             return try await client.withConnection { connection in
                 let sql = connection.sql(queryLogLevel: .trace)
                 try await sql.raw("BEGIN").run()
-                if durability == .deferred { try await sql.raw("SET LOCAL synchronous_commit TO off").run() }
                 do {
+                    if durability == .deferred { try await sql.raw("SET LOCAL synchronous_commit TO off").run() }
                     let result = try await body(sql)
                     try await sql.raw("COMMIT").run()
                     return result
