@@ -387,12 +387,14 @@ final class FileUploadWriter: UploadWriter, @unchecked Sendable {
         guard written == Int64(buffer.readableBytes) else {
             throw BlobStoreError.systemCall("pwrite (short write)", path: "upload", errno: EIO)
         }
-        if let writeback {
-            // SYNC_FILE_RANGE_WRITE only queues the pages for writing and returns; durability still
-            // comes from the fsync in prepareUpload. A failure here changes nothing but timing.
-            _ = try? await handle.withUnsafeDescriptor { descriptor in
-                wharf_start_writeback(descriptor.rawValue, writeback.start, writeback.length)
-            }
+        if let writeback { await startWriteback(handle, from: writeback.start, length: writeback.length) }
+    }
+
+    /// SYNC_FILE_RANGE_WRITE only queues the pages for writing and returns; durability still comes
+    /// from the fsync in prepareUpload. A failure here changes nothing but timing.
+    private static func startWriteback(_ handle: WriteFileHandle, from start: Int64, length: Int64) async {
+        _ = try? await handle.withUnsafeDescriptor { descriptor in
+            wharf_start_writeback(descriptor.rawValue, start, length)
         }
     }
 
@@ -409,11 +411,8 @@ final class FileUploadWriter: UploadWriter, @unchecked Sendable {
             // Queue the tail too: a chunked upload otherwise leaves every PATCH's last few
             // megabytes for the fsync of the closing PUT (about 200 MiB of a 1 GiB push in 10 MiB chunks).
             if offset > writebackFrom {
-                let (start, length) = (writebackFrom, offset - writebackFrom)
+                await Self.startWriteback(handle, from: writebackFrom, length: offset - writebackFrom)
                 writebackFrom = offset
-                _ = try? await handle.withUnsafeDescriptor { descriptor in
-                    wharf_start_writeback(descriptor.rawValue, start, length)
-                }
             }
         } catch {
             _ = try? await inFlight?.value
