@@ -36,11 +36,13 @@ public protocol BlobStore: Sendable {
     /// Streams the bytes of an upload (used to rebuild hash state after a restart).
     func readUpload(_ id: String, consume: (ByteBuffer) async throws -> Void) async throws
     /// Makes the upload's bytes durable (fsync). Slow for big blobs, so callers do it before
-    /// taking any lock, then `publishUpload` inside.
+    /// taking any lock, then `publishUpload` inside. Callers that see the blob is already stored
+    /// may skip it: a duplicate's bytes are never published.
     func prepareUpload(_ id: String) async throws
-    /// Makes a prepared upload the committed blob `digest`, atomically. If the blob already exists
-    /// (a concurrent upload of the same content won), the upload is just discarded.
-    func publishUpload(_ id: String, as digest: Digest) async throws
+    /// Makes the upload the committed blob `digest`, atomically, first making it durable unless
+    /// `prepared`. If the blob already exists (the same content was pushed before), the upload is
+    /// discarded instead, without waiting for its file to be deleted.
+    func publishUpload(_ id: String, as digest: Digest, prepared: Bool) async throws
     /// Discards an upload. Missing uploads are not an error.
     func deleteUpload(_ id: String) async throws
     /// Ids of all uploads in the store, for cleaning up abandoned ones.
@@ -84,7 +86,7 @@ extension BlobStore {
     /// Durable, then published: for callers that need no lock in between.
     public func commitUpload(_ id: String, as digest: Digest) async throws {
         try await prepareUpload(id)
-        try await publishUpload(id, as: digest)
+        try await publishUpload(id, as: digest, prepared: true)
     }
 }
 

@@ -183,9 +183,7 @@ extension Registry {
                 try? await discardUpload(id)
                 throw error
             }
-            try await blobs.prepareUpload(id)
-            let blobs = self.blobs
-            try await metadata.linkBlob(record, to: repository) { try await blobs.publishUpload(id, as: digest) }
+            try await commit(upload: id, as: record, to: repository)
             try await metadata.deleteUpload(id)
             hashStates.withLock { _ = $0.removeValue(forKey: id) }
             return record
@@ -217,13 +215,23 @@ extension Registry {
             }
             let record = BlobRecord(digest: digest, size: size)
             try await checkQuota(adding: record, to: repository)
-            try await blobs.prepareUpload(id)
-            let blobs = self.blobs
-            try await metadata.linkBlob(record, to: repository) { try await blobs.publishUpload(id, as: digest) }
+            try await commit(upload: id, as: record, to: repository)
             return record
         } catch {
             try? await blobs.deleteUpload(id)
             throw error
+        }
+    }
+
+    /// Publishes a verified upload as the blob `record` and links it to `repository`. The fsync
+    /// runs before the blob's lock is taken; a blob the store already holds (the same layer pushed
+    /// again) needs none, and this copy is discarded.
+    private func commit(upload id: String, as record: BlobRecord, to repository: RepositoryName) async throws {
+        let prepared = try await blobs.size(of: record.digest) == nil
+        if prepared { try await blobs.prepareUpload(id) }
+        let blobs = self.blobs
+        try await metadata.linkBlob(record, to: repository) {
+            try await blobs.publishUpload(id, as: record.digest, prepared: prepared)
         }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import NIOCore
@@ -263,6 +264,41 @@ struct BlobAPITests {
             #expect(try await client.request(.put, "\(second)?digest=\(digest)").status == .created)
             #expect(try await client.request(.get, "/v2/team/a/blobs/\(digest)").text == content)
             #expect(try await client.request(.get, "/v2/team/b/blobs/\(digest)").text == content)
+        }
+    }
+
+    @Test("pushing a blob the registry already holds links it and keeps the stored file; the copy is deleted")
+    func pushAgain() async throws {
+        let data = try Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        try await Harness.withServer(data: data) { client, _ in
+            let content = String(repeating: "pushed twice ", count: 20_000)
+            let digest = try await client.pushBlob(content, to: "team/a")
+            let blobFile = data.appendingPathComponent("blobs/sha256/\(digest.encoded.prefix(2))/\(digest.encoded)").path
+            let inode = try #require(try FileManager.default.attributesOfItem(atPath: blobFile)[.systemFileNumber] as? Int)
+
+            // Monolithic into a second repository, chunked into a third.
+            #expect(try await client.request(.post, "/v2/team/b/blobs/uploads/?digest=\(digest)", body: ByteBuffer(string: content)).status == .created)
+            let location = try #require(try await client.request(.post, "/v2/team/c/blobs/uploads/").header("Location"))
+            let half = content.utf8.count / 2
+            let first = try await client.request(.patch, location, headers: [.contentRange: "0-\(half - 1)"], body: ByteBuffer(string: String(content.prefix(half))))
+            #expect(first.status == .accepted)
+            let next = try #require(first.header("Location"))
+            _ = try await client.request(.patch, next, headers: [.contentRange: "\(half)-\(content.utf8.count - 1)"], body: ByteBuffer(string: String(content.dropFirst(half))))
+            #expect(try await client.request(.put, "\(next)\(next.contains("?") ? "&" : "?")digest=\(digest)").status == .created)
+
+            for repository in ["team/a", "team/b", "team/c"] {
+                #expect(try await client.request(.get, "/v2/\(repository)/blobs/\(digest)").text == content)
+            }
+            #expect(try FileManager.default.attributesOfItem(atPath: blobFile)[.systemFileNumber] as? Int == inode)
+            let uploads = data.appendingPathComponent("uploads").path
+            var left: [String] = []
+            for _ in 0..<500 {
+                left = try FileManager.default.contentsOfDirectory(atPath: uploads)
+                if left.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(left.isEmpty)
         }
     }
 }

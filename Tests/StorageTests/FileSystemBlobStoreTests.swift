@@ -130,7 +130,40 @@ struct FileSystemBlobStoreTests {
                 try await group.waitForAll()
             }
             #expect(try await readAll(store, digest) == content)
-            #expect(try await store.allUploads().isEmpty)
+            #expect(try await uploadsDrain(store))
+        }
+    }
+
+    /// Duplicates are deleted in the background: waits up to 5 s for the uploads folder to empty.
+    func uploadsDrain(_ store: FileSystemBlobStore) async throws -> Bool {
+        for _ in 0..<500 {
+            if try await store.allUploads().isEmpty { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
+    @Test("publishing without a prepared upload: a new blob is made durable and published, a duplicate is dropped and the stored file kept")
+    func publishUnprepared() async throws {
+        try await withStore { store, root in
+            let content = String(repeating: "layer bytes ", count: 500)
+            let digest = Digest.of(Array(content.utf8))
+            for id in ["first", "again"] {
+                try await store.createUpload(id)
+                let writer = try await store.appendToUpload(id, at: 0)
+                try await writer.write(ByteBuffer(string: content))
+                try await writer.close()
+            }
+            try await store.publishUpload("first", as: digest, prepared: false)
+            #expect(try await readAll(store, digest) == content)
+            let blobFile = root.appendingPathComponent("blobs/sha256/\(digest.encoded.prefix(2))/\(digest.encoded)").path
+            let stored = try FileManager.default.attributesOfItem(atPath: blobFile)[.systemFileNumber] as? Int
+            #expect(stored != nil)
+
+            try await store.publishUpload("again", as: digest, prepared: false)
+            #expect(try FileManager.default.attributesOfItem(atPath: blobFile)[.systemFileNumber] as? Int == stored)
+            #expect(try await readAll(store, digest) == content)
+            #expect(try await uploadsDrain(store))
         }
     }
 
