@@ -514,6 +514,7 @@ def machine_limits(files, results):
         target.unlink()
         reused.append(timed(["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"]))
     read_time = statistics.median(timed(["curl", "-s", "-o", "/dev/null", f"file://{path}"]) for _ in range(3))
+    results.machine_size = f"{size / (1024 * MiB):g} GiB" if size >= 1024 * MiB else f"{size / MiB:g} MiB"
     results.machine = {
         "sha256 (MB/s)": size / hash_time / 1e6,
         "write + fsync to a new file (MB/s)": size / write_time / 1e6,
@@ -593,6 +594,7 @@ class Results:
     def __init__(self):
         self.rows = {}
         self.machine = {}
+        self.machine_size = ""
         self.wharf = {}
         self.rss = {}
 
@@ -620,7 +622,7 @@ class Results:
                 if w and d:
                     lines.append(f"| peak RSS: {phase} (MiB) | {w:,.1f} | {d:,.1f} | {d / w:.2f}× |")
         if self.machine:
-            lines.append("\n## The machine's own limits (1 GiB)\n")
+            lines.append(f"\n## The machine's own limits ({self.machine_size})\n")
             lines += [f"- {k}: {v:,.0f}" for k, v in self.machine.items()]
             limit = self.machine["hash then write, serial (MB/s)"]
             for mode in ("monolithic", "chunked"):
