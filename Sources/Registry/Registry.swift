@@ -227,11 +227,11 @@ extension Registry {
     /// runs before the blob's lock is taken; a blob the store already holds (the same layer pushed
     /// again) needs none, and this copy is discarded.
     private func commit(upload id: String, as record: BlobRecord, to repository: RepositoryName) async throws {
-        let prepared = try await blobs.size(of: record.digest) == nil
-        if prepared { try await blobs.prepareUpload(id) }
+        let isNew = try await blobs.size(of: record.digest) == nil
+        if isNew { try await blobs.prepareUpload(id) }
         let blobs = self.blobs
         try await metadata.linkBlob(record, to: repository) {
-            try await blobs.publishUpload(id, as: record.digest, prepared: prepared)
+            try await blobs.publishUpload(id, as: record.digest, prepared: isNew)
         }
     }
 
