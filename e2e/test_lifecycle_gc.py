@@ -65,7 +65,9 @@ def test_stress_push_pull_with_continuous_gc(wharf_bin, tmp_path):
         rng = random.Random(number)
         while time.monotonic() < deadline:
             repository = f"stress/repo{rng.randrange(3)}"
-            tag = f"t{rng.randrange(6)}"
+            # Tags of its own: two clients moving one tag at once cannot tell which landed last
+            # (the server commits in one order, the answers may arrive in the other).
+            tag = f"p{number}-t{rng.randrange(6)}"
             layer = os.urandom(rng.randrange(1_000, 200_000))
             # With no grace, the collector may take freshly uploaded blobs before the manifest
             # arrives: the push is then refused (MANIFEST_BLOB_UNKNOWN) and simply retried.
