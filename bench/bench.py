@@ -54,6 +54,13 @@ def run(args, **kwargs):
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=True, **kwargs)
 
 
+def run_timed(args):
+    """Runs a command; returns its wall time in seconds."""
+    start = time.perf_counter()
+    run(args)
+    return time.perf_counter() - start
+
+
 class RSSMonitor:
     """Samples a process's resident memory; peaks are kept per named phase."""
 
@@ -430,16 +437,14 @@ def skopeo_workload(registries, results, layout, rounds=5):
         for registry in registries:
             forget_blob_locations()
             creds = ["--dest-creds", registry.creds] if registry.auth else []
-            start = time.perf_counter()
-            run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", *creds, f"oci:{layout}", f"docker://{registry.host}/bench/debian-{i}:1"])
-            timings[id(registry)]["in"].append(time.perf_counter() - start)
+            timings[id(registry)]["in"].append(run_timed(
+                ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", *creds, f"oci:{layout}", f"docker://{registry.host}/bench/debian-{i}:1"]))
     for _ in range(rounds):
         for registry in registries:
             creds = ["--src-creds", registry.creds] if registry.auth else []
             out = Path(tempfile.mkdtemp())
-            start = time.perf_counter()
-            run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", *creds, f"docker://{registry.host}/bench/debian-0:1", f"oci:{out}:x"])
-            timings[id(registry)]["out"].append(time.perf_counter() - start)
+            timings[id(registry)]["out"].append(run_timed(
+                ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", *creds, f"docker://{registry.host}/bench/debian-0:1", f"oci:{out}:x"]))
             shutil.rmtree(out)
     for registry in registries:
         results.record(f"skopeo copy Debian image in, median of {rounds} (s)", registry, statistics.median(timings[id(registry)]["in"]), higher_is_better=False)
@@ -500,20 +505,15 @@ def machine_limits(files, results):
     path = files.get("1GiB") or list(files.values())[-1]
     size = path.stat().st_size
 
-    def timed(args):
-        start = time.perf_counter()
-        run(args)
-        return time.perf_counter() - start
-
-    hash_time = statistics.median(timed(["openssl", "dgst", "-sha256", path]) for _ in range(3))
+    hash_time = statistics.median(run_timed(["openssl", "dgst", "-sha256", path]) for _ in range(3))
     written = [path.parent / f"write-test-{i}" for i in range(3)]
     time.sleep(5)  # lets memory freed before the run (other processes) go back to the host, as it has by the 1 GiB pushes
-    write_time = statistics.median(timed(["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"]) for target in written)
+    write_time = statistics.median(run_timed(["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"]) for target in written)
     reused = []
     for target in written:
         target.unlink()
-        reused.append(timed(["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"]))
-    read_time = statistics.median(timed(["curl", "-s", "-o", "/dev/null", f"file://{path}"]) for _ in range(3))
+        reused.append(run_timed(["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"]))
+    read_time = statistics.median(run_timed(["curl", "-s", "-o", "/dev/null", f"file://{path}"]) for _ in range(3))
     results.machine_size = f"{size / (1024 * MiB):g} GiB" if size >= 1024 * MiB else f"{size / MiB:g} MiB"
     results.machine = {
         "sha256 (MB/s)": size / hash_time / 1e6,
