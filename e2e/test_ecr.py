@@ -462,3 +462,36 @@ def test_access_key_cli_prints_export_lines(wharf, wharf_bin):
     assert len(described["registryId"]) == 12
     listed = run([wharf_bin, "admin", "access-key", "list", "--user", "admin"], env=env).stdout
     assert lines[0].split("=")[1] in listed
+
+
+def test_out_of_range_layer_parts_are_refused_and_the_server_lives(wharf, admin_key):
+    """Issue 23, defect 2: partLastByte = 2**63-1 used to kill the server (Int64 overflow)."""
+    ecr = client(wharf, admin_key)
+    ecr.create_repository(repositoryName="ecr/hostile-parts")
+    upload = ecr.initiate_layer_upload(repositoryName="ecr/hostile-parts")
+    for first, last in ((0, 2**63 - 1), (5, 2**63 - 1), (2**63 - 1, 2**63 - 1), (0, 2**53), (2**50, 2**50)):
+        code, _ = error_code(ecr.upload_layer_part, repositoryName="ecr/hostile-parts", uploadId=upload["uploadId"],
+                             partFirstByte=first, partLastByte=last, layerPartBlob=b"x")
+        assert code in ("InvalidLayerPartException", "SerializationException"), (first, last, code)
+    answer = ecr.upload_layer_part(repositoryName="ecr/hostile-parts", uploadId=upload["uploadId"], partFirstByte=0, partLastByte=0,
+                                   layerPartBlob=b"x")
+    assert answer["lastByteReceived"] == 0
+    assert requests.get(f"{wharf.url}/v2/", auth=wharf.auth, timeout=10).status_code == 200
+
+
+def test_registry_logins_end_with_the_access_key_that_minted_them(wharf):
+    """Issue 23, defect 6: an ECR login kept working after its access key was deleted."""
+    created = wharf.api("POST", "/users/admin/access-keys", json={"description": "short-lived"}).json()
+    key = (created["accessKeyId"], created["secretAccessKey"])
+    password = login_password(wharf, key)
+    assert requests.get(f"{wharf.url}/v2/", auth=("AWS", password), timeout=10).status_code == 200
+    # A registry login is a /v2 credential: it cannot use the management API or mint credentials.
+    assert wharf.api("GET", "/me", auth=("AWS", password)).status_code == 401
+    assert wharf.api("POST", "/users/admin/tokens", auth=("AWS", password), json={"name": "from-ecr"}).status_code == 401
+    # Disabling the key ends the login at once; enabling it again restores it; deleting it ends it for good.
+    assert wharf.api("PATCH", f"/users/admin/access-keys/{key[0]}", json={"disabled": True}).status_code == 204
+    assert requests.get(f"{wharf.url}/v2/", auth=("AWS", password), timeout=10).status_code == 401
+    assert wharf.api("PATCH", f"/users/admin/access-keys/{key[0]}", json={"disabled": False}).status_code == 204
+    assert requests.get(f"{wharf.url}/v2/", auth=("AWS", password), timeout=10).status_code == 200
+    assert wharf.api("DELETE", f"/users/admin/access-keys/{key[0]}").status_code == 204
+    assert requests.get(f"{wharf.url}/v2/", auth=("AWS", password), timeout=10).status_code == 401

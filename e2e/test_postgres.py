@@ -28,7 +28,9 @@ def test_two_nodes_share_postgres_and_storage(wharf_bin, tmp_path, postgres_url,
     storage = tmp_path / "shared-storage"
     config = tmp_path / "node.yml"
     # Short cache lifetime: another node's tag move shows up within a second.
-    config.write_text(f"database:\n  url: {postgres_url}\nstorage:\n  filesystem:\n    path: {storage}\nregistry:\n  cacheTTLSeconds: 1\n")
+    # Nodes of one registry share the master key that seals the database's secrets.
+    config.write_text(f"database:\n  url: {postgres_url}\nstorage:\n  filesystem:\n    path: {storage}\nregistry:\n  cacheTTLSeconds: 1\n"
+                      f"secrets:\n  masterKeyFile: {tmp_path / 'master.key'}\n")
     first = Wharf(wharf_bin, tmp_path / "node1", extra_args=["--config", str(config)]).start()
     second = Wharf(wharf_bin, tmp_path / "node2", extra_args=["--config", str(config)]).start()
     try:

@@ -34,13 +34,13 @@ public final class AccessControl: Sendable {
     public let configuration: AccessConfiguration
     private let logger: Logger
 
-    public init(database: Database, configuration: AccessConfiguration, logger: Logger, extraVerifiers: [any CredentialVerifier] = []) {
-        let store = AccessStore(database: database)
+    public init(database: Database, sealer: SecretSealer, configuration: AccessConfiguration, logger: Logger, extraVerifiers: [any CredentialVerifier] = []) {
+        let store = AccessStore(database: database, sealer: sealer)
         self.store = store
         self.configuration = configuration
         self.logger = logger
         self.authenticator = Authenticator(store: store, throttle: LoginThrottle(policy: configuration.throttle), logger: logger,
-                                           extraVerifiers: [RegistryLoginTokenVerifier(store: store)] + extraVerifiers)
+                                           passwordCost: configuration.passwordCost, extraVerifiers: [RegistryLoginTokenVerifier(store: store)] + extraVerifiers)
         self.authorizer = Authorizer(store: store, namespaceCreation: configuration.namespaceCreation, policies: PolicyStore(database: database))
         self.tokens = TokenService(store: store, settings: configuration.token, logger: logger)
         self.audit = AuditLog(database: database, logger: logger)
@@ -49,6 +49,8 @@ public final class AccessControl: Sendable {
     /// Loads signing keys and makes sure a system administrator exists.
     /// Returns the generated administrator password when one was created (to show once).
     public func start(dataDirectory: String, administratorPassword: String?) async throws -> String? {
+        let sealed = try await store.sealPlainSecrets()
+        if sealed > 0 { logger.notice("sealed secrets stored in the clear by an earlier version", metadata: ["count": "\(sealed)"]) }
         try await tokens.start()
         try await authorizer.policies.start(configuredRegistryID: configuration.registryID)
         return try await bootstrapAdministrator(dataDirectory: dataDirectory, password: administratorPassword)
@@ -75,7 +77,25 @@ public final class AccessControl: Sendable {
         return chosen
     }
 
-    private func changed() {
+    /// The account behind `identity` as it is now: nil when it was deleted (an id no longer
+    /// carrying this name: a new account of the same name is someone else), disabled or expired;
+    /// otherwise the identity with its current administrator flag.
+    public func currentIdentity(of identity: Identity) async throws -> Identity? {
+        switch identity.kind {
+        case .user:
+            guard let user = try await store.user(id: identity.id), user.name == identity.name, !user.disabled else { return nil }
+            return Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin)
+        case .robot:
+            guard let robot = try await store.robot(named: identity.name), robot.id == identity.id, !robot.disabled,
+                  !robot.isExpired(at: Timestamp.nowMillis()) else { return nil }
+            return Identity(kind: .robot, name: robot.name, id: robot.id, isAdmin: false)
+        case .anonymous:
+            return nil
+        }
+    }
+
+    /// Clears this node's authentication and authorisation caches after a change.
+    func changed() {
         authenticator.invalidateCache()
         authorizer.invalidateCache()
     }
@@ -172,7 +192,8 @@ public final class AccessControl: Sendable {
 
     // MARK: Personal access tokens
 
-    public func createAccessToken(for name: String, by caller: Identity, tokenName: String, expiresAt: Int64?, source: String?) async throws -> (AccessTokenRecord, String) {
+    public func createAccessToken(for name: String, by caller: Identity, credential: Credential, tokenName: String, expiresAt: Int64?, source: String?) async throws -> (AccessTokenRecord, String) {
+        try Self.requireMayMint(credential, expiringAt: expiresAt, what: "an access token")
         let user = try await ownedUser(name, by: caller)
         guard !tokenName.isEmpty, tokenName.count <= 64 else { throw AccessError.invalid("token names are 1-64 characters") }
         let token = Secrets.newAccessToken()
@@ -192,6 +213,16 @@ public final class AccessControl: Sendable {
         }
         changed()
         audit.record(AuditEvent(actor: caller, action: "token.delete", target: "\(name)/\(tokenName)", source: source))
+    }
+
+    /// No narrow or short-lived credential mints a broader or longer-lived one.
+    static func requireMayMint(_ credential: Credential, expiringAt expiresAt: Int64?, what: String) throws(AccessError) {
+        guard credential.mayMint(expiringAt: expiresAt) else {
+            if case .accessToken(_, let own?) = credential {
+                throw .forbidden("an access token that expires cannot create \(what) that outlives it (set an expiry no later than \(own) ms since the epoch, or sign in with a password)")
+            }
+            throw .forbidden("\(credential.kindDescription) cannot create \(what); sign in with a password or an access token")
+        }
     }
 
     private func ownedUser(_ name: String, by caller: Identity) async throws -> UserRecord {
@@ -221,7 +252,8 @@ public final class AccessControl: Sendable {
         return true
     }
 
-    public func createRobot(by caller: Identity, name: String, description: String?, expiresAt: Int64?, permissions: [RobotPermission], source: String?) async throws -> (RobotRecord, String) {
+    public func createRobot(by caller: Identity, credential: Credential, name: String, description: String?, expiresAt: Int64?, permissions: [RobotPermission], source: String?) async throws -> (RobotRecord, String) {
+        try Self.requireMayMint(credential, expiringAt: expiresAt, what: "a robot account")
         let fullName = name.hasPrefix("robot$") ? name : "robot$" + name
         try Self.validateRobot(name: fullName, permissions: permissions)
         guard try await mayManage(robotPermissions: permissions, caller: caller) else {
@@ -251,8 +283,12 @@ public final class AccessControl: Sendable {
         return robot
     }
 
-    public func updateRobot(_ name: String, by caller: Identity, description: String?? = nil, expiresAt: Int64?? = nil, disabled: Bool? = nil, permissions: [RobotPermission]? = nil, source: String?) async throws -> RobotRecord {
-        _ = try await robot(name, by: caller)
+    public func updateRobot(_ name: String, by caller: Identity, credential: Credential, description: String?? = nil, expiresAt: Int64?? = nil, disabled: Bool? = nil, permissions: [RobotPermission]? = nil, source: String?) async throws -> RobotRecord {
+        let existing = try await robot(name, by: caller)
+        if permissions != nil || expiresAt != nil {
+            // Widening a robot or extending its life is as strong as creating one.
+            try Self.requireMayMint(credential, expiringAt: expiresAt ?? existing.expiresAt, what: "a robot account's permissions or expiry")
+        }
         if let permissions {
             try Self.validateRobot(name: name, permissions: permissions)
             guard try await mayManage(robotPermissions: permissions, caller: caller) else {
@@ -265,8 +301,9 @@ public final class AccessControl: Sendable {
         return updated
     }
 
-    public func rotateRobotSecret(_ name: String, by caller: Identity, source: String?) async throws -> String {
-        _ = try await robot(name, by: caller)
+    public func rotateRobotSecret(_ name: String, by caller: Identity, credential: Credential, source: String?) async throws -> String {
+        let existing = try await robot(name, by: caller)
+        try Self.requireMayMint(credential, expiringAt: existing.expiresAt, what: "a robot secret")
         let secret = Secrets.randomToken()
         _ = try await store.updateRobot(name, secretHash: Secrets.sha256Hex(secret))
         changed()
@@ -395,6 +432,15 @@ public final class AccessControl: Sendable {
     public func requireRepositoryRead(_ repository: RepositoryName, by caller: Identity) async throws {
         guard try await authorizer.actions(for: caller, on: repository).contains(.pull) else {
             throw AccessError.notFound("repository '\(repository)' does not exist or is not visible to you")
+        }
+    }
+
+    /// Pushers of a repository (and system administrators) may queue work on it, such as scans,
+    /// as ECR's StartImageScan requires.
+    public func requireRepositoryWrite(_ repository: RepositoryName, by caller: Identity) async throws {
+        try await requireRepositoryRead(repository, by: caller)
+        guard try await authorizer.actions(for: caller, on: repository).contains(.push) else {
+            throw AccessError.forbidden("only those who may push to \(repository) may request its scans")
         }
     }
 

@@ -3,8 +3,8 @@ import OCI
 import SQLKit
 
 /// An AWS-style access key (id + secret) that `aws` and boto3 sign requests with (SigV4). The
-/// server must know the secret to check an HMAC signature, so unlike passwords it is stored as
-/// issued; whoever can read the database can read these, as with the token-signing keys.
+/// server must know the secret to check an HMAC signature, so unlike passwords it cannot be
+/// hashed: it is sealed with the master key (`SecretSealer`), like the token-signing keys.
 public struct AccessKeyRecord: Sendable, Equatable {
     public var keyID: String
     /// The owner: a user or a robot account.
@@ -38,7 +38,7 @@ extension AccessStore {
             let now = Timestamp.nowMillis()
             try await sql.raw("""
                 INSERT INTO access_keys (key_id, secret, user_id, robot_id, description, disabled, created_at)
-                VALUES (\(bind: keyID), \(bind: secret), \(bind: owner.kind == .user ? owner.id : nil), \(bind: owner.kind == .robot ? owner.id : nil),
+                VALUES (\(bind: keyID), \(bind: try sealer.seal(secret)), \(bind: owner.kind == .user ? owner.id : nil), \(bind: owner.kind == .robot ? owner.id : nil),
                         \(bind: description), \(bind: false), \(bind: now))
                 """).run()
             return AccessKeyRecord(keyID: keyID, owner: owner, description: description, disabled: false, createdAt: now, lastUsedAt: nil)
@@ -55,7 +55,7 @@ extension AccessStore {
                 WHERE k.key_id = \(bind: keyID)
                 """).first(), try !row.decode(column: "disabled", as: Bool.self),
                   let owner = try Self.activeOwner(row, now: now) else { return nil }
-            return (try row.decode(column: "secret", as: String.self), owner)
+            return (try sealer.open(try row.decode(column: "secret", as: String.self)), owner)
         }
     }
 
@@ -96,14 +96,16 @@ extension AccessStore {
 
     // MARK: Registry login tokens (ECR's GetAuthorizationToken)
 
-    public func createRegistryLoginToken(hash: String, owner: Identity, expiresAt: Int64) async throws {
+    /// `accessKeyID`: the key that signed GetAuthorizationToken; deleting or disabling it ends the login.
+    public func createRegistryLoginToken(hash: String, owner: Identity, expiresAt: Int64, accessKeyID: String?) async throws {
         try await database.transaction { sql in
             let now = Timestamp.nowMillis()
             // Expired tokens are useless: drop them here rather than in a separate sweeper.
             try await sql.raw("DELETE FROM registry_login_tokens WHERE expires_at < \(bind: now)").run()
             try await sql.raw("""
-                INSERT INTO registry_login_tokens (token_hash, user_id, robot_id, created_at, expires_at)
-                VALUES (\(bind: hash), \(bind: owner.kind == .user ? owner.id : nil), \(bind: owner.kind == .robot ? owner.id : nil), \(bind: now), \(bind: expiresAt))
+                INSERT INTO registry_login_tokens (token_hash, user_id, robot_id, created_at, expires_at, access_key_id)
+                VALUES (\(bind: hash), \(bind: owner.kind == .user ? owner.id : nil), \(bind: owner.kind == .robot ? owner.id : nil), \(bind: now),
+                        \(bind: expiresAt), \(bind: accessKeyID))
                 """).run()
         }
     }
@@ -114,7 +116,8 @@ extension AccessStore {
                 SELECT t.expires_at, u.id AS user_id, u.name AS user_name, u.is_admin, u.disabled AS user_disabled,
                        r.id AS robot_id, r.name AS robot_name, r.disabled AS robot_disabled, r.expires_at AS robot_expires_at
                 FROM registry_login_tokens t LEFT JOIN users u ON u.id = t.user_id LEFT JOIN robots r ON r.id = t.robot_id
-                WHERE t.token_hash = \(bind: hash)
+                LEFT JOIN access_keys k ON k.key_id = t.access_key_id
+                WHERE t.token_hash = \(bind: hash) AND (t.access_key_id IS NULL OR k.disabled = \(bind: false))
                 """).first(), try row.decode(column: "expires_at", as: Int64.self) > now else { return nil }
             return try Self.activeOwner(row, now: now)
         }
@@ -144,7 +147,7 @@ struct RegistryLoginTokenVerifier: CredentialVerifier {
 
     func verify(username: String, password: String) async throws -> VerifiedCredential? {
         guard username == Self.username else { return nil }
-        return VerifiedCredential(identity: try await store.registryLoginTokenOwner(hash: Secrets.sha256Hex(password)))
+        return VerifiedCredential(identity: try await store.registryLoginTokenOwner(hash: Secrets.sha256Hex(password)), credential: .registryLoginToken)
     }
 }
 
@@ -171,7 +174,8 @@ extension AccessControl {
     }
 
     /// Issues an access key; the secret is returned once and never shown again.
-    public func createAccessKey(for owner: AccessKeyOwner, by caller: Identity, description: String?, source: String?) async throws -> (AccessKeyRecord, secret: String) {
+    public func createAccessKey(for owner: AccessKeyOwner, by caller: Identity, credential: Credential, description: String?, source: String?) async throws -> (AccessKeyRecord, secret: String) {
+        try Self.requireMayMint(credential, expiringAt: nil, what: "an access key")
         let identity = try await resolve(owner, by: caller)
         guard (description?.count ?? 0) <= 256 else { throw AccessError.invalid("descriptions have at most 256 characters") }
         guard try await store.accessKeys(of: identity).filter({ !$0.disabled }).count < 10 else {
@@ -192,6 +196,7 @@ extension AccessControl {
         guard try await store.setAccessKeyDisabled(keyID, of: identity, disabled) else {
             throw AccessError.notFound("'\(identity.name)' has no access key '\(keyID)'")
         }
+        changed()  // cached registry logins it minted stop working at once
         audit.record(AuditEvent(actor: caller, action: disabled ? "access-key.disable" : "access-key.enable", target: "\(identity.name)/\(keyID)", source: source))
     }
 
@@ -200,15 +205,22 @@ extension AccessControl {
         guard try await store.deleteAccessKey(keyID, of: identity) else {
             throw AccessError.notFound("'\(identity.name)' has no access key '\(keyID)'")
         }
+        changed()  // its registry logins went with it (ON DELETE CASCADE); forget cached ones
         audit.record(AuditEvent(actor: caller, action: "access-key.delete", target: "\(identity.name)/\(keyID)", source: source))
     }
 
     /// A registry login for `identity`: Basic `AWS:<token>` on `/v2` until it expires.
-    public func issueRegistryLoginToken(for identity: Identity, lifetime: Int64 = 12 * 3600 * 1000, source: String?) async throws -> (token: String, expiresAt: Int64) {
+    /// `credential` is what signed the request: the login lives only as long as that access key does.
+    public func issueRegistryLoginToken(for identity: Identity, credential: Credential, lifetime: Int64 = 12 * 3600 * 1000, source: String?) async throws -> (token: String, expiresAt: Int64) {
         guard identity.kind != .anonymous else { throw AccessError.forbidden("sign in first") }
-        let token = Secrets.newRegistryLoginToken()
         let expiresAt = Timestamp.nowMillis() + lifetime
-        try await store.createRegistryLoginToken(hash: Secrets.sha256Hex(token), owner: identity, expiresAt: expiresAt)
+        guard credential.mayMint(expiringAt: expiresAt) else {
+            throw AccessError.forbidden("\(credential.kindDescription) cannot create a registry login")
+        }
+        let token = Secrets.newRegistryLoginToken()
+        var accessKeyID: String?
+        if case .accessKey(let id) = credential { accessKeyID = id }
+        try await store.createRegistryLoginToken(hash: Secrets.sha256Hex(token), owner: identity, expiresAt: expiresAt, accessKeyID: accessKeyID)
         audit.record(AuditEvent(actor: identity, action: "token", target: "registry-login", source: source))
         return (token, expiresAt)
     }

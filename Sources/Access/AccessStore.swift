@@ -75,9 +75,39 @@ public enum AccessError: Error, Sendable, Equatable, CustomStringConvertible {
 /// SQL for identities, namespaces, memberships and signing keys.
 public struct AccessStore: Sendable {
     public let database: Database
+    /// Seals the secrets this store keeps readable (signing keys, access-key secrets).
+    public let sealer: SecretSealer
 
-    public init(database: Database) {
+    public init(database: Database, sealer: SecretSealer) {
         self.database = database
+        self.sealer = sealer
+    }
+
+    /// Seals secrets stored in the clear by versions before sealing existed. Idempotent; each
+    /// value is rewritten only if it is still the plain value read.
+    public func sealPlainSecrets() async throws -> Int {
+        try await database.transaction { sql in
+            var sealed = 0
+            for row in try await sql.raw("SELECT kid, private_key_pem FROM signing_keys").all() {
+                let value = try row.decode(column: "private_key_pem", as: String.self)
+                guard !SecretSealer.isSealed(value) else { continue }
+                try await sql.raw("""
+                    UPDATE signing_keys SET private_key_pem = \(bind: try sealer.seal(value))
+                    WHERE kid = \(bind: try row.decode(column: "kid", as: String.self)) AND private_key_pem = \(bind: value)
+                    """).run()
+                sealed += 1
+            }
+            for row in try await sql.raw("SELECT key_id, secret FROM access_keys").all() {
+                let value = try row.decode(column: "secret", as: String.self)
+                guard !SecretSealer.isSealed(value) else { continue }
+                try await sql.raw("""
+                    UPDATE access_keys SET secret = \(bind: try sealer.seal(value))
+                    WHERE key_id = \(bind: try row.decode(column: "key_id", as: String.self)) AND secret = \(bind: value)
+                    """).run()
+                sealed += 1
+            }
+            return sealed
+        }
     }
 
     // MARK: Users
@@ -314,11 +344,12 @@ public struct AccessStore: Sendable {
         )
     }
 
-    public func createRefreshToken(userID: Int64, tokenHash: String, clientID: String?, expiresAt: Int64) async throws {
+    /// `accessTokenID`: the access token the refresh token was minted with; deleting that token deletes this one.
+    public func createRefreshToken(userID: Int64, tokenHash: String, clientID: String?, expiresAt: Int64, accessTokenID: Int64?) async throws {
         try await database.transaction { sql in
             try await sql.raw("""
-                INSERT INTO refresh_tokens (user_id, token_hash, client_id, created_at, expires_at)
-                VALUES (\(bind: userID), \(bind: tokenHash), \(bind: clientID), \(bind: Timestamp.nowMillis()), \(bind: expiresAt))
+                INSERT INTO refresh_tokens (user_id, token_hash, client_id, created_at, expires_at, access_token_id)
+                VALUES (\(bind: userID), \(bind: tokenHash), \(bind: clientID), \(bind: Timestamp.nowMillis()), \(bind: expiresAt), \(bind: accessTokenID))
                 """).run()
         }
     }
@@ -466,7 +497,7 @@ public struct AccessStore: Sendable {
             try await sql.raw("SELECT * FROM signing_keys ORDER BY created_at").all().map { row in
                 SigningKeyRecord(
                     kid: try row.decode(column: "kid", as: String.self),
-                    privateKeyPEM: try row.decode(column: "private_key_pem", as: String.self),
+                    privateKeyPEM: try sealer.open(try row.decode(column: "private_key_pem", as: String.self)),
                     createdAt: try row.decode(column: "created_at", as: Int64.self),
                     retiredAt: try row.decode(column: "retired_at", as: Int64?.self)
                 )
@@ -479,7 +510,7 @@ public struct AccessStore: Sendable {
         try await database.transaction { sql in
             try await sql.raw("UPDATE signing_keys SET retired_at = \(bind: key.createdAt) WHERE retired_at IS NULL").run()
             try await sql.raw("""
-                INSERT INTO signing_keys (kid, private_key_pem, created_at) VALUES (\(bind: key.kid), \(bind: key.privateKeyPEM), \(bind: key.createdAt))
+                INSERT INTO signing_keys (kid, private_key_pem, created_at) VALUES (\(bind: key.kid), \(bind: try sealer.seal(key.privateKeyPEM)), \(bind: key.createdAt))
                 """).run()
         }
     }
@@ -489,7 +520,7 @@ public struct AccessStore: Sendable {
         try await database.transaction { sql in
             if try await sql.raw("SELECT kid FROM signing_keys WHERE retired_at IS NULL").first() != nil { return }
             try await sql.raw("""
-                INSERT INTO signing_keys (kid, private_key_pem, created_at) VALUES (\(bind: key.kid), \(bind: key.privateKeyPEM), \(bind: key.createdAt))
+                INSERT INTO signing_keys (kid, private_key_pem, created_at) VALUES (\(bind: key.kid), \(bind: try sealer.seal(key.privateKeyPEM)), \(bind: key.createdAt))
                 """).run()
         }
     }

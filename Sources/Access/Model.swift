@@ -150,3 +150,51 @@ public struct AccessScope: Sendable, Hashable, Codable, CustomStringConvertible 
 
     public var description: String { "\(type):\(name):\(actions.joined(separator: ","))" }
 }
+
+/// What proved an identity. It decides what the caller may create (no narrow or short-lived
+/// credential mints a broader or longer-lived one) and what revoking a credential takes with it.
+public enum Credential: Sendable, Hashable {
+    /// A user's password: the account's primary credential.
+    case password
+    /// A personal access token; `expiresAt` in Unix milliseconds, nil for never.
+    case accessToken(id: Int64, expiresAt: Int64?)
+    /// A robot account's secret.
+    case robotSecret
+    /// A SigV4 access key (ECR API).
+    case accessKey(id: String)
+    /// An ECR registry login (Basic `AWS:<token>`, 12 hours).
+    case registryLoginToken
+    /// A registry bearer token (minutes, scoped to what its `access` claim lists).
+    case bearerToken
+    /// No credential: anonymous, or authentication switched off.
+    case none
+
+    /// May this credential create a credential that lives until `expiresAt` (nil: forever)?
+    /// Passwords, robot secrets and access keys are primary and long-lived; an access token may
+    /// mint only what expires no later than itself; bearer tokens and registry logins mint nothing.
+    public func mayMint(expiringAt expiresAt: Int64?) -> Bool {
+        switch self {
+        case .password, .robotSecret, .accessKey:
+            return true
+        case .accessToken(_, let own):
+            guard let own else { return true }
+            guard let expiresAt else { return false }
+            return expiresAt <= own
+        case .registryLoginToken, .bearerToken, .none:
+            return false
+        }
+    }
+
+    /// How the credential is named in messages.
+    public var kindDescription: String {
+        switch self {
+        case .password: "a password"
+        case .accessToken: "an access token"
+        case .robotSecret: "a robot secret"
+        case .accessKey: "an access key"
+        case .registryLoginToken: "a registry login token"
+        case .bearerToken: "a bearer token"
+        case .none: "no credential"
+        }
+    }
+}

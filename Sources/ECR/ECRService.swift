@@ -46,7 +46,7 @@ public final class ECRService: Sendable {
         self.scans = scans
         self.pullGate = pullGate
         self.logger = logger
-        self.downloads = LayerDownloadSigner(metadata: registry.metadata)
+        self.downloads = LayerDownloadSigner(metadata: registry.metadata, sealer: access.store.sealer)
         let store = access.store
         self.verifier = SigV4Verifier(lookUp: { keyID in try await store.activeAccessKey(keyID) })
     }
@@ -88,7 +88,7 @@ public final class ECRService: Sendable {
             }
             try model.validate(input, operation: operation)
             guard let handler = Self.operations[operation] else { throw ECRError.notImplemented(operation) }
-            let call = ECRCall(operation: operation, identity: verified.identity, region: verified.region, input: input,
+            let call = ECRCall(operation: operation, identity: verified.identity, accessKeyID: verified.accessKeyID, region: verified.region, input: input,
                                scheme: request.scheme, host: request.host, source: request.source)
             if let registryID = input["registryId"]?.string, registryID != self.registryID {
                 throw ECRError.invalidParameter("registry '\(registryID)' is not this registry: Wharf's registry id is '\(self.registryID)' (setting ecr.registryId)")
@@ -133,6 +133,9 @@ public final class ECRService: Sendable {
             }
         case let error as RegistryError:
             return error.status >= 500 ? .server(error.message) : .invalidParameter(error.message)
+        case let error as LifecyclePolicy.ValidationError:
+            // A stored policy that no longer validates (written before a bound existed) is reported, never evaluated.
+            return .invalidParameter("the lifecycle policy is invalid: \(error.message); put a corrected policy")
         default:
             return .server("the operation failed on the server; see Wharf's log")
         }
@@ -189,6 +192,8 @@ public final class ECRService: Sendable {
 struct ECRCall: Sendable {
     let operation: String
     let identity: Identity
+    /// The access key that signed the call.
+    let accessKeyID: String
     /// From the signature's credential scope: echoed in ARNs.
     let region: String
     let input: JSONValue
@@ -198,7 +203,17 @@ struct ECRCall: Sendable {
 
     func string(_ name: String) -> String? { input[name]?.string }
     func bool(_ name: String) -> Bool? { input[name]?.bool }
-    func int(_ name: String) -> Int? { input[name]?.double.map { Int($0) } }
+    /// An integer member as an exact value in `range` (nil when absent, fractional or outside it;
+    /// model validation has refused those already, and converting a JSON double with `Int(_:)`
+    /// would trap on them).
+    func int(_ name: String, in range: ClosedRange<Int> = Int(Int32.min)...Int(Int32.max)) -> Int? {
+        input[name]?.double.flatMap { ClientNumber.exactInteger($0, in: range) }
+    }
+
+    /// A `long` member (byte offsets), bounded like every offset a client names.
+    func byteOffset(_ name: String) -> Int64? {
+        input[name]?.double.flatMap { ClientNumber.exactInteger($0, in: 0...ClientNumber.maximumByteOffset) }
+    }
 }
 
 /// Remembers keys for a while; `insert` says whether the key was new (or forgotten).

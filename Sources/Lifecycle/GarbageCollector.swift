@@ -115,7 +115,7 @@ public final class GarbageCollector: Service, Sendable {
         }) else { throw CollectionError.alreadyRunning }
         defer { running.withLock { $0 = false } }
         var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
-        let cutoff = Timestamp.nowMillis() - Int64((grace ?? settings.grace).components.seconds) * 1000
+        let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)
         for _ in 0..<1000 {
             let before = report
             let started = ContinuousClock.now
@@ -166,7 +166,7 @@ public final class GarbageCollector: Service, Sendable {
         func note(_ text: String) { if report.candidates.count < 10_000 { report.candidates.append(text) } }
 
         update(report, phase: "uploads")
-        let idleCutoff = Timestamp.nowMillis() - Int64(settings.uploadTimeout.components.seconds) * 1000
+        let idleCutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.uploadTimeout.components.seconds)
         for upload in try await metadata.uploads(notUpdatedSince: idleCutoff, limit: batch) {
             note("upload \(upload.id) (\(upload.repository))")
             if !dryRun {
@@ -283,7 +283,7 @@ public final class GarbageCollector: Service, Sendable {
         }) else { return }
         defer { running.withLock { $0 = false } }
         var report = GarbageCollectionReport(trigger: "continuous", dryRun: false, startedAt: Timestamp.nowMillis(), phase: "starting")
-        let cutoff = Timestamp.nowMillis() - Int64(settings.grace.components.seconds) * 1000
+        let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.grace.components.seconds)
         do {
             try await pass(&report, cutoff: cutoff, dryRun: false)
             let due = lastOrphanScan.withLock { last in last.map { ContinuousClock.now - $0 > settings.orphanScanInterval } ?? true }

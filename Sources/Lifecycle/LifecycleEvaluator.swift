@@ -1,3 +1,5 @@
+import OCI
+
 /// An image as lifecycle rules see it: one manifest in a repository with its tags and times.
 public struct LifecycleImage: Sendable, Equatable {
     public var digest: String
@@ -39,10 +41,10 @@ public enum LifecycleEvaluator {
             case .moreThan(let keep):
                 marked = Array(newestFirst.dropFirst(keep))
             case .sincePushed(let days):
-                let cutoff = now - Int64(days) * 86_400_000
+                let cutoff = ClientNumber.millis(now, minusSeconds: Int64(days).multipliedSaturating(by: 86_400))
                 marked = newestFirst.filter { $0.pushedAt < cutoff }
             case .sincePulled(let days):
-                let cutoff = now - Int64(days) * 86_400_000
+                let cutoff = ClientNumber.millis(now, minusSeconds: Int64(days).multipliedSaturating(by: 86_400))
                 marked = newestFirst.filter { ($0.lastPulledAt ?? $0.pushedAt) < cutoff }
             }
             for image in marked.reversed() where !claimed.contains(image.digest) {
@@ -51,5 +53,14 @@ public enum LifecycleEvaluator {
             claimed.formUnion(selected.map(\.digest))
         }
         return expiries.sorted { ($0.image.pushedAt, $0.image.digest) < ($1.image.pushedAt, $1.image.digest) }
+    }
+}
+
+extension Int64 {
+    /// The product, clamped to `Int64`'s range instead of trapping (stored policies may predate a bound).
+    func multipliedSaturating(by factor: Int64) -> Int64 {
+        let (product, overflow) = multipliedReportingOverflow(by: factor)
+        guard overflow else { return product }
+        return (self < 0) != (factor < 0) ? .min : .max
     }
 }

@@ -146,7 +146,10 @@ public struct LifecyclePolicy: Sendable, Equatable {
         guard let countNumber = selection["countNumber"]?.integer else {
             throw ValidationError(message: "\(at).countNumber is required and must be an integer")
         }
-        guard countNumber >= 1 else { throw ValidationError(message: "\(at).countNumber must be a positive integer, not \(countNumber)") }
+        // ECR's countNumber is a 32-bit Integer; the bound also keeps days-to-milliseconds far from overflow.
+        guard (1...Int(Int32.max)).contains(countNumber) else {
+            throw ValidationError(message: "\(at).countNumber must be a positive integer no larger than \(Int32.max), not \(countNumber)")
+        }
         let unit = selection["countUnit"]
         let count: Count
         switch selection["countType"]?.string {

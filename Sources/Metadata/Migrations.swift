@@ -339,6 +339,11 @@ enum Migrations {
             // Lets a new vulnerability database find the results to re-match without reading them all.
             "ALTER TABLE image_scans ADD COLUMN database_version TEXT",
         ]),
+        Migration(version: 8, name: "credentials remember what minted them", statements: [
+            // Deleting an access token or an access key revokes what was minted with it.
+            "ALTER TABLE refresh_tokens ADD COLUMN access_token_id BIGINT REFERENCES access_tokens(id) ON DELETE CASCADE",
+            "ALTER TABLE registry_login_tokens ADD COLUMN access_key_id {name} REFERENCES access_keys(key_id) ON DELETE CASCADE",
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

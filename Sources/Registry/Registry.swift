@@ -268,6 +268,10 @@ extension Registry {
             for try await chunk in body {
                 received += Int64(chunk.readableBytes)
                 if let length, received > length { break }
+                // No blob grows past the bound every offset a client names is checked against.
+                guard offset + received <= ClientNumber.maximumByteOffset else {
+                    throw RegistryError(.sizeInvalid, "a blob may hold at most \(ClientNumber.maximumByteOffset) bytes")
+                }
                 working.update(chunk)
                 try await writer.write(chunk)
             }

@@ -40,10 +40,26 @@ public final class WharfServer: Sendable {
         ioThreadPool.start()
         let blobStore = FileSystemBlobStore(root: configuration.resolvedStoragePath, threadPool: ioThreadPool)
         let metadata: MetadataStore
+        let sealer: SecretSealer
         do {
-            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+            // Everything on disk is for Wharf's user alone: folders 0700, files 0600.
+            DataAtRest.restrictNewFiles()
+            try DataAtRest.secure(folder: configuration.dataDirectory,
+                                  files: ["wharf.db", "wharf.db-wal", "wharf.db-shm", "admin-password", "master.key", "blobs", "uploads", "trash", "advisories"],
+                                  logger: logger)
+            if configuration.resolvedStoragePath != configuration.dataDirectory {
+                try DataAtRest.secure(folder: configuration.resolvedStoragePath, files: ["blobs", "uploads", "trash"], logger: logger)
+            }
             try await blobStore.prepare()
             metadata = try await MetadataStore.open(url: configuration.resolvedDatabaseURL, logger: logger)
+            do {
+                let (loaded, source) = try DataAtRest.sealer(configuration: configuration, logger: logger)
+                try await DataAtRest.checkKey(loaded, source: source, metadata: metadata)
+                sealer = loaded
+            } catch {
+                await metadata.close()
+                throw error
+            }
         } catch {
             try? await ioThreadPool.shutdownGracefully()
             throw error
@@ -51,7 +67,7 @@ public final class WharfServer: Sendable {
         var access: AccessControl?
         var generatedPassword: String?
         if configuration.authEnabled {
-            let control = AccessControl(database: metadata.database, configuration: configuration.accessConfiguration, logger: logger)
+            let control = AccessControl(database: metadata.database, sealer: sealer, configuration: configuration.accessConfiguration, logger: logger)
             do {
                 generatedPassword = try await control.start(dataDirectory: configuration.dataDirectory, administratorPassword: configuration.adminPassword)
             } catch {

@@ -67,4 +67,16 @@ struct ModelValidationTests {
         #expect(error(["repositoryName": "ok", "imageScanningConfiguration": ["scanOnPush": "yes"]])?.type == "SerializationException")
         #expect(error(["repositoryName": "ok", "maxResults": 2.5], "ListImages")?.type == "SerializationException")
     }
+
+    @Test("integers past their AWS width are refused before any conversion could trap")
+    func integerWidths() {
+        let part: (JSONValue, JSONValue) -> ECRError? = { first, last in
+            error(["repositoryName": "ok", "uploadId": "00000000-0000-4000-8000-000000000000", "partFirstByte": first, "partLastByte": last, "layerPartBlob": "AA=="], "UploadLayerPart")
+        }
+        #expect(part(0, 9)?.type == nil)
+        #expect(part(0, .number(9_223_372_036_854_775_807.0))?.type == "SerializationException")
+        #expect(part(.number(1e300), 5)?.type == "SerializationException")
+        // maxResults is a 32-bit integer in the model.
+        #expect(error(["repositoryName": "ok", "maxResults": .number(4_294_967_296)], "ListImages")?.type == "SerializationException")
+    }
 }

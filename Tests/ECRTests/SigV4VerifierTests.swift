@@ -17,12 +17,13 @@ struct SigV4VerifierTests {
     }
 
     func signed(body: String = "{}", amzDate: String = "20261128T120000Z", secret: String? = nil, service: String = "ecr",
-                keyID: String = "WKIATESTKEY000000000", contentHash: String? = nil, tamper: String? = nil) -> AWSJSONRequest {
+                keyID: String = "WKIATESTKEY000000000", contentHash: String? = nil, tamper: String? = nil,
+                signTarget: Bool = true) -> AWSJSONRequest {
         var headers: [(name: String, value: String)] = [
             ("Content-Type", "application/x-amz-json-1.1"), ("host", "127.0.0.1:5000"), ("X-Amz-Date", amzDate),
             ("X-Amz-Target", "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
         ]
-        var signedNames = ["content-type", "host", "x-amz-date", "x-amz-target"]
+        var signedNames = ["content-type", "host", "x-amz-date"] + (signTarget ? ["x-amz-target"] : [])
         if let contentHash {
             headers.append(("X-Amz-Content-Sha256", contentHash))
             signedNames.insert("x-amz-content-sha256", at: 2)
@@ -70,6 +71,13 @@ struct SigV4VerifierTests {
         let error = await failure(signed(body: "{}", contentHash: declared, tamper: #"{"x":1}"#))
         #expect(error?.type == "InvalidSignatureException")
         #expect(error?.message.contains("x-amz-content-sha256") == true)
+    }
+
+    @Test("a request that does not sign X-Amz-Target is refused: it could be replayed as another operation")
+    func unsignedTarget() async {
+        let error = await failure(signed(signTarget: false))
+        #expect(error?.type == "InvalidSignatureException")
+        #expect(error?.message.contains("X-Amz-Target") == true)
     }
 
     @Test("15 minutes of clock skew either way, and not a second more")

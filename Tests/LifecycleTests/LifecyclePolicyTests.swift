@@ -154,6 +154,7 @@ struct ValidationTests {
         (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countNumber":1"#)), "countUnit is required"),
         (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"hours","countNumber":1"#)), "must be 'days'"),
         (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":0"#)), "positive integer"),
+        (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1000000000000000"#)), "no larger than 2147483647"),
         (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1.5"#)), "must be an integer"),
         (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":true"#)), "must be an integer"),
         (policy(rule(0, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#)), "positive integer"),
@@ -172,5 +173,21 @@ struct ValidationTests {
         } catch {
             #expect(error.message.contains(mentions), "'\(error.message)' should mention '\(mentions)'")
         }
+    }
+}
+
+@Suite("Lifecycle evaluation never traps")
+struct LifecycleBoundsTests {
+    @Test("a rule of any number of days (a policy stored before countNumber was bounded) selects nothing instead of overflowing")
+    func hugeDays() throws {
+        let images = [image("old", ["v1"], daysAgo: 400), image("new", ["v2"], daysAgo: 1)]
+        var stored = try LifecyclePolicy(parsing: policy(rule(1, #""tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":7"#)))
+        stored.rules[0].count = .sincePushed(days: Int.max)
+        #expect(LifecycleEvaluator.evaluate(stored, images: images, now: now).isEmpty)
+        stored.rules[0].count = .sincePulled(days: Int.max)
+        #expect(LifecycleEvaluator.evaluate(stored, images: images, now: now).isEmpty)
+        // The largest countNumber the parser accepts still evaluates.
+        let widest = try LifecyclePolicy(parsing: policy(rule(1, #""tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":2147483647"#)))
+        #expect(LifecycleEvaluator.evaluate(widest, images: images, now: now).isEmpty)
     }
 }

@@ -98,7 +98,7 @@ let tokenSetup: (TokenService, [String]) = blocking {
     var logger = Logger(label: "microbench")
     logger.logLevel = .error
     let metadata = try await MetadataStore.open(url: "sqlite:\(directory.path)/wharf.db", logger: logger)
-    let service = TokenService(store: AccessStore(database: metadata.database), settings: .init(), logger: logger)
+    let service = TokenService(store: AccessStore(database: metadata.database, sealer: SecretSealer.withRandomKey()), settings: .init(), logger: logger)
     try await service.start()
     let identity = Identity(kind: .user, name: "alice", id: 1, isAdmin: false)
     var tokens: [String] = []

@@ -129,7 +129,7 @@ extension ECRService {
     // MARK: Paging
 
     /// The page size asked for (`maxResults`), ECR's default 100 otherwise.
-    func pageSize(_ call: ECRCall, default fallback: Int = 100) -> Int { call.int("maxResults") ?? fallback }
+    func pageSize(_ call: ECRCall, default fallback: Int = 100) -> Int { call.int("maxResults", in: 1...Int(Int32.max)) ?? fallback }
 
     /// Opaque page tokens: the operation and a position, so a token is only good where it came from.
     static func pageToken(_ operation: String, _ position: String) -> String {
@@ -148,7 +148,7 @@ extension ECRService {
     /// A page of `items` starting at the token's offset.
     static func page<T>(_ items: [T], _ call: ECRCall, size: Int) throws -> (items: ArraySlice<T>, nextToken: String?) {
         let start = try pagePosition(call).map { position -> Int in
-            guard let offset = Int(position), offset >= 0 else { throw ECRError.invalidParameter("Invalid parameter at 'nextToken' failed to satisfy constraint: 'malformed token'") }
+            guard let offset = ClientNumber.parse(position, in: 0...Int(Int32.max)) else { throw ECRError.invalidParameter("Invalid parameter at 'nextToken' failed to satisfy constraint: 'malformed token'") }
             return offset
         } ?? 0
         guard start <= items.count else { return ([], nil) }

@@ -19,16 +19,23 @@ public final class LayerDownloadSigner: Sendable {
     public static let pathPrefix = "/ecr/layers/"
     static let lifetime: Int64 = 15 * 60 * 1000
     private let metadata: MetadataStore
+    private let sealer: SecretSealer
     private let key = Mutex<SymmetricKey?>(nil)
 
-    init(metadata: MetadataStore) {
+    init(metadata: MetadataStore, sealer: SecretSealer) {
         self.metadata = metadata
+        self.sealer = sealer
     }
 
     private func signingKey() async throws -> SymmetricKey {
         if let key = key.withLock({ $0 }) { return key }
-        let stored = try await metadata.registrySetting("layer_download_key", initial: SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() })
-        let loaded = SymmetricKey(data: Data(base64Encoded: stored) ?? Data(stored.utf8))
+        let candidate = try sealer.seal(SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() })
+        let stored = try await metadata.registrySetting("layer_download_key", initial: candidate)
+        if !SecretSealer.isSealed(stored) {
+            try await metadata.putRegistrySetting("layer_download_key", try sealer.seal(stored))  // written by an earlier version
+        }
+        let text = try sealer.open(stored)
+        let loaded = SymmetricKey(data: Data(base64Encoded: text) ?? Data(text.utf8))
         key.withLock { $0 = loaded }
         return loaded
     }
@@ -114,12 +121,16 @@ extension ECRService {
         let name = try repositoryName(call)
         try await authorize(call, .push, on: name)
         let uploadID = call.string("uploadId") ?? ""
-        let first = Int64(call.int("partFirstByte") ?? 0), last = Int64(call.int("partLastByte") ?? -1)
         guard let bytes = call.string("layerPartBlob").flatMap({ Data(base64Encoded: $0) }) else {
             throw ECRError("InvalidLayerPartException", "layerPartBlob is not base64")
         }
-        guard last >= first, last - first + 1 == Int64(bytes.count) else {
-            throw ECRError("InvalidLayerPartException", "The part has \(bytes.count) bytes, but partFirstByte \(first) and partLastByte \(last) describe \(max(0, last - first + 1))")
+        guard let first = call.byteOffset("partFirstByte"), let last = call.byteOffset("partLastByte"),
+              let part = ClientByteRange(first: first, last: last) else {
+            throw ECRError("InvalidLayerPartException",
+                           "partFirstByte and partLastByte must satisfy 0 <= partFirstByte <= partLastByte <= \(ClientNumber.maximumByteOffset)")
+        }
+        guard part.length == Int64(bytes.count) else {
+            throw ECRError("InvalidLayerPartException", "The part has \(bytes.count) bytes, but partFirstByte \(first) and partLastByte \(last) describe \(part.length)")
         }
         let status: UploadStatus
         do {

@@ -49,9 +49,11 @@ extension ECRService {
 
     /// Runs the evaluator as a dry run and keeps the result for GetLifecyclePolicyPreview. The
     /// evaluation is fast enough to finish before answering, so the status is COMPLETE at once.
+    /// The preview is stored for everyone who reads the repository, so starting one takes the same
+    /// right as changing the policy: a reader must not overwrite an administrator's dry run.
     func startLifecyclePolicyPreview(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
-        try await authorize(call, .pull, on: name)
+        try await authorize(call, .administer, on: name)
         let record = try await existingRepository(name)
         let text: String
         if let given = call.string("lifecyclePolicyText") {

@@ -16,7 +16,7 @@ extension ECRService {
 
     /// A 12-hour registry login: `base64("AWS:<token>")`, good as Basic credentials on `/v2`.
     func getAuthorizationToken(_ call: ECRCall) async throws -> JSONValue {
-        let (token, expiresAt) = try await access.issueRegistryLoginToken(for: call.identity, source: call.source)
+        let (token, expiresAt) = try await access.issueRegistryLoginToken(for: call.identity, credential: .accessKey(id: call.accessKeyID), source: call.source)
         let encoded = Data("AWS:\(token)".utf8).base64EncodedString()
         return ["authorizationData": [[
             "authorizationToken": .string(encoded),
@@ -25,7 +25,9 @@ extension ECRService {
         ]]]
     }
 
+    /// The replication configuration is the administrators' business, as PutReplicationConfiguration is.
     func describeRegistry(_ call: ECRCall) async throws -> JSONValue {
+        try await authorize(call, .systemAdministrator, on: nil)
         let stored = try await metadata.registrySetting(Self.replicationSetting).flatMap { JSONValue.parse($0) }
         return ["registryId": .string(registryID), "replicationConfiguration": stored ?? ["rules": []]]
     }

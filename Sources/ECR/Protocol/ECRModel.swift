@@ -119,6 +119,11 @@ final class ECRModel: Sendable {
             }
         case "integer", "long":
             guard let number = value.double, number.rounded() == number else { throw .serialization("\(at) must be an integer") }
+            // AWS integers are 32-bit and longs 64-bit; a value past them is a serialization error
+            // there, and here it must never reach an `Int(_:)` conversion, which would trap.
+            let fits = shape.type == "integer" ? ClientNumber.exactInteger(number, in: Int32.min...Int32.max) != nil
+                                               : ClientNumber.exactInteger(number, in: Int64.min...Int64.max) != nil
+            guard fits else { throw .serialization("\(at) is out of range for a \(shape.type)") }
             try checkRange(number, shape, path: at, what: "Member must have value")
         case "boolean":
             guard value.bool != nil else { throw .serialization("\(at) must be a boolean") }

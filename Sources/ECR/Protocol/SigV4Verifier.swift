@@ -28,6 +28,10 @@ struct SigV4Verifier: Sendable {
         guard authorization.signedHeaders.contains("host") else {
             throw ECRError("InvalidSignatureException", "'Host' must be a signed header.")
         }
+        // The target names the operation: unsigned, a captured request could be replayed as another one.
+        guard request.header("X-Amz-Target") == nil || authorization.signedHeaders.contains("x-amz-target") else {
+            throw ECRError("InvalidSignatureException", "'X-Amz-Target' must be a signed header.")
+        }
         guard let amzDate = request.header("X-Amz-Date"), authorization.signedHeaders.contains("x-amz-date"),
               let signedAt = Self.parseAmzDate(amzDate) else {
             throw ECRError("IncompleteSignatureException", "the request needs a signed X-Amz-Date header (yyyyMMdd'T'HHmmss'Z')")

@@ -13,11 +13,13 @@ import Foundation
 /// Who sent a request, and with what proof.
 struct Caller: Sendable {
     let identity: Identity
+    /// What proved the identity: decides what the caller may mint.
+    let credential: Credential
     /// The bearer token, when that is how the caller authenticated: it carries the granted access.
     let token: TokenService.VerifiedToken?
     let source: String?
 
-    static func anonymous(source: String?) -> Caller { Caller(identity: .anonymous, token: nil, source: source) }
+    static func anonymous(source: String?) -> Caller { Caller(identity: .anonymous, credential: .none, token: nil, source: source) }
 }
 
 /// Reads the `Authorization` header and proves who the caller is. Shared by `/v2`, the token
@@ -65,8 +67,8 @@ struct RequestAuthentication: Sendable {
             throw unauthorized(request, scope: challengeScope, message: "malformed Authorization header", error: "invalid_request")
         case .basic(let username, let password):
             switch try await access.authenticator.authenticate(username: username, password: password, source: source) {
-            case .authenticated(let identity):
-                return Caller(identity: identity, token: nil, source: source)
+            case .authenticated(let identity, let credential):
+                return Caller(identity: identity, credential: credential, token: nil, source: source)
             case .invalid:
                 access.audit.record(AuditEvent(actor: nil, action: "login", target: username, result: .failure, source: source))
                 throw unauthorized(request, scope: challengeScope, message: "invalid username or password")
@@ -76,7 +78,7 @@ struct RequestAuthentication: Sendable {
         case .bearer(let token):
             do {
                 let verified = try await access.tokens.verify(token)
-                return Caller(identity: verified.identity, token: verified, source: source)
+                return Caller(identity: verified.identity, credential: .bearerToken, token: verified, source: source)
             } catch {
                 throw unauthorized(request, scope: challengeScope, message: error.description, error: "invalid_token")
             }
@@ -95,10 +97,11 @@ struct RequestAuthentication: Sendable {
         RegistryError(.unauthorized, message, headers: [("WWW-Authenticate", challenge(request, scope: scope, error: error))])
     }
 
-    /// A valid token that lacks the scope: 403 with a challenge naming the scope needed
-    /// (RFC 6750 §3.1), so clients that re-authenticate on 403 (oras) fetch a better token.
+    /// A valid token that lacks the scope: 401 with `error="insufficient_scope"` and the scope
+    /// needed in the challenge, as Distribution and Docker Hub answer. Clients (docker, containerd,
+    /// the OCI conformance suite) fetch a new token only on 401; a 403 ends their request.
     func insufficientScope(_ request: Request, scope: String?, message: String) -> RegistryError {
-        RegistryError(.denied, message, headers: [("WWW-Authenticate", challenge(request, scope: scope, error: "insufficient_scope"))])
+        RegistryError(.unauthorized, message, headers: [("WWW-Authenticate", challenge(request, scope: scope, error: "insufficient_scope"))])
     }
 
     private func challenge(_ request: Request, scope: String?, error: String?) -> String {

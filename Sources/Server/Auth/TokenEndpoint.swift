@@ -25,8 +25,8 @@ struct TokenEndpoint: Sendable {
             }
             let scopes = query.getAll("scope").flatMap { AccessScope.parseList($0) }
             var refreshToken: String?
-            if query.get("offline_token") == "true", caller.identity.kind == .user {
-                refreshToken = try await newRefreshToken(for: caller.identity, clientID: query.get("client_id"))
+            if query.get("offline_token") == "true" {
+                refreshToken = try await newRefreshToken(for: caller.identity, credential: caller.credential, clientID: query.get("client_id"))
             }
             return try await issue(to: caller, scopes: scopes, refreshToken: refreshToken, oauth: false)
         }
@@ -45,11 +45,11 @@ struct TokenEndpoint: Sendable {
                     throw OAuthError.invalidRequest("username and password are required for grant_type=password")
                 }
                 switch try await access.authenticator.authenticate(username: username, password: password, source: source) {
-                case .authenticated(let identity):
-                    let caller = Caller(identity: identity, token: nil, source: source)
+                case .authenticated(let identity, let credential):
+                    let caller = Caller(identity: identity, credential: credential, token: nil, source: source)
                     var refreshToken: String?
-                    if form["access_type"]?.first == "offline", identity.kind == .user {
-                        refreshToken = try await newRefreshToken(for: identity, clientID: form["client_id"]?.first)
+                    if form["access_type"]?.first == "offline" {
+                        refreshToken = try await newRefreshToken(for: identity, credential: credential, clientID: form["client_id"]?.first)
                     }
                     return try await issue(to: caller, scopes: scopes, refreshToken: refreshToken, oauth: true)
                 case .invalid:
@@ -67,7 +67,8 @@ struct TokenEndpoint: Sendable {
                     throw OAuthError.invalidGrant("the refresh token is unknown, expired or revoked")
                 }
                 let identity = Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin)
-                return try await issue(to: Caller(identity: identity, token: nil, source: source), scopes: scopes, refreshToken: refreshToken, oauth: true)
+                return try await issue(to: Caller(identity: identity, credential: .bearerToken, token: nil, source: source), scopes: scopes,
+                                       refreshToken: refreshToken, oauth: true)
             case let other:
                 throw OAuthError.unsupportedGrantType(other ?? "(none)")
             }
@@ -98,11 +99,26 @@ struct TokenEndpoint: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json)))
     }
 
-    private func newRefreshToken(for identity: Identity, clientID: String?) async throws -> String {
-        let token = Secrets.randomToken()
+    /// A refresh token (docker login's identity token) for a user who signed in with a password or
+    /// an access token; nil for other credentials, which may not mint a 90-day credential. One minted
+    /// with an access token expires with it and is deleted with it.
+    private func newRefreshToken(for identity: Identity, credential: Credential, clientID: String?) async throws -> String? {
+        guard identity.kind == .user else { return nil }
         let lifetime = Int64(access.configuration.refreshTokenLifetime.components.seconds) * 1000
+        var expiresAt = Timestamp.nowMillis() + lifetime
+        var accessTokenID: Int64?
+        switch credential {
+        case .password:
+            break
+        case .accessToken(let id, let tokenExpiry):
+            accessTokenID = id
+            if let tokenExpiry { expiresAt = min(expiresAt, tokenExpiry) }
+        default:
+            return nil
+        }
+        let token = Secrets.randomToken()
         try await access.store.createRefreshToken(userID: identity.id, tokenHash: Secrets.sha256Hex(token), clientID: clientID,
-                                                  expiresAt: Timestamp.nowMillis() + lifetime)
+                                                  expiresAt: expiresAt, accessTokenID: accessTokenID)
         return token
     }
 

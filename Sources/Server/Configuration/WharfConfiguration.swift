@@ -91,8 +91,16 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// The 12-digit registry id of ECR ARNs and responses (`ecr.registryId`); nil generates one
     /// at first start and keeps it in the database.
     public var ecrRegistryID: String?
+    /// The master key that seals secrets in the database (`secrets.masterKeyFile`): a file holding
+    /// base64 of 32 random bytes, mode 0600. Nil: `<data>/master.key`, created at first start.
+    /// Every node sharing one database needs the same key.
+    public var masterKeyFile: String?
+    /// The master key itself, from `WHARF_MASTER_KEY` (takes precedence over the file). Never from YAML.
+    public var masterKey: String?
 
     public init() {}
+
+    public var resolvedMasterKeyFile: String { masterKeyFile ?? "\(dataDirectory)/master.key" }
 
     public var garbageCollectionSettings: GarbageCollectionSettings {
         var settings = GarbageCollectionSettings()
@@ -171,6 +179,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         var gc: GC?
         var lifecycle: LifecycleSection?
         var ecr: ECRSection?
+        var secrets: SecretsSection?
         var scanner: ScannerSection?
 
         struct ScannerSection: Decodable {
@@ -214,6 +223,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
 
         struct ECRSection: Decodable { var registryId: String? }
+        struct SecretsSection: Decodable { var masterKeyFile: String? }
         struct Database: Decodable { var url: String? }
         struct Storage: Decodable {
             var filesystem: Filesystem?
@@ -268,6 +278,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = lifecycle.intervalSeconds { lifecycleIntervalSeconds = value }
         }
         if let value = file.ecr?.registryId { ecrRegistryID = value }
+        if let value = file.secrets?.masterKeyFile { masterKeyFile = value }
         if let scanner = file.scanner {
             if let value = scanner.enabled { scannerEnabled = value }
             if let value = scanner.database { scannerDatabase = value }
@@ -304,7 +315,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
-        "ecr", "ecr.registryId",
+        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
     ]
@@ -333,8 +344,12 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_AUTH_REALM"] { authRealm = value }
         if let value = environment["WHARF_ADMIN_PASSWORD"], !value.isEmpty { adminPassword = value }
         if let value = environment["WHARF_ECR_REGISTRY_ID"], !value.isEmpty { ecrRegistryID = value }
+        if let value = environment["WHARF_MASTER_KEY"], !value.isEmpty { masterKey = value }
+        if let value = environment["WHARF_MASTER_KEY_FILE"], !value.isEmpty { masterKeyFile = value }
         if let value = environment["WHARF_GC_GRACE_SECONDS"] {
-            guard let seconds = Int(value) else { throw ConfigurationError.invalid("WHARF_GC_GRACE_SECONDS", value) }
+            guard let seconds = ClientNumber.parse(value, in: 0...Int(ClientNumber.maximumSeconds)) else {
+                throw ConfigurationError.invalid("WHARF_GC_GRACE_SECONDS", value)
+            }
             gcGraceSeconds = seconds
         }
         try validate()
@@ -374,6 +389,16 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard (0...100).contains(gcRestRatio) else { throw ConfigurationError.invalid("gc.restRatio (0 to 100)", "\(gcRestRatio)") }
         guard gcGraceSeconds >= 0, gcIntervalSeconds >= 1, gcUploadTimeoutSeconds >= 60, lifecycleIntervalSeconds >= 1 else {
             throw ConfigurationError.invalid("gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")
+        }
+        // Durations become milliseconds and are subtracted from the clock: bound them so that cannot overflow.
+        let durations: [(String, Int)] = [
+            ("gc.graceSeconds", gcGraceSeconds), ("gc.intervalSeconds", gcIntervalSeconds), ("gc.uploadTimeoutSeconds", gcUploadTimeoutSeconds),
+            ("lifecycle.intervalSeconds", lifecycleIntervalSeconds), ("registry.cacheTTLSeconds", cacheTTLSeconds),
+            ("scanner.rescanIntervalSeconds", scannerRescanIntervalSeconds), ("scanner.updateIntervalSeconds", scannerUpdateIntervalSeconds),
+            ("auth.loginFirstDelaySeconds", loginFirstDelaySeconds), ("auth.loginMaximumDelaySeconds", loginMaximumDelaySeconds),
+        ]
+        for (key, seconds) in durations where Int64(seconds) > ClientNumber.maximumSeconds {
+            throw ConfigurationError.invalid("\(key) (at most \(ClientNumber.maximumSeconds) seconds)", "\(seconds)")
         }
         guard loginFailuresBeforeDelay >= 1, loginFirstDelaySeconds >= 1 else {
             throw ConfigurationError.invalid("auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")

@@ -87,8 +87,8 @@ struct DistributionAPI: Sendable {
     }
 
     /// Checks credentials and permissions: 401 with a challenge for the anonymous and for bad
-    /// credentials; 403 for a signed-in caller without the permission, and for a token lacking
-    /// the scope (with a challenge naming it, as RFC 6750 asks).
+    /// credentials, and for a token lacking the scope (with `error="insufficient_scope"` and the
+    /// scope in the challenge); 403 for a caller signed in with credentials who lacks the permission.
     private func authorize(_ route: DistributionRoute, _ request: Request, _ context: WharfRequestContext) async throws -> Caller {
         guard let authentication else { return .anonymous(source: context.sourceAddress) }
         let requirement = try requirement(route, request.method)
@@ -244,7 +244,7 @@ struct DistributionAPI: Sendable {
     private func patchUpload(_ request: Request, repository: RepositoryName, id: String) async throws -> Response {
         let chunk = try chunkRange(request)
         let status = try await registry.appendToUpload(
-            id, in: repository, start: chunk?.lowerBound, length: chunk.map { $0.upperBound - $0.lowerBound + 1 },
+            id, in: repository, start: chunk?.first, length: chunk?.length,
             body: request.body
         )
         return uploadProgressResponse(.accepted, repository: repository, status: status)
@@ -257,16 +257,15 @@ struct DistributionAPI: Sendable {
         let digest = try parseDigest(digestParameter)
         let chunk = try chunkRange(request)
         let blob = try await registry.completeUpload(
-            id, in: repository, digest: digest, start: chunk?.lowerBound,
-            length: chunk.map { $0.upperBound - $0.lowerBound + 1 }, body: request.body
+            id, in: repository, digest: digest, start: chunk?.first, length: chunk?.length, body: request.body
         )
         return blobCreatedResponse(repository: repository, digest: blob.digest)
     }
 
-    private func chunkRange(_ request: Request) throws -> ClosedRange<Int64>? {
+    private func chunkRange(_ request: Request) throws -> ClientByteRange? {
         guard let header = request.headers[.contentRange] else { return nil }
         guard let range = ByteRanges.parseChunkRange(header) else {
-            throw RegistryError(.blobUploadInvalid, "malformed Content-Range '\(header)'; expected <start>-<end>")
+            throw RegistryError(.blobUploadInvalid, "malformed Content-Range '\(header)'; expected <start>-<end> with start <= end <= \(ClientNumber.maximumByteOffset)", status: 400)
         }
         return range
     }
@@ -447,7 +446,7 @@ struct DistributionAPI: Sendable {
         guard let value = request.uri.queryParameters.get("n") else {
             return (min(defaultSize, maximumPageSize), min(defaultSize, maximumPageSize))
         }
-        guard let n = Int(value), n >= 0 else {
+        guard let n = ClientNumber.parse(value, in: 0...Int.max) else {
             throw RegistryError(.unsupported, "n must be a non-negative integer, got '\(value)'", status: 400)
         }
         return (min(n, maximumPageSize), min(n, maximumPageSize))
@@ -508,7 +507,7 @@ struct DistributionAPI: Sendable {
     }
 
     private func contentLength(_ request: Request) -> Int64? {
-        request.headers[.contentLength].flatMap { Int64($0) }
+        request.headers[.contentLength].flatMap { ClientNumber.parse($0, in: 0...ClientNumber.maximumByteOffset) }
     }
 
     private func emptyResponse(_ status: HTTPResponse.Status) -> Response {

@@ -1,3 +1,5 @@
+import OCI
+
 /// HTTP byte ranges, as used by blob downloads (`Range`) and chunked uploads (`Content-Range`).
 enum ByteRanges {
     enum Resolution: Equatable {
@@ -23,16 +25,16 @@ enum ByteRanges {
         let last = parts[1].trimmingCharacters(in: " ")
         if first.isEmpty {
             // Suffix range: the last N bytes.
-            guard let suffix = Int64(last), suffix >= 0 else { return .whole }
+            guard let suffix = ClientNumber.parse(last, in: 0...Int64.max) else { return .whole }
             guard suffix > 0, size > 0 else { return .unsatisfiable }
             return .partial(max(0, size - suffix)...(size - 1))
         }
-        guard let start = Int64(first), start >= 0 else { return .whole }
+        guard let start = ClientNumber.parse(first, in: 0...Int64.max) else { return .whole }
         let end: Int64
         if last.isEmpty {
             end = size - 1
         } else {
-            guard let parsed = Int64(last), parsed >= start else { return .whole }
+            guard let parsed = ClientNumber.parse(last, in: start...Int64.max) else { return .whole }
             end = min(parsed, size - 1)
         }
         guard start < size else { return .unsatisfiable }
@@ -40,8 +42,9 @@ enum ByteRanges {
     }
 
     /// Parses an upload chunk's `Content-Range`. The spec's form is `<start>-<end>`; Docker-era
-    /// clients also send `bytes <start>-<end>/<total>` or `bytes=<start>-<end>`. Nil when malformed.
-    static func parseChunkRange(_ header: String) -> ClosedRange<Int64>? {
+    /// clients also send `bytes <start>-<end>/<total>` or `bytes=<start>-<end>`. Nil when malformed
+    /// or beyond `ClientNumber.maximumByteOffset`.
+    static func parseChunkRange(_ header: String) -> ClientByteRange? {
         var value = Substring(header.trimmingCharacters(in: " "))
         if value.lowercased().hasPrefix("bytes=") {
             value = value.dropFirst(6)
@@ -50,8 +53,9 @@ enum ByteRanges {
         }
         if let slash = value.firstIndex(of: "/") { value = value[..<slash] }
         let parts = value.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2, let start = Int64(parts[0]), let end = Int64(parts[1]), start >= 0, end >= start else { return nil }
-        return start...end
+        guard parts.count == 2, let start = ClientNumber.parse(parts[0], in: 0...ClientNumber.maximumByteOffset),
+              let end = ClientNumber.parse(parts[1], in: 0...ClientNumber.maximumByteOffset) else { return nil }
+        return ClientByteRange(first: start, last: end)
     }
 
     /// The `Range` header of upload responses: `0-<last byte>`, and `0-0` for an empty upload, as

@@ -1,6 +1,7 @@
 import Access
 import HTTPTypes
 import Hummingbird
+import Lifecycle
 import Metadata
 import NIOCore
 import OCI
@@ -77,11 +78,28 @@ struct ManagementAPI: Sendable {
 
     private func handle(_ route: Route, _ request: Request, _ context: WharfRequestContext) async -> Response {
         do {
-            let caller = try await authentication.caller(for: request, context: context, challengeScope: nil)
-            guard caller.identity.kind != .anonymous else {
-                return Self.error(.unauthorized, "UNAUTHORIZED", "sign in with Basic credentials (password or access token) or a bearer token",
+            let authenticated = try await authentication.caller(for: request, context: context, challengeScope: nil)
+            guard authenticated.identity.kind != .anonymous else {
+                return Self.error(.unauthorized, "UNAUTHORIZED", "sign in with Basic credentials (a password, an access token or a robot secret)",
                                   headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
             }
+            // Registry bearer tokens and ECR logins are narrow, short-lived grants for /v2: they
+            // carry no management rights, whatever their owner may do.
+            switch authenticated.credential {
+            case .bearerToken, .registryLoginToken, .none:
+                return Self.error(.unauthorized, "UNAUTHORIZED",
+                                  "the management API takes a password, an access token or a robot secret, not \(authenticated.credential.kindDescription)",
+                                  headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
+            case .password, .accessToken, .robotSecret, .accessKey:
+                break
+            }
+            // The account as it is now, not as a cached credential saw it: a disabled, demoted or
+            // deleted account loses its rights with its next request.
+            guard let current = try await access.currentIdentity(of: authenticated.identity) else {
+                return Self.error(.unauthorized, "UNAUTHORIZED", "the account behind these credentials is disabled, expired or gone",
+                                  headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
+            }
+            let caller = Caller(identity: current, credential: authenticated.credential, token: nil, source: authenticated.source)
             return try await route.handler(request, context, caller)
         } catch let error as AccessError {
             switch error {
@@ -94,6 +112,9 @@ struct ManagementAPI: Sendable {
             var headers = HTTPFields()
             for (name, value) in error.headers { if let field = HTTPField.Name(name) { headers[field] = value } }
             return Self.error(HTTPResponse.Status(code: error.status), error.code.rawValue, error.message, headers: headers)
+        } catch let error as LifecyclePolicy.ValidationError {
+            // Reached when a stored policy no longer validates (written before a bound existed): reported, never evaluated.
+            return Self.error(.badRequest, "INVALID", "the lifecycle policy is invalid: \(error.message); put a corrected policy")
         } catch let error as DecodingError {
             return Self.error(.badRequest, "INVALID", "the request body does not match the schema: \(error)")
         } catch is NIOTooManyBytesError {
@@ -147,7 +168,7 @@ struct ManagementAPI: Sendable {
                   request: "CreateAccessKey", response: "AccessKey", status: .created) { request, context, caller in
                 let body = try await Self.decode(API.CreateAccessKey.self, request)
                 let (record, secret) = try await access.createAccessKey(for: owner(try Self.parameter(context, "name")), by: caller.identity,
-                                                                        description: body.description, source: caller.source)
+                                                                        credential: caller.credential, description: body.description, source: caller.source)
                 return try Self.json(API.AccessKey(record, secret: secret), status: .created)
             },
             Route(.patch, "/\(collection)/{name}/access-keys/{key}", "Disable or re-enable an access key", request: "UpdateAccessKey", status: .noContent) { request, context, caller in
@@ -214,7 +235,7 @@ struct ManagementAPI: Sendable {
             },
             Route(.post, "/users/{name}/tokens", "Create an access token; the token is shown only in this response", request: "CreateAccessToken", response: "AccessToken", status: .created) { request, context, caller in
                 let body = try await Self.decode(API.CreateAccessToken.self, request)
-                let (record, token) = try await access.createAccessToken(for: try Self.parameter(context, "name"), by: caller.identity, tokenName: body.name,
+                let (record, token) = try await access.createAccessToken(for: try Self.parameter(context, "name"), by: caller.identity, credential: caller.credential, tokenName: body.name,
                                                                          expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt"), source: caller.source)
                 return try Self.json(API.AccessToken(record, token: token), status: .created)
             },
@@ -231,7 +252,7 @@ struct ManagementAPI: Sendable {
             },
             Route(.post, "/robots", "Create a robot account; the secret is shown only in this response", request: "CreateRobot", response: "Robot", status: .created) { request, _, caller in
                 let body = try await Self.decode(API.CreateRobot.self, request)
-                let (robot, secret) = try await access.createRobot(by: caller.identity, name: body.name, description: body.description,
+                let (robot, secret) = try await access.createRobot(by: caller.identity, credential: caller.credential, name: body.name, description: body.description,
                                                                    expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt"),
                                                                    permissions: try body.permissions.map { try $0.model() }, source: caller.source)
                 return try Self.json(API.Robot(robot, secret: secret), status: .created)
@@ -241,7 +262,7 @@ struct ManagementAPI: Sendable {
             },
             Route(.patch, "/robots/{name}", "Change a robot's description, expiry, disabled state or permissions", request: "UpdateRobot", response: "Robot") { request, context, caller in
                 let body = try await Self.decode(API.UpdateRobot.self, request)
-                let robot = try await access.updateRobot(try Self.parameter(context, "name"), by: caller.identity,
+                let robot = try await access.updateRobot(try Self.parameter(context, "name"), by: caller.identity, credential: caller.credential,
                                                          description: body.description.map { .some($0) },
                                                          expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt").map { .some($0) },
                                                          disabled: body.disabled, permissions: try body.permissions?.map { try $0.model() }, source: caller.source)
@@ -249,7 +270,7 @@ struct ManagementAPI: Sendable {
             },
             Route(.post, "/robots/{name}/secret", "Rotate a robot's secret; the new one is shown only in this response", response: "Robot") { _, context, caller in
                 let name = try Self.parameter(context, "name")
-                let secret = try await access.rotateRobotSecret(name, by: caller.identity, source: caller.source)
+                let secret = try await access.rotateRobotSecret(name, by: caller.identity, credential: caller.credential, source: caller.source)
                 return try Self.json(API.Robot(try await access.robot(name, by: caller.identity), secret: secret))
             },
             Route(.delete, "/robots/{name}", "Delete a robot account", status: .noContent) { _, context, caller in
@@ -322,13 +343,16 @@ struct ManagementAPI: Sendable {
         let parameters = request.uri.queryParameters
         var limit = 100
         if let value = parameters.get("limit") {
-            guard let parsed = Int(value), parsed > 0 else { throw AccessError.invalid("limit must be a positive integer") }
+            guard let parsed = ClientNumber.parse(value, in: 1...Int.max) else { throw AccessError.invalid("limit must be a positive integer") }
             limit = min(parsed, 10_000)
         }
         return AuditQuery(
             namespace: parameters.get("namespace"), actor: parameters.get("actor"), action: parameters.get("action"),
             repository: parameters.get("repository"), since: try API.parseTime(parameters.get("since"), field: "since"),
-            until: try API.parseTime(parameters.get("until"), field: "until"), before: parameters.get("before").flatMap { Int64($0) },
+            until: try API.parseTime(parameters.get("until"), field: "until"), before: try parameters.get("before").map { value -> Int64 in
+                guard let id = ClientNumber.parse(value, in: 0...Int64.max) else { throw AccessError.invalid("before must be an event id") }
+                return id
+            },
             limit: limit
         )
     }

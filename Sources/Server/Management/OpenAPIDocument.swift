@@ -151,7 +151,7 @@ enum OpenAPIDocument {
             "summary": object(["records": integer, "packages": integer, "ecosystems": ["type": "object", "additionalProperties": integer],
                                "importedAt": string, "version": string, "sources": ["type": "array", "items": string]], required: ["records"]),
             "update": object(["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string], required: []),
-        ], required: ["path", "update"]),
+        ], required: ["update"]),
         "PullPolicy": object([
             "severity": ["type": "string", "enum": ["CRITICAL", "HIGH", "MEDIUM", "LOW"], "description": "refuse images with a finding this severe or worse"],
             "blockUnscanned": ["type": "boolean", "description": "refuse images whose scan has not completed"],

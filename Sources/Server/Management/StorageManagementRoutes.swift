@@ -45,7 +45,8 @@ extension API {
     }
 
     struct AdvisoryDatabaseState: Encodable {
-        var path: String
+        /// Shown to system administrators only.
+        var path: String?
         var summary: AdvisoryDatabase.Summary?
         var error: String?
         var update: AdvisoryUpdater.Status
@@ -203,7 +204,7 @@ extension ManagementAPI {
                   query: [("reference", "the tag or digest to scan"),
                           ("force", "true to rescan even if the image was just scanned against the current database (namespace admins)")]) { request, context, caller in
                 let name = try repository(context)
-                try await access.requireRepositoryRead(name, by: caller.identity)
+                try await access.requireRepositoryWrite(name, by: caller.identity)
                 let digest = try await Self.resolve(request, in: name, storage.registry)
                 let force = request.uri.queryParameters.get("force") == "true"
                 if force { try await access.requireRepositoryAdministration(name, by: caller.identity) }
@@ -256,8 +257,10 @@ extension ManagementAPI {
                 return Response(status: .ok, headers: [.contentType: mediaType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
             },
             Route(.get, "/scanner/database", "The vulnerability database: records per ecosystem, import time and version, sources, and the state of automatic updates",
-                  response: "AdvisoryDatabase") { _, _, _ in
-                var body = API.AdvisoryDatabaseState(path: storage.scans.settings.databasePath, update: storage.advisories.status)
+                  response: "AdvisoryDatabase") { _, _, caller in
+                // The server's file layout is for administrators only.
+                var body = API.AdvisoryDatabaseState(path: caller.identity.isAdmin ? storage.scans.settings.databasePath : nil,
+                                                     update: storage.advisories.status)
                 do {
                     let database = try await AdvisoryDatabase.open(storage.scans.settings.databasePath)
                     body.summary = try? await database.summary()
@@ -359,7 +362,9 @@ extension ManagementAPI {
                 try access.requireSystemAdministrator(caller.identity)
                 let query = request.uri.queryParameters
                 let grace = try query.get("graceSeconds").map { value -> Duration in
-                    guard let seconds = Int(value), seconds >= 0 else { throw AccessError.invalid("graceSeconds must be a non-negative integer") }
+                    guard let seconds = ClientNumber.parse(value, in: 0...ClientNumber.maximumSeconds) else {
+                        throw AccessError.invalid("graceSeconds must be an integer from 0 to \(ClientNumber.maximumSeconds)")
+                    }
                     return .seconds(seconds)
                 }
                 do {

@@ -1,0 +1,323 @@
+import Access
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Metadata
+import NIOCore
+import OCI
+import Testing
+
+@testable import Server
+
+/// Issue 23's defects, each reproduced as a request against a real server. Before the fixes each
+/// of the crash cases killed the process (SIGILL on Int64 overflow); here the server must answer
+/// with the protocol's error and keep serving.
+@Suite("Hostile input: no request crashes Wharf")
+struct HostileNumberTests {
+    static let hugeRanges = ["0-9223372036854775807", "9223372036854775807-9223372036854775807", "0-99999999999999999999", "5-2", "-1-3"]
+
+    @Test("a Content-Range past every real blob size gets 400 on PATCH and PUT, and the upload still works")
+    func contentRange() async throws {
+        try await Harness.withServer { client, _ in
+            let start = try await client.request(.post, "/v2/hostile/app/blobs/uploads/")
+            #expect(start.status == .accepted)
+            let location = try #require(start.header("Location"))
+            for range in Self.hugeRanges {
+                let patch = try await client.request(.patch, location, headers: [.contentRange: range], body: ByteBuffer(string: "abc"))
+                #expect(patch.status == .badRequest, "PATCH \(range): \(patch.status)")
+                #expect(patch.errorCode == "BLOB_UPLOAD_INVALID")
+                let digest = Digest.of(Array("abc".utf8))
+                let put = try await client.request(.put, "\(location)?digest=\(digest)", headers: [.contentRange: range], body: ByteBuffer(string: "abc"))
+                #expect(put.status == .badRequest, "PUT \(range): \(put.status)")
+            }
+            // The session is intact: a correct chunk and close still make the blob.
+            let patch = try await client.request(.patch, location, headers: [.contentRange: "0-2"], body: ByteBuffer(string: "abc"))
+            #expect(patch.status == .accepted)
+            let digest = Digest.of(Array("abc".utf8))
+            #expect(try await client.request(.put, "\(location)?digest=\(digest)").status == .created)
+            #expect(try await client.request(.get, "/v2/hostile/app/blobs/\(digest)").text == "abc")
+        }
+    }
+
+    @Test("Range, Content-Length and n beyond any real value are refused or ignored, never trapped on")
+    func otherHeaders() async throws {
+        try await Harness.withServer { client, _ in
+            let digest = try await client.pushBlob("0123456789", to: "hostile/app")
+            for header in ["bytes=0-9223372036854775807", "bytes=-9223372036854775807", "bytes=9223372036854775806-", "bytes=99999999999999999999-"] {
+                let response = try await client.request(.get, "/v2/hostile/app/blobs/\(digest)", headers: [HTTPField.Name("Range")!: header])
+                #expect([.ok, .partialContent, .rangeNotSatisfiable].contains(response.status), "\(header): \(response.status)")
+            }
+            #expect(try await client.request(.get, "/v2/hostile/app/tags/list?n=99999999999999999999").status == .badRequest)
+            #expect(try await client.request(.get, "/v2/hostile/app/tags/list?n=9223372036854775807").status == .ok)
+            #expect(try await client.request(.get, "/v2/").status == .ok)
+        }
+    }
+
+    @Test("garbage collection with a grace period past any clock gets 400")
+    func gcGrace() async throws {
+        try await Secure.withServer { client, _ in
+            let admin = Secure.basic("admin", Secure.adminPassword)
+            for grace in ["9223372036854775807", "99999999999999999999", "-1", "1e9"] {
+                let response = try await client.request(.post, "/api/v1/gc?dryRun=true&graceSeconds=\(grace)", headers: admin)
+                #expect(response.status == .badRequest, "\(grace): \(response.status) \(response.text)")
+            }
+            #expect(try await client.request(.post, "/api/v1/gc?dryRun=true&graceSeconds=3600", headers: admin).status == .ok)
+        }
+    }
+
+    @Test("a lifecycle policy whose day count overflows is refused; one stored before the bound is reported, never evaluated into a crash")
+    func lifecycleDays() async throws {
+        try await Secure.withServer { client, server in
+            let admin = Secure.basic("admin", Secure.adminPassword)
+            let json = admin.merging(["Content-Type": "application/json"])
+            try await client.pushBlob("x", to: "hostile/app", auth: admin)
+            let huge = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":1000000000000000},"action":{"type":"expire"}}]}"#
+            let body = try JSONEncoder().encode(["policy": huge])
+            let put = try await client.request(.put, "/api/v1/repositories/hostile/app/lifecycle-policy", headers: json, body: ByteBuffer(bytes: Array(body)))
+            #expect(put.status == .badRequest)
+            #expect(put.text.contains("no larger than 2147483647"))
+            let preview = try await client.request(.post, "/api/v1/repositories/hostile/app/lifecycle-policy/preview", headers: json, body: ByteBuffer(bytes: Array(body)))
+            #expect(preview.status == .badRequest)
+
+            // As if an earlier version had stored it: the preview reports it, the scheduled run skips it.
+            let repository = try #require(RepositoryName("hostile/app"))
+            _ = try await server.metadata.updateSettings(of: repository) { $0.lifecyclePolicy = huge }
+            let stored = try await client.request(.post, "/api/v1/repositories/hostile/app/lifecycle-policy/preview", headers: admin)
+            #expect(stored.status == .badRequest)
+            #expect(stored.text.contains("put a corrected policy"))
+            #expect(try await client.request(.post, "/api/v1/lifecycle/run", headers: admin).status == .ok)
+            _ = try await server.lifecycle.applyAll()
+            #expect(try await client.request(.get, "/v2/", headers: admin).status == .ok)
+        }
+    }
+}
+
+@Suite("Hostile input: credentials cannot outlive or exceed their grant")
+struct CredentialBoundaryTests {
+    static func json(_ auth: HTTPFields) -> HTTPFields { auth.merging(["Content-Type": "application/json"]) }
+
+    static func createUser(_ client: any TestClientProtocol, _ name: String, admin isAdmin: Bool = false) async throws {
+        let body = #"{"name":"\#(name)","password":"\#(name)-password-1","admin":\#(isAdmin)}"#
+        let response = try await client.request(.post, "/api/v1/users", headers: json(Secure.basic("admin", Secure.adminPassword)), body: ByteBuffer(string: body))
+        #expect(response.status == .created, "\(response.text)")
+    }
+
+    static func accessToken(_ client: any TestClientProtocol, for user: String, _ auth: HTTPFields, name: String, expiresAt: String? = nil) async throws -> TestResponse {
+        let body = expiresAt.map { #"{"name":"\#(name)","expiresAt":"\#($0)"}"# } ?? #"{"name":"\#(name)"}"#
+        return try await client.request(.post, "/api/v1/users/\(user)/tokens", headers: json(auth), body: ByteBuffer(string: body))
+    }
+
+    static func tokenValue(_ response: TestResponse) throws -> String {
+        struct Body: Decodable { let token: String }
+        return try JSONDecoder().decode(Body.self, from: Data(response.body.readableBytesView)).token
+    }
+
+    @Test("a demoted, disabled or deleted administrator loses management rights with the next request, whatever credential it kept")
+    func demotedAdministrator() async throws {
+        try await Secure.withServer { client, _ in
+            let admin = Secure.basic("admin", Secure.adminPassword)
+            try await Self.createUser(client, "mallory", admin: true)
+            let password = Secure.basic("mallory", "mallory-password-1")
+            let pat = try Self.tokenValue(try await Self.accessToken(client, for: "mallory", password, name: "kept"))
+            let patAuth = Secure.basic("mallory", pat)
+            #expect(try await client.request(.get, "/api/v1/users", headers: patAuth).status == .ok)
+
+            // Demoted: the cached credential no longer carries the administrator flag.
+            let demote = try await client.request(.patch, "/api/v1/users/mallory", headers: Self.json(admin), body: ByteBuffer(string: #"{"admin":false}"#))
+            #expect(demote.status == .ok)
+            #expect(try await client.request(.get, "/api/v1/users", headers: patAuth).status == .forbidden)
+            let promote = try await client.request(.patch, "/api/v1/users/mallory", headers: Self.json(patAuth), body: ByteBuffer(string: #"{"admin":true}"#))
+            #expect(promote.status == .forbidden)
+
+            // Deleted, and a new account of the same name created: the old credential is not the new user.
+            #expect(try await client.request(.delete, "/api/v1/users/mallory", headers: admin).status == .noContent)
+            try await Self.createUser(client, "mallory")
+            #expect(try await client.request(.get, "/api/v1/me", headers: patAuth).status == .unauthorized)
+            #expect(try await Self.accessToken(client, for: "mallory", patAuth, name: "again").status == .unauthorized)
+        }
+    }
+
+    @Test("bearer tokens and registry logins are refused by the management API, even an administrator's")
+    func narrowCredentials() async throws {
+        try await Secure.withServer { client, _ in
+            let admin = Secure.basic("admin", Secure.adminPassword)
+            let empty = try await Secure.token(client, admin, scopes: [])
+            let broad = try await Secure.token(client, admin, scopes: ["repository:team/app:*", "registry:catalog:*"])
+            for token in [empty, broad] {
+                #expect(try await client.request(.get, "/api/v1/me", headers: Secure.bearer(token)).status == .unauthorized)
+                let mint = try await Self.accessToken(client, for: "admin", Secure.bearer(token), name: "from-bearer")
+                #expect(mint.status == .unauthorized)
+                let key = try await client.request(.post, "/api/v1/users/admin/access-keys", headers: Self.json(Secure.bearer(token)), body: ByteBuffer(string: "{}"))
+                #expect(key.status == .unauthorized)
+            }
+        }
+    }
+
+    @Test("an expiring access token mints nothing that outlives it; it may mint shorter-lived tokens")
+    func expiringAccessToken() async throws {
+        try await Secure.withServer { client, _ in
+            try await Self.createUser(client, "erin")
+            let password = Secure.basic("erin", "erin-password-1")
+            let created = try await Self.accessToken(client, for: "erin", password, name: "short", expiresAt: "2099-01-01T00:00:00Z")
+            #expect(created.status == .created)
+            let short = Secure.basic("erin", try Self.tokenValue(created))
+            #expect(try await Self.accessToken(client, for: "erin", short, name: "forever").status == .forbidden)
+            #expect(try await Self.accessToken(client, for: "erin", short, name: "later", expiresAt: "2100-01-01T00:00:00Z").status == .forbidden)
+            #expect(try await Self.accessToken(client, for: "erin", short, name: "sooner", expiresAt: "2098-01-01T00:00:00Z").status == .created)
+            let key = try await client.request(.post, "/api/v1/users/erin/access-keys", headers: Self.json(short), body: ByteBuffer(string: "{}"))
+            #expect(key.status == .forbidden)
+            #expect(try await client.request(.post, "/api/v1/users/erin/access-keys", headers: Self.json(password), body: ByteBuffer(string: "{}"))
+                .status == .created)
+        }
+    }
+
+    @Test("deleting an access token revokes the refresh tokens minted with it")
+    func refreshTokensFollowTheirAccessToken() async throws {
+        try await Secure.withServer { client, _ in
+            try await Self.createUser(client, "fay")
+            let password = Secure.basic("fay", "fay-password-1")
+            let pat = try Self.tokenValue(try await Self.accessToken(client, for: "fay", password, name: "ci"))
+            func refreshToken(username: String, password: String) async throws -> String {
+                let form = "grant_type=password&service=wharf&client_id=test&access_type=offline&username=\(username)&password=\(password)"
+                let response = try await client.request(.post, "/auth/token", headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: form))
+                #expect(response.status == .ok, "\(response.text)")
+                struct Body: Decodable { let refresh_token: String? }
+                return try #require(try JSONDecoder().decode(Body.self, from: Data(response.body.readableBytesView)).refresh_token)
+            }
+            func refresh(_ token: String) async throws -> HTTPResponse.Status {
+                let form = "grant_type=refresh_token&service=wharf&client_id=test&refresh_token=\(token)"
+                return try await client.request(.post, "/auth/token", headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: form)).status
+            }
+            let fromPAT = try await refreshToken(username: "fay", password: pat)
+            let fromPassword = try await refreshToken(username: "fay", password: "fay-password-1")
+            #expect(try await refresh(fromPAT) == .ok)
+            #expect(try await client.request(.delete, "/api/v1/users/fay/tokens/ci", headers: password).status == .noContent)
+            #expect(try await refresh(fromPAT) == .badRequest, "the refresh token minted with the deleted access token must be gone")
+            #expect(try await refresh(fromPassword) == .ok, "one minted with the password is not affected")
+        }
+    }
+
+    @Test("an unknown username costs a password check like a wrong password does")
+    func usernameTiming() async throws {
+        try await Secure.withServer { client, server in
+            let authenticator = try #require(server.access).authenticator
+            let before = authenticator.passwordChecks
+            #expect(try await client.request(.get, "/v2/", headers: Secure.basic("admin", "wrong-password")).status == .unauthorized)
+            let afterKnown = authenticator.passwordChecks
+            #expect(try await client.request(.get, "/v2/", headers: Secure.basic("nobody-by-this-name", "wrong-password")).status == .unauthorized)
+            let afterUnknown = authenticator.passwordChecks
+            #expect(afterKnown - before == 1)
+            #expect(afterUnknown - afterKnown == 1)
+        }
+    }
+}
+
+@Suite("Login throttling keys on account and source")
+struct LoginThrottleTests {
+    static func throttle() -> LoginThrottle {
+        var policy = LoginThrottle.Policy()
+        policy.accountThreshold = 3
+        policy.sourceThreshold = 6
+        return LoginThrottle(policy: policy)
+    }
+
+    @Test("an attacker's failures slow the attacker's address, not the account's owner elsewhere")
+    func victimNotLockedOut() {
+        let throttle = Self.throttle()
+        let now = ContinuousClock.now
+        for _ in 0..<10 { throttle.recordFailure(account: "admin", source: "203.0.113.9", now: now) }
+        #expect(throttle.retryAfter(account: "admin", source: "203.0.113.9", now: now) != nil)
+        #expect(throttle.retryAfter(account: "admin", source: "198.51.100.7", now: now) == nil)
+        #expect(throttle.retryAfter(account: "ADMIN", source: "203.0.113.9", now: now) != nil, "names are case-insensitive")
+    }
+
+    @Test("a spraying address waits for new accounts, but colleagues who signed in from it keep working")
+    func sharedAddress() {
+        let throttle = Self.throttle()
+        let now = ContinuousClock.now
+        let nat = "192.0.2.1"
+        throttle.recordSuccess(account: "colleague", source: nat, now: now)
+        for index in 0..<6 { throttle.recordFailure(account: "victim\(index)", source: nat, now: now) }
+        #expect(throttle.retryAfter(account: "someone-new", source: nat, now: now) != nil)
+        #expect(throttle.retryAfter(account: "colleague", source: nat, now: now) == nil)
+        #expect(throttle.retryAfter(account: "someone-new", source: "192.0.2.2", now: now) == nil)
+    }
+
+    @Test("waits expire and double up to the cap")
+    func expiry() {
+        let throttle = Self.throttle()
+        let now = ContinuousClock.now
+        for _ in 0..<3 { throttle.recordFailure(account: "a", source: "s", now: now) }
+        let first = throttle.retryAfter(account: "a", source: "s", now: now)
+        #expect(first == 2)
+        throttle.recordFailure(account: "a", source: "s", now: now)
+        #expect(throttle.retryAfter(account: "a", source: "s", now: now) == 4)
+        #expect(throttle.retryAfter(account: "a", source: "s", now: now + .seconds(5)) == nil)
+    }
+}
+
+@Suite("Data at rest: only Wharf's user reads it, and the database alone reveals no secret")
+struct DataAtRestTests {
+    @Test("a world-readable data folder and database are repaired at start-up; new files are private")
+    func permissions() async throws {
+        let directory = try Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await Secure.withServer(data: directory) { client, _ in
+            try await client.pushBlob("private layer", to: "team/app", auth: Secure.basic("admin", Secure.adminPassword))
+        }
+        // As an earlier version left them.
+        chmod(directory.path, 0o755)
+        chmod(directory.appendingPathComponent("wharf.db").path, 0o644)
+        chmod(directory.appendingPathComponent("master.key").path, 0o644)
+        try await Secure.withServer(data: directory) { client, _ in
+            try await client.pushBlob("another layer", to: "team/app", auth: Secure.basic("admin", Secure.adminPassword))
+        }
+        func mode(_ path: String) throws -> Int {
+            (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777
+        }
+        #expect(try mode(directory.path) == 0o700)
+        #expect(try mode(directory.appendingPathComponent("wharf.db").path) == 0o600)
+        #expect(try mode(directory.appendingPathComponent("master.key").path) == 0o600)
+        let blob = Digest.of(Array("another layer".utf8))
+        let blobPath = directory.appendingPathComponent("blobs/sha256/\(blob.encoded.prefix(2))/\(blob.encoded)").path
+        #expect(try mode(blobPath) & 0o077 == 0, "blob files are private")
+    }
+
+    @Test("signing keys and access-key secrets are sealed; another master key is refused with a clear message")
+    func sealedSecrets() async throws {
+        let directory = try Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let secret: String = try await Secure.withServer(data: directory) { client, server in
+            let admin = CredentialBoundaryTests.json(Secure.basic("admin", Secure.adminPassword))
+            let response = try await client.request(.post, "/api/v1/users/admin/access-keys", headers: admin, body: ByteBuffer(string: "{}"))
+            struct Body: Decodable { let secretAccessKey: String }
+            let secret = try JSONDecoder().decode(Body.self, from: Data(response.body.readableBytesView)).secretAccessKey
+            try await server.metadata.database.read { sql in
+                for row in try await sql.raw("SELECT private_key_pem FROM signing_keys").all() {
+                    #expect(try row.decode(column: "private_key_pem", as: String.self).hasPrefix(SecretSealer.prefix))
+                }
+                for row in try await sql.raw("SELECT secret FROM access_keys").all() {
+                    let stored = try row.decode(column: "secret", as: String.self)
+                    #expect(stored.hasPrefix(SecretSealer.prefix) && !stored.contains(secret))
+                }
+            }
+            return secret
+        }
+        // No trace of the secrets in the database files, WAL included.
+        for name in ["wharf.db", "wharf.db-wal"] {
+            guard let bytes = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path) else { continue }
+            #expect(bytes.range(of: Data(secret.utf8)) == nil, "\(name) holds the access key's secret")
+            #expect(bytes.range(of: Data("BEGIN PRIVATE KEY".utf8)) == nil, "\(name) holds a PEM private key")
+        }
+        // The database with another key: refused at start, naming the cause.
+        do {
+            _ = try await WharfServer.open(configuration: Harness.configuration(data: directory) { configuration in
+                configuration.authEnabled = true
+                configuration.masterKey = SecretSealer.newKeyText()
+            }, logger: Harness.logger)
+            Issue.record("a server with another master key started")
+        } catch {
+            #expect("\(error)".contains("another master key"))
+        }
+    }
+}
