@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "OCI", "CFileSync",
+                "OCI", "CLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -127,7 +127,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -194,8 +194,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // sync_file_range(2), which Swift's Glibc module hides behind _GNU_SOURCE.
-        .target(name: "CFileSync"),
+        // Linux calls Swift's Glibc module hides: sync_file_range(2), malloc_trim(3).
+        .target(name: "CLinux"),
         // libzstd from the system (Debian's libzstd-dev), for zstd-compressed layers.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // Micro-benchmarks of hot paths (`swift run -c release wharf-microbench`).

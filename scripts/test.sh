@@ -5,12 +5,15 @@
 #   3. starts a private PostgreSQL on 127.0.0.1,
 #   4. `swift test`: unit and HTTP integration tests, the metadata suite on SQLite and PostgreSQL,
 #   5. end-to-end tests driving the built binary with real clients (skopeo, podman, buildah,
-#      umoci, oras, a private Docker engine).
+#      umoci, the oras CLI, a private Docker engine).
 # Extra arguments go to pytest (for example `-k skopeo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# The oras CLI from Debian 13, unpacked into a private folder (see the script).
+ORAS_BIN=$(scripts/install-oras-cli.sh)
+export ORAS_BIN
 
 work=$(mktemp -d /tmp/wharf-test.XXXXXX)
 chmod 755 "$work"  # the PostgreSQL server runs as the postgres user and needs to reach its folder

@@ -1,4 +1,4 @@
-import CFileSync
+import CLinux
 import NIOCore
 import NIOPosix
 import OCI

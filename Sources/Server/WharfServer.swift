@@ -162,9 +162,15 @@ public final class WharfServer: Sendable {
     public func makeApplication(onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let (host, port) = try configuration.listenAddress()
         let logger = self.logger
+        let connections = ConnectionLimiter(maximumPerSource: configuration.maximumConnectionsPerSource, logger: logger)
+        ConnectionLimiter.raiseOpenFileLimit(logger: logger)
         return Application(
             router: makeRouter(),
-            server: .http1(additionalChannelHandlers: [ExpectContinueHandler()]),
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [connections.handler(), ExpectContinueHandler()],
+                // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
+                idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
+            )),
             configuration: .init(address: .hostname(host, port: port), serverName: "Wharf"),
             services: backgroundServices,
             onServerRunning: { channel in

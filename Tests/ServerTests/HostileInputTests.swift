@@ -1,4 +1,7 @@
 import Access
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
@@ -318,6 +321,82 @@ struct DataAtRestTests {
             Issue.record("a server with another master key started")
         } catch {
             #expect("\(error)".contains("another master key"))
+        }
+    }
+}
+
+@Suite("Hostile input: connections are bounded per source and stalled ones closed")
+struct ConnectionLimitTests {
+    /// A raw TCP connection to the server, for requests no HTTP client would send.
+    final class RawConnection {
+        let fd: Int32
+
+        init(port: Int) throws {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+            var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
+
+        deinit { close(fd) }
+
+        func send(_ text: String) {
+            _ = text.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        }
+
+        /// What the server sent within `seconds`.
+        func response(within seconds: Double) -> String {
+            let deadline = Date().addingTimeInterval(seconds)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var received: [UInt8] = []
+            while Date() < deadline {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count > 0 { received += buffer[0..<count]; if received.count > 12 { break } }
+                if count == 0 { break }
+            }
+            return String(decoding: received, as: UTF8.self)
+        }
+
+        /// Whether the server closed the connection (a read returns end of file or a reset) within `seconds`.
+        func closedByServer(within seconds: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while Date() < deadline {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count == 0 { return true }
+                if count < 0 && errno != EAGAIN && errno != EWOULDBLOCK { return true }
+            }
+            return false
+        }
+    }
+
+    @Test("one address cannot hold more than its share of connections, and half-sent requests are closed by the idle timeout")
+    func perSourceLimitAndIdleTimeout() async throws {
+        try await Harness.withServer(customize: { configuration in
+            configuration.maximumConnectionsPerSource = 4
+            configuration.idleTimeoutSeconds = 1
+        }) { client, _ in
+            let port = try #require(client.port)
+            // Unfinished headers, as a slow-loris attacker sends them.
+            let connections = try (0..<8).map { _ in try RawConnection(port: port) }
+            for connection in connections { connection.send("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ") }
+            let closedAtOnce = connections.filter { $0.closedByServer(within: 0.3) }.count
+            #expect(closedAtOnce >= 4, "at most 4 connections from one address stay open; \(closedAtOnce) of 8 were closed at once")
+            // The idle timeout closes the rest: their headers never finished.
+            let closedLater = connections.filter { $0.closedByServer(within: 3) }.count
+            #expect(closedLater == 8)
+            // A complete request on a fresh connection is served. (The test client's own
+            // connection sat idle past the timeout too, so this one is raw as well.)
+            let fresh = try RawConnection(port: port)
+            fresh.send("GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(fresh.response(within: 3).hasPrefix("HTTP/1.1 200"))
         }
     }
 }

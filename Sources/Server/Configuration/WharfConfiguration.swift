@@ -34,6 +34,10 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// comes in pages of this size: Distribution 2.8 answers every tag at once, and scripts that
     /// read only the first response should see whole lists of this size too.
     public var maximumPageSize = 50_000
+    /// A connection whose request stops arriving, or that stays idle between requests, this long is closed.
+    public var idleTimeoutSeconds = 60
+    /// Connections one source address may hold open at once; further ones are closed at accept.
+    public var maximumConnectionsPerSource = 512
     /// Advertised as OCI-Chunk-Min-Length; 0 for none.
     public var chunkMinimumLength = 0
     public var logLevel: Logger.Level = .info
@@ -180,6 +184,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         var lifecycle: LifecycleSection?
         var ecr: ECRSection?
         var secrets: SecretsSection?
+        var server: ServerSection?
         var scanner: ScannerSection?
 
         struct ScannerSection: Decodable {
@@ -238,6 +243,10 @@ public struct WharfConfiguration: Sendable, Equatable {
             var chunkMinimumLength: Int?
         }
         struct Log: Decodable { var level: String? }
+        struct ServerSection: Decodable {
+            var idleTimeoutSeconds: Int?
+            var maximumConnectionsPerSource: Int?
+        }
     }
 
     /// Applies a YAML document on top of `self`.
@@ -279,6 +288,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         if let value = file.ecr?.registryId { ecrRegistryID = value }
         if let value = file.secrets?.masterKeyFile { masterKeyFile = value }
+        if let value = file.server?.idleTimeoutSeconds { idleTimeoutSeconds = value }
+        if let value = file.server?.maximumConnectionsPerSource { maximumConnectionsPerSource = value }
         if let scanner = file.scanner {
             if let value = scanner.enabled { scannerEnabled = value }
             if let value = scanner.database { scannerDatabase = value }
@@ -315,7 +326,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
-        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile",
+        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
     ]
@@ -399,6 +410,10 @@ public struct WharfConfiguration: Sendable, Equatable {
         ]
         for (key, seconds) in durations where Int64(seconds) > ClientNumber.maximumSeconds {
             throw ConfigurationError.invalid("\(key) (at most \(ClientNumber.maximumSeconds) seconds)", "\(seconds)")
+        }
+        guard (1...3600).contains(idleTimeoutSeconds) else { throw ConfigurationError.invalid("server.idleTimeoutSeconds (1 to 3600)", "\(idleTimeoutSeconds)") }
+        guard (1...1_000_000).contains(maximumConnectionsPerSource) else {
+            throw ConfigurationError.invalid("server.maximumConnectionsPerSource (1 to 1000000)", "\(maximumConnectionsPerSource)")
         }
         guard loginFailuresBeforeDelay >= 1, loginFirstDelaySeconds >= 1 else {
             throw ConfigurationError.invalid("auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")
