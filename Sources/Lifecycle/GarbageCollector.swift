@@ -116,10 +116,15 @@ public final class GarbageCollector: Service, Sendable {
         defer { running.withLock { $0 = false } }
         var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
         let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)
+        // A grace window given for this run also shortens how long an idle upload session is kept
+        // (`gc --grace-seconds 0` once left a failed session's file for its full 24 hours).
+        let uploadCutoff = grace.map { _ in
+            max(cutoff, ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.uploadTimeout.components.seconds))
+        }
         for _ in 0..<1000 {
             let before = report
             let started = ContinuousClock.now
-            try await pass(&report, cutoff: cutoff, dryRun: dryRun)
+            try await pass(&report, cutoff: cutoff, uploadCutoff: uploadCutoff, dryRun: dryRun)
             if dryRun || report == before { break }
             try await rest(after: ContinuousClock.now - started)
         }
@@ -161,12 +166,13 @@ public final class GarbageCollector: Service, Sendable {
     }
 
     /// One step of every phase, at most `batchSize` items each.
-    private func pass(_ report: inout GarbageCollectionReport, cutoff: Int64, dryRun: Bool) async throws {
+    /// `uploadCutoff`: sessions idle since before it are abandoned; by default `uploadTimeout` ago.
+    private func pass(_ report: inout GarbageCollectionReport, cutoff: Int64, uploadCutoff: Int64? = nil, dryRun: Bool) async throws {
         let batch = settings.batchSize
         func note(_ text: String) { if report.candidates.count < 10_000 { report.candidates.append(text) } }
 
         update(report, phase: "uploads")
-        let idleCutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.uploadTimeout.components.seconds)
+        let idleCutoff = uploadCutoff ?? ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.uploadTimeout.components.seconds)
         for upload in try await metadata.uploads(notUpdatedSince: idleCutoff, limit: batch) {
             note("upload \(upload.id) (\(upload.repository))")
             if !dryRun {

@@ -141,10 +141,15 @@ public struct MetadataStore: Sendable {
     /// durable in the blob store inside the same transaction, under the digest's lock: the garbage
     /// collector deletes a blob's row and bytes under that lock too, so a blob being uploaded
     /// again can never lose its bytes to a collection running at the same moment.
-    public func linkBlob(_ blob: BlobRecord, to repository: RepositoryName, publish: (@Sendable () async throws -> Void)? = nil) async throws {
+    /// `endingSession`: the upload session that produced the blob, removed in the same transaction,
+    /// so a crash can never leave a session whose bytes were already published (it claimed a full
+    /// `Range` and its closing PUT then answered BLOB_UPLOAD_UNKNOWN).
+    public func linkBlob(_ blob: BlobRecord, to repository: RepositoryName, endingSession: String? = nil,
+                         publish: (@Sendable () async throws -> Void)? = nil) async throws {
         try await database.transaction { sql in
             try await database.lock("blob:\(blob.digest)", in: sql)
             if let publish { try await publish() }
+            if let endingSession { try await sql.raw("DELETE FROM upload_sessions WHERE id = \(bind: endingSession)").run() }
             let now = Timestamp.nowMillis()
             try await sql.raw("""
                 INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: blob.digest.description), \(bind: blob.size), \(bind: now), \(bind: now))
@@ -215,12 +220,32 @@ public struct MetadataStore: Sendable {
 
     // MARK: Upload sessions
 
-    public func createUpload(_ upload: UploadRecord) async throws {
+    /// Records a new session opened by `owner` (nil when authentication is off). With
+    /// `maximumPerOwner`, refuses (`MetadataError.limitReached`) an owner who already holds that many.
+    public func createUpload(_ upload: UploadRecord, owner: String? = nil, maximumPerOwner: Int? = nil) async throws {
         try await database.transaction { sql in
+            if let owner, let maximumPerOwner {
+                let open = try await sql.raw("SELECT COUNT(*) AS open FROM upload_sessions WHERE owner = \(bind: owner)").first()?
+                    .decode(column: "open", as: Int.self) ?? 0
+                guard open < maximumPerOwner else { throw MetadataError.limitReached("\(owner) already has \(open) upload sessions open") }
+            }
             try await sql.raw("""
-                INSERT INTO upload_sessions (id, repository, size, algorithm, created_at, updated_at)
-                VALUES (\(bind: upload.id), \(bind: upload.repository), \(bind: upload.size), \(bind: upload.algorithm.rawValue), \(bind: upload.createdAt), \(bind: upload.updatedAt))
+                INSERT INTO upload_sessions (id, repository, size, algorithm, created_at, updated_at, owner)
+                VALUES (\(bind: upload.id), \(bind: upload.repository), \(bind: upload.size), \(bind: upload.algorithm.rawValue), \(bind: upload.createdAt),
+                        \(bind: upload.updatedAt), \(bind: owner))
                 """).run()
+        }
+    }
+
+    /// Bytes held by open upload sessions of a namespace's repositories, except `excluding`'s:
+    /// they count against the namespace's quota before they become blobs.
+    public func inFlightUploadBytes(namespace: String, excluding: String? = nil) async throws -> Int64 {
+        try await database.read { sql in
+            try await sql.raw("""
+                SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM upload_sessions
+                WHERE (repository = \(bind: namespace) OR substr(repository, 1, \(bind: namespace.utf8.count + 1)) = \(bind: namespace + "/"))
+                  AND id <> \(bind: excluding ?? "")
+                """).first()?.decode(column: "total", as: Int64.self) ?? 0
         }
     }
 
@@ -561,12 +586,14 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     case immutableTag(String)
     case invalid(String)
     case conflict(String)
+    /// A bound on open resources (upload sessions per identity) was reached.
+    case limitReached(String)
     case internalError(String)
 
     public var description: String {
         switch self {
         case .immutableTag(let tag): "tag '\(tag)' is immutable"
-        case .invalid(let message), .conflict(let message): message
+        case .invalid(let message), .conflict(let message), .limitReached(let message): message
         case .missingBlob(let digest): "blob \(digest) is not in the repository"
         case .missingManifest(let digest): "manifest \(digest) is not in the repository"
         case .sizeMismatch(let digest, let declared, let actual): "blob \(digest) has size \(actual), but the manifest declares \(declared)"

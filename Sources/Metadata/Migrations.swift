@@ -344,6 +344,11 @@ enum Migrations {
             "ALTER TABLE refresh_tokens ADD COLUMN access_token_id BIGINT REFERENCES access_tokens(id) ON DELETE CASCADE",
             "ALTER TABLE registry_login_tokens ADD COLUMN access_key_id {name} REFERENCES access_keys(key_id) ON DELETE CASCADE",
         ]),
+        Migration(version: 9, name: "upload sessions know who opened them", statements: [
+            // Bounds the sessions one identity may hold open; in-flight bytes count against quotas.
+            "ALTER TABLE upload_sessions ADD COLUMN owner TEXT",
+            "CREATE INDEX upload_sessions_by_owner ON upload_sessions (owner)",
+        ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -75,7 +75,7 @@ extension Registry {
             case .immutableTag(let tag):
                 // ECR's wording, so scripts that match on it keep working.
                 throw RegistryError(.denied, "tag invalid: The image tag '\(tag)' already exists in the '\(repository)' repository and cannot be overwritten because the repository is immutable.")
-            case .invalid, .conflict, .internalError:
+            case .invalid, .conflict, .limitReached, .internalError:
                 throw error
             }
         }

@@ -20,6 +20,8 @@ public struct RegistryConfiguration: Sendable {
     /// A HEAD of a blob refreshes the repository's link when it is older than this, so the
     /// garbage collector (whose grace window should be at least twice this) leaves it alone.
     public var linkRefreshInterval: Duration = .seconds(300)
+    /// Upload sessions one identity may hold open at once (nil: unbounded).
+    public var maximumUploadsPerIdentity: Int? = 256
 
     public init() {}
 }
@@ -95,6 +97,35 @@ extension Registry {
     /// Refuses a blob that would take the namespace over its quota. Each blob counts once per
     /// namespace, so one the namespace already holds is always fine. (Concurrent pushes may
     /// overshoot by what is in flight; the next push is then refused.)
+    /// The size an upload into `repository` may reach while it streams, or nil without a quota.
+    /// (In-flight bytes were not counted once: 24 MiB of open uploads went into a namespace with a
+    /// 1 MiB quota.) The bytes of all open sessions together never exceed the quota. What is
+    /// already stored counts too when the content is known not to be a duplicate (a monolithic
+    /// push of a blob the namespace does not hold); a session's digest is known only when it
+    /// closes, and the commit then checks precisely, counting a blob the namespace holds once.
+    func uploadLimit(in repository: RepositoryName, excluding session: String?, digest: Digest? = nil) async throws -> UploadLimit? {
+        let namespace = String(repository.namespace)
+        guard let quota = try await metadata.namespaceQuota(namespace) else { return nil }
+        let inFlight = try await metadata.inFlightUploadBytes(namespace: namespace, excluding: session)
+        guard let digest else { return UploadLimit(namespace: namespace, quota: quota, used: nil, inFlight: inFlight) }
+        if try await metadata.namespaceHolds(digest, namespace: namespace) { return nil }
+        return UploadLimit(namespace: namespace, quota: quota, used: try await metadata.namespaceUsage(namespace), inFlight: inFlight)
+    }
+
+    struct UploadLimit {
+        let namespace: String
+        let quota: Int64
+        /// Stored bytes, when they count (see `uploadLimit`).
+        let used: Int64?
+        let inFlight: Int64
+        var bytes: Int64 { max(0, quota - inFlight - (used ?? 0)) }
+
+        var exceeded: RegistryError {
+            let stored = used.map { "\($0) bytes used + " } ?? ""
+            return RegistryError(.denied, "storage quota exceeded for namespace '\(namespace)': \(stored)\(inFlight) bytes in uploads in progress leave this upload at most \(bytes) bytes of the limit of \(quota) bytes")
+        }
+    }
+
     func checkQuota(adding blob: BlobRecord, to repository: RepositoryName) async throws {
         let namespace = String(repository.namespace)
         guard let quota = try await metadata.namespaceQuota(namespace) else { return }
@@ -124,12 +155,17 @@ public enum UploadError: Error, Sendable {
 }
 
 extension Registry {
-    public func startUpload(in repository: RepositoryName, algorithm: DigestAlgorithm = .sha256) async throws -> UploadStatus {
+    /// POST: opens a session for `owner` (the identity's name; nil when authentication is off).
+    public func startUpload(in repository: RepositoryName, algorithm: DigestAlgorithm = .sha256, owner: String? = nil) async throws -> UploadStatus {
         let id = UUIDv4.make()
         try await blobs.createUpload(id)
         let now = Timestamp.nowMillis()
         do {
-            try await metadata.createUpload(UploadRecord(id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now))
+            try await metadata.createUpload(UploadRecord(id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now),
+                                            owner: owner, maximumPerOwner: configuration.maximumUploadsPerIdentity)
+        } catch MetadataError.limitReached(let message) {
+            try? await blobs.deleteUpload(id)
+            throw RegistryError(.tooManyRequests, "\(message); finish or cancel some (DELETE the session) before starting more", status: 429)
         } catch {
             try? await blobs.deleteUpload(id)
             throw error
@@ -140,7 +176,20 @@ extension Registry {
 
     public func uploadStatus(_ id: String, in repository: RepositoryName) async throws -> UploadStatus {
         let upload = try await loadUpload(id, in: repository)
-        return UploadStatus(id: id, size: upload.size)
+        // Never claim bytes that are not there: a session whose file is gone (a crash between
+        // publishing its blob and committing) is removed and reported unknown, so the client
+        // starts over instead of closing an upload it cannot close.
+        guard let stored = try await blobs.uploadSize(id) else {
+            try await forgetLostSession(id)
+            throw RegistryError.uploadUnknown(id)
+        }
+        return UploadStatus(id: id, size: min(upload.size, stored))
+    }
+
+    private func forgetLostSession(_ id: String) async throws {
+        logger.warning("upload session without its bytes (left by a crash); removed", metadata: ["upload": "\(id)"])
+        hashStates.withLock { _ = $0.removeValue(forKey: id) }
+        try await metadata.deleteUpload(id)
     }
 
     /// PATCH: appends `body`. With `start` (from `Content-Range`) the chunk must begin where the upload ends.
@@ -183,8 +232,7 @@ extension Registry {
                 try? await discardUpload(id)
                 throw error
             }
-            try await commit(upload: id, as: record, to: repository)
-            try await metadata.deleteUpload(id)
+            try await commit(upload: id, as: record, to: repository, endingSession: true)
             hashStates.withLock { _ = $0.removeValue(forKey: id) }
             return record
         }
@@ -208,7 +256,7 @@ extension Registry {
         do {
             var hasher = DigestHasher(digest.algorithm)
             let upload = UploadRecord(id: id, repository: repository.value, size: 0, algorithm: digest.algorithm, createdAt: 0, updatedAt: 0)
-            let size = try await receive(body, into: upload, state: &hasher, at: 0, start: nil, length: length)
+            let size = try await receive(body, into: upload, state: &hasher, at: 0, start: nil, length: length, knownDigest: digest)
             let computed = hasher.finalize()
             guard computed == digest else {
                 throw RegistryError.digestInvalid("the uploaded content has digest \(computed), not \(digest)")
@@ -226,11 +274,11 @@ extension Registry {
     /// Publishes a verified upload as the blob `record` and links it to `repository`. The fsync
     /// runs before the blob's lock is taken; a blob the store already holds (the same layer pushed
     /// again) needs none, and this copy is discarded.
-    private func commit(upload id: String, as record: BlobRecord, to repository: RepositoryName) async throws {
+    private func commit(upload id: String, as record: BlobRecord, to repository: RepositoryName, endingSession: Bool = false) async throws {
         let isNew = try await blobs.size(of: record.digest) == nil
         if isNew { try await blobs.prepareUpload(id) }
         let blobs = self.blobs
-        try await metadata.linkBlob(record, to: repository) {
+        try await metadata.linkBlob(record, to: repository, endingSession: endingSession ? id : nil) {
             try await blobs.publishUpload(id, as: record.digest, prepared: isNew)
         }
     }
@@ -251,7 +299,7 @@ extension Registry {
     /// Streams `body` to the end of the upload, hashing as it goes. Returns the new size.
     private func receive<Body: AsyncSequence>(
         _ body: Body, into upload: UploadRecord, state hasher: inout DigestHasher,
-        at offset: Int64, start: Int64?, length: Int64?
+        at offset: Int64, start: Int64?, length: Int64?, knownDigest: Digest? = nil
     ) async throws -> Int64 where Body.Element == ByteBuffer {
         if let start, start != offset {
             throw UploadError.outOfOrder(UploadStatus(id: upload.id, size: offset), requestedStart: start)
@@ -260,14 +308,20 @@ extension Registry {
         do {
             writer = try await blobs.appendToUpload(upload.id, at: offset)
         } catch BlobStoreError.uploadNotFound {
+            try await forgetLostSession(upload.id)
             throw RegistryError.uploadUnknown(upload.id)
         }
         var working = hasher
         var received: Int64 = 0
+        var limit: UploadLimit?
+        if let repository = RepositoryName(upload.repository) {
+            limit = try await uploadLimit(in: repository, excluding: upload.id, digest: knownDigest)
+        }
         do {
             for try await chunk in body {
                 received += Int64(chunk.readableBytes)
                 if let length, received > length { break }
+                if let limit, offset + received > limit.bytes { throw limit.exceeded }
                 // No blob grows past the bound every offset a client names is checked against.
                 guard offset + received <= ClientNumber.maximumByteOffset else {
                     throw RegistryError(.sizeInvalid, "a blob may hold at most \(ClientNumber.maximumByteOffset) bytes")
@@ -318,6 +372,7 @@ extension Registry {
                 hashed += Int64(slice.readableBytes)
             }
         } catch BlobStoreError.uploadNotFound {
+            try await forgetLostSession(id)
             throw RegistryError.uploadUnknown(id)
         }
         return UploadHashState(hasher: hasher, size: hashed)

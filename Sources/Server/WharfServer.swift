@@ -164,10 +164,12 @@ public final class WharfServer: Sendable {
         let logger = self.logger
         let connections = ConnectionLimiter(maximumPerSource: configuration.maximumConnectionsPerSource, logger: logger)
         ConnectionLimiter.raiseOpenFileLimit(logger: logger)
+        let trustedProxies = Set(configuration.trustedProxies)
         return Application(
             router: makeRouter(),
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [connections.handler(), ExpectContinueHandler()],
+                additionalChannelHandlers: [connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
+                                            ExpectContinueHandler()],
                 // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
                 idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
             )),

@@ -95,6 +95,89 @@ struct HostileNumberTests {
     }
 }
 
+@Suite("Crash leftovers")
+struct CrashLeftoverTests {
+    @Test("a session whose bytes are gone (a crash between publishing the blob and committing) is never reported with a Range, and its row is removed")
+    func sessionWithoutBytes() async throws {
+        try await Harness.withServer { client, server in
+            let start = try await client.request(.post, "/v2/crash/app/blobs/uploads/")
+            let location = try #require(start.header("Location"))
+            let id = String(location.split(separator: "/").last!)
+            #expect(try await client.request(.patch, location, headers: [.contentRange: "0-2"], body: ByteBuffer(string: "abc")).status == .accepted)
+            // As a crash leaves it: the upload file moved away, the session row still there.
+            try await server.blobStore.deleteUpload(id)
+            #expect(try await server.metadata.upload(id) != nil)
+            let status = try await client.request(.get, location)
+            #expect(status.status == .notFound)
+            #expect(status.errorCode == "BLOB_UPLOAD_UNKNOWN")
+            #expect(try await server.metadata.upload(id) == nil, "the stale session row is removed")
+            // A closing PUT of such a session says the same and leaves nothing behind either.
+            let second = try #require(try await client.request(.post, "/v2/crash/app/blobs/uploads/").header("Location"))
+            let secondID = String(second.split(separator: "/").last!)
+            #expect(try await client.request(.patch, second, headers: [.contentRange: "0-2"], body: ByteBuffer(string: "abc")).status == .accepted)
+            try await server.blobStore.deleteUpload(secondID)
+            let put = try await client.request(.put, "\(second)?digest=\(Digest.of(Array("abc".utf8)))")
+            #expect(put.errorCode == "BLOB_UPLOAD_UNKNOWN")
+            #expect(try await server.metadata.upload(secondID) == nil)
+        }
+    }
+}
+
+@Suite("Quotas count uploads in progress; sessions are bounded per identity")
+struct UploadQuotaTests {
+    @Test("bytes in open sessions count against the namespace quota; a GC with a grace window of 0 removes idle sessions")
+    func inFlightBytes() async throws {
+        try await Secure.withServer { client, _ in
+            let admin = Secure.basic("admin", Secure.adminPassword)
+            try await client.pushBlob("seed", to: "quota/app", auth: admin)
+            let quota = try await client.request(.put, "/api/v1/namespaces/quota/quota", headers: CredentialBoundaryTests.json(admin),
+                                                 body: ByteBuffer(string: #"{"quotaBytes":1048576}"#))
+            #expect(quota.status == .ok, "\(quota.text)")
+            let chunk = ByteBuffer(bytes: [UInt8](repeating: 7, count: 600_000))
+            var sessions: [String] = []
+            for _ in 0..<3 {
+                sessions.append(try #require(try await client.request(.post, "/v2/quota/app/blobs/uploads/", headers: admin).header("Location")))
+            }
+            let first = try await client.request(.patch, sessions[0], headers: admin.merging(["Content-Range": "0-599999"]), body: chunk)
+            #expect(first.status == .accepted)
+            // 600,000 bytes are in flight: another 600,000 would pass the 1 MiB quota.
+            let second = try await client.request(.patch, sessions[1], headers: admin.merging(["Content-Range": "0-599999"]), body: chunk)
+            #expect(second.status == .forbidden)
+            #expect(second.errorCode == "DENIED")
+            #expect(second.text.contains("uploads in progress"))
+            // Monolithic pushes meet the same bound, counting what is stored too.
+            let bytes = [UInt8](repeating: 9, count: 500_000)
+            let mono = try await client.request(.post, "/v2/quota/app/blobs/uploads/?digest=\(Digest.of(bytes))", headers: admin, body: ByteBuffer(bytes: bytes))
+            #expect(mono.status == .forbidden)
+            #expect(mono.text.contains("uploads in progress"), "refused while streaming, not after: \(mono.text)")
+            // Cancelling the first session frees its share.
+            #expect(try await client.request(.delete, sessions[0], headers: admin).status == .noContent)
+            #expect(try await client.request(.patch, sessions[1], headers: admin.merging(["Content-Range": "0-599999"]), body: chunk).status == .accepted)
+            // An explicit grace window of 0 also collects idle sessions, with their files.
+            #expect(try await client.request(.post, "/api/v1/gc?graceSeconds=0", headers: admin).status == .ok)
+            #expect(try await client.request(.get, sessions[1], headers: admin).status == .notFound)
+        }
+    }
+
+    @Test("one identity may hold a bounded number of open upload sessions")
+    func sessionsPerIdentity() async throws {
+        try await Secure.withServer(customize: { $0.maximumUploadsPerIdentity = 3 }) { client, _ in
+            let admin = Secure.basic("admin", Secure.adminPassword)
+            var locations: [String] = []
+            for _ in 0..<3 {
+                let response = try await client.request(.post, "/v2/team/app/blobs/uploads/", headers: admin)
+                #expect(response.status == .accepted)
+                locations.append(try #require(response.header("Location")))
+            }
+            let refused = try await client.request(.post, "/v2/team/app/blobs/uploads/", headers: admin)
+            #expect(refused.status == .tooManyRequests)
+            #expect(refused.errorCode == "TOOMANYREQUESTS")
+            #expect(try await client.request(.delete, locations[0], headers: admin).status == .noContent)
+            #expect(try await client.request(.post, "/v2/team/app/blobs/uploads/", headers: admin).status == .accepted)
+        }
+    }
+}
+
 @Suite("Hostile input: credentials cannot outlive or exceed their grant")
 struct CredentialBoundaryTests {
     static func json(_ auth: HTTPFields) -> HTTPFields { auth.merging(["Content-Type": "application/json"]) }
@@ -352,13 +435,13 @@ struct ConnectionLimitTests {
         }
 
         /// What the server sent within `seconds`.
-        func response(within seconds: Double) -> String {
+        func response(within seconds: Double, atLeast minimum: Int = 13) -> String {
             let deadline = Date().addingTimeInterval(seconds)
             var buffer = [UInt8](repeating: 0, count: 4096)
             var received: [UInt8] = []
             while Date() < deadline {
                 let count = recv(fd, &buffer, buffer.count, 0)
-                if count > 0 { received += buffer[0..<count]; if received.count > 12 { break } }
+                if count > 0 { received += buffer[0..<count]; if received.count >= minimum { break } }
                 if count == 0 { break }
             }
             return String(decoding: received, as: UTF8.self)
@@ -397,6 +480,41 @@ struct ConnectionLimitTests {
             let fresh = try RawConnection(port: port)
             fresh.send("GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(fresh.response(within: 3).hasPrefix("HTTP/1.1 200"))
+        }
+    }
+}
+
+@Suite("Hostile input: malformed requests and forwarded headers")
+struct MalformedRequestTests {
+    @Test("oversized headers, too many headers and raw non-ASCII paths get the error JSON, not an empty 400")
+    func parserErrors() async throws {
+        try await Harness.withServer { client, _ in
+            let port = try #require(client.port)
+            let cases: [(String, String)] = [
+                ("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 1_000_000))\r\n\r\n", "HTTP/1.1 431"),
+                ("GET /v2/ HTTP/1.1\r\nHost: x\r\n" + (0..<10_000).map { "X-H\($0): v\r\n" }.joined() + "\r\n", "HTTP/1.1 431"),
+                ("GET /v2/caf\u{e9}/tags/list HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400"),
+            ]
+            for (request, status) in cases {
+                let connection = try ConnectionLimitTests.RawConnection(port: port)
+                connection.send(request)
+                let response = connection.response(within: 3, atLeast: 200)
+                #expect(response.hasPrefix(status), "\(response.prefix(80))")
+                #expect(response.contains(#"{"errors":[{"code":"UNSUPPORTED""#), "\(response)")
+            }
+        }
+    }
+
+    @Test("X-Forwarded-Host chooses the challenge's realm only when it comes from a configured proxy")
+    func forwardedHost() async throws {
+        try await Secure.withServer { client, _ in
+            let response = try await client.request(.get, "/v2/", headers: [HTTPField.Name("X-Forwarded-Host")!: "evil.example"])
+            #expect(response.status == .unauthorized)
+            #expect(response.header("WWW-Authenticate")?.contains("evil.example") == false)
+        }
+        try await Secure.withServer(customize: { $0.trustedProxies = ["127.0.0.1"] }) { client, _ in
+            let response = try await client.request(.get, "/v2/", headers: [HTTPField.Name("X-Forwarded-Host")!: "registry.example"])
+            #expect(response.header("WWW-Authenticate")?.contains(#"realm="http://registry.example/auth/token""#) == true)
         }
     }
 }

@@ -112,7 +112,7 @@ extension ECRService {
         let name = try repositoryName(call)
         try await authorize(call, .push, on: name)
         _ = try await existingRepository(name)
-        let upload = try await registry.startUpload(in: name)
+        let upload = try await registry.startUpload(in: name, owner: call.identity.name)
         return ["uploadId": .string(upload.id), "partSize": .integer(Self.suggestedPartSize)]
     }
 

@@ -38,8 +38,13 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var idleTimeoutSeconds = 60
     /// Connections one source address may hold open at once; further ones are closed at accept.
     public var maximumConnectionsPerSource = 512
+    /// Addresses of reverse proxies whose `X-Forwarded-*` headers are believed; from anyone else
+    /// those headers are removed.
+    public var trustedProxies: [String] = []
     /// Advertised as OCI-Chunk-Min-Length; 0 for none.
     public var chunkMinimumLength = 0
+    /// Upload sessions one identity may hold open at once.
+    public var maximumUploadsPerIdentity = 256
     public var logLevel: Logger.Level = .info
 
     /// Authentication and authorization. On by default; turning it off leaves the registry open to
@@ -143,6 +148,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         configuration.cacheTimeToLive = cacheTTLSeconds > 0 ? .seconds(cacheTTLSeconds) : nil
         configuration.pullRecordInterval = .seconds(max(1, pullRecordIntervalSeconds))
         configuration.chunkMinimumLength = chunkMinimumLength > 0 ? chunkMinimumLength : nil
+        configuration.maximumUploadsPerIdentity = maximumUploadsPerIdentity
         // A HEAD refreshes a link at least twice per grace window, so the collector never takes
         // a blob a client was just told exists.
         configuration.linkRefreshInterval = .seconds(max(0, min(300, gcGraceSeconds / 2)))
@@ -241,11 +247,13 @@ public struct WharfConfiguration: Sendable, Equatable {
             var pullRecordIntervalSeconds: Int?
             var maximumPageSize: Int?
             var chunkMinimumLength: Int?
+            var maximumUploadsPerIdentity: Int?
         }
         struct Log: Decodable { var level: String? }
         struct ServerSection: Decodable {
             var idleTimeoutSeconds: Int?
             var maximumConnectionsPerSource: Int?
+            var trustedProxies: [String]?
         }
     }
 
@@ -271,6 +279,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = registry.pullRecordIntervalSeconds { pullRecordIntervalSeconds = value }
             if let value = registry.maximumPageSize { maximumPageSize = value }
             if let value = registry.chunkMinimumLength { chunkMinimumLength = value }
+            if let value = registry.maximumUploadsPerIdentity { maximumUploadsPerIdentity = value }
         }
         if let value = file.log?.level { logLevel = try Self.parseLogLevel(value, source: "\(source): log.level") }
         if let gc = file.gc {
@@ -290,6 +299,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = file.secrets?.masterKeyFile { masterKeyFile = value }
         if let value = file.server?.idleTimeoutSeconds { idleTimeoutSeconds = value }
         if let value = file.server?.maximumConnectionsPerSource { maximumConnectionsPerSource = value }
+        if let value = file.server?.trustedProxies { trustedProxies = value }
         if let scanner = file.scanner {
             if let value = scanner.enabled { scannerEnabled = value }
             if let value = scanner.database { scannerDatabase = value }
@@ -320,13 +330,13 @@ public struct WharfConfiguration: Sendable, Equatable {
     static let knownKeys: Set<String> = [
         "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path",
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
-        "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength",
+        "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
         "log", "log.level",
         "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
-        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource",
+        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource", "server.trustedProxies",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
     ]
@@ -410,6 +420,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         ]
         for (key, seconds) in durations where Int64(seconds) > ClientNumber.maximumSeconds {
             throw ConfigurationError.invalid("\(key) (at most \(ClientNumber.maximumSeconds) seconds)", "\(seconds)")
+        }
+        guard (1...1_000_000).contains(maximumUploadsPerIdentity) else {
+            throw ConfigurationError.invalid("registry.maximumUploadsPerIdentity (1 to 1000000)", "\(maximumUploadsPerIdentity)")
         }
         guard (1...3600).contains(idleTimeoutSeconds) else { throw ConfigurationError.invalid("server.idleTimeoutSeconds (1 to 3600)", "\(idleTimeoutSeconds)") }
         guard (1...1_000_000).contains(maximumConnectionsPerSource) else {

@@ -233,7 +233,7 @@ struct DistributionAPI: Sendable {
             }
             algorithm = parsed
         }
-        let status = try await registry.startUpload(in: repository, algorithm: algorithm)
+        let status = try await registry.startUpload(in: repository, algorithm: algorithm, owner: caller.identity.kind == .anonymous ? nil : caller.identity.name)
         var response = uploadProgressResponse(.accepted, repository: repository, status: status)
         if let minimum = registry.configuration.chunkMinimumLength {
             response.headers[.ociChunkMinLength] = String(minimum)
