@@ -420,7 +420,16 @@ public struct AccessStore: Sendable {
             if try await sql.raw("SELECT id FROM repositories WHERE namespace = \(bind: name) LIMIT 1").first() != nil {
                 throw AccessError.conflict("namespace '\(name)' still holds repositories; delete them first")
             }
-            return try await !sql.raw("DELETE FROM namespaces WHERE name = \(bind: name) RETURNING id").all().isEmpty
+            guard try await !sql.raw("DELETE FROM namespaces WHERE name = \(bind: name) RETURNING id").all().isEmpty else { return false }
+            // What was granted or set on this namespace goes with it (members and the quota go
+            // with the row): a namespace of the same name created later for someone else starts
+            // clean, with no robot permission and no pull policy carried over.
+            try await sql.raw("""
+                DELETE FROM robot_permissions WHERE (scope_kind = 'namespace' AND scope_name = \(bind: name))
+                   OR (scope_kind = 'repository' AND substr(scope_name, 1, \(bind: name.utf8.count + 1)) = \(bind: name + "/"))
+                """).run()
+            try await sql.raw("DELETE FROM registry_settings WHERE name = \(bind: "pull_policy:" + name)").run()
+            return true
         }
     }
 

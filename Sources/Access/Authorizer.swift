@@ -28,7 +28,7 @@ public final class Authorizer: Sendable {
 
     private enum NamespaceState: Sendable {
         case absent
-        case present(isPublic: Bool)
+        case present(id: Int64, isPublic: Bool)
     }
 
     public init(store: AccessStore, namespaceCreation: NamespaceCreationPolicy, policies: PolicyStore) {
@@ -50,7 +50,7 @@ public final class Authorizer: Sendable {
         let namespace = String(repository.namespace)
         var allowed = Set<Action>()
         let state = try await namespaceState(namespace)
-        if case .present(isPublic: true) = state { allowed.insert(.pull) }
+        if case .present(_, isPublic: true) = state { allowed.insert(.pull) }
         switch identity.kind {
         case .anonymous:
             break
@@ -178,20 +178,38 @@ public final class Authorizer: Sendable {
     public func ensureNamespace(_ namespace: String, for identity: Identity) async throws {
         guard case .absent = try await namespaceState(namespace) else { return }
         do {
-            _ = try await store.createNamespace(
+            let created = try await store.createNamespace(
                 name: namespace, isPublic: false, createdBy: identity.name,
                 admin: identity.kind == .user && !identity.isAdmin ? identity.id : nil
             )
+            namespaces.set(namespace, .present(id: created.id, isPublic: false))
         } catch AccessError.conflict {
-            // Another request created it first: fine.
+            // Another request created it first: fine; read it again when next needed.
+            namespaces.remove(namespace)
         }
-        namespaces.set(namespace, .present(isPublic: false))
         memberships.removeAll()
+    }
+
+    /// The namespace's database id, 0 when it does not exist. A name can be deleted and created
+    /// again for someone else; grants recorded with an id stop applying when it changes.
+    public func namespaceID(_ name: String) async throws -> Int64 {
+        if case .present(let id, _) = try await namespaceState(name) { return id }
+        return 0
+    }
+
+    /// What a bearer token grants on `repository`, as long as the namespace is the one the token
+    /// was issued for. For a namespace deleted and created again since (or created since, when it
+    /// did not exist at issue), only what the identity may do now counts.
+    public func tokenActions(_ token: TokenService.VerifiedToken, on repository: RepositoryName) async throws -> Set<Action> {
+        let granted = token.actions(on: repository.value)
+        guard !granted.isEmpty, let issuedFor = token.namespaceIDs?[String(repository.namespace)] else { return granted }
+        guard try await namespaceID(String(repository.namespace)) != issuedFor else { return granted }
+        return granted.intersection(try await actions(for: token.identity, on: repository))
     }
 
     private func namespaceState(_ name: String) async throws -> NamespaceState {
         if let cached = namespaces.get(name) { return cached }
-        let state: NamespaceState = try await store.namespace(named: name).map { .present(isPublic: $0.isPublic) } ?? .absent
+        let state: NamespaceState = try await store.namespace(named: name).map { .present(id: $0.id, isPublic: $0.isPublic) } ?? .absent
         namespaces.set(name, state)
         return state
     }

@@ -42,9 +42,13 @@ public final class TokenService: Sendable {
         public var kind: Identity.Kind
         public var uid: Int64
         public var adm: Bool?
+        /// Wharf's own: the id of each namespace the `access` claim names, at issue (0: it did not
+        /// exist), so a grant does not carry over to a namespace deleted and created again.
+        public var nsid: [String: Int64]?
 
         public init(iss: IssuerClaim, sub: SubjectClaim, aud: AudienceClaim, exp: ExpirationClaim, nbf: NotBeforeClaim, iat: IssuedAtClaim,
-                    jti: IDClaim, access: [AccessScope], kind: Identity.Kind, uid: Int64, adm: Bool?) {
+                    jti: IDClaim, access: [AccessScope], kind: Identity.Kind, uid: Int64, adm: Bool?, nsid: [String: Int64]? = nil) {
+            self.nsid = nsid
             self.iss = iss
             self.sub = sub
             self.aud = aud
@@ -72,6 +76,8 @@ public final class TokenService: Sendable {
         public let identity: Identity
         public let access: [AccessScope]
         public let expires: Date
+        /// Namespace ids at issue (see `Claims.nsid`); nil in tokens from before it existed.
+        public let namespaceIDs: [String: Int64]?
 
         /// The actions this token grants on a repository.
         public func actions(on repository: String) -> Set<Action> {
@@ -163,7 +169,7 @@ public final class TokenService: Sendable {
 
     public var activeKeyID: String? { keys.withLock { $0.active } }
 
-    public func issue(to identity: Identity, access: [AccessScope]) async throws -> IssuedToken {
+    public func issue(to identity: Identity, access: [AccessScope], namespaceIDs: [String: Int64]? = nil) async throws -> IssuedToken {
         let (collection, kid) = keys.withLock { ($0.collection, $0.active) }
         guard let kid else { throw AccessError.invalid("no active token signing key") }
         // Whole seconds: JWT NumericDates are integers in every client we care about.
@@ -180,7 +186,8 @@ public final class TokenService: Sendable {
             access: access,
             kind: identity.kind,
             uid: identity.id,
-            adm: identity.isAdmin ? true : nil
+            adm: identity.isAdmin ? true : nil,
+            nsid: namespaceIDs
         )
         let token = try await collection.sign(claims, kid: JWKIdentifier(string: kid))
         return IssuedToken(token: token, expiresIn: Int(lifetime), issuedAt: now)
@@ -211,7 +218,8 @@ public final class TokenService: Sendable {
         let verified = VerifiedToken(
             identity: Identity(kind: claims.kind, name: claims.sub.value, id: claims.uid, isAdmin: claims.adm ?? false),
             access: claims.access,
-            expires: claims.exp.value
+            expires: claims.exp.value,
+            namespaceIDs: claims.nsid
         )
         verifiedTokens.set(token, verified, expires: ContinuousClock.now + .seconds(max(1, claims.exp.value.timeIntervalSince(now) + leewaySeconds)))
         return verified

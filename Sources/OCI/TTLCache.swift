@@ -43,6 +43,10 @@ public final class TTLCache<Key: Hashable & Sendable, Value: Sendable>: Sendable
         }
     }
 
+    public func remove(_ key: Key) {
+        _ = entries.withLock { $0.removeValue(forKey: key) }
+    }
+
     public func removeAll() {
         entries.withLock { $0.removeAll(keepingCapacity: true) }
     }

@@ -102,6 +102,9 @@ public final class PullGate: Sendable {
         self.metadata = metadata
     }
 
+    /// Forgets a namespace's cached policy (the namespace was deleted along with its policy).
+    public func forgetPolicy(of namespace: String) { policies.remove(namespace) }
+
     /// Drops cached verdicts (their scan results changed).
     public func forgetScans() { scans.removeAll() }
 

@@ -178,6 +178,56 @@ struct UploadQuotaTests {
     }
 }
 
+@Suite("Grants belong to a namespace, not to its name")
+struct NamespaceIdentityTests {
+    @Test("deleting a namespace removes robot permissions and the pull policy; a namespace created again under the name inherits neither")
+    func recreatedNamespace() async throws {
+        try await Secure.withServer { client, _ in
+            let admin = CredentialBoundaryTests.json(Secure.basic("admin", Secure.adminPassword))
+            #expect(try await client.request(.post, "/api/v1/namespaces", headers: admin, body: ByteBuffer(string: #"{"name":"gamma"}"#)).status == .created)
+            let robot = try await client.request(.post, "/api/v1/robots", headers: admin, body: ByteBuffer(string:
+                #"{"name":"gamma-ci","permissions":[{"scope":"namespace","name":"gamma","actions":["pull","push"]},{"scope":"repository","name":"gamma/app","actions":["delete"]}]}"#))
+            #expect(robot.status == .created)
+            struct Secret: Decodable { let name: String; let secret: String }
+            let credentials = try JSONDecoder().decode(Secret.self, from: Data(robot.body.readableBytesView))
+            let robotAuth = Secure.basic(credentials.name, credentials.secret)
+            #expect(try await client.request(.post, "/v2/gamma/app/blobs/uploads/", headers: robotAuth).status == .accepted)
+            let policy = try await client.request(.put, "/api/v1/namespaces/gamma/pull-policy", headers: admin, body: ByteBuffer(string: #"{"severity":"HIGH"}"#))
+            #expect(policy.status == .ok, "\(policy.text)")
+
+            #expect(try await client.request(.delete, "/api/v1/namespaces/gamma", headers: admin).status == .noContent)
+            #expect(try await client.request(.post, "/api/v1/namespaces", headers: admin, body: ByteBuffer(string: #"{"name":"gamma"}"#)).status == .created)
+            let refused = try await client.request(.post, "/v2/gamma/app/blobs/uploads/", headers: robotAuth)
+            #expect(refused.status == .forbidden, "the robot's old grant must not reach the new gamma")
+            let shown = try await client.request(.get, "/api/v1/robots/\(credentials.name)", headers: admin)
+            #expect(shown.text.contains(#""permissions":[]"#), "\(shown.text)")
+            #expect(try await client.request(.get, "/api/v1/namespaces/gamma/pull-policy", headers: admin).status == .notFound)
+        }
+    }
+
+    @Test("a token issued before its namespace existed does not grant the namespace someone else then created")
+    func tokenBeforeNamespace() async throws {
+        try await Secure.withServer(customize: { $0.namespaceCreation = .users }) { client, _ in
+            try await CredentialBoundaryTests.createUser(client, "xavier")
+            try await CredentialBoundaryTests.createUser(client, "yolanda")
+            let early = try await Secure.token(client, Secure.basic("xavier", "xavier-password-1"), scopes: ["repository:newteam/app:pull,push,delete"])
+            let claims = try Secure.claims(early)
+            #expect((claims["nsid"] as? [String: Any])?["newteam"] as? Int == 0)
+            // Yolanda creates newteam and fills it.
+            let yolanda = Secure.basic("yolanda", "yolanda-password-1")
+            let digest = try await client.pushBlob("yolanda's layer", to: "newteam/app", auth: yolanda)
+            for (method, path) in [(HTTPRequest.Method.head, "/v2/newteam/app/blobs/\(digest)"), (.post, "/v2/newteam/app/blobs/uploads/"),
+                                   (.delete, "/v2/newteam/app/blobs/\(digest)")] {
+                let response = try await client.request(method, path, headers: Secure.bearer(early))
+                #expect(response.status == .unauthorized, "\(method) \(path) with the early token: \(response.status)")
+            }
+            // A token Xavier gets now is refused too: he is not a member of Yolanda's namespace.
+            let now = try await client.request(.get, "/auth/token?service=wharf&scope=repository:newteam/app:pull", headers: Secure.basic("xavier", "xavier-password-1"))
+            #expect(!now.text.contains("newteam/app:pull"))
+        }
+    }
+}
+
 @Suite("Hostile input: credentials cannot outlive or exceed their grant")
 struct CredentialBoundaryTests {
     static func json(_ auth: HTTPFields) -> HTTPFields { auth.merging(["Content-Type": "application/json"]) }

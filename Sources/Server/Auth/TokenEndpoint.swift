@@ -77,7 +77,13 @@ struct TokenEndpoint: Sendable {
 
     private func issue(to caller: Caller, scopes: [AccessScope], refreshToken: String?, oauth: Bool) async throws -> Response {
         let granted = try await access.authorizer.grant(scopes, to: caller.identity)
-        let token = try await access.tokens.issue(to: caller.identity, access: granted)
+        var namespaceIDs: [String: Int64] = [:]
+        for scope in granted where scope.type == "repository" {
+            guard let repository = RepositoryName(scope.name) else { continue }
+            let namespace = String(repository.namespace)
+            if namespaceIDs[namespace] == nil { namespaceIDs[namespace] = try await access.authorizer.namespaceID(namespace) }
+        }
+        let token = try await access.tokens.issue(to: caller.identity, access: granted, namespaceIDs: namespaceIDs.isEmpty ? nil : namespaceIDs)
         if caller.identity.kind != .anonymous {
             access.audit.record(AuditEvent(actor: caller.identity, action: "token", source: caller.source,
                                            detail: AccessControlJSON.object(["requested": scopes.map(\.description).joined(separator: " "),

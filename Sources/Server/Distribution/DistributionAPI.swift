@@ -129,7 +129,7 @@ struct DistributionAPI: Sendable {
     /// Whether `caller` may take `action` on `repository`: by the token's grant, or by the rules.
     private func allowed(_ caller: Caller, _ action: Action, on repository: RepositoryName) async throws -> Bool {
         guard let authentication else { return true }
-        if let token = caller.token { return token.actions(on: repository.value).contains(action) }
+        if let token = caller.token { return try await authentication.access.authorizer.tokenActions(token, on: repository).contains(action) }
         return try await authentication.access.authorizer.actions(for: caller.identity, on: repository).contains(action)
     }
 

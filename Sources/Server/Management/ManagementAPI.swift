@@ -293,7 +293,9 @@ struct ManagementAPI: Sendable {
                 return try Self.json(API.Namespace(try await access.setNamespacePublic(try Self.parameter(context, "name"), body.public, by: caller.identity, source: caller.source)))
             },
             Route(.delete, "/namespaces/{name}", "Delete an empty namespace", status: .noContent) { _, context, caller in
-                try await access.deleteNamespace(try Self.parameter(context, "name"), by: caller.identity, source: caller.source)
+                let name = try Self.parameter(context, "name")
+                try await access.deleteNamespace(name, by: caller.identity, source: caller.source)
+                storage?.scans.pullGate.forgetPolicy(of: name)  // removed with the namespace
                 return Self.noContent()
             },
             Route(.get, "/namespaces/{name}/members", "List a namespace's members", response: "[Member]") { _, context, caller in
