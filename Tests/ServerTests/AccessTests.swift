@@ -25,6 +25,9 @@ enum Secure {
             configuration.loginFailuresBeforeDelay = 3
             configuration.loginFirstDelaySeconds = 1
             configuration.loginMaximumDelaySeconds = 2
+            // Cheap hashes: dozens of suites sign in at once on two cores, and what they test is
+            // behaviour, not bcrypt's cost (the default stays 12).
+            configuration.passwordCost = 6
             customize(&configuration)
         }, body)
     }
@@ -487,7 +490,9 @@ struct AccessFlowTests {
 
     @Test("login throttling: repeated failures back off with 429 and Retry-After, then the real user gets in")
     func throttling() async throws {
-        try await Secure.withServer { client, _ in
+        // Waits of 5 s: long enough that the checks below run inside the wait even when the
+        // whole suite loads both cores; the doubling and expiry arithmetic has unit tests.
+        try await Secure.withServer(customize: { $0.loginFirstDelaySeconds = 5; $0.loginMaximumDelaySeconds = 5 }) { client, _ in
             var statuses: [HTTPResponse.Status] = []
             var retryAfter: String?
             for _ in 0..<6 {
@@ -503,8 +508,8 @@ struct AccessFlowTests {
             #expect(Int(retryAfter ?? "") ?? 0 >= 1)
             // While locked, even the right password waits: that is what stops guessing.
             #expect(try await client.request(.get, "/v2/", headers: Secure.basic("admin", Secure.adminPassword)).status == .tooManyRequests)
-            // The lock expires (capped at 2 s in this test); the real password then works and clears the count.
-            try await Task.sleep(for: .seconds(2.5))
+            // The lock expires (capped at 5 s in this test); the real password then works and clears the count.
+            try await Task.sleep(for: .seconds(5.5))
             #expect(try await client.request(.get, "/v2/", headers: Secure.basic("admin", Secure.adminPassword)).status == .ok)
             #expect(try await client.request(.get, "/v2/", headers: Secure.basic("admin", "guess")).status == .unauthorized)
         }
@@ -530,9 +535,11 @@ struct AccessFlowTests {
             #expect(find("user.create")?.target == "gina")
             #expect(find("push")?.repository == "team/app")
             #expect(find("push")?.detail?.contains(digest.description) == false)  // the manifest's digest, not the config's
-            let pull = try #require(find("pull"))
-            #expect(pull.count == 3)
-            #expect(pull.actor == "admin")
+            // Aggregated per flush: three pulls are one event, or two when a flush fell between
+            // them (a slow run); the counts always add up.
+            let pulls = events.filter { $0.action == "pull" && $0.result == "success" && $0.actor == "admin" && $0.repository == "team/app" }
+            #expect(pulls.reduce(0) { $0 + $1.count } == 3)
+            #expect(pulls.count < 3, "pulls are aggregated, not one event each")
             #expect(find("pull", "denied")?.actor == "gina")
             #expect(find("login", "failure")?.target == "gina")
             #expect(find("delete")?.target == "v1")

@@ -65,6 +65,8 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// The first wait; it doubles with each further failure, up to the maximum.
     public var loginFirstDelaySeconds = 2
     public var loginMaximumDelaySeconds = 300
+    /// bcrypt cost of stored passwords (each step doubles the work; 12 takes about 250 ms).
+    public var passwordCost = 12
 
     /// Online garbage collection (continuous, in small batches).
     public var gcEnabled = true
@@ -135,6 +137,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         configuration.throttle.firstDelay = .seconds(loginFirstDelaySeconds)
         configuration.throttle.maximumDelay = .seconds(max(loginFirstDelaySeconds, loginMaximumDelaySeconds))
         configuration.registryID = ecrRegistryID
+        configuration.passwordCost = UInt8(passwordCost)
         return configuration
     }
 
@@ -231,6 +234,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             var loginFailuresBeforeDelay: Int?
             var loginFirstDelaySeconds: Int?
             var loginMaximumDelaySeconds: Int?
+            var passwordCost: Int?
         }
 
         struct ECRSection: Decodable { var registryId: String? }
@@ -322,6 +326,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = auth.loginFailuresBeforeDelay { loginFailuresBeforeDelay = value }
             if let value = auth.loginFirstDelaySeconds { loginFirstDelaySeconds = value }
             if let value = auth.loginMaximumDelaySeconds { loginMaximumDelaySeconds = value }
+            if let value = auth.passwordCost { passwordCost = value }
         }
         try validate()
     }
@@ -333,7 +338,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
         "log", "log.level",
         "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
-        "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds",
+        "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds", "auth.passwordCost",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
         "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource", "server.trustedProxies",
@@ -421,6 +426,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         for (key, seconds) in durations where Int64(seconds) > ClientNumber.maximumSeconds {
             throw ConfigurationError.invalid("\(key) (at most \(ClientNumber.maximumSeconds) seconds)", "\(seconds)")
         }
+        guard (4...31).contains(passwordCost) else { throw ConfigurationError.invalid("auth.passwordCost (bcrypt cost, 4 to 31)", "\(passwordCost)") }
         guard (1...1_000_000).contains(maximumUploadsPerIdentity) else {
             throw ConfigurationError.invalid("registry.maximumUploadsPerIdentity (1 to 1000000)", "\(maximumUploadsPerIdentity)")
         }
