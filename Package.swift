@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "wharf", targets: ["wharf"]),
+        // For the libFuzzer binary in Fuzz/ (a package of its own, so no normal build links libFuzzer).
+        .library(name: "WharfFuzzTargets", targets: ["FuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -195,6 +197,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Every parser of outside input behind one entry point per target: for libFuzzer (Fuzz/,
+        // scripts/fuzz.sh) and for the tests, which replay the corpora. Debug builds only
+        // (@testable imports of internal parsers); release builds make the wharf product alone.
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Linux calls Swift's Glibc module hides: sync_file_range(2), malloc_trim(3).
         .target(name: "CLinux"),
         // libzstd from the system (Debian's libzstd-dev), for zstd-compressed layers.
@@ -217,6 +233,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         .testTarget(
