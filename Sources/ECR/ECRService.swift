@@ -1,5 +1,6 @@
 import Scanning
 import Access
+import BlobStore
 import Lifecycle
 import Logging
 import Metadata
@@ -133,6 +134,8 @@ public final class ECRService: Sendable {
             }
         case let error as RegistryError:
             return error.status >= 500 ? .server(error.message) : .invalidParameter(error.message)
+        case let error where StorageSpace.isNoSpace(error):
+            return .server("the registry's storage is full (no space left on device); the operation changed nothing")
         case let error as LifecyclePolicy.ValidationError:
             // A stored policy that no longer validates (written before a bound existed) is reported, never evaluated.
             return .invalidParameter("the lifecycle policy is invalid: \(error.message); put a corrected policy")

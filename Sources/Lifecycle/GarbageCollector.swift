@@ -114,6 +114,8 @@ public final class GarbageCollector: Service, Sendable {
             return true
         }) else { throw CollectionError.alreadyRunning }
         defer { running.withLock { $0 = false } }
+        if !dryRun { registry.space?.releaseReserveIfLow() }  // a full disk must not stop the collection that frees it
+        defer { registry.space?.holdReserve() }
         var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
         let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)
         // A grace window given for this run also shortens how long an idle upload session is kept
@@ -288,6 +290,8 @@ public final class GarbageCollector: Service, Sendable {
             return true
         }) else { return }
         defer { running.withLock { $0 = false } }
+        registry.space?.releaseReserveIfLow()
+        defer { registry.space?.holdReserve() }
         var report = GarbageCollectionReport(trigger: "continuous", dryRun: false, startedAt: Timestamp.nowMillis(), phase: "starting")
         let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.grace.components.seconds)
         do {

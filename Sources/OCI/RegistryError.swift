@@ -14,6 +14,8 @@ public enum ErrorCode: String, Sendable, Codable {
     case denied = "DENIED"
     case unsupported = "UNSUPPORTED"
     case tooManyRequests = "TOOMANYREQUESTS"
+    /// Docker's catch-all for server-side failures (a full disk answers it with 507).
+    case unknown = "UNKNOWN"
 
     public var defaultStatus: Int {
         switch self {
@@ -23,6 +25,7 @@ public enum ErrorCode: String, Sendable, Codable {
         case .denied: 403
         case .unsupported: 405
         case .tooManyRequests: 429
+        case .unknown: 500
         }
     }
 }

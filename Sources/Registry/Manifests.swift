@@ -134,6 +134,7 @@ extension Registry {
 
     /// DELETE manifest: by digest removes the manifest and every tag on it; by tag removes only the tag.
     public func deleteManifest(_ reference: Reference, in repository: RepositoryName) async throws {
+        space?.releaseReserveIfLow()  // room for the database to record the deletion on a full disk
         switch reference {
         case .digest(let digest):
             guard let removedTags = try await metadata.deleteManifest(digest, in: repository) else {
@@ -153,6 +154,7 @@ extension Registry {
     /// and theirs) first, then the manifest. Returns every manifest deleted.
     @discardableResult
     public func expire(_ digest: Digest, in repository: RepositoryName) async throws -> [Digest] {
+        space?.releaseReserveIfLow()  // room for the database to record the deletion on a full disk
         let referrers = try await metadata.referrerClosure(of: digest, in: repository)
         var deleted: [Digest] = []
         for manifest in referrers.reversed() + [digest] {

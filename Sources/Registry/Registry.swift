@@ -42,7 +42,11 @@ public final class Registry: Sendable {
     /// Lost on restart, then rebuilt from the stored bytes.
     let hashStates = Mutex<[String: UploadHashState]>([:])
 
-    public init(metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger) {
+    /// Free-space guard of the blob store's filesystem; nil where none applies (tests of other things).
+    public let space: StorageSpace?
+
+    public init(metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger, space: StorageSpace? = nil) {
+        self.space = space
         self.metadata = metadata
         self.blobs = blobs
         self.configuration = configuration
@@ -83,6 +87,7 @@ extension Registry {
 
     /// DELETE: removes the blob from the repository's view; bytes are reclaimed by garbage collection.
     public func deleteBlob(_ digest: Digest, in repository: RepositoryName) async throws {
+        space?.releaseReserveIfLow()
         guard try await metadata.unlinkBlob(digest, from: repository) else { throw RegistryError.blobUnknown(digest) }
     }
 
@@ -310,6 +315,11 @@ extension Registry {
         } catch BlobStoreError.uploadNotFound {
             try await forgetLostSession(upload.id)
             throw RegistryError.uploadUnknown(upload.id)
+        }
+        do {
+            try space?.checkWritable()
+        } catch {
+            throw RegistryError(.unknown, error.description, status: 507)
         }
         var working = hasher
         var received: Int64 = 0

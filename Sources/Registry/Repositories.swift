@@ -1,3 +1,4 @@
+import BlobStore
 import Metadata
 import OCI
 
@@ -5,6 +6,7 @@ extension Registry {
     /// Deletes a repository (with `force`, even when it holds images) and forgets it in the
     /// manifest cache. Its blobs stay until the collector finds them unreferenced.
     public func deleteRepository(_ name: RepositoryName, force: Bool) async throws -> RepositoryDeletion {
+        space?.releaseReserveIfLow()  // room for the database to record the deletion on a full disk
         let result = try await metadata.deleteRepository(name, force: force)
         if case .deleted = result { cache.invalidate(repository: name.value) }
         return result

@@ -79,7 +79,10 @@ public final class WharfServer: Sendable {
         } else {
             logger.warning("authentication is OFF: anyone who can reach this server may push, pull and delete")
         }
-        let registry = Registry(metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger)
+        let space = StorageSpace(root: configuration.resolvedStoragePath, minimumFreeBytes: Int64(configuration.storageMinimumFreeMiB) << 20,
+                                 reserveBytes: Int64(configuration.storageReserveMiB) << 20, logger: logger)
+        space.holdReserve()
+        let registry = Registry(metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space)
         let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
         // An interrupted collection may have left blobs in the trash: put them back before serving.
         try await collector.recoverTrash()

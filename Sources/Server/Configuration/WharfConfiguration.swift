@@ -23,6 +23,11 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var databaseURL: String?
     /// Root of the filesystem blob store. Nil: the data folder.
     public var storagePath: String?
+    /// Pushes are refused (507) while the storage's filesystem has less free space than this.
+    public var storageMinimumFreeMiB = 256
+    /// Space held in `<storage>/reserved-space` and released when the disk is nearly full, so
+    /// deletes and garbage collection can always run.
+    public var storageReserveMiB = 64
     /// Accept image indexes that name child manifests the repository does not hold.
     public var allowSparseIndexes = false
     public var manifestCacheMiB = 64
@@ -242,6 +247,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         struct Database: Decodable { var url: String? }
         struct Storage: Decodable {
             var filesystem: Filesystem?
+            var minimumFreeMiB: Int?
+            var reserveMiB: Int?
             struct Filesystem: Decodable { var path: String? }
         }
         struct RegistrySection: Decodable {
@@ -276,6 +283,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = file.data { dataDirectory = value }
         if let value = file.database?.url { databaseURL = value }
         if let value = file.storage?.filesystem?.path { storagePath = value }
+        if let value = file.storage?.minimumFreeMiB { storageMinimumFreeMiB = value }
+        if let value = file.storage?.reserveMiB { storageReserveMiB = value }
         if let registry = file.registry {
             if let value = registry.allowSparseIndexes { allowSparseIndexes = value }
             if let value = registry.manifestCacheMiB { manifestCacheMiB = value }
@@ -333,7 +342,7 @@ public struct WharfConfiguration: Sendable, Equatable {
 
     /// Every key the file may contain, as dotted paths.
     static let knownKeys: Set<String> = [
-        "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path",
+        "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path", "storage.minimumFreeMiB", "storage.reserveMiB",
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
         "log", "log.level",
@@ -425,6 +434,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         ]
         for (key, seconds) in durations where Int64(seconds) > ClientNumber.maximumSeconds {
             throw ConfigurationError.invalid("\(key) (at most \(ClientNumber.maximumSeconds) seconds)", "\(seconds)")
+        }
+        guard (0...(1 << 30)).contains(storageMinimumFreeMiB), (0...(1 << 20)).contains(storageReserveMiB) else {
+            throw ConfigurationError.invalid("storage.minimumFreeMiB / storage.reserveMiB (0 or more MiB)", "\(storageMinimumFreeMiB) / \(storageReserveMiB)")
         }
         guard (4...31).contains(passwordCost) else { throw ConfigurationError.invalid("auth.passwordCost (bcrypt cost, 4 to 31)", "\(passwordCost)") }
         guard (1...1_000_000).contains(maximumUploadsPerIdentity) else {

@@ -1,4 +1,5 @@
 import Access
+import BlobStore
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -41,6 +42,9 @@ struct DistributionAPI: Sendable {
             response = ErrorResponse.make(error, method: request.method)
         } catch let error as UploadError {
             response = uploadErrorResponse(error, request: request)
+        } catch where StorageSpace.isNoSpace(error) {
+            context.logger.error("storage full", metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)"])
+            response = ErrorResponse.json(status: .init(code: 507), code: "UNKNOWN", message: ErrorResponse.storageFull, method: request.method)
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)"])
             response = ErrorResponse.json(status: .internalServerError, code: "UNKNOWN", message: "internal server error; see the server log", method: request.method)

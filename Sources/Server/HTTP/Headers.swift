@@ -18,6 +18,10 @@ extension HTTPField.Name {
 
 /// Renders errors in the distribution spec's JSON shape.
 enum ErrorResponse {
+    /// What a client is told when the disk is full, whichever write found it out.
+    static let storageFull = "the registry's storage is full (no space left on device): this write failed and changed nothing; "
+        + "reads and deletes keep working, and space returns once images are deleted and garbage collection runs"
+
     static func make(_ error: RegistryError, method: HTTPRequest.Method = .get) -> Response {
         var headers = HTTPFields()
         for (name, value) in error.headers {

@@ -1,4 +1,5 @@
 import Access
+import BlobStore
 import HTTPTypes
 import Hummingbird
 import Lifecycle
@@ -119,6 +120,8 @@ struct ManagementAPI: Sendable {
             return Self.error(.badRequest, "INVALID", "the request body does not match the schema: \(error)")
         } catch is NIOTooManyBytesError {
             return Self.error(.contentTooLarge, "INVALID", "request body too large")
+        } catch where StorageSpace.isNoSpace(error) {
+            return Self.error(.init(code: 507), "STORAGE_FULL", ErrorResponse.storageFull)
         } catch {
             context.logger.error("management request failed", metadata: ["error": "\(String(reflecting: error))"])
             return Self.error(.internalServerError, "INTERNAL", "internal server error; see the server log")
