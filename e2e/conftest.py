@@ -82,6 +82,9 @@ class Wharf:
         self.extra_args = list(extra_args)
         self.process = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        # HTTPS when the server is configured with a certificate; `verify` is then the CA file.
+        self.scheme = "http"
+        self.verify = True
 
     @property
     def host(self):
@@ -89,7 +92,7 @@ class Wharf:
 
     @property
     def url(self):
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     # Credentials in the forms the clients take.
     auth = ("admin", ADMIN_PASSWORD)
@@ -97,7 +100,7 @@ class Wharf:
 
     def api(self, method, path, auth=None, **kwargs):
         """A management API call as the administrator (or `auth`)."""
-        return requests.request(method, f"{self.url}/api/v1{path}", auth=auth or self.auth, timeout=30, **kwargs)
+        return requests.request(method, f"{self.url}/api/v1{path}", auth=auth or self.auth, timeout=30, verify=self.verify, **kwargs)
 
     def start(self, timeout=60):
         env = dict(os.environ)
@@ -112,7 +115,7 @@ class Wharf:
             if self.process.poll() is not None:
                 raise AssertionError(f"wharf exited early ({self.process.returncode}):\n{self.log_text()}")
             try:
-                if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
+                if requests.get(self.url + "/v2/", timeout=1, verify=self.verify).status_code in (200, 401):
                     return self
             except requests.RequestException:
                 pass

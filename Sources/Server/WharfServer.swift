@@ -2,6 +2,8 @@ import Access
 import BlobStore
 import ECR
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Lifecycle
 import Logging
 import Metadata
@@ -28,12 +30,18 @@ public final class WharfServer: Sendable {
     public let access: AccessControl?
     /// The administrator password generated at this start (first start only), to show once.
     public let generatedAdministratorPassword: String?
+    /// The certificate and key when Wharf serves HTTPS itself (`tls.certificateFile`, `tls.keyFile`).
+    let tls: TLSCertificates?
     private let ioThreadPool: NIOThreadPool
     private let logger: Logger
 
     /// Opens (and migrates) the database and prepares the blob store. Nothing listens yet.
     public static func open(configuration: WharfConfiguration, logger: Logger) async throws -> WharfServer {
         try configuration.validate()
+        // A certificate that does not load stops the start with the reason, before anything else.
+        let tls = try configuration.tlsCertificateFile.map { certificate in
+            try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? "", logger: logger)
+        }
         // Blob I/O gets its own threads: disk latency must not stall database work, and more
         // threads than cores is right for blocking file I/O.
         let ioThreadPool = NIOThreadPool(numberOfThreads: max(4, System.coreCount * 2))
@@ -106,12 +114,13 @@ public final class WharfServer: Sendable {
         updateSettings.publish = configuration.scannerPublishDatabase
         let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
         return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
-                           lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, ioThreadPool: ioThreadPool, logger: logger)
+                           lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
                  collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
-                 access: AccessControl?, generatedAdministratorPassword: String?, ioThreadPool: NIOThreadPool, logger: Logger) {
+                 access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, ioThreadPool: NIOThreadPool, logger: Logger) {
+        self.tls = tls
         self.configuration = configuration
         self.metadata = metadata
         self.blobStore = blobStore
@@ -129,7 +138,8 @@ public final class WharfServer: Sendable {
     /// The HTTP routes: the Distribution API under `/v2` and the token endpoint.
     public func makeRouter() -> Router<WharfRequestContext> {
         let router = Router(context: WharfRequestContext.self)
-        let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm) }
+        let scheme = tls == nil ? "http" : "https"
+        let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm, scheme: scheme) }
         let api = DistributionAPI(registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize,
                                   pullGate: scans.pullGate)
         for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete] {
@@ -145,7 +155,7 @@ public final class WharfServer: Sendable {
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle,
                                                           scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate,
-                                                          logger: logger), registry: registry)
+                                                          logger: logger), registry: registry, scheme: scheme)
             router.post("/") { request, context in await ecr.respond(to: request, context: context) }
             router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in
                 await ecr.download(request, token: context.parameters.get("token") ?? "")
@@ -168,14 +178,16 @@ public final class WharfServer: Sendable {
         let connections = ConnectionLimiter(maximumPerSource: configuration.maximumConnectionsPerSource, logger: logger)
         ConnectionLimiter.raiseOpenFileLimit(logger: logger)
         let trustedProxies = Set(configuration.trustedProxies)
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
+                                        ExpectContinueHandler()],
+            // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
+            idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
+        ))
+        if let tls { tls.reloadOnHangUp() }
         return Application(
             router: makeRouter(),
-            server: .http1(configuration: .init(
-                additionalChannelHandlers: [connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
-                                            ExpectContinueHandler()],
-                // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
-                idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
-            )),
+            server: try tls.map { try HTTPServerBuilder.tls(http1, tlsConfiguration: $0.configuration()) } ?? http1,
             configuration: .init(address: .hostname(host, port: port), serverName: "Wharf"),
             services: backgroundServices,
             onServerRunning: { channel in

@@ -28,6 +28,9 @@ struct RequestAuthentication: Sendable {
     let access: AccessControl
     /// Configured realm; nil derives `http(s)://<Host>/auth/token` from each request.
     let configuredRealm: String?
+    /// The scheme this server answers on (`https` when it serves TLS itself), unless a trusted
+    /// proxy says otherwise in `X-Forwarded-Proto`.
+    var scheme = "http"
 
     enum Credentials {
         case none
@@ -87,7 +90,7 @@ struct RequestAuthentication: Sendable {
 
     func realm(for request: Request) -> String {
         if let configuredRealm { return configuredRealm }
-        let scheme = request.headers[HTTPField.Name("X-Forwarded-Proto")!] ?? "http"
+        let scheme = request.headers[HTTPField.Name("X-Forwarded-Proto")!] ?? self.scheme
         let host = request.headers[HTTPField.Name("X-Forwarded-Host")!] ?? request.head.authority ?? "localhost"
         return "\(scheme)://\(host)/auth/token"
     }

@@ -43,6 +43,9 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var idleTimeoutSeconds = 60
     /// Connections one source address may hold open at once; further ones are closed at accept.
     public var maximumConnectionsPerSource = 512
+    /// PEM files to serve HTTPS with (TLS 1.2 and 1.3); both or neither. Reloaded on SIGHUP.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
     /// Addresses of reverse proxies whose `X-Forwarded-*` headers are believed; from anyone else
     /// those headers are removed.
     public var trustedProxies: [String] = []
@@ -199,6 +202,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         var ecr: ECRSection?
         var secrets: SecretsSection?
         var server: ServerSection?
+        var tls: TLSSection?
         var scanner: ScannerSection?
 
         struct ScannerSection: Decodable {
@@ -244,6 +248,10 @@ public struct WharfConfiguration: Sendable, Equatable {
 
         struct ECRSection: Decodable { var registryId: String? }
         struct SecretsSection: Decodable { var masterKeyFile: String? }
+        struct TLSSection: Decodable {
+            var certificateFile: String?
+            var keyFile: String?
+        }
         struct Database: Decodable { var url: String? }
         struct Storage: Decodable {
             var filesystem: Filesystem?
@@ -311,6 +319,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = file.ecr?.registryId { ecrRegistryID = value }
         if let value = file.secrets?.masterKeyFile { masterKeyFile = value }
         if let value = file.server?.idleTimeoutSeconds { idleTimeoutSeconds = value }
+        if let value = file.tls?.certificateFile { tlsCertificateFile = value }
+        if let value = file.tls?.keyFile { tlsKeyFile = value }
         if let value = file.server?.maximumConnectionsPerSource { maximumConnectionsPerSource = value }
         if let value = file.server?.trustedProxies { trustedProxies = value }
         if let scanner = file.scanner {
@@ -350,7 +360,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds", "auth.passwordCost",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
-        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource", "server.trustedProxies",
+        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource", "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
     ]
@@ -381,6 +391,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_ECR_REGISTRY_ID"], !value.isEmpty { ecrRegistryID = value }
         if let value = environment["WHARF_MASTER_KEY"], !value.isEmpty { masterKey = value }
         if let value = environment["WHARF_MASTER_KEY_FILE"], !value.isEmpty { masterKeyFile = value }
+        if let value = environment["WHARF_TLS_CERTIFICATE"], !value.isEmpty { tlsCertificateFile = value }
+        if let value = environment["WHARF_TLS_KEY"], !value.isEmpty { tlsKeyFile = value }
         if let value = environment["WHARF_GC_GRACE_SECONDS"] {
             guard let seconds = ClientNumber.parse(value, in: 0...Int(ClientNumber.maximumSeconds)) else {
                 throw ConfigurationError.invalid("WHARF_GC_GRACE_SECONDS", value)
@@ -437,6 +449,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         guard (0...(1 << 30)).contains(storageMinimumFreeMiB), (0...(1 << 20)).contains(storageReserveMiB) else {
             throw ConfigurationError.invalid("storage.minimumFreeMiB / storage.reserveMiB (0 or more MiB)", "\(storageMinimumFreeMiB) / \(storageReserveMiB)")
+        }
+        guard (tlsCertificateFile == nil) == (tlsKeyFile == nil) else {
+            throw ConfigurationError.invalid("tls.certificateFile and tls.keyFile (give both, or neither)", "\(tlsCertificateFile ?? "none") / \(tlsKeyFile ?? "none")")
         }
         guard (4...31).contains(passwordCost) else { throw ConfigurationError.invalid("auth.passwordCost (bcrypt cost, 4 to 31)", "\(passwordCost)") }
         guard (1...1_000_000).contains(maximumUploadsPerIdentity) else {

@@ -13,6 +13,8 @@ struct ECREndpoint: Sendable {
 
     let service: ECRService
     let registry: Registry
+    /// `https` when the server serves TLS itself (layer download URLs name it).
+    var scheme = "http"
 
     func respond(to request: Request, context: WharfRequestContext) async -> Response {
         let body: ByteBuffer
@@ -28,7 +30,7 @@ struct ECREndpoint: Sendable {
         let forwardedProto = request.headers[HTTPField.Name("X-Forwarded-Proto")!]
         let message = AWSJSONRequest(
             method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "", headers: headers,
-            body: Array(body.readableBytesView), scheme: forwardedProto ?? "http",
+            body: Array(body.readableBytesView), scheme: forwardedProto ?? scheme,
             host: request.headers[HTTPField.Name("X-Forwarded-Host")!] ?? host, source: context.sourceAddress)
         let answer = await service.handle(message)
         var fields = HTTPFields()
