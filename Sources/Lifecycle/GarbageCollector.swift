@@ -89,6 +89,21 @@ public final class GarbageCollector: Service, Sendable {
     public var progress: GarbageCollectionReport? { current.withLock { $0 } }
 
     /// Puts the trash in order after a crash: blobs whose rows survived go back, the rest go.
+    /// Removes upload sessions whose file is gone: a crash between publishing a session's blob
+    /// and committing left the row, and such a session can never be completed. (The file is
+    /// created before the row, so a row without a file is never one still being started.)
+    @discardableResult
+    public func removeSessionsWithoutFiles() async throws -> Int {
+        var removed = 0
+        for session in try await metadata.uploads(notUpdatedSince: Int64.max, limit: 100_000)
+        where try await blobs.uploadSize(session.id) == nil {
+            try await metadata.deleteUpload(session.id)
+            removed += 1
+        }
+        if removed > 0 { logger.notice("removed upload sessions whose bytes a crash left behind", metadata: ["sessions": "\(removed)"]) }
+        return removed
+    }
+
     public func recoverTrash() async throws {
         for digest in try await blobs.trashedBlobs() {
             if try await metadata.blobRecorded(digest) {
@@ -114,7 +129,10 @@ public final class GarbageCollector: Service, Sendable {
             return true
         }) else { throw CollectionError.alreadyRunning }
         defer { running.withLock { $0 = false } }
-        if !dryRun { registry.space?.releaseReserveIfLow() }  // a full disk must not stop the collection that frees it
+        if !dryRun {
+            registry.space?.releaseReserveIfLow()  // a full disk must not stop the collection that frees it
+            try await removeSessionsWithoutFiles()
+        }
         defer { registry.space?.holdReserve() }
         var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
         let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)

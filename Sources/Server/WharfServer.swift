@@ -94,6 +94,7 @@ public final class WharfServer: Sendable {
         let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
         // An interrupted collection may have left blobs in the trash: put them back before serving.
         try await collector.recoverTrash()
+        try await collector.removeSessionsWithoutFiles()
         let audit = access?.audit
         let lifecycle = LifecycleService(registry: registry, interval: .seconds(configuration.lifecycleIntervalSeconds), logger: logger) { expiry in
             audit?.record(AuditEvent(actor: nil, action: "lifecycle.expire", namespace: RepositoryName(expiry.repository).map { String($0.namespace) },
