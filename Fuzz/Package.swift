@@ -10,6 +10,11 @@ let package = Package(
         .package(name: "wharf", path: ".."),
     ],
     targets: [
-        .executableTarget(name: "wharf-fuzz", dependencies: [.product(name: "WharfFuzzTargets", package: "wharf")]),
+        .executableTarget(
+            name: "wharf-fuzz",
+            dependencies: [.product(name: "WharfFuzzTargets", package: "wharf")],
+            // gold fails on this link (an internal error reading DWARF); lld does not.
+            linkerSettings: [.unsafeFlags(["-use-ld=lld"])]
+        ),
     ]
 )

@@ -12,7 +12,15 @@ public enum JavaArchiveCataloger {
 
     /// Packages named `group:artifact`, as OSV's Maven ecosystem names them.
     public static func packages(archive bytes: [UInt8], location: String, depth: Int = 0) -> [DetectedPackage] {
-        guard let archive = try? Archive(data: Data(bytes), accessMode: .read) else { return [] }
+        // From a private temporary file, not from memory: ZIPFoundation's in-memory reader traps
+        // (a range with lowerBound > upperBound) when a crafted archive makes it seek past the end,
+        // which one jar in any pushed image turned into a crash of the whole server (found by the
+        // `packages` fuzz target; Fuzz/regressions/packages). Reading a file, it gets a short read
+        // and an error instead.
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wharf-jar-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: file.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return [] }
+        defer { try? FileManager.default.removeItem(at: file) }
+        guard let archive = try? Archive(url: file, accessMode: .read) else { return [] }
         var packages: [DetectedPackage] = []
         for entry in archive where entry.type == .file {
             let path = entry.path
