@@ -127,7 +127,12 @@ def test_kill_9_in_a_loop_loses_no_acknowledged_push(wharf_bin, tmp_path):
         # Upload files the kills cut off belong to no session: the collector removes them once
         # they are older than the grace window (5 s here), as it does in its continuous passes.
         time.sleep(6)
-        collected = requests.post(f"{server.url}/api/v1/gc", auth=AUTH, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:  # 409 while a continuous pass is running: ask again when it is done
+            collected = requests.post(f"{server.url}/api/v1/gc", auth=AUTH, timeout=120)
+            if collected.status_code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert collected.status_code == 200, collected.text
         verify(server.url, acknowledged, deleted)
     finally:
