@@ -88,23 +88,17 @@ public struct AccessStore: Sendable {
     public func sealPlainSecrets() async throws -> Int {
         try await database.transaction { sql in
             var sealed = 0
-            for row in try await sql.raw("SELECT kid, private_key_pem FROM signing_keys").all() {
-                let value = try row.decode(column: "private_key_pem", as: String.self)
-                guard !SecretSealer.isSealed(value) else { continue }
-                try await sql.raw("""
-                    UPDATE signing_keys SET private_key_pem = \(bind: try sealer.seal(value))
-                    WHERE kid = \(bind: try row.decode(column: "kid", as: String.self)) AND private_key_pem = \(bind: value)
-                    """).run()
-                sealed += 1
-            }
-            for row in try await sql.raw("SELECT key_id, secret FROM access_keys").all() {
-                let value = try row.decode(column: "secret", as: String.self)
-                guard !SecretSealer.isSealed(value) else { continue }
-                try await sql.raw("""
-                    UPDATE access_keys SET secret = \(bind: try sealer.seal(value))
-                    WHERE key_id = \(bind: try row.decode(column: "key_id", as: String.self)) AND secret = \(bind: value)
-                    """).run()
-                sealed += 1
+            // (table, key column, secret column): every secret this store keeps readable.
+            for (table, key, column) in [("signing_keys", "kid", "private_key_pem"), ("access_keys", "key_id", "secret")] {
+                for row in try await sql.raw("SELECT \(ident: key), \(ident: column) FROM \(ident: table)").all() {
+                    let value = try row.decode(column: column, as: String.self)
+                    guard !SecretSealer.isSealed(value) else { continue }
+                    try await sql.raw("""
+                        UPDATE \(ident: table) SET \(ident: column) = \(bind: try sealer.seal(value))
+                        WHERE \(ident: key) = \(bind: try row.decode(column: key, as: String.self)) AND \(ident: column) = \(bind: value)
+                        """).run()
+                    sealed += 1
+                }
             }
             return sealed
         }

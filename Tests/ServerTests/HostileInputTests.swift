@@ -445,6 +445,20 @@ struct DataAtRestTests {
             #expect(bytes.range(of: Data(secret.utf8)) == nil, "\(name) holds the access key's secret")
             #expect(bytes.range(of: Data("BEGIN PRIVATE KEY".utf8)) == nil, "\(name) holds a PEM private key")
         }
+        // A secret an earlier version stored in the clear is sealed at the next start and still works.
+        try await Secure.withServer(data: directory) { _, server in
+            try await server.metadata.database.transaction { sql in
+                try await sql.raw("UPDATE access_keys SET secret = \(bind: secret)").run()
+            }
+        }
+        try await Secure.withServer(data: directory) { _, server in
+            try await server.metadata.database.read { sql in
+                let stored = try await sql.raw("SELECT key_id, secret FROM access_keys").first()!
+                #expect(try stored.decode(column: "secret", as: String.self).hasPrefix(SecretSealer.prefix))
+                let keyID = try stored.decode(column: "key_id", as: String.self)
+                #expect(try await server.access!.store.activeAccessKey(keyID)?.secret == secret)
+            }
+        }
         // The database with another key: refused at start, naming the cause.
         do {
             _ = try await WharfServer.open(configuration: Harness.configuration(data: directory) { configuration in
