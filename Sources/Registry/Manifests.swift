@@ -102,6 +102,12 @@ extension Registry {
         return tags.filter { seen.insert($0).inserted }
     }
 
+    /// Records that `digest` was pulled from `repository` (lifecycle rules read the time). Call it
+    /// once the manifest is actually served: after content negotiation and the pull gate.
+    public func recordPull(_ digest: Digest, in repository: RepositoryName) {
+        pulls.record(digest, in: repository.value)
+    }
+
     /// GET/HEAD manifest by tag or digest, from the cache when possible. `recordPull` marks a real pull.
     public func manifest(_ reference: Reference, in repository: RepositoryName, recordPull: Bool) async throws -> ServedManifest {
         let served: ServedManifest

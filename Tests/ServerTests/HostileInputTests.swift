@@ -582,3 +582,25 @@ struct MalformedRequestTests {
         }
     }
 }
+
+@Suite("Pull times count served pulls only")
+struct PullRecordingTests {
+    @Test("a manifest GET refused by the Accept check is not recorded as a pull; a served one is")
+    func refusedPullsDoNotCount() async throws {
+        try await Harness.withServer { client, server in
+            let (digest, _) = try await client.pushImage(to: "pulls/app", reference: "v1", layer: "layer")
+            let repository = try #require(RepositoryName("pulls/app"))
+            func lastPulled() async throws -> Int64? {
+                await server.registry.pulls.flush()
+                return try await server.metadata.lifecycleCandidates(in: repository).first { $0.digest == digest }?.lastPulledAt
+            }
+            let refused = try await client.request(.get, "/v2/pulls/app/manifests/v1", headers: [.accept: MediaType.dockerManifestList])
+            #expect(refused.status == .notFound)
+            #expect(try await lastPulled() == nil, "a pull answered 404 must not count")
+            #expect(try await client.request(.head, "/v2/pulls/app/manifests/v1").status == .ok)
+            #expect(try await lastPulled() == nil, "a HEAD is no pull")
+            #expect(try await client.request(.get, "/v2/pulls/app/manifests/v1", headers: [.accept: MediaType.ociManifest]).status == .ok)
+            #expect(try await lastPulled() != nil)
+        }
+    }
+}

@@ -153,7 +153,7 @@ extension ECRService {
                     failures.append(Self.failure(id, code: "ImageInaccessible", reason: message))
                     continue
                 }
-                _ = try await registry.manifest(.digest(image.digest), in: name, recordPull: true)
+                registry.recordPull(image.digest, in: name)
                 images.append([
                     "registryId": .string(registryID),
                     "repositoryName": .string(name.value),

@@ -319,7 +319,9 @@ struct DistributionAPI: Sendable {
 
     private func getManifest(_ request: Request, repository: RepositoryName, reference: String, _ caller: Caller) async throws -> Response {
         let reference = try parseReference(reference, forWriting: false)
-        let manifest = try await registry.manifest(reference, in: repository, recordPull: request.method == .get)
+        // The pull is recorded only once it is served: a pull refused by the Accept check or the
+        // pull gate is no pull for `sinceImagePulled` lifecycle rules.
+        let manifest = try await registry.manifest(reference, in: repository, recordPull: false)
         guard Self.accepts(request.headers[values: .accept], mediaType: manifest.mediaType) else {
             throw RegistryError(.manifestUnknown, "manifest \(reference) is \(manifest.mediaType), which the request's Accept header does not include")
         }
@@ -332,6 +334,7 @@ struct DistributionAPI: Sendable {
             throw RegistryError(.denied, message, detail: detail, status: 403)
         }
         if request.method == .get {
+            registry.recordPull(manifest.digest, in: repository)
             audit?.recordPull(by: caller.identity, repository: repository.value, namespace: String(repository.namespace),
                               digest: manifest.digest.description, source: caller.source)
         }
