@@ -403,9 +403,16 @@ public final class AccessControl: Sendable {
         audit.record(AuditEvent(actor: caller, action: "namespace.member.remove", namespace: namespace, target: user, source: source))
     }
 
+    /// Admins of the namespace (and system administrators) pass. Anyone who cannot see the
+    /// namespace (not a member of a private one) gets the same 404 whether it exists or not: a
+    /// 403 for existing and a 404 for missing namespaces told outsiders which names are taken.
     private func requireNamespaceAdmin(_ namespace: String, _ caller: Identity) async throws {
-        guard try await store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
-        guard try await authorizer.role(of: caller, in: namespace) == .admin else {
+        let record = try await store.namespace(named: namespace)
+        let role = record == nil ? nil : try await authorizer.role(of: caller, in: namespace)
+        guard let record, caller.isAdmin || role != nil || record.isPublic else {
+            throw AccessError.notFound("namespace '\(namespace)' does not exist or is not visible to you")
+        }
+        guard role == .admin else {
             throw AccessError.forbidden("only admins of namespace '\(namespace)' may do this")
         }
     }

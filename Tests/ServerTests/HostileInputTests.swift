@@ -228,6 +228,36 @@ struct NamespaceIdentityTests {
     }
 }
 
+@Suite("No existence oracle for namespaces")
+struct NamespaceOracleTests {
+    @Test("an outsider gets the same 404 for a private namespace that exists and for one that does not; a member gets 403")
+    func sameAnswer() async throws {
+        try await Secure.withServer { client, _ in
+            let admin = CredentialBoundaryTests.json(Secure.basic("admin", Secure.adminPassword))
+            #expect(try await client.request(.post, "/api/v1/namespaces", headers: admin, body: ByteBuffer(string: #"{"name":"hidden"}"#)).status == .created)
+            try await CredentialBoundaryTests.createUser(client, "olga")
+            try await CredentialBoundaryTests.createUser(client, "mia")
+            #expect(try await client.request(.put, "/api/v1/namespaces/hidden/members/mia", headers: admin, body: ByteBuffer(string: #"{"role":"reader"}"#)).status == .noContent)
+            let outsider = CredentialBoundaryTests.json(Secure.basic("olga", "olga-password-1"))
+            var answers: [String] = []
+            for namespace in ["hidden", "absent"] {
+                for (method, path, body) in [(HTTPRequest.Method.put, "/members/mia", #"{"role":"admin"}"#), (.delete, "/members/mia", ""),
+                                             (.put, "/pull-policy", #"{"severity":"HIGH"}"#), (.delete, "", "")] {
+                    let response = try await client.request(method, "/api/v1/namespaces/\(namespace)\(path)", headers: outsider, body: ByteBuffer(string: body))
+                    #expect(response.status == .notFound, "\(method) \(namespace)\(path): \(response.status)")
+                    struct Body: Decodable { struct Error: Decodable { let code: String; let message: String }; let error: Error }
+                    let body = try JSONDecoder().decode(Body.self, from: Data(response.body.readableBytesView))
+                    answers.append(body.error.code + " " + body.error.message.replacing(namespace, with: "NAME"))
+                }
+            }
+            #expect(Array(answers.prefix(4)) == Array(answers.suffix(4)), "the answers differ: \(answers)")
+            // A member who is not an admin knows the namespace exists: 403.
+            let member = CredentialBoundaryTests.json(Secure.basic("mia", "mia-password-1"))
+            #expect(try await client.request(.delete, "/api/v1/namespaces/hidden", headers: member).status == .forbidden)
+        }
+    }
+}
+
 @Suite("Hostile input: credentials cannot outlive or exceed their grant")
 struct CredentialBoundaryTests {
     static func json(_ auth: HTTPFields) -> HTTPFields { auth.merging(["Content-Type": "application/json"]) }
