@@ -47,11 +47,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Files and folders that survive a power cut: fsync of the folder that gains each new name.
+        .target(name: "DurableFiles", swiftSettings: swiftSettings),
         // Content-addressed blob bytes and in-progress upload files.
         .target(
             name: "BlobStore",
             dependencies: [
-                "OCI", "CLinux",
+                "OCI", "CLinux", "DurableFiles",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
@@ -80,7 +82,7 @@ let package = Package(
         .target(
             name: "Access",
             dependencies: [
-                "OCI", "Metadata",
+                "OCI", "Metadata", "DurableFiles",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -129,7 +131,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -17,6 +17,7 @@ apt_packages=(
   golang-go                     # builds a real Go binary for the build-info cataloger test
   db5.3-util                    # writes a BerkeleyDB rpm database (RHEL 7/8 style) for the rpm cataloger test
   apache2-utils                 # htpasswd: the files CNCF Distribution users migrate from
+  fuse3 libfuse2                # fusermount and the library of the power-cut tests' filesystem (e2e/powercut_fs.py)
 )
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -30,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python_packages=(pytest requests "oras==0.2.43" awscli boto3 packaging "cyclonedx-python-lib[json-validation]" spdx-tools)
+python_packages=(pytest requests "oras==0.2.43" awscli boto3 packaging "cyclonedx-python-lib[json-validation]" spdx-tools fusepy openapi-spec-validator)
 python3 - "${python_packages[@]}" <<'PY' || python3 -m pip install -q --root-user-action=ignore "${python_packages[@]}"
 import importlib.metadata, sys
 for requirement in sys.argv[1:]:

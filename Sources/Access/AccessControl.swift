@@ -1,3 +1,4 @@
+import DurableFiles
 import Logging
 import Metadata
 import OCI
@@ -63,18 +64,27 @@ public final class AccessControl: Sendable {
         let chosen = password ?? Secrets.randomPassword()
         if password != nil { try Secrets.validatePassword(chosen) }
         let hash = try await Secrets.hashPassword(chosen, cost: configuration.passwordCost)
+        // The generated password is on disk (durably) before the account exists: a crash between
+        // the two must not leave an administrator whose password nobody was ever shown.
+        let path = "\(dataDirectory)/admin-password"
+        if password == nil {
+            do {
+                try DurableFiles.writeFile(path, contents: Array((chosen + "\n").utf8), mode: 0o600)
+            } catch {
+                throw AccessError.invalid("could not write \(path): \(error)")
+            }
+        }
         do {
             _ = try await store.createUser(name: "admin", passwordHash: hash, email: nil, isAdmin: true)
         } catch AccessError.conflict {
-            return nil  // another node created it at the same moment
+            // Another node created it at the same moment: our password is not the administrator's.
+            if password == nil, FileManager.default.contents(atPath: path) == Data((chosen + "\n").utf8) {
+                try? FileManager.default.removeItem(atPath: path)
+            }
+            return nil
         }
         audit.record(AuditEvent(actor: nil, action: "user.create", target: "admin", detail: #"{"bootstrap":true}"#))
-        guard password == nil else { return nil }
-        let path = "\(dataDirectory)/admin-password"
-        guard FileManager.default.createFile(atPath: path, contents: Data((chosen + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw AccessError.invalid("could not write \(path)")
-        }
-        return chosen
+        return password == nil ? chosen : nil
     }
 
     /// The account behind `identity` as it is now: nil when it was deleted (an id no longer

@@ -91,6 +91,8 @@ public final class AuditLog: Service, Sendable {
 
     private let database: Database
     private let pending = Mutex(Pending())
+    /// The latest flush; each waits for the one before it.
+    private let flushes = Mutex<Task<Void, Never>?>(nil)
     private let interval: Duration
     private let logger: Logger
 
@@ -114,7 +116,23 @@ public final class AuditLog: Service, Sendable {
         }
     }
 
+    /// Writes every event recorded before the call; returns when they are committed. Flushes run
+    /// one after another: a reader that flushes before querying (`auditEvents`) must not return
+    /// while the periodic flush still holds the batch it took, uncommitted.
     public func flush() async {
+        let flush = flushes.withLock { previous -> Task<Void, Never> in
+            let earlier = previous
+            let next = Task { [self] in
+                await earlier?.value
+                await writePending()
+            }
+            previous = next
+            return next
+        }
+        await flush.value
+    }
+
+    private func writePending() async {
         let batch = pending.withLock { pending -> [AuditEvent] in
             var events = pending.events
             for (key, value) in pending.pulls {

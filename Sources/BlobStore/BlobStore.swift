@@ -26,8 +26,9 @@ public protocol BlobStore: Sendable {
 
     // MARK: Uploads
 
-    /// Starts an empty upload.
-    func createUpload(_ id: String) async throws
+    /// Starts an empty upload. A `resumable` one (an upload session a client will continue) is
+    /// durable before this returns; a one-request upload need not be, the collector removes leftovers.
+    func createUpload(_ id: String, resumable: Bool) async throws
     /// Bytes received so far, or nil when the upload does not exist.
     func uploadSize(_ id: String) async throws -> Int64?
     /// Opens the upload for appending at `offset`; anything beyond `offset` (bytes from an

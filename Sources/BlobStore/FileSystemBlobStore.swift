@@ -1,4 +1,5 @@
 import CLinux
+import DurableFiles
 import NIOCore
 import NIOPosix
 import OCI
@@ -34,10 +35,11 @@ public struct FileSystemBlobStore: BlobStore {
         self.writeBufferSize = writeBufferSize
     }
 
-    /// Creates the directory layout. Call once at start-up.
+    /// Creates the directory layout, durably (each new folder's parent is fsynced). Call once at start-up.
     public func prepare() async throws {
-        for directory in [root, "\(root)/blobs", "\(root)/uploads", "\(root)/trash"] {
-            try await fileSystem.createDirectory(at: FilePath(directory), withIntermediateDirectories: true)
+        let directories = [root, "\(root)/blobs", "\(root)/uploads", "\(root)/trash"]
+        try await threadPool.runIfActive {
+            for directory in directories { try DurableFiles.createDirectory(directory) }
         }
     }
 
@@ -73,7 +75,7 @@ public struct FileSystemBlobStore: BlobStore {
     public func put(_ bytes: ByteBuffer, as digest: Digest) async throws {
         if try await size(of: digest) != nil { return }
         let temporary = "temp-\(UInt64.random(in: 0...UInt64.max))"
-        try await createUpload(temporary)
+        try await createUpload(temporary, resumable: false)
         let writer = try await appendToUpload(temporary, at: 0)
         do {
             try await writer.write(bytes)
@@ -125,12 +127,15 @@ public struct FileSystemBlobStore: BlobStore {
 
     // MARK: Uploads
 
-    public func createUpload(_ id: String) async throws {
+    public func createUpload(_ id: String, resumable: Bool) async throws {
         let handle = try await fileSystem.openFile(
             forWritingAt: FilePath(uploadPath(id)),
             options: .modifyFile(createIfNecessary: true)
         )
         try await handle.close()
+        // A session a client was told about must still exist after a power cut, or its acknowledged
+        // chunks are gone and the resume gets "upload unknown".
+        if resumable { try await syncToDisk(path: "\(root)/uploads", directory: true) }
     }
 
     public func uploadSize(_ id: String) async throws -> Int64? {
@@ -176,7 +181,7 @@ public struct FileSystemBlobStore: BlobStore {
         // Durability first: the bytes reach the disk before the name that publishes them.
         do {
             try await syncToDisk(path: uploadPath(id), directory: false)
-        } catch let error as POSIXFileError where error.errno == ENOENT {
+        } catch let error as DurableFiles.Failure where error.errno == ENOENT {
             throw BlobStoreError.uploadNotFound(id)
         }
     }
@@ -192,7 +197,9 @@ public struct FileSystemBlobStore: BlobStore {
             try await prepareUpload(id)
         }
         let directory = String(target[..<target.lastIndex(of: "/")!])
-        try await fileSystem.createDirectory(at: FilePath(directory), withIntermediateDirectories: true)
+        // The first blob of a prefix creates `blobs/<algorithm>/<xx>`; the folders that gain those
+        // entries are fsynced too, or a power cut loses the folder and every blob in it.
+        try await threadPool.runIfActive { try DurableFiles.createDirectory(directory) }
         do {
             try await fileSystem.moveItem(at: FilePath(source), to: FilePath(target))
         } catch let error as FileSystemError where error.code == .fileAlreadyExists {
@@ -303,19 +310,9 @@ public struct FileSystemBlobStore: BlobStore {
     /// fsync(2) of a file or directory, on the I/O thread pool.
     private func syncToDisk(path: String, directory: Bool) async throws {
         try await threadPool.runIfActive {
-            let fd = Glibc.open(path, directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY)
-            guard fd >= 0 else { throw POSIXFileError(call: "open", path: path, errno: errno) }
-            defer { close(fd) }
-            guard fsync(fd) == 0 else { throw POSIXFileError(call: "fsync", path: path, errno: errno) }
+            if directory { try DurableFiles.syncDirectory(path) } else { try DurableFiles.syncFile(path) }
         }
     }
-}
-
-struct POSIXFileError: Error, CustomStringConvertible {
-    let call: String
-    let path: String
-    let errno: Int32
-    var description: String { "\(call)(\(path)) failed: \(String(cString: strerror(errno)))" }
 }
 
 struct FileBlobReader: BlobReader {

@@ -7,7 +7,6 @@ import PostgresNIO
 import SQLKit
 import SQLiteKit
 import SQLiteNIO
-import Synchronization
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -22,17 +21,6 @@ public enum Dialect: String, Sendable {
     case postgres
 }
 
-/// How soon a committed transaction must be on disk.
-public enum CommitDurability: Sendable {
-    /// On disk before `transaction` returns: SQLite synchronous=FULL, PostgreSQL's default.
-    case immediate
-    /// Atomic and visible at once, on disk with the next immediate commit or checkpoint (SQLite
-    /// synchronous=NORMAL in WAL mode, PostgreSQL synchronous_commit=off). A power loss may undo
-    /// the last of these commits; nothing is ever corrupted. Only for records whose loss a later
-    /// step detects and repairs, such as an upload's size, which is checked against its bytes.
-    case deferred
-}
-
 /// A connection to the metadata database with two entry points: `read` for queries and
 /// `transaction` for writes, which run atomically (`BEGIN … COMMIT`, rolled back on error).
 ///
@@ -43,8 +31,6 @@ public final class Database: Sendable {
     public let dialect: Dialect
     private let backend: Backend
     private let logger: Logger
-    /// The SQLite writer connection was left at synchronous=NORMAL (see `CommitDurability.deferred`).
-    private let writerSyncRelaxed = Atomic<Bool>(false)
 
     private enum Backend: Sendable {
         case sqlite(writer: ConnectionPool<SQLiteConnection>, readers: ConnectionPool<SQLiteConnection>)
@@ -144,21 +130,13 @@ public final class Database: Sendable {
         }
     }
 
-    /// Runs `body` in a transaction: all of it commits, or none of it does.
-    public func transaction<T: Sendable>(
-        durability: CommitDurability = .immediate, _ body: (any SQLDatabase) async throws -> T
-    ) async throws -> T {
+    /// Runs `body` in a transaction: all of it commits, or none of it does, and a commit is on
+    /// disk before this returns (SQLite synchronous=FULL, PostgreSQL's default).
+    public func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         switch backend {
         case .sqlite(let writer, _):
             return try await writer.withConnection { connection in
                 let sql = connection.sql(queryLogLevel: .trace)
-                // synchronous is a property of the one writer connection, changed outside the
-                // transaction. If setting it back ever failed, the next transaction mends it first.
-                if durability == .deferred || writerSyncRelaxed.load(ordering: .relaxed) {
-                    let pragma = durability == .deferred ? "NORMAL" : "FULL"
-                    try await sql.raw("PRAGMA synchronous=\(unsafeRaw: pragma)").run()
-                    writerSyncRelaxed.store(durability == .deferred, ordering: .relaxed)
-                }
                 let outcome: Result<T, any Error>
                 try await sql.raw("BEGIN IMMEDIATE").run()
                 do {
@@ -169,9 +147,6 @@ public final class Database: Sendable {
                     try? await sql.raw("ROLLBACK").run()
                     outcome = .failure(error)
                 }
-                if durability == .deferred, (try? await sql.raw("PRAGMA synchronous=FULL").run()) != nil {
-                    writerSyncRelaxed.store(false, ordering: .relaxed)
-                }
                 return try outcome.get()
             }
         case .postgres(let client, _):
@@ -179,7 +154,6 @@ public final class Database: Sendable {
                 let sql = connection.sql(queryLogLevel: .trace)
                 try await sql.raw("BEGIN").run()
                 do {
-                    if durability == .deferred { try await sql.raw("SET LOCAL synchronous_commit TO off").run() }
                     let result = try await body(sql)
                     try await sql.raw("COMMIT").run()
                     return result

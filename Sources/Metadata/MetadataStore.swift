@@ -256,10 +256,11 @@ public struct MetadataStore: Sendable {
         }
     }
 
-    /// Deferred durability: the size is checked against the stored bytes when the session is next
-    /// used (Registry.hashState), so a power loss that undoes this commit only moves the resume point back.
+    /// Durable before the 202 that reports it: an acknowledged chunk survives a power cut (its
+    /// bytes were fsynced first). The size is still checked against the bytes when the session is
+    /// next used (Registry.hashState), in case a disk lies.
     public func updateUpload(_ id: String, size: Int64) async throws {
-        try await database.transaction(durability: .deferred) { sql in
+        try await database.transaction { sql in
             try await sql.raw("""
                 UPDATE upload_sessions SET size = \(bind: size), updated_at = \(bind: Timestamp.nowMillis()) WHERE id = \(bind: id)
                 """).run()

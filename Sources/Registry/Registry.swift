@@ -163,7 +163,7 @@ extension Registry {
     /// POST: opens a session for `owner` (the identity's name; nil when authentication is off).
     public func startUpload(in repository: RepositoryName, algorithm: DigestAlgorithm = .sha256, owner: String? = nil) async throws -> UploadStatus {
         let id = UUIDv4.make()
-        try await blobs.createUpload(id)
+        try await blobs.createUpload(id, resumable: true)
         let now = Timestamp.nowMillis()
         do {
             try await metadata.createUpload(UploadRecord(id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now),
@@ -205,6 +205,9 @@ extension Registry {
             let upload = try await loadUpload(id, in: repository)
             var state = try await hashState(for: upload)
             state.size = try await receive(body, into: upload, state: &state.hasher, at: state.size, start: start, length: length)
+            // A 202 promises the chunk: its bytes reach the disk before the size that counts them.
+            // (The closing PUT's fsync then has little left to write.)
+            try await blobs.prepareUpload(id)
             try await metadata.updateUpload(id, size: state.size)
             hashStates.withLock { $0[id] = state }
             return UploadStatus(id: id, size: state.size)
@@ -257,7 +260,7 @@ extension Registry {
     ) async throws -> BlobRecord where Body.Element == ByteBuffer {
         // A storage-only upload: if the server dies mid-request, garbage collection removes the file.
         let id = "mono-" + UUIDv4.make()
-        try await blobs.createUpload(id)
+        try await blobs.createUpload(id, resumable: false)
         do {
             var hasher = DigestHasher(digest.algorithm)
             let upload = UploadRecord(id: id, repository: repository.value, size: 0, algorithm: digest.algorithm, createdAt: 0, updatedAt: 0)

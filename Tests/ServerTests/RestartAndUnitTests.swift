@@ -36,8 +36,8 @@ struct RestartTests {
 
     @Test("after a power loss an upload resumes from what its record and its bytes both hold")
     func resumeAfterLostWrites() async throws {
-        // Upload sizes are committed with deferred durability and upload bytes are not fsynced before
-        // the blob is complete, so a power loss can undo either. Both are simulated on disk here.
+        // Sizes and bytes are both fsynced before a PATCH is acknowledged, but a disk that lies (or an
+        // operator restoring an old backup) can still leave them out of step. Both cases are made on disk here.
         let data = try Harness.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: data) }
         let a = String(repeating: "a", count: 100_000), b = String(repeating: "b", count: 50_000), c = String(repeating: "c", count: 30_000)

@@ -29,7 +29,7 @@ struct FileSystemBlobStoreTests {
         try await withStore { store, root in
             let content = "the quick brown fox jumps over the lazy dog"
             let digest = Digest.of(Array(content.utf8))
-            try await store.createUpload("u1")
+            try await store.createUpload("u1", resumable: true)
             let writer = try await store.appendToUpload("u1", at: 0)
             for piece in content.split(separator: " ", omittingEmptySubsequences: false).enumerated() {
                 try await writer.write(ByteBuffer(string: (piece.offset == 0 ? "" : " ") + piece.element))
@@ -66,7 +66,7 @@ struct FileSystemBlobStoreTests {
         let pattern = (0..<(period + (3 << 20))).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ ($0 >> 13)) }
         var content: [UInt8] = []
         content.reserveCapacity(20 << 20)
-        try await store.createUpload("big")
+        try await store.createUpload("big", resumable: false)
         var writer = try await store.appendToUpload("big", at: 0)
         var written = 0
         while written < 20 << 20 {
@@ -99,7 +99,7 @@ struct FileSystemBlobStoreTests {
     @Test("appending at an earlier offset discards bytes past it (an interrupted request)")
     func truncateOnResume() async throws {
         try await withStore { store, _ in
-            try await store.createUpload("u")
+            try await store.createUpload("u", resumable: true)
             var writer = try await store.appendToUpload("u", at: 0)
             try await writer.write(ByteBuffer(string: "hello, garbage"))
             try await writer.close()
@@ -120,7 +120,7 @@ struct FileSystemBlobStoreTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for i in 0..<8 {
                     group.addTask {
-                        try await store.createUpload("same-\(i)")
+                        try await store.createUpload("same-\(i)", resumable: false)
                         let writer = try await store.appendToUpload("same-\(i)", at: 0)
                         try await writer.write(ByteBuffer(string: content))
                         try await writer.close()
@@ -149,7 +149,7 @@ struct FileSystemBlobStoreTests {
             let content = String(repeating: "layer bytes ", count: 500)
             let digest = Digest.of(Array(content.utf8))
             for id in ["first", "again"] {
-                try await store.createUpload(id)
+                try await store.createUpload(id, resumable: false)
                 let writer = try await store.appendToUpload(id, at: 0)
                 try await writer.write(ByteBuffer(string: content))
                 try await writer.close()

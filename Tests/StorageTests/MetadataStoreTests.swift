@@ -183,12 +183,10 @@ struct MetadataStoreTests {
         }
     }
 
-    @Test("a deferred-durability commit relaxes only itself, even when it fails", arguments: Engine.available)
-    func deferredDurability(_ engine: Engine) async throws {
+    @Test("every commit is durable: SQLite runs synchronous=FULL, PostgreSQL synchronous_commit on", arguments: Engine.available)
+    func commitsAreDurable(_ engine: Engine) async throws {
         try await TestDatabases.withStore(engine) { store in
             let database = store.database
-            // What the writing connection would do with a commit: SQLite's synchronous (2 = FULL,
-            // 1 = NORMAL), PostgreSQL's synchronous_commit.
             let setting: @Sendable (any SQLDatabase) async throws -> String = { sql in
                 switch database.dialect {
                 case .sqlite:
@@ -199,23 +197,11 @@ struct MetadataStoreTests {
                     return try row?.decode(column: "synchronous_commit", as: String.self) ?? "?"
                 }
             }
-            let (durable, relaxed) = database.dialect == .sqlite ? ("2", "1") : ("on", "off")
-            #expect(try await database.transaction { try await setting($0) } == durable)
-            #expect(try await database.transaction(durability: .deferred) { try await setting($0) } == relaxed)
-            #expect(try await database.transaction { try await setting($0) } == durable)
-            struct Refused: Error {}
-            await #expect(throws: Refused.self) {
-                try await database.transaction(durability: .deferred) { sql -> Int in
-                    #expect(try await setting(sql) == relaxed)
-                    throw Refused()
-                }
-            }
-            #expect(try await database.transaction { try await setting($0) } == durable)
-
-            // The deferred commit is still a commit: visible at once, and rolled back on failure.
-            try await store.createUpload(UploadRecord(id: "deferred", repository: "team/app", size: 0, algorithm: .sha256, createdAt: 1, updatedAt: 1))
-            try await store.updateUpload("deferred", size: 42)
-            #expect(try await store.upload("deferred")?.size == 42)
+            #expect(try await database.transaction { try await setting($0) } == (database.dialect == .sqlite ? "2" : "on"))
+            // An upload's size (once committed with relaxed durability) is an ordinary commit now.
+            try await store.createUpload(UploadRecord(id: "sized", repository: "team/app", size: 0, algorithm: .sha256, createdAt: 1, updatedAt: 1))
+            try await store.updateUpload("sized", size: 42)
+            #expect(try await store.upload("sized")?.size == 42)
         }
     }
 

@@ -1,4 +1,5 @@
 import Access
+import DurableFiles
 import Logging
 import Metadata
 
@@ -41,9 +42,9 @@ enum DataAtRest {
     /// and on the files directly in it that hold secrets or data, logging what it changed. A
     /// folder owned by another user is refused.
     static func secure(folder: String, files: [String] = [], logger: Logger) throws {
-        if !FileManager.default.fileExists(atPath: folder) {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        }
+        // Durably: the folder's own name must survive a power cut, or a fresh install loses its
+        // database and keys along with it.
+        try DurableFiles.createDirectory(folder)
         try repair(folder, logger: logger)
         for name in files {
             let path = folder + "/" + name
@@ -93,20 +94,13 @@ enum DataAtRest {
         guard stored == sealer.keyCheck else { throw Failure.otherMasterKey(source) }
     }
 
-    /// Writes a new file exclusively with mode 0600 and makes it durable (file and folder).
+    /// Writes a new file exclusively with mode 0600, atomically and durably: a crash leaves no key
+    /// or the whole key, never an empty file that would stop every later start.
     private static func create(_ path: String, contents: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Failure.unusable(path, "cannot create: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array(contents.utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
-            throw Failure.unusable(path, "cannot write: \(String(cString: strerror(errno)))")
-        }
-        let folder = (path as NSString).deletingLastPathComponent
-        let directory = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directory >= 0 {
-            _ = fsync(directory)
-            close(directory)
+        do {
+            try DurableFiles.writeFile(path, contents: Array(contents.utf8), mode: 0o600, exclusive: true)
+        } catch let error as DurableFiles.Failure {
+            throw Failure.unusable(path, "cannot create: \(error)")
         }
     }
 }
