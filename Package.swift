@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "ECR",
             dependencies: [
-                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner",
+                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -127,11 +127,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The use-cases every front end calls (/v2, ECR, /api/v1): each operation once, with its
+        // order of steps, audit event and side effects. Free of HTTP and of SQL.
+        .target(
+            name: "UseCases",
+            dependencies: [
+                "OCI", "Metadata", "Registry", "Access", "Lifecycle", "Scanning",
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The HTTP edge: Hummingbird application, routes, middleware, configuration and wiring.
         .target(
             name: "Server",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -154,7 +163,6 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["hot-functions.order"],
             swiftSettings: swiftSettings,
             linkerSettings: [
                 // Release binaries: lld packs the relative relocations (RELR, glibc 2.36+) instead of
@@ -162,12 +170,12 @@ let package = Package(
                 // its symbols (the static stdlib's link arguments ask for -export-dynamic; nothing
                 // looks them up). Idle RSS drops by about 7 MiB and the binary starts faster.
                 // The functions Wharf runs to start and to serve common requests go first, together
-                // (hot-functions.order, made by scripts/order-functions.sh; built with one section per
+                // (generated/hot-functions.order, made by scripts/order-functions.sh; built with one section per
                 // function by scripts/build-release.sh): the kernel maps code 64 KiB around each page
                 // touched, so spread-out functions kept 20-24 MB of code resident, packed ones far less.
                 .unsafeFlags(
                     ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
-                     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/wharf/hot-functions.order",
+                     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/generated/hot-functions.order",
                      "-Xlinker", "--no-warn-symbol-ordering"],
                     .when(platforms: [.linux], configuration: .release)
                 ),
@@ -240,6 +248,15 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "UseCaseTests",
+            dependencies: [
+                "UseCases", "Registry", "Access", "Metadata", "BlobStore", "Scanning", "OCI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
@@ -253,7 +270,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle",
+                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Sources/wharf/hot-functions.order: the functions a release Wharf runs to start and to
+"""Writes generated/hot-functions.order: the functions a release Wharf runs to start and to
 serve the common requests, for lld's --symbol-ordering-file (see the `wharf` target in Package.swift).
 
 Why: a 220 MB static binary's code is mapped from the file, and the kernel maps 64 KiB around every
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import bench  # noqa: E402  (the benchmark's helpers: free ports, the small test image, the password)
 
-OUTPUT = ROOT / "Sources" / "wharf" / "hot-functions.order"
+OUTPUT = ROOT / "generated" / "hot-functions.order"
 
 
 def wait_ready(url):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates Sources/wharf/hot-functions.order (see scripts/order-functions.py) from a release
+# Regenerates generated/hot-functions.order (see scripts/order-functions.py) from a release
 # binary: the one given, or a fresh scripts/build-release.sh build. Installs valgrind if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

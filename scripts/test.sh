@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/check-test-imports.py  # every module the tests import comes from install-deps.sh
+scripts/check-architecture.py  # modules import only what docs/architecture.md's map allows
 # The oras CLI from Debian 13, unpacked into a private folder (see the script).
 ORAS_BIN=$(scripts/install-oras-cli.sh)
 export ORAS_BIN

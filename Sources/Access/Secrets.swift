@@ -33,20 +33,11 @@ public enum Secrets {
     }
 
     public static func sha256Hex(bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        Hex.encode(SHA256.hash(data: bytes))
     }
 
     /// Compares two strings in time independent of where they differ.
-    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var difference: UInt8 = 0
-        for i in 0..<x.count { difference |= x[i] ^ y[i] }
-        return difference == 0
-    }
+    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool { ConstantTime.equals(a, b) }
 
     /// bcrypt runs on a thread pool: at cost 12 it takes a quarter of a second.
     public static func hashPassword(_ password: String, cost: UInt8 = 12) async throws -> String {

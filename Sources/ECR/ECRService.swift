@@ -7,6 +7,7 @@ import Metadata
 import OCI
 import Registry
 import Synchronization
+import UseCases
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -37,6 +38,10 @@ public final class ECRService: Sendable {
     private let recentlyTouchedKeys = RecentSet(window: 60)
 
     var metadata: MetadataStore { registry.metadata }
+    /// The use-cases shared with `/v2` and `/api/v1`.
+    var manifestPulls: ManifestPulls { ManifestPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit) }
+    var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: access.audit) }
+    var settingsChanges: RepositorySettingsChanges { RepositorySettingsChanges(metadata: registry.metadata, audit: access.audit) }
     var registryID: String { access.authorizer.policies.registryID }
 
     public init(registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil,
@@ -95,7 +100,7 @@ public final class ECRService: Sendable {
                 throw ECRError.invalidParameter("registry '\(registryID)' is not this registry: Wharf's registry id is '\(self.registryID)' (setting ecr.registryId)")
             }
             let output = try await handler(self)(call)
-            if !Self.readOnly.contains(operation) { audit(call, result: .success) }
+            if !Self.readOnly.contains(operation), !Self.auditedByUseCases.contains(operation) { audit(call, result: .success) }
             return .success(output, requestID: requestID)
         } catch let error as ECRError {
             if error.type == "AccessDeniedException", let identity {
@@ -103,7 +108,7 @@ public final class ECRService: Sendable {
             }
             return .failure(error, requestID: requestID)
         } catch {
-            let mapped = Self.map(error)
+            let mapped = map(error)
             if mapped.status >= 500 {
                 logger.error("ECR operation failed", metadata: ["operation": "\(operation)", "error": "\(String(reflecting: error))", "request": "\(requestID)"])
             }
@@ -118,7 +123,28 @@ public final class ECRService: Sendable {
                                        repository: repository, result: result, source: call.source))
     }
 
+    /// Operations whose use-case writes its own audit event (the same one `/api/v1` writes), so
+    /// the log holds one event per change whichever API made it.
+    static let auditedByUseCases: Set<String> = [
+        "PutImageTagMutability", "PutImageScanningConfiguration", "PutLifecyclePolicy", "DeleteLifecyclePolicy", "StartImageScan",
+        "PutImage", "BatchDeleteImage",
+    ]
+
     /// Errors of the use-cases underneath, in ECR's terms.
+    func map(_ error: any Error) -> ECRError {
+        switch error {
+        case let error as UseCaseError:
+            switch error {
+            case .repositoryNotFound(let name): return .repositoryNotFound(name, registryID: registryID)
+            case .invalidLifecyclePolicy(let reason):
+                return .invalidParameter("Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: '\(reason)'")
+            case .invalid(let message): return .invalidParameter(message)
+            }
+        default: return Self.map(error)
+        }
+    }
+
+    /// Errors of the layers underneath, in ECR's terms.
     static func map(_ error: any Error) -> ECRError {
         switch error {
         case let error as ECRError: return error
@@ -203,6 +229,9 @@ struct ECRCall: Sendable {
     let scheme: String
     let host: String
     let source: String?
+
+    /// The caller as the use-cases know it.
+    var requester: Requester { Requester(identity: identity, source: source) }
 
     func string(_ name: String) -> String? { input[name]?.string }
     func bool(_ name: String) -> Bool? { input[name]?.bool }

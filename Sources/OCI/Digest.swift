@@ -182,14 +182,4 @@ extension Digest {
     public static func ofEmpty(_ algorithm: DigestAlgorithm) -> Digest { .of([UInt8](), algorithm: algorithm) }
 }
 
-private let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
-private func hexEncode(_ digest: some Sequence<UInt8>) -> String {
-    var out = [UInt8]()
-    out.reserveCapacity(128)
-    for byte in digest {
-        out.append(hexDigits[Int(byte >> 4)])
-        out.append(hexDigits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
-}
+private func hexEncode(_ digest: some Sequence<UInt8>) -> String { Hex.encode(digest) }

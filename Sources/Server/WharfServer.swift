@@ -13,6 +13,7 @@ import OCI
 import Registry
 import Scanning
 import ServiceLifecycle
+import UseCases
 
 import Foundation
 
@@ -152,7 +153,8 @@ public final class WharfServer: Sendable {
             router.get("/auth/token") { request, context in await tokens.get(request, context: context) }
             router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
             ManagementAPI(authentication: authentication,
-                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories)).register(on: router)
+                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories,
+                                                     settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit))).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle,
                                                           scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate,

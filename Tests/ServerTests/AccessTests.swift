@@ -9,6 +9,7 @@ import OCI
 import Testing
 
 @testable import Server
+import UseCases
 
 /// Authentication and authorization over HTTP, with a real server and real tokens.
 enum Secure {
@@ -615,7 +616,8 @@ struct AccessFlowTests {
             let paths = document["paths"] as! [String: [String: Any]]
             let routes = ManagementAPI(authentication: RequestAuthentication(access: server.access!, configuredRealm: nil),
                                        storage: StorageManagement(registry: server.registry, lifecycle: server.lifecycle, collector: server.collector, scans: server.scans,
-                                                                  advisories: server.advisories)).routes
+                                                                  advisories: server.advisories,
+                                                                  settingsChanges: RepositorySettingsChanges(metadata: server.metadata, audit: server.access?.audit))).routes
             for route in routes {
                 #expect(paths[route.path]?[route.method.rawValue.lowercased()] != nil, "\(route.method) \(route.path) is undocumented")
             }

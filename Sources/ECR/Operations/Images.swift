@@ -4,6 +4,7 @@ import NIOCore
 import OCI
 import Registry
 import Scanning
+import UseCases
 
 extension ECRService {
     /// What a tag filter keeps: TAGGED, UNTAGGED or ANY (the default).
@@ -140,20 +141,20 @@ extension ECRService {
                                                  reason: try tagMismatch(id, all) ? "Tag does not match digest" : "Requested image not found"))
                     continue
                 }
-                if let accepted, !accepted.contains(image.mediaType) {
-                    failures.append(Self.failure(id, code: "ImageNotFound",
-                                                 reason: "The image's manifest is \(image.mediaType), which is not among acceptedMediaTypes; Wharf does not convert manifests"))
-                    continue
-                }
                 guard seen.insert(image.digest).inserted else { continue }
-                let served = try await registry.manifest(.digest(image.digest), in: name, recordPull: false)
-                if let pullGate, case .deny(let message, _) = try await pullGate.verdict(
-                       repository: name, digest: image.digest, mediaType: served.mediaType, content: Array(served.content.readableBytesView)),
-                   try await !access.authorizer.bypassesPullGate(call.identity, on: name) {
+                let served: ServedManifest
+                do {
+                    served = try await manifestPulls.pull(.digest(image.digest), in: name, by: call.requester,
+                                                          accepting: { accepted?.contains($0) ?? true })
+                } catch ManifestPulls.Refusal.notAcceptable(let mediaType) {
+                    seen.remove(image.digest)
+                    failures.append(Self.failure(id, code: "ImageNotFound",
+                                                 reason: "The image's manifest is \(mediaType), which is not among acceptedMediaTypes; Wharf does not convert manifests"))
+                    continue
+                } catch ManifestPulls.Refusal.gated(let message, _) {
                     failures.append(Self.failure(id, code: "ImageInaccessible", reason: message))
                     continue
                 }
-                registry.recordPull(image.digest, in: name)
                 images.append([
                     "registryId": .string(registryID),
                     "repositoryName": .string(name.value),
@@ -209,7 +210,7 @@ extension ECRService {
             }
             if removesImage {
                 do {
-                    try await registry.deleteManifest(.digest(image.digest), in: name)
+                    try await manifestChanges.delete(.digest(image.digest), in: name, by: call.requester)
                 } catch let error as RegistryError where error.code == .manifestUnknown {
                     failures.append(Self.failure(id, code: "ImageNotFound", reason: "Requested image not found"))
                     continue
@@ -221,7 +222,7 @@ extension ECRService {
                 }
                 all.removeAll { $0.digest == image.digest }
             } else if let tag, let parsedTag = Tag(tag) {
-                try await registry.deleteManifest(.tag(parsedTag), in: name)
+                try await manifestChanges.delete(.tag(parsedTag), in: name, by: call.requester)
                 deleted.append(Self.imageID(digest: image.digest, tag: tag))
                 if let index = all.firstIndex(where: { $0.digest == image.digest }) { all[index].tags.removeAll { $0 == tag } }
             }
@@ -258,8 +259,8 @@ extension ECRService {
         }
         let pushed: PushedManifest
         do {
-            pushed = try await registry.putManifest(ByteBuffer(bytes: bytes), contentType: mediaType, in: name,
-                                                    reference: tag.map(Reference.tag) ?? .digest(digest))
+            pushed = try await manifestChanges.push(ByteBuffer(bytes: bytes), contentType: mediaType, in: name,
+                                                    reference: tag.map(Reference.tag) ?? .digest(digest), by: call.requester)
         } catch let error as RegistryError {
             switch error.code {
             case .manifestBlobUnknown:
@@ -288,9 +289,8 @@ extension ECRService {
     func putImageTagMutability(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
         try await authorize(call, .administer, on: name)
-        _ = try await existingRepository(name)
         let policy = try tagMutability(call)
-        _ = try await metadata.updateSettings(of: name) { $0.tagMutability = policy }
+        _ = try await settingsChanges.setTagMutability(policy, of: name, by: call.requester, ifMissing: .refuse)
         return .compact([
             "registryId": .string(registryID),
             "repositoryName": .string(name.value),
@@ -303,9 +303,8 @@ extension ECRService {
     func putImageScanningConfiguration(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
         try await authorize(call, .administer, on: name)
-        _ = try await existingRepository(name)
         let scanOnPush = call.input["imageScanningConfiguration"]?["scanOnPush"]?.bool ?? false
-        _ = try await metadata.updateSettings(of: name) { $0.scanOnPush = scanOnPush }
+        _ = try await settingsChanges.setScanOnPush(scanOnPush, of: name, by: call.requester, ifMissing: .refuse)
         return ["registryId": .string(registryID), "repositoryName": .string(name.value),
                 "imageScanningConfiguration": ["scanOnPush": .bool(scanOnPush)]]
     }

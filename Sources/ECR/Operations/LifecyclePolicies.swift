@@ -2,6 +2,7 @@ import Access
 import Lifecycle
 import Metadata
 import OCI
+import UseCases
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -12,10 +13,10 @@ import Foundation
 extension ECRService {
     func checkedLifecyclePolicy(_ text: String) throws -> String {
         do {
-            _ = try LifecyclePolicy(parsing: text)
+            try RepositorySettingsChanges.validateLifecyclePolicy(text)
             return text
         } catch {
-            throw ECRError.invalidParameter("Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: '\(error)'")
+            throw map(error)
         }
     }
 
@@ -26,9 +27,8 @@ extension ECRService {
     func putLifecyclePolicy(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
         try await authorize(call, .administer, on: name)
-        _ = try await existingRepository(name)
-        let text = try checkedLifecyclePolicy(call.string("lifecyclePolicyText") ?? "")
-        _ = try await metadata.updateSettings(of: name) { $0.lifecyclePolicy = text }
+        let text = call.string("lifecyclePolicyText") ?? ""
+        _ = try await settingsChanges.setLifecyclePolicy(text, of: name, by: call.requester, ifMissing: .refuse)
         return ["registryId": .string(registryID), "repositoryName": .string(name.value), "lifecyclePolicyText": .string(text)]
     }
 
@@ -42,8 +42,9 @@ extension ECRService {
     func deleteLifecyclePolicy(_ call: ECRCall) async throws -> JSONValue {
         let name = try repositoryName(call)
         try await authorize(call, .administer, on: name)
-        guard let text = try await existingRepository(name).settings.lifecyclePolicy else { throw lifecyclePolicyNotFound(name) }
-        _ = try await metadata.updateSettings(of: name) { $0.lifecyclePolicy = nil }
+        guard let text = try await settingsChanges.deleteLifecyclePolicy(of: name, by: call.requester, ifMissing: .refuse) else {
+            throw lifecyclePolicyNotFound(name)
+        }
         return ["registryId": .string(registryID), "repositoryName": .string(name.value), "lifecyclePolicyText": .string(text)]
     }
 

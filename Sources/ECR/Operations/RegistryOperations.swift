@@ -4,6 +4,7 @@ import Foundation
 import Access
 import Metadata
 import OCI
+import UseCases
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -69,7 +70,7 @@ extension ECRService {
             throw ECRError("UnsupportedImageTypeException", "image scanning is turned off on this registry (scanner.enabled: false)")
         }
         do {
-            try await scans.enqueue(image.digest, in: name)
+            try await ScanRequests(scans: scans, audit: access.audit).request(image.digest, in: name, by: call.requester)
         } catch let refused as RescanRefused {
             throw ECRError("LimitExceededException", "The scan quota per image has been exceeded. \(refused.message)")
         }

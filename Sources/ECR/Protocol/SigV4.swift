@@ -1,4 +1,5 @@
 import Crypto
+import OCI
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -74,24 +75,10 @@ public enum SigV4 {
 
     public static func sha256Hex(_ bytes: some DataProtocol) -> String { hex(SHA256.hash(data: bytes)) }
 
-    public static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public static func hex(_ bytes: some Sequence<UInt8>) -> String { Hex.encode(bytes) }
 
     /// Compares signatures in time independent of where they differ.
-    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var difference: UInt8 = 0
-        for i in 0..<x.count { difference |= x[i] ^ y[i] }
-        return difference == 0
-    }
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool { ConstantTime.equals(a, b) }
 
     static func collapse(_ value: String) -> String {
         var result = ""

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import OCI
+import UseCases
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -20,6 +21,9 @@ struct Caller: Sendable {
     let source: String?
 
     static func anonymous(source: String?) -> Caller { Caller(identity: .anonymous, credential: .none, token: nil, source: source) }
+
+    /// The caller as the use-cases know it.
+    var requester: Requester { Requester(identity: identity, source: source) }
 }
 
 /// Reads the `Authorization` header and proves who the caller is. Shared by `/v2`, the token

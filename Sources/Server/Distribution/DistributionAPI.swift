@@ -8,6 +8,7 @@ import NIOCore
 import OCI
 import Registry
 import Scanning
+import UseCases
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -29,6 +30,12 @@ struct DistributionAPI: Sendable {
     let defaultCatalogPageSize = 1000
 
     private var audit: AuditLog? { authentication?.access.audit }
+    /// Commit, then audit (and, later, replicate): shared with ECR's PutImage and BatchDeleteImage.
+    private var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: audit) }
+    /// Resolve, negotiate, gate, then count: the steps of a pull, shared with ECR's BatchGetImage.
+    private var manifestPulls: ManifestPulls {
+        ManifestPulls(registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit)
+    }
 
     func respond(to request: Request, context: WharfRequestContext) async -> Response {
         var response: Response
@@ -319,24 +326,16 @@ struct DistributionAPI: Sendable {
 
     private func getManifest(_ request: Request, repository: RepositoryName, reference: String, _ caller: Caller) async throws -> Response {
         let reference = try parseReference(reference, forWriting: false)
-        // The pull is recorded only once it is served: a pull refused by the Accept check or the
-        // pull gate is no pull for `sinceImagePulled` lifecycle rules.
-        let manifest = try await registry.manifest(reference, in: repository, recordPull: false)
-        guard Self.accepts(request.headers[values: .accept], mediaType: manifest.mediaType) else {
-            throw RegistryError(.manifestUnknown, "manifest \(reference) is \(manifest.mediaType), which the request's Accept header does not include")
-        }
-        if request.method == .get, let pullGate,
-           case .deny(let message, let detail) = try await pullGate.verdict(
-               repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
-           try await !(authentication?.access.authorizer.bypassesPullGate(caller.identity, on: repository) ?? false) {
-            audit?.record(AuditEvent(actor: caller.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
-                                     target: manifest.digest.description, result: .denied, source: caller.source, detail: detail))
+        let accepted = request.headers[values: .accept]
+        let manifest: ServedManifest
+        do {
+            manifest = try await manifestPulls.pull(reference, in: repository, by: Requester(identity: caller.identity, source: caller.source),
+                                                    accepting: { Self.accepts(accepted, mediaType: $0) },
+                                                    purpose: request.method == .get ? .serve : .describe)
+        } catch ManifestPulls.Refusal.notAcceptable(let mediaType) {
+            throw RegistryError(.manifestUnknown, "manifest \(reference) is \(mediaType), which the request's Accept header does not include")
+        } catch ManifestPulls.Refusal.gated(let message, let detail) {
             throw RegistryError(.denied, message, detail: detail, status: 403)
-        }
-        if request.method == .get {
-            registry.recordPull(manifest.digest, in: repository)
-            audit?.recordPull(by: caller.identity, repository: repository.value, namespace: String(repository.namespace),
-                              digest: manifest.digest.description, source: caller.source)
         }
         var headers = HTTPFields()
         headers[.contentType] = manifest.mediaType
@@ -383,11 +382,8 @@ struct DistributionAPI: Sendable {
         } catch is NIOTooManyBytesError {
             throw RegistryError(.manifestInvalid, "manifest is larger than the \(ManifestParser.maximumSize)-byte limit", status: 413)
         }
-        let pushed = try await registry.putManifest(
-            content, contentType: request.headers[.contentType], in: repository,
-            reference: reference, extraTags: extraTags
-        )
-        record("push", by: caller, in: repository, target: reference.description, detail: #"{"digest":"\#(pushed.digest)"}"#)
+        let pushed = try await manifestChanges.push(content, contentType: request.headers[.contentType], in: repository,
+                                                    reference: reference, extraTags: extraTags, by: caller.requester)
         var headers = HTTPFields()
         headers[.location] = "/v2/\(repository)/manifests/\(pushed.digest)"
         headers[.dockerContentDigest] = pushed.digest.description
@@ -401,8 +397,7 @@ struct DistributionAPI: Sendable {
 
     private func deleteManifest(repository: RepositoryName, reference: String, _ caller: Caller) async throws -> Response {
         let reference = try parseReference(reference, forWriting: false)
-        try await registry.deleteManifest(reference, in: repository)
-        record("delete", by: caller, in: repository, target: reference.description)
+        try await manifestChanges.delete(reference, in: repository, by: caller.requester)
         return emptyResponse(.accepted)
     }
 

@@ -6,6 +6,7 @@ import Lifecycle
 import Metadata
 import NIOCore
 import OCI
+import UseCases
 
 import Foundation
 
@@ -108,6 +109,11 @@ struct ManagementAPI: Sendable {
             case .conflict(let message): return Self.error(.conflict, "CONFLICT", message)
             case .invalid(let message): return Self.error(.badRequest, "INVALID", message)
             case .forbidden(let message): return Self.error(.forbidden, "FORBIDDEN", message)
+            }
+        } catch let error as UseCaseError {
+            switch error {
+            case .repositoryNotFound: return Self.error(.notFound, "NOT_FOUND", error.description)
+            case .invalidLifecyclePolicy, .invalid: return Self.error(.badRequest, "INVALID", error.description)
             }
         } catch let error as RegistryError {
             var headers = HTTPFields()

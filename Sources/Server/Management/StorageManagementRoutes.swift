@@ -8,6 +8,7 @@ import OCI
 import Registry
 import Scanner
 import Scanning
+import UseCases
 
 import Foundation
 
@@ -20,6 +21,8 @@ struct StorageManagement: Sendable {
     let collector: GarbageCollector
     let scans: ImageScanService
     let advisories: AdvisoryUpdater
+    /// The use-case shared with ECR's settings operations.
+    let settingsChanges: RepositorySettingsChanges
 }
 
 extension API {
@@ -153,13 +156,7 @@ extension ManagementAPI {
                     throw AccessError.invalid("tagMutability must be one of \(TagMutabilityPolicy.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 let policy = TagMutabilityPolicy(mode: mode, exclusions: body.tagMutabilityExclusions ?? [])
-                do {
-                    _ = try await storage.registry.metadata.updateSettings(of: name) { $0.tagMutability = policy }
-                } catch let error as MetadataError {
-                    throw AccessError.invalid(error.description)
-                }
-                access.audit.record(AuditEvent(actor: caller.identity, action: "repository.settings", namespace: String(name.namespace), repository: name.value,
-                                               source: caller.source, detail: AccessControlJSON.object(["tagMutability": mode.rawValue])))
+                _ = try await storage.settingsChanges.setTagMutability(policy, of: name, by: caller.requester, ifMissing: .create)
                 return try Self.json(try await settingsBody(name))
             },
             Route(.put, Self.repositoryPrefix + "lifecycle-policy", "Set the repository's lifecycle policy (ECR's JSON language, validated)",
@@ -167,18 +164,13 @@ extension ManagementAPI {
                 let name = try repository(context)
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
                 let body = try await Self.decode(API.LifecyclePolicyText.self, request)
-                try Self.validate(body.policy)
-                _ = try await storage.registry.metadata.updateSettings(of: name) { $0.lifecyclePolicy = body.policy }
-                access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.set", namespace: String(name.namespace),
-                                               repository: name.value, source: caller.source))
+                _ = try await storage.settingsChanges.setLifecyclePolicy(body.policy, of: name, by: caller.requester, ifMissing: .create)
                 return try Self.json(try await settingsBody(name))
             },
             Route(.delete, Self.repositoryPrefix + "lifecycle-policy", "Remove the repository's own lifecycle policy", status: .noContent) { _, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
-                _ = try await storage.registry.metadata.updateSettings(of: name) { $0.lifecyclePolicy = nil }
-                access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.delete", namespace: String(name.namespace),
-                                               repository: name.value, source: caller.source))
+                try await storage.settingsChanges.deleteLifecyclePolicy(of: name, by: caller.requester, ifMissing: .create)
                 return Response(status: .noContent)
             },
             Route(.post, Self.repositoryPrefix + "lifecycle-policy/preview",
@@ -190,7 +182,7 @@ extension ManagementAPI {
                 var text: String?
                 if body.readableBytes > 0 {
                     text = try JSONDecoder().decode(API.LifecyclePolicyText.self, from: Data(body.readableBytesView)).policy
-                    try Self.validate(text!)
+                    try RepositorySettingsChanges.validateLifecyclePolicy(text!)
                 }
                 return try Self.json(try await storage.lifecycle.preview(name, policyText: text).map(API.Expiry.init))
             },
@@ -209,11 +201,10 @@ extension ManagementAPI {
                 let force = request.uri.queryParameters.get("force") == "true"
                 if force { try await access.requireRepositoryAdministration(name, by: caller.identity) }
                 do {
-                    try await storage.scans.enqueue(digest, in: name, force: force)
+                    try await ScanRequests(scans: storage.scans, audit: access.audit).request(digest, in: name, force: force, by: caller.requester)
                 } catch let refused as RescanRefused {
                     throw RegistryError(.tooManyRequests, refused.message, headers: [("Retry-After", String(refused.retryAfterSeconds))])
                 }
-                access.audit.record(AuditEvent(actor: caller.identity, action: "scan.request", repository: name.value, target: digest.description, source: caller.source))
                 return try Self.json(API.ImageScan(try await storage.registry.metadata.scanRecord(digest)), status: .accepted)
             },
             Route(.get, Self.repositoryPrefix + "scan", "An image's latest scan: status, severity counts, vulnerabilities, secrets and packages",
@@ -283,7 +274,7 @@ extension ManagementAPI {
                 guard !body.scope.isEmpty, body.scope.allSatisfy({ $0 == "*" || $0 == "/" || $0.isLowercase || $0.isNumber || "._-".contains($0) }) else {
                     throw AccessError.invalid("scope '\(body.scope)' must be a repository name pattern such as team/* or *")
                 }
-                try Self.validate(body.policy)
+                try RepositorySettingsChanges.validateLifecyclePolicy(body.policy)
                 try await storage.registry.metadata.putRegistryLifecyclePolicy(scope: body.scope, policy: body.policy, by: caller.identity.name)
                 access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.set", target: body.scope, source: caller.source))
                 return Response(status: .noContent)
@@ -396,14 +387,6 @@ extension ManagementAPI {
             return try await registry.manifest(reference, in: repository, recordPull: false).digest
         } catch is RegistryError {
             throw AccessError.notFound("\(text) is not in repository \(repository)")
-        }
-    }
-
-    static func validate(_ policy: String) throws {
-        do {
-            _ = try LifecyclePolicy(parsing: policy)
-        } catch {
-            throw AccessError.invalid("invalid lifecycle policy: \(error.message)")
         }
     }
 

@@ -1,0 +1,40 @@
+import Access
+import NIOCore
+import OCI
+import Registry
+
+/// Pushing and deleting manifests, for every front end: `/v2`'s `PUT` and `DELETE
+/// …/manifests/<reference>`, ECR's PutImage and BatchDeleteImage. The registry validates and
+/// commits; this adds what follows every commit, once: the audit event (`push` with the digest,
+/// `delete`), and is where the coming replication and webhook events attach.
+///
+/// Permission (push, delete) is checked by the front end first.
+public struct ManifestChanges: Sendable {
+    let registry: Registry
+    /// Nil when authentication is off.
+    let audit: AuditLog?
+
+    public init(registry: Registry, audit: AuditLog?) {
+        self.registry = registry
+        self.audit = audit
+    }
+
+    /// Stores `content` under `reference` (a tag, or its own digest) plus `extraTags`.
+    public func push(_ content: ByteBuffer, contentType: String?, in repository: RepositoryName, reference: Reference,
+                     extraTags: [Tag] = [], by requester: Requester) async throws -> PushedManifest {
+        let pushed = try await registry.putManifest(content, contentType: contentType, in: repository, reference: reference, extraTags: extraTags)
+        record("push", repository, reference, requester, detail: AuditDetail.object(["digest": pushed.digest.description]))
+        return pushed
+    }
+
+    /// A digest removes the manifest and every tag on it; a tag removes that tag only.
+    public func delete(_ reference: Reference, in repository: RepositoryName, by requester: Requester) async throws {
+        try await registry.deleteManifest(reference, in: repository)
+        record("delete", repository, reference, requester)
+    }
+
+    private func record(_ action: String, _ repository: RepositoryName, _ reference: Reference, _ requester: Requester, detail: String? = nil) {
+        audit?.record(AuditEvent(actor: requester.identity, action: action, namespace: String(repository.namespace), repository: repository.value,
+                                 target: reference.description, source: requester.source, detail: detail))
+    }
+}

@@ -1,0 +1,63 @@
+import Access
+import OCI
+import Registry
+import Scanning
+
+/// Pulling a manifest, end to end, for every front end: `/v2`'s GET and HEAD and ECR's
+/// BatchGetImage. The steps run in one order everywhere: resolve the reference, check the
+/// client accepts the media type, ask the namespace's pull gate, and only then count the pull
+/// (the last-pull time `sinceImagePulled` lifecycle rules read) and write it to the audit log.
+/// A pull refused at any step is no pull.
+///
+/// Permission to pull the repository at all is checked by the front end before this is called
+/// (bearer-token scopes on `/v2`, IAM policies on ECR).
+public struct ManifestPulls: Sendable {
+    let registry: Registry
+    let pullGate: PullGate?
+    /// Nil when authentication is off: nobody bypasses the gate and nothing is audited.
+    let authorizer: Authorizer?
+    let audit: AuditLog?
+
+    public init(registry: Registry, pullGate: PullGate?, authorizer: Authorizer?, audit: AuditLog?) {
+        self.registry = registry
+        self.pullGate = pullGate
+        self.authorizer = authorizer
+        self.audit = audit
+    }
+
+    /// Why a manifest that exists was not served.
+    public enum Refusal: Error, Equatable {
+        /// The client's accepted media types do not include the manifest's; Wharf never converts.
+        case notAcceptable(mediaType: String)
+        /// The namespace's pull policy refuses the image (its scan found too much, or none exists yet).
+        case gated(message: String, detail: String)
+    }
+
+    /// What the caller intends: a GET serves the bytes (gated, counted, audited); a HEAD only
+    /// tells whether the manifest exists and what it is.
+    public enum Purpose: Sendable {
+        case serve
+        case describe
+    }
+
+    /// The manifest `reference` names, if `requester` may have it now. Throws `RegistryError`
+    /// (unknown manifest, invalid reference) or a `Refusal`.
+    public func pull(_ reference: Reference, in repository: RepositoryName, by requester: Requester,
+                     accepting accepts: (String) -> Bool, purpose: Purpose = .serve) async throws -> ServedManifest {
+        let manifest = try await registry.manifest(reference, in: repository, recordPull: false)
+        guard accepts(manifest.mediaType) else { throw Refusal.notAcceptable(mediaType: manifest.mediaType) }
+        guard purpose == .serve else { return manifest }
+        if let pullGate,
+           case .deny(let message, let detail) = try await pullGate.verdict(
+               repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
+           try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false) {
+            audit?.record(AuditEvent(actor: requester.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
+                                     target: manifest.digest.description, result: .denied, source: requester.source, detail: detail))
+            throw Refusal.gated(message: message, detail: detail)
+        }
+        registry.recordPull(manifest.digest, in: repository)
+        audit?.recordPull(by: requester.identity, repository: repository.value, namespace: String(repository.namespace),
+                          digest: manifest.digest.description, source: requester.source)
+        return manifest
+    }
+}

@@ -1,0 +1,213 @@
+import Access
+import BlobStore
+import Foundation
+import Logging
+import Metadata
+import NIOCore
+import OCI
+import Registry
+import Scanning
+import Testing
+import UseCases
+
+/// A registry on a fresh SQLite database and blob folder, with the audit log and pull gate the
+/// front ends share. Real components throughout; nothing is mocked.
+struct Fixture {
+    let store: MetadataStore
+    let registry: Registry
+    let audit: AuditLog
+    let gate: PullGate
+    let directory: URL
+
+    static let logger: Logger = {
+        var logger = Logger(label: "use-case-test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    static func with<T>(_ body: (Fixture) async throws -> T) async throws -> T {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wharf-usecase-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try await MetadataStore.open(url: "sqlite:\(directory.path)/wharf.db", logger: logger)
+        let blobs = FileSystemBlobStore(root: directory.path + "/storage")
+        try await blobs.prepare()
+        var configuration = RegistryConfiguration()
+        configuration.pullRecordInterval = .seconds(3600)  // flushed by hand below
+        let fixture = Fixture(store: store, registry: Registry(metadata: store, blobs: blobs, configuration: configuration, logger: logger),
+                              audit: AuditLog(database: store.database, logger: logger), gate: PullGate(metadata: store), directory: directory)
+        do {
+            let result = try await body(fixture)
+            await store.close()
+            return result
+        } catch {
+            await store.close()
+            throw error
+        }
+    }
+
+    /// Pushes a one-layer image through the registry's own use-cases; returns its digest.
+    func pushImage(_ repository: RepositoryName, tag: String) async throws -> Digest {
+        let config = ByteBuffer(string: #"{"architecture":"amd64","os":"linux"}"#)
+        let layer = ByteBuffer(string: "layer bytes of \(tag)")
+        let configDigest = Digest.of(Array(config.readableBytesView)), layerDigest = Digest.of(Array(layer.readableBytesView))
+        _ = try await registry.pushBlob([config].async, in: repository, digest: configDigest, length: Int64(config.readableBytes))
+        _ = try await registry.pushBlob([layer].async, in: repository, digest: layerDigest, length: Int64(layer.readableBytes))
+        let manifest = """
+            {"schemaVersion":2,"mediaType":"\(MediaType.ociManifest)","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\(configDigest)","size":\(config.readableBytes)},\
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\(layerDigest)","size":\(layer.readableBytes)}]}
+            """
+        return try await registry.putManifest(ByteBuffer(string: manifest), contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag(tag)!)).digest
+    }
+
+    func lastPulled(_ digest: Digest, in repository: RepositoryName) async throws -> Int64? {
+        await registry.pulls.flush()
+        return try await store.manifest(digest, in: repository)?.lastPulledAt
+    }
+
+    func auditEvents(action: String) async throws -> [AuditEvent] {
+        await audit.flush()
+        return try await audit.events(matching: AuditQuery(action: action))
+    }
+}
+
+let alice = Requester(identity: Identity(kind: .user, name: "alice", id: 7, isAdmin: false), source: "192.0.2.1")
+
+@Suite("Use-cases: one pull, one settings change, whichever front end asks")
+struct UseCaseTests {
+    @Test("a pull is counted and audited only once served: not when the Accept check refuses it, not for a HEAD")
+    func pullCountsOnlyWhenServed() async throws {
+        try await Fixture.with { fixture in
+            let repository = RepositoryName("team/app")!
+            let digest = try await fixture.pushImage(repository, tag: "v1")
+            let pulls = ManifestPulls(registry: fixture.registry, pullGate: fixture.gate, authorizer: nil, audit: fixture.audit)
+
+            await #expect(throws: ManifestPulls.Refusal.notAcceptable(mediaType: MediaType.ociManifest)) {
+                _ = try await pulls.pull(.tag(Tag("v1")!), in: repository, by: alice, accepting: { $0 == MediaType.dockerManifest })
+            }
+            let described = try await pulls.pull(.tag(Tag("v1")!), in: repository, by: alice, accepting: { _ in true }, purpose: .describe)
+            #expect(described.digest == digest)
+            #expect(try await fixture.lastPulled(digest, in: repository) == nil)
+            #expect(try await fixture.auditEvents(action: "pull").isEmpty)
+
+            let served = try await pulls.pull(.tag(Tag("v1")!), in: repository, by: alice, accepting: { _ in true })
+            #expect(served.digest == digest)
+            #expect(try await fixture.lastPulled(digest, in: repository) != nil)
+            let events = try await fixture.auditEvents(action: "pull")
+            #expect(events.count == 1)
+            #expect(events.first?.actor == "alice" && events.first?.source == "192.0.2.1" && events.first?.target == digest.description)
+            #expect(events.first?.result == .success)
+
+            await #expect(throws: RegistryError.self) {
+                _ = try await pulls.pull(.tag(Tag("missing")!), in: repository, by: alice, accepting: { _ in true })
+            }
+        }
+    }
+
+    @Test("the pull gate (Scanning) refuses an unscanned image when the namespace asks: audited as denied, never counted")
+    func gatedPullIsNoPull() async throws {
+        try await Fixture.with { fixture in
+            let repository = RepositoryName("locked/app")!
+            let digest = try await fixture.pushImage(repository, tag: "v1")
+            try await fixture.gate.setPolicy(PullPolicy(blockUnscanned: true), for: "locked")
+            let pulls = ManifestPulls(registry: fixture.registry, pullGate: fixture.gate, authorizer: nil, audit: fixture.audit)
+
+            do {
+                _ = try await pulls.pull(.digest(digest), in: repository, by: alice, accepting: { _ in true })
+                Issue.record("an unscanned image was served although the namespace blocks unscanned images")
+            } catch ManifestPulls.Refusal.gated(let message, let detail) {
+                #expect(message.contains("scan"), "the refusal says why: \(message)")
+                #expect(!detail.isEmpty)
+            }
+            #expect(try await fixture.lastPulled(digest, in: repository) == nil)
+            let denied = try await fixture.auditEvents(action: "pull")
+            #expect(denied.count == 1 && denied.first?.result == .denied && denied.first?.actor == "alice")
+
+            // A HEAD is not gated: clients may learn the manifest exists.
+            _ = try await pulls.pull(.digest(digest), in: repository, by: alice, accepting: { _ in true }, purpose: .describe)
+            // Another namespace has no policy: served and counted.
+            let open = RepositoryName("open/app")!
+            let other = try await fixture.pushImage(open, tag: "v1")
+            _ = try await pulls.pull(.digest(other), in: open, by: alice, accepting: { _ in true })
+            #expect(try await fixture.lastPulled(other, in: open) != nil)
+        }
+    }
+
+    @Test("settings changes are validated, written and audited the same way for ECR (refuse missing) and /api/v1 (create)")
+    func settingsChanges() async throws {
+        try await Fixture.with { fixture in
+            let changes = RepositorySettingsChanges(metadata: fixture.store, audit: fixture.audit)
+            let missing = RepositoryName("team/missing")!
+            await #expect(throws: UseCaseError.repositoryNotFound("team/missing")) {
+                _ = try await changes.setTagMutability(TagMutabilityPolicy(mode: .immutable), of: missing, by: alice, ifMissing: .refuse)
+            }
+            #expect(try await fixture.store.repositoryRecord(missing) == nil, "a refused change creates nothing")
+
+            let created = RepositoryName("team/configured")!
+            let settings = try await changes.setTagMutability(TagMutabilityPolicy(mode: .immutable), of: created, by: alice, ifMissing: .create)
+            #expect(settings.tagMutability.mode == .immutable)
+            #expect(try await fixture.store.repositoryRecord(created)?.settings.tagMutability.mode == .immutable)
+            #expect(try await changes.setScanOnPush(true, of: created, by: alice, ifMissing: .refuse).scanOnPush)
+
+            await #expect(throws: UseCaseError.self) {
+                _ = try await changes.setLifecyclePolicy(#"{"rules":[{"rulePriority":1}]}"#, of: created, by: alice, ifMissing: .refuse)
+            }
+            let policy = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#
+            #expect(try await changes.setLifecyclePolicy(policy, of: created, by: alice, ifMissing: .refuse).lifecyclePolicy == policy)
+            #expect(try await changes.deleteLifecyclePolicy(of: created, by: alice, ifMissing: .refuse) == policy)
+            #expect(try await changes.deleteLifecyclePolicy(of: created, by: alice, ifMissing: .refuse) == nil, "nothing left to delete")
+
+            let settingsEvents = try await fixture.auditEvents(action: "repository.settings")
+            #expect(settingsEvents.count == 2)
+            #expect(settingsEvents.allSatisfy { $0.actor == "alice" && $0.repository == "team/configured" && $0.namespace == "team" })
+            #expect(settingsEvents.contains { $0.detail?.contains("IMMUTABLE") == true })
+            #expect(try await fixture.auditEvents(action: "lifecycle.policy.set").count == 1)
+            #expect(try await fixture.auditEvents(action: "lifecycle.policy.delete").count == 1, "a delete that found nothing is not audited")
+        }
+    }
+
+    @Test("a scan request (ECR's StartImageScan or /api/v1) queues one job and is audited as scan.request, forced or not")
+    func scanRequests() async throws {
+        try await Fixture.with { fixture in
+            let repository = RepositoryName("team/scanned")!
+            let digest = try await fixture.pushImage(repository, tag: "v1")
+            let service = ImageScanService(registry: fixture.registry, settings: ScanSettings(databasePath: fixture.directory.path + "/advisories.db"),
+                                           logger: Fixture.logger)
+            let requests = ScanRequests(scans: service, audit: fixture.audit)
+            try await requests.request(digest, in: repository, by: alice)
+            let record = try #require(try await fixture.store.scanRecord(digest))
+            #expect(record.status == .pending && record.repository == repository.value)
+            try await requests.request(digest, in: repository, force: true, by: alice)
+            let events = try await fixture.auditEvents(action: "scan.request")
+            #expect(events.count == 2)
+            #expect(events.allSatisfy { $0.target == digest.description && $0.actor == "alice" && $0.namespace == "team" })
+            #expect(events.filter { $0.detail?.contains("force") == true }.count == 1)
+        }
+    }
+
+    @Test("a manifest push and delete, from /v2 or ECR, are committed and audited once each, with the digest")
+    func manifestChanges() async throws {
+        try await Fixture.with { fixture in
+            let repository = RepositoryName("team/changed")!
+            let first = try await fixture.pushImage(repository, tag: "base")  // its blobs, linked to the repository
+            let content = try #require(try await fixture.store.manifest(first, in: repository)).content
+            let changes = ManifestChanges(registry: fixture.registry, audit: fixture.audit)
+            let pushed = try await changes.push(content, contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag("v2")!),
+                                                extraTags: [Tag("latest")!], by: alice)
+            #expect(pushed.digest == first)
+            #expect(try await fixture.store.resolveTag(Tag("latest")!, in: repository) == first)
+            let pushes = try await fixture.auditEvents(action: "push")
+            #expect(pushes.count == 1)
+            #expect(pushes.first?.target == "v2" && pushes.first?.detail == #"{"digest":"\#(first)"}"#)
+
+            try await changes.delete(.tag(Tag("latest")!), in: repository, by: alice)
+            #expect(try await fixture.store.resolveTag(Tag("latest")!, in: repository) == nil)
+            #expect(try await fixture.store.manifest(first, in: repository) != nil, "deleting a tag keeps the image")
+            try await changes.delete(.digest(first), in: repository, by: alice)
+            #expect(try await fixture.store.manifest(first, in: repository) == nil)
+            await #expect(throws: RegistryError.self) { try await changes.delete(.digest(first), in: repository, by: alice) }
+            let deletes = try await fixture.auditEvents(action: "delete")
+            #expect(Set(deletes.compactMap(\.target)) == [first.description, "latest"] && deletes.count == 2, "a failed delete is not audited")
+        }
+    }
+}
