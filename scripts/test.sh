@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/check-test-imports.py  # every module the tests import comes from install-deps.sh
 scripts/check-architecture.py  # modules import only what docs/architecture.md's map allows
+# The tree stays formatted (.swift-format): `swift format --in-place --recursive Sources Tests bench/micro Fuzz/Sources`.
+swift format lint --strict --recursive --parallel Sources Tests bench/micro Fuzz/Sources
 # The oras CLI from Debian 13, unpacked into a private folder (see the script).
 ORAS_BIN=$(scripts/install-oras-cli.sh)
 export ORAS_BIN

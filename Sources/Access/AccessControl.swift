@@ -40,8 +40,9 @@ public final class AccessControl: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        self.authenticator = Authenticator(store: store, throttle: LoginThrottle(policy: configuration.throttle), logger: logger,
-                                           passwordCost: configuration.passwordCost, extraVerifiers: [RegistryLoginTokenVerifier(store: store)] + extraVerifiers)
+        self.authenticator = Authenticator(
+            store: store, throttle: LoginThrottle(policy: configuration.throttle), logger: logger,
+            passwordCost: configuration.passwordCost, extraVerifiers: [RegistryLoginTokenVerifier(store: store)] + extraVerifiers)
         self.authorizer = Authorizer(store: store, namespaceCreation: configuration.namespaceCreation, policies: PolicyStore(database: database))
         self.tokens = TokenService(store: store, settings: configuration.token, logger: logger)
         self.audit = AuditLog(database: database, logger: logger)
@@ -97,7 +98,8 @@ public final class AccessControl: Sendable {
             return Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin)
         case .robot:
             guard let robot = try await store.robot(named: identity.name), robot.id == identity.id, !robot.disabled,
-                  !robot.isExpired(at: Timestamp.nowMillis()) else { return nil }
+                !robot.isExpired(at: Timestamp.nowMillis())
+            else { return nil }
             return Identity(kind: .robot, name: robot.name, id: robot.id, isAdmin: false)
         case .anonymous:
             return nil
@@ -120,7 +122,8 @@ public final class AccessControl: Sendable {
         try requireAdmin(caller)
         try Self.validateUserName(name)
         try Secrets.validatePassword(password)
-        let user = try await store.createUser(name: name, passwordHash: try await Secrets.hashPassword(password, cost: configuration.passwordCost), email: email, isAdmin: isAdmin)
+        let user = try await store.createUser(
+            name: name, passwordHash: try await Secrets.hashPassword(password, cost: configuration.passwordCost), email: email, isAdmin: isAdmin)
         audit.record(AuditEvent(actor: caller, action: "user.create", target: name, source: source, detail: isAdmin ? #"{"admin":true}"# : nil))
         return user
     }
@@ -134,8 +137,10 @@ public final class AccessControl: Sendable {
         // $2y$ (htpasswd, PHP) is the same algorithm as OpenBSD's $2b$, the only name our verifier reads.
         let stored = bcryptHash.hasPrefix("$2y$") ? "$2b$" + bcryptHash.dropFirst(4) : bcryptHash
         let user = try await store.createUser(name: name, passwordHash: stored, email: email, isAdmin: isAdmin)
-        audit.record(AuditEvent(actor: caller, action: "user.import", target: name, source: source,
-                                detail: #"{"bcryptCost":\#(cost)\#(isAdmin ? #","admin":true"# : "")}"#))
+        audit.record(
+            AuditEvent(
+                actor: caller, action: "user.import", target: name, source: source,
+                detail: #"{"bcryptCost":\#(cost)\#(isAdmin ? #","admin":true"# : "")}"#))
         return user
     }
 
@@ -150,14 +155,18 @@ public final class AccessControl: Sendable {
         return user
     }
 
-    public func updateUser(_ name: String, by caller: Identity, email: String?? = nil, isAdmin: Bool? = nil, disabled: Bool? = nil, source: String?) async throws -> UserRecord {
+    public func updateUser(
+        _ name: String, by caller: Identity, email: String?? = nil, isAdmin: Bool? = nil, disabled: Bool? = nil, source: String?
+    ) async throws -> UserRecord {
         try requireAdmin(caller)
         if isAdmin == false || disabled == true { try await ensureAnotherAdministrator(besides: name) }
         let user = try await store.updateUser(name, email: email, isAdmin: isAdmin, disabled: disabled)
         if disabled == true { try await store.deleteRefreshTokens(userID: user.id) }
         changed()
-        audit.record(AuditEvent(actor: caller, action: "user.update", target: name, source: source,
-                                detail: Self.json(["admin": isAdmin.map(String.init), "disabled": disabled.map(String.init)])))
+        audit.record(
+            AuditEvent(
+                actor: caller, action: "user.update", target: name, source: source,
+                detail: Self.json(["admin": isAdmin.map(String.init), "disabled": disabled.map(String.init)])))
         return user
     }
 
@@ -194,15 +203,17 @@ public final class AccessControl: Sendable {
     static func validateUserName(_ name: String) throws(AccessError) {
         let bytes = Array(name.utf8)
         guard (1...64).contains(bytes.count),
-              bytes.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }),
-              let first = bytes.first, (first >= 0x61 && first <= 0x7A) || (first >= 0x30 && first <= 0x39)
+            bytes.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }),
+            let first = bytes.first, (first >= 0x61 && first <= 0x7A) || (first >= 0x30 && first <= 0x39)
         else { throw .invalid("user names are 1-64 characters: lowercase letters, digits, '.', '_' and '-', starting with a letter or digit") }
         guard name != "aws" else { throw .invalid("'aws' is reserved") }
     }
 
     // MARK: Personal access tokens
 
-    public func createAccessToken(for name: String, by caller: Identity, credential: Credential, tokenName: String, expiresAt: Int64?, source: String?) async throws -> (AccessTokenRecord, String) {
+    public func createAccessToken(
+        for name: String, by caller: Identity, credential: Credential, tokenName: String, expiresAt: Int64?, source: String?
+    ) async throws -> (AccessTokenRecord, String) {
         try Self.requireMayMint(credential, expiringAt: expiresAt, what: "an access token")
         let user = try await ownedUser(name, by: caller)
         guard !tokenName.isEmpty, tokenName.count <= 64 else { throw AccessError.invalid("token names are 1-64 characters") }
@@ -229,7 +240,9 @@ public final class AccessControl: Sendable {
     static func requireMayMint(_ credential: Credential, expiringAt expiresAt: Int64?, what: String) throws(AccessError) {
         guard credential.mayMint(expiringAt: expiresAt) else {
             if case .accessToken(_, let own?) = credential {
-                throw .forbidden("an access token that expires cannot create \(what) that outlives it (set an expiry no later than \(own) ms since the epoch, or sign in with a password)")
+                throw .forbidden(
+                    "an access token that expires cannot create \(what) that outlives it (set an expiry no later than \(own) ms since the epoch, or sign in with a password)"
+                )
             }
             throw .forbidden("\(credential.kindDescription) cannot create \(what); sign in with a password or an access token")
         }
@@ -262,7 +275,9 @@ public final class AccessControl: Sendable {
         return true
     }
 
-    public func createRobot(by caller: Identity, credential: Credential, name: String, description: String?, expiresAt: Int64?, permissions: [RobotPermission], source: String?) async throws -> (RobotRecord, String) {
+    public func createRobot(
+        by caller: Identity, credential: Credential, name: String, description: String?, expiresAt: Int64?, permissions: [RobotPermission], source: String?
+    ) async throws -> (RobotRecord, String) {
         try Self.requireMayMint(credential, expiringAt: expiresAt, what: "a robot account")
         let fullName = name.hasPrefix("robot$") ? name : "robot$" + name
         try Self.validateRobot(name: fullName, permissions: permissions)
@@ -270,10 +285,13 @@ public final class AccessControl: Sendable {
             throw AccessError.forbidden("you may only create robots with permissions in namespaces you administer")
         }
         let secret = Secrets.randomToken()
-        let robot = try await store.createRobot(name: fullName, description: description, secretHash: Secrets.sha256Hex(secret),
-                                                expiresAt: expiresAt, createdBy: caller.name, permissions: permissions)
-        audit.record(AuditEvent(actor: caller, action: "robot.create", target: fullName, source: source,
-                                detail: Self.json(["permissions": permissions.map { "\($0.scope.rawValue):\($0.name):\($0.actions.listString)" }.joined(separator: " ")])))
+        let robot = try await store.createRobot(
+            name: fullName, description: description, secretHash: Secrets.sha256Hex(secret),
+            expiresAt: expiresAt, createdBy: caller.name, permissions: permissions)
+        audit.record(
+            AuditEvent(
+                actor: caller, action: "robot.create", target: fullName, source: source,
+                detail: Self.json(["permissions": permissions.map { "\($0.scope.rawValue):\($0.name):\($0.actions.listString)" }.joined(separator: " ")])))
         return (robot, secret)
     }
 
@@ -293,7 +311,10 @@ public final class AccessControl: Sendable {
         return robot
     }
 
-    public func updateRobot(_ name: String, by caller: Identity, credential: Credential, description: String?? = nil, expiresAt: Int64?? = nil, disabled: Bool? = nil, permissions: [RobotPermission]? = nil, source: String?) async throws -> RobotRecord {
+    public func updateRobot(
+        _ name: String, by caller: Identity, credential: Credential, description: String?? = nil, expiresAt: Int64?? = nil, disabled: Bool? = nil,
+        permissions: [RobotPermission]? = nil, source: String?
+    ) async throws -> RobotRecord {
         let existing = try await robot(name, by: caller)
         if permissions != nil || expiresAt != nil {
             // Widening a robot or extending its life is as strong as creating one.
@@ -331,7 +352,7 @@ public final class AccessControl: Sendable {
     static func validateRobot(name: String, permissions: [RobotPermission]) throws(AccessError) {
         let suffix = name.dropFirst("robot$".count)
         guard name.hasPrefix("robot$"), (1...64).contains(suffix.count),
-              suffix.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || [0x2E, 0x5F, 0x2D, 0x2B].contains($0) })
+            suffix.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || [0x2E, 0x5F, 0x2D, 0x2B].contains($0) })
         else { throw .invalid("robot names are 'robot$' plus 1-64 lowercase letters, digits, '.', '_', '-' or '+'") }
         for permission in permissions {
             guard !permission.actions.isEmpty else { throw .invalid("a robot permission needs at least one action") }
@@ -339,7 +360,9 @@ public final class AccessControl: Sendable {
             case .registry:
                 guard permission.name == "*" else { throw .invalid("registry-wide permissions use the name '*'") }
             case .namespace:
-                guard RepositoryName.isValid(permission.name), !permission.name.contains("/") else { throw .invalid("'\(permission.name)' is not a namespace name") }
+                guard RepositoryName.isValid(permission.name), !permission.name.contains("/") else {
+                    throw .invalid("'\(permission.name)' is not a namespace name")
+                }
             case .repository:
                 guard RepositoryName.isValid(permission.name) else { throw .invalid("'\(permission.name)' is not a repository name") }
             }
@@ -349,10 +372,15 @@ public final class AccessControl: Sendable {
     // MARK: Namespaces and members
 
     public func createNamespace(by caller: Identity, name: String, isPublic: Bool, source: String?) async throws -> NamespaceRecord {
-        guard authorizer.canCreateNamespace(caller) else { throw AccessError.forbidden("you may not create namespaces (policy: \(authorizer.namespaceCreation.rawValue))") }
-        guard RepositoryName.isValid(name), !name.contains("/") else { throw AccessError.invalid("'\(name)' is not a valid namespace name (one repository path component)") }
-        let namespace = try await store.createNamespace(name: name, isPublic: isPublic, createdBy: caller.name,
-                                                        admin: caller.kind == .user && !caller.isAdmin ? caller.id : nil)
+        guard authorizer.canCreateNamespace(caller) else {
+            throw AccessError.forbidden("you may not create namespaces (policy: \(authorizer.namespaceCreation.rawValue))")
+        }
+        guard RepositoryName.isValid(name), !name.contains("/") else {
+            throw AccessError.invalid("'\(name)' is not a valid namespace name (one repository path component)")
+        }
+        let namespace = try await store.createNamespace(
+            name: name, isPublic: isPublic, createdBy: caller.name,
+            admin: caller.kind == .user && !caller.isAdmin ? caller.id : nil)
         changed()
         audit.record(AuditEvent(actor: caller, action: "namespace.create", namespace: name, source: source, detail: isPublic ? #"{"public":true}"# : nil))
         return namespace
@@ -401,7 +429,9 @@ public final class AccessControl: Sendable {
         guard let record = try await store.user(named: user) else { throw AccessError.notFound("user '\(user)' does not exist") }
         try await store.setMember(namespace: namespace, userID: record.id, role: role)
         changed()
-        audit.record(AuditEvent(actor: caller, action: "namespace.member.set", namespace: namespace, target: user, source: source, detail: Self.json(["role": role.rawValue])))
+        audit.record(
+            AuditEvent(
+                actor: caller, action: "namespace.member.set", namespace: namespace, target: user, source: source, detail: Self.json(["role": role.rawValue])))
     }
 
     public func removeMember(_ user: String, of namespace: String, by caller: Identity, source: String?) async throws {

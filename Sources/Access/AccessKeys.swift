@@ -36,11 +36,13 @@ extension AccessStore {
     public func createAccessKey(keyID: String, secret: String, owner: Identity, description: String?) async throws -> AccessKeyRecord {
         try await database.transaction { sql in
             let now = Timestamp.nowMillis()
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO access_keys (key_id, secret, user_id, robot_id, description, disabled, created_at)
                 VALUES (\(bind: keyID), \(bind: try sealer.seal(secret)), \(bind: owner.kind == .user ? owner.id : nil), \(bind: owner.kind == .robot ? owner.id : nil),
                         \(bind: description), \(bind: false), \(bind: now))
-                """).run()
+                """
+            ).run()
             return AccessKeyRecord(keyID: keyID, owner: owner, description: description, disabled: false, createdAt: now, lastUsedAt: nil)
         }
     }
@@ -48,13 +50,17 @@ extension AccessStore {
     /// The key's secret and its owner, when the key exists and neither it nor its owner is disabled or expired.
     public func activeAccessKey(_ keyID: String, now: Int64 = Timestamp.nowMillis()) async throws -> (secret: String, owner: Identity)? {
         try await database.read { sql in
-            guard let row = try await sql.raw("""
-                SELECT k.secret, k.disabled, u.id AS user_id, u.name AS user_name, u.is_admin, u.disabled AS user_disabled,
-                       r.id AS robot_id, r.name AS robot_name, r.disabled AS robot_disabled, r.expires_at AS robot_expires_at
-                FROM access_keys k LEFT JOIN users u ON u.id = k.user_id LEFT JOIN robots r ON r.id = k.robot_id
-                WHERE k.key_id = \(bind: keyID)
-                """).first(), try !row.decode(column: "disabled", as: Bool.self),
-                  let owner = try Self.activeOwner(row, now: now) else { return nil }
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT k.secret, k.disabled, u.id AS user_id, u.name AS user_name, u.is_admin, u.disabled AS user_disabled,
+                           r.id AS robot_id, r.name AS robot_name, r.disabled AS robot_disabled, r.expires_at AS robot_expires_at
+                    FROM access_keys k LEFT JOIN users u ON u.id = k.user_id LEFT JOIN robots r ON r.id = k.robot_id
+                    WHERE k.key_id = \(bind: keyID)
+                    """
+                ).first(), try !row.decode(column: "disabled", as: Bool.self),
+                let owner = try Self.activeOwner(row, now: now)
+            else { return nil }
             return (try sealer.open(try row.decode(column: "secret", as: String.self)), owner)
         }
     }
@@ -63,11 +69,12 @@ extension AccessStore {
         try await database.read { sql in
             let column = owner.kind == .robot ? "robot_id" : "user_id"
             return try await sql.raw("SELECT * FROM access_keys WHERE \(ident: column) = \(bind: owner.id) ORDER BY created_at, key_id").all().map { row in
-                AccessKeyRecord(keyID: try row.decode(column: "key_id", as: String.self), owner: owner,
-                                description: try row.decode(column: "description", as: String?.self),
-                                disabled: try row.decode(column: "disabled", as: Bool.self),
-                                createdAt: try row.decode(column: "created_at", as: Int64.self),
-                                lastUsedAt: try row.decode(column: "last_used_at", as: Int64?.self))
+                AccessKeyRecord(
+                    keyID: try row.decode(column: "key_id", as: String.self), owner: owner,
+                    description: try row.decode(column: "description", as: String?.self),
+                    disabled: try row.decode(column: "disabled", as: Bool.self),
+                    createdAt: try row.decode(column: "created_at", as: Int64.self),
+                    lastUsedAt: try row.decode(column: "last_used_at", as: Int64?.self))
             }
         }
     }
@@ -75,16 +82,19 @@ extension AccessStore {
     public func setAccessKeyDisabled(_ keyID: String, of owner: Identity, _ disabled: Bool) async throws -> Bool {
         try await database.transaction { sql in
             let column = owner.kind == .robot ? "robot_id" : "user_id"
-            return try await !sql.raw("""
+            return try await !sql.raw(
+                """
                 UPDATE access_keys SET disabled = \(bind: disabled) WHERE key_id = \(bind: keyID) AND \(ident: column) = \(bind: owner.id) RETURNING key_id
-                """).all().isEmpty
+                """
+            ).all().isEmpty
         }
     }
 
     public func deleteAccessKey(_ keyID: String, of owner: Identity) async throws -> Bool {
         try await database.transaction { sql in
             let column = owner.kind == .robot ? "robot_id" : "user_id"
-            return try await !sql.raw("DELETE FROM access_keys WHERE key_id = \(bind: keyID) AND \(ident: column) = \(bind: owner.id) RETURNING key_id").all().isEmpty
+            return try await !sql.raw("DELETE FROM access_keys WHERE key_id = \(bind: keyID) AND \(ident: column) = \(bind: owner.id) RETURNING key_id").all()
+                .isEmpty
         }
     }
 
@@ -102,23 +112,29 @@ extension AccessStore {
             let now = Timestamp.nowMillis()
             // Expired tokens are useless: drop them here rather than in a separate sweeper.
             try await sql.raw("DELETE FROM registry_login_tokens WHERE expires_at < \(bind: now)").run()
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO registry_login_tokens (token_hash, user_id, robot_id, created_at, expires_at, access_key_id)
                 VALUES (\(bind: hash), \(bind: owner.kind == .user ? owner.id : nil), \(bind: owner.kind == .robot ? owner.id : nil), \(bind: now),
                         \(bind: expiresAt), \(bind: accessKeyID))
-                """).run()
+                """
+            ).run()
         }
     }
 
     public func registryLoginTokenOwner(hash: String, now: Int64 = Timestamp.nowMillis()) async throws -> Identity? {
         try await database.read { sql in
-            guard let row = try await sql.raw("""
-                SELECT t.expires_at, u.id AS user_id, u.name AS user_name, u.is_admin, u.disabled AS user_disabled,
-                       r.id AS robot_id, r.name AS robot_name, r.disabled AS robot_disabled, r.expires_at AS robot_expires_at
-                FROM registry_login_tokens t LEFT JOIN users u ON u.id = t.user_id LEFT JOIN robots r ON r.id = t.robot_id
-                LEFT JOIN access_keys k ON k.key_id = t.access_key_id
-                WHERE t.token_hash = \(bind: hash) AND (t.access_key_id IS NULL OR k.disabled = \(bind: false))
-                """).first(), try row.decode(column: "expires_at", as: Int64.self) > now else { return nil }
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT t.expires_at, u.id AS user_id, u.name AS user_name, u.is_admin, u.disabled AS user_disabled,
+                           r.id AS robot_id, r.name AS robot_name, r.disabled AS robot_disabled, r.expires_at AS robot_expires_at
+                    FROM registry_login_tokens t LEFT JOIN users u ON u.id = t.user_id LEFT JOIN robots r ON r.id = t.robot_id
+                    LEFT JOIN access_keys k ON k.key_id = t.access_key_id
+                    WHERE t.token_hash = \(bind: hash) AND (t.access_key_id IS NULL OR k.disabled = \(bind: false))
+                    """
+                ).first(), try row.decode(column: "expires_at", as: Int64.self) > now
+            else { return nil }
             return try Self.activeOwner(row, now: now)
         }
     }
@@ -127,12 +143,14 @@ extension AccessStore {
     private static func activeOwner(_ row: any SQLRow, now: Int64) throws -> Identity? {
         if let userID = try row.decode(column: "user_id", as: Int64?.self) {
             guard try !row.decode(column: "user_disabled", as: Bool.self) else { return nil }
-            return Identity(kind: .user, name: try row.decode(column: "user_name", as: String.self), id: userID,
-                            isAdmin: try row.decode(column: "is_admin", as: Bool.self))
+            return Identity(
+                kind: .user, name: try row.decode(column: "user_name", as: String.self), id: userID,
+                isAdmin: try row.decode(column: "is_admin", as: Bool.self))
         }
         if let robotID = try row.decode(column: "robot_id", as: Int64?.self) {
             guard try !row.decode(column: "robot_disabled", as: Bool.self),
-                  (try row.decode(column: "robot_expires_at", as: Int64?.self)).map({ $0 > now }) ?? true else { return nil }
+                (try row.decode(column: "robot_expires_at", as: Int64?.self)).map({ $0 > now }) ?? true
+            else { return nil }
             return Identity(kind: .robot, name: try row.decode(column: "robot_name", as: String.self), id: robotID, isAdmin: false)
         }
         return nil
@@ -174,7 +192,9 @@ extension AccessControl {
     }
 
     /// Issues an access key; the secret is returned once and never shown again.
-    public func createAccessKey(for owner: AccessKeyOwner, by caller: Identity, credential: Credential, description: String?, source: String?) async throws -> (AccessKeyRecord, secret: String) {
+    public func createAccessKey(
+        for owner: AccessKeyOwner, by caller: Identity, credential: Credential, description: String?, source: String?
+    ) async throws -> (AccessKeyRecord, secret: String) {
         try Self.requireMayMint(credential, expiringAt: nil, what: "an access key")
         let identity = try await resolve(owner, by: caller)
         guard (description?.count ?? 0) <= 256 else { throw AccessError.invalid("descriptions have at most 256 characters") }
@@ -197,7 +217,8 @@ extension AccessControl {
             throw AccessError.notFound("'\(identity.name)' has no access key '\(keyID)'")
         }
         changed()  // cached registry logins it minted stop working at once
-        audit.record(AuditEvent(actor: caller, action: disabled ? "access-key.disable" : "access-key.enable", target: "\(identity.name)/\(keyID)", source: source))
+        audit.record(
+            AuditEvent(actor: caller, action: disabled ? "access-key.disable" : "access-key.enable", target: "\(identity.name)/\(keyID)", source: source))
     }
 
     public func deleteAccessKey(_ keyID: String, of owner: AccessKeyOwner, by caller: Identity, source: String?) async throws {
@@ -211,7 +232,9 @@ extension AccessControl {
 
     /// A registry login for `identity`: Basic `AWS:<token>` on `/v2` until it expires.
     /// `credential` is what signed the request: the login lives only as long as that access key does.
-    public func issueRegistryLoginToken(for identity: Identity, credential: Credential, lifetime: Int64 = 12 * 3600 * 1000, source: String?) async throws -> (token: String, expiresAt: Int64) {
+    public func issueRegistryLoginToken(
+        for identity: Identity, credential: Credential, lifetime: Int64 = 12 * 3600 * 1000, source: String?
+    ) async throws -> (token: String, expiresAt: Int64) {
         guard identity.kind != .anonymous else { throw AccessError.forbidden("sign in first") }
         let expiresAt = Timestamp.nowMillis() + lifetime
         guard credential.mayMint(expiringAt: expiresAt) else {

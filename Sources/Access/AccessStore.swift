@@ -93,10 +93,12 @@ public struct AccessStore: Sendable {
                 for row in try await sql.raw("SELECT \(ident: key), \(ident: column) FROM \(ident: table)").all() {
                     let value = try row.decode(column: column, as: String.self)
                     guard !SecretSealer.isSealed(value) else { continue }
-                    try await sql.raw("""
+                    try await sql.raw(
+                        """
                         UPDATE \(ident: table) SET \(ident: column) = \(bind: try sealer.seal(value))
                         WHERE \(ident: key) = \(bind: try row.decode(column: key, as: String.self)) AND \(ident: column) = \(bind: value)
-                        """).run()
+                        """
+                    ).run()
                     sealed += 1
                 }
             }
@@ -112,11 +114,13 @@ public struct AccessStore: Sendable {
                 throw AccessError.conflict("user '\(name)' already exists")
             }
             let now = Timestamp.nowMillis()
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 INSERT INTO users (name, password_hash, email, is_admin, disabled, created_at, updated_at)
                 VALUES (\(bind: name), \(bind: passwordHash), \(bind: email), \(bind: isAdmin), \(bind: false), \(bind: now), \(bind: now))
                 RETURNING *
-                """).first()
+                """
+            ).first()
             return try Self.user(row!)
         }
     }
@@ -146,17 +150,21 @@ public struct AccessStore: Sendable {
     }
 
     /// Updates the given fields; nil leaves a field unchanged.
-    public func updateUser(_ name: String, passwordHash: String? = nil, email: String?? = nil, isAdmin: Bool? = nil, disabled: Bool? = nil) async throws -> UserRecord {
+    public func updateUser(
+        _ name: String, passwordHash: String? = nil, email: String?? = nil, isAdmin: Bool? = nil, disabled: Bool? = nil
+    ) async throws -> UserRecord {
         try await database.transaction { sql in
             guard let existing = try await sql.raw("SELECT * FROM users WHERE name = \(bind: name)").first().map(Self.user) else {
                 throw AccessError.notFound("user '\(name)' does not exist")
             }
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 UPDATE users SET password_hash = \(bind: passwordHash ?? existing.passwordHash), email = \(bind: email ?? existing.email),
                     is_admin = \(bind: isAdmin ?? existing.isAdmin), disabled = \(bind: disabled ?? existing.disabled),
                     updated_at = \(bind: Timestamp.nowMillis())
                 WHERE id = \(bind: existing.id) RETURNING *
-                """).first()
+                """
+            ).first()
             return try Self.user(row!)
         }
     }
@@ -189,17 +197,21 @@ public struct AccessStore: Sendable {
 
     // MARK: Robots
 
-    public func createRobot(name: String, description: String?, secretHash: String, expiresAt: Int64?, createdBy: String?, permissions: [RobotPermission]) async throws -> RobotRecord {
+    public func createRobot(
+        name: String, description: String?, secretHash: String, expiresAt: Int64?, createdBy: String?, permissions: [RobotPermission]
+    ) async throws -> RobotRecord {
         try await database.transaction { sql in
             if try await sql.raw("SELECT id FROM robots WHERE name = \(bind: name)").first() != nil {
                 throw AccessError.conflict("robot account '\(name)' already exists")
             }
             let now = Timestamp.nowMillis()
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 INSERT INTO robots (name, description, secret_hash, expires_at, disabled, created_by, created_at, updated_at)
                 VALUES (\(bind: name), \(bind: description), \(bind: secretHash), \(bind: expiresAt), \(bind: false), \(bind: createdBy), \(bind: now), \(bind: now))
                 RETURNING id
-                """).first()
+                """
+            ).first()
             let id = try row!.decode(column: "id", as: Int64.self)
             try await Self.replacePermissions(robotID: id, permissions, sql)
             return try await Self.robot(where: "id", id, sql)!
@@ -220,17 +232,22 @@ public struct AccessStore: Sendable {
         }
     }
 
-    public func updateRobot(_ name: String, description: String?? = nil, expiresAt: Int64?? = nil, disabled: Bool? = nil, secretHash: String? = nil, permissions: [RobotPermission]? = nil) async throws -> RobotRecord {
+    public func updateRobot(
+        _ name: String, description: String?? = nil, expiresAt: Int64?? = nil, disabled: Bool? = nil, secretHash: String? = nil,
+        permissions: [RobotPermission]? = nil
+    ) async throws -> RobotRecord {
         try await database.transaction { sql in
             guard let existing = try await Self.robot(where: "name", name, sql) else {
                 throw AccessError.notFound("robot account '\(name)' does not exist")
             }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE robots SET description = \(bind: description ?? existing.description), expires_at = \(bind: expiresAt ?? existing.expiresAt),
                     disabled = \(bind: disabled ?? existing.disabled), secret_hash = \(bind: secretHash ?? existing.secretHash),
                     updated_at = \(bind: Timestamp.nowMillis())
                 WHERE id = \(bind: existing.id)
-                """).run()
+                """
+            ).run()
             if let permissions { try await Self.replacePermissions(robotID: existing.id, permissions, sql) }
             return try await Self.robot(where: "id", existing.id, sql)!
         }
@@ -251,24 +268,29 @@ public struct AccessStore: Sendable {
     private static func replacePermissions(robotID: Int64, _ permissions: [RobotPermission], _ sql: any SQLDatabase) async throws {
         try await sql.raw("DELETE FROM robot_permissions WHERE robot_id = \(bind: robotID)").run()
         for permission in permissions {
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO robot_permissions (robot_id, scope_kind, scope_name, actions)
                 VALUES (\(bind: robotID), \(bind: permission.scope.rawValue), \(bind: permission.name), \(bind: permission.actions.listString))
                 ON CONFLICT (robot_id, scope_kind, scope_name) DO UPDATE SET actions = excluded.actions
-                """).run()
+                """
+            ).run()
         }
     }
 
     private static func robot(where column: String, _ value: any Encodable & Sendable, _ sql: any SQLDatabase) async throws -> RobotRecord? {
         guard let row = try await sql.raw("SELECT * FROM robots WHERE \(ident: column) = \(bind: value)").first() else { return nil }
         let id = try row.decode(column: "id", as: Int64.self)
-        let permissions = try await sql.raw("""
+        let permissions = try await sql.raw(
+            """
             SELECT scope_kind, scope_name, actions FROM robot_permissions WHERE robot_id = \(bind: id) ORDER BY scope_kind, scope_name
-            """).all().compactMap { row -> RobotPermission? in
-                guard let scope = RobotPermission.Scope(rawValue: try row.decode(column: "scope_kind", as: String.self)),
-                      let actions = Action.parseList(try row.decode(column: "actions", as: String.self)) else { return nil }
-                return RobotPermission(scope: scope, name: try row.decode(column: "scope_name", as: String.self), actions: actions)
-            }
+            """
+        ).all().compactMap { row -> RobotPermission? in
+            guard let scope = RobotPermission.Scope(rawValue: try row.decode(column: "scope_kind", as: String.self)),
+                let actions = Action.parseList(try row.decode(column: "actions", as: String.self))
+            else { return nil }
+            return RobotPermission(scope: scope, name: try row.decode(column: "scope_name", as: String.self), actions: actions)
+        }
         return RobotRecord(
             id: id,
             name: try row.decode(column: "name", as: String.self),
@@ -290,11 +312,13 @@ public struct AccessStore: Sendable {
             if try await sql.raw("SELECT id FROM access_tokens WHERE user_id = \(bind: userID) AND name = \(bind: name)").first() != nil {
                 throw AccessError.conflict("an access token named '\(name)' already exists")
             }
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 INSERT INTO access_tokens (user_id, name, token_hash, expires_at, created_at)
                 VALUES (\(bind: userID), \(bind: name), \(bind: tokenHash), \(bind: expiresAt), \(bind: Timestamp.nowMillis()))
                 RETURNING *
-                """).first()
+                """
+            ).first()
             return try Self.accessToken(row!)
         }
     }
@@ -341,20 +365,24 @@ public struct AccessStore: Sendable {
     /// `accessTokenID`: the access token the refresh token was minted with; deleting that token deletes this one.
     public func createRefreshToken(userID: Int64, tokenHash: String, clientID: String?, expiresAt: Int64, accessTokenID: Int64?) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO refresh_tokens (user_id, token_hash, client_id, created_at, expires_at, access_token_id)
                 VALUES (\(bind: userID), \(bind: tokenHash), \(bind: clientID), \(bind: Timestamp.nowMillis()), \(bind: expiresAt), \(bind: accessTokenID))
-                """).run()
+                """
+            ).run()
         }
     }
 
     /// The owner of a live refresh token.
     public func refreshTokenOwner(hash: String, now: Int64) async throws -> UserRecord? {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT u.* FROM refresh_tokens t JOIN users u ON u.id = t.user_id
                 WHERE t.token_hash = \(bind: hash) AND t.expires_at > \(bind: now)
-                """).first().map(Self.user)
+                """
+            ).first().map(Self.user)
         }
     }
 
@@ -373,15 +401,19 @@ public struct AccessStore: Sendable {
                 throw AccessError.conflict("namespace '\(name)' already exists")
             }
             let now = Timestamp.nowMillis()
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 INSERT INTO namespaces (name, public, created_by, created_at) VALUES (\(bind: name), \(bind: isPublic), \(bind: createdBy), \(bind: now))
                 RETURNING *
-                """).first()
+                """
+            ).first()
             let namespace = try Self.namespace(row!)
             if let admin {
-                try await sql.raw("""
+                try await sql.raw(
+                    """
                     INSERT INTO namespace_members (namespace_id, user_id, role, added_at) VALUES (\(bind: namespace.id), \(bind: admin), \(bind: Role.admin.rawValue), \(bind: now))
-                    """).run()
+                    """
+                ).run()
             }
             return namespace
         }
@@ -418,10 +450,12 @@ public struct AccessStore: Sendable {
             // What was granted or set on this namespace goes with it (members and the quota go
             // with the row): a namespace of the same name created later for someone else starts
             // clean, with no robot permission and no pull policy carried over.
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 DELETE FROM robot_permissions WHERE (scope_kind = 'namespace' AND scope_name = \(bind: name))
                    OR (scope_kind = 'repository' AND substr(scope_name, 1, \(bind: name.utf8.count + 1)) = \(bind: name + "/"))
-                """).run()
+                """
+            ).run()
             try await sql.raw("DELETE FROM registry_settings WHERE name = \(bind: "pull_policy:" + name)").run()
             return true
         }
@@ -433,32 +467,39 @@ public struct AccessStore: Sendable {
                 throw AccessError.notFound("namespace '\(namespace)' does not exist")
             }
             let id = try row.decode(column: "id", as: Int64.self)
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO namespace_members (namespace_id, user_id, role, added_at) VALUES (\(bind: id), \(bind: userID), \(bind: role.rawValue), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (namespace_id, user_id) DO UPDATE SET role = excluded.role
-                """).run()
+                """
+            ).run()
         }
     }
 
     public func removeMember(namespace: String, userID: Int64) async throws -> Bool {
         try await database.transaction { sql in
-            try await !sql.raw("""
+            try await !sql.raw(
+                """
                 DELETE FROM namespace_members WHERE user_id = \(bind: userID)
                   AND namespace_id = (SELECT id FROM namespaces WHERE name = \(bind: namespace)) RETURNING user_id
-                """).all().isEmpty
+                """
+            ).all().isEmpty
         }
     }
 
     public func members(of namespace: String) async throws -> [MemberRecord] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT u.name, m.role, m.added_at FROM namespace_members m
                 JOIN namespaces n ON n.id = m.namespace_id JOIN users u ON u.id = m.user_id
                 WHERE n.name = \(bind: namespace) ORDER BY u.name
-                """).all().compactMap { row in
-                    guard let role = Role(rawValue: try row.decode(column: "role", as: String.self)) else { return nil }
-                    return MemberRecord(user: try row.decode(column: "name", as: String.self), role: role, addedAt: try row.decode(column: "added_at", as: Int64.self))
-                }
+                """
+            ).all().compactMap { row in
+                guard let role = Role(rawValue: try row.decode(column: "role", as: String.self)) else { return nil }
+                return MemberRecord(
+                    user: try row.decode(column: "name", as: String.self), role: role, addedAt: try row.decode(column: "added_at", as: Int64.self))
+            }
         }
     }
 
@@ -466,9 +507,11 @@ public struct AccessStore: Sendable {
     public func memberships(userID: Int64) async throws -> [String: Role] {
         try await database.read { sql in
             var result: [String: Role] = [:]
-            for row in try await sql.raw("""
+            for row in try await sql.raw(
+                """
                 SELECT n.name, m.role FROM namespace_members m JOIN namespaces n ON n.id = m.namespace_id WHERE m.user_id = \(bind: userID)
-                """).all() {
+                """
+            ).all() {
                 if let role = Role(rawValue: try row.decode(column: "role", as: String.self)) {
                     result[try row.decode(column: "name", as: String.self)] = role
                 }
@@ -512,9 +555,11 @@ public struct AccessStore: Sendable {
     public func rotateSigningKey(to key: SigningKeyRecord) async throws {
         try await database.transaction { sql in
             try await sql.raw("UPDATE signing_keys SET retired_at = \(bind: key.createdAt) WHERE retired_at IS NULL").run()
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO signing_keys (kid, private_key_pem, created_at) VALUES (\(bind: key.kid), \(bind: try sealer.seal(key.privateKeyPEM)), \(bind: key.createdAt))
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -522,9 +567,11 @@ public struct AccessStore: Sendable {
     public func insertInitialSigningKey(_ key: SigningKeyRecord) async throws {
         try await database.transaction { sql in
             if try await sql.raw("SELECT kid FROM signing_keys WHERE retired_at IS NULL").first() != nil { return }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO signing_keys (kid, private_key_pem, created_at) VALUES (\(bind: key.kid), \(bind: try sealer.seal(key.privateKeyPEM)), \(bind: key.createdAt))
-                """).run()
+                """
+            ).run()
         }
     }
 

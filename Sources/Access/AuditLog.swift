@@ -1,7 +1,7 @@
 import Logging
 import Metadata
-import ServiceLifecycle
 import SQLKit
+import ServiceLifecycle
 import Synchronization
 
 /// One thing that happened: who did what, to what, when, from where, and how it ended.
@@ -31,8 +31,10 @@ public struct AuditEvent: Sendable, Equatable, Codable {
     /// How many identical events this row stands for (pulls are aggregated).
     public var count: Int64
 
-    public init(at: Int64 = Timestamp.nowMillis(), actor: Identity?, action: String, namespace: String? = nil, repository: String? = nil,
-                target: String? = nil, result: Result = .success, source: String? = nil, detail: String? = nil, count: Int64 = 1) {
+    public init(
+        at: Int64 = Timestamp.nowMillis(), actor: Identity?, action: String, namespace: String? = nil, repository: String? = nil,
+        target: String? = nil, result: Result = .success, source: String? = nil, detail: String? = nil, count: Int64 = 1
+    ) {
         self.at = at
         self.actor = actor.flatMap { $0.kind == .anonymous ? nil : $0.name }
         self.actorKind = actor?.kind.rawValue ?? "system"
@@ -58,8 +60,10 @@ public struct AuditQuery: Sendable {
     public var before: Int64?
     public var limit: Int
 
-    public init(namespace: String? = nil, actor: String? = nil, action: String? = nil, repository: String? = nil,
-                since: Int64? = nil, until: Int64? = nil, before: Int64? = nil, limit: Int = 100) {
+    public init(
+        namespace: String? = nil, actor: String? = nil, action: String? = nil, repository: String? = nil,
+        since: Int64? = nil, until: Int64? = nil, before: Int64? = nil, limit: Int = 100
+    ) {
         self.namespace = namespace
         self.actor = actor
         self.action = action
@@ -107,8 +111,9 @@ public final class AuditLog: Service, Sendable {
     }
 
     public func recordPull(by identity: Identity, repository: String, namespace: String, digest: String, source: String?) {
-        let key = PullKey(actor: identity.kind == .anonymous ? nil : identity.name, actorKind: identity.kind.rawValue,
-                          namespace: namespace, repository: repository, target: digest, source: source)
+        let key = PullKey(
+            actor: identity.kind == .anonymous ? nil : identity.name, actorKind: identity.kind.rawValue,
+            namespace: namespace, repository: repository, target: digest, source: source)
         let now = Timestamp.nowMillis()
         pending.withLock { pending in
             let existing = pending.pulls[key]
@@ -136,8 +141,9 @@ public final class AuditLog: Service, Sendable {
         let batch = pending.withLock { pending -> [AuditEvent] in
             var events = pending.events
             for (key, value) in pending.pulls {
-                var event = AuditEvent(at: value.first, actor: nil, action: "pull", namespace: key.namespace, repository: key.repository,
-                                       target: key.target, source: key.source, count: value.count)
+                var event = AuditEvent(
+                    at: value.first, actor: nil, action: "pull", namespace: key.namespace, repository: key.repository,
+                    target: key.target, source: key.source, count: value.count)
                 event.actor = key.actor
                 event.actorKind = key.actorKind
                 events.append(event)
@@ -149,12 +155,14 @@ public final class AuditLog: Service, Sendable {
         do {
             try await database.transaction { sql in
                 for event in batch {
-                    try await sql.raw("""
+                    try await sql.raw(
+                        """
                         INSERT INTO audit_events (at, actor, actor_kind, action, namespace, repository, target, result, source, detail, count)
                         VALUES (\(bind: event.at), \(bind: event.actor), \(bind: event.actorKind), \(bind: event.action), \(bind: event.namespace),
                                 \(bind: event.repository), \(bind: event.target), \(bind: event.result.rawValue), \(bind: event.source),
                                 \(bind: event.detail), \(bind: event.count))
-                        """).run()
+                        """
+                    ).run()
                 }
             }
         } catch {

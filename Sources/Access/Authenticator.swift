@@ -1,6 +1,6 @@
-import OCI
 import Logging
 import Metadata
+import OCI
 import Synchronization
 
 /// Checks username/password credentials, as sent with HTTP Basic authentication, to the token
@@ -83,13 +83,15 @@ public final class Authenticator: Sendable {
         let now = Timestamp.nowMillis()
         if username.hasPrefix("robot$") {
             guard let robot = try await store.robot(named: username), !robot.disabled, !robot.isExpired(at: now),
-                  Secrets.constantTimeEquals(robot.secretHash, Secrets.sha256Hex(password)) else { return nil }
+                Secrets.constantTimeEquals(robot.secretHash, Secrets.sha256Hex(password))
+            else { return nil }
             try? await store.touchRobot(id: robot.id)  // at most every 30 s per credential: successes are cached
             return (Identity(kind: .robot, name: robot.name, id: robot.id, isAdmin: false), .robotSecret)
         }
         if password.hasPrefix(Secrets.accessTokenPrefix) {
             guard let (token, user) = try await store.accessToken(hash: Secrets.sha256Hex(password)),
-                  user.name == username, !user.disabled, token.expiresAt.map({ $0 > now }) ?? true else { return nil }
+                user.name == username, !user.disabled, token.expiresAt.map({ $0 > now }) ?? true
+            else { return nil }
             try? await store.touchAccessToken(id: token.id)
             return (Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin), .accessToken(id: token.id, expiresAt: token.expiresAt))
         }

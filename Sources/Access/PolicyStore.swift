@@ -41,11 +41,13 @@ public final class PolicyStore: Sendable {
         var policies: [ResourcePolicy] = []
         // A stored policy that no longer parses is skipped, not fatal: it was valid when stored.
         if let text = try await metadata.registrySetting(Self.registryPolicySetting),
-           let policy = try? ResourcePolicy(parsing: text, registryID: registryID, knownActions: nil) {
+            let policy = try? ResourcePolicy(parsing: text, registryID: registryID, knownActions: nil)
+        {
             policies.append(policy)
         }
         if let text = try await metadata.settings(of: repository).repositoryPolicy,
-           let policy = try? ResourcePolicy(parsing: text, registryID: registryID, knownActions: nil) {
+            let policy = try? ResourcePolicy(parsing: text, registryID: registryID, knownActions: nil)
+        {
             policies.append(policy)
         }
         cache.set(repository.value, policies)
@@ -56,8 +58,9 @@ public final class PolicyStore: Sendable {
     public func decision(for identity: Identity, action: String, on repository: RepositoryName) async throws -> ResourcePolicy.Decision {
         let policies = try await policies(for: repository)
         guard !policies.isEmpty else { return .none }
-        return ResourcePolicy.decision(of: policies, principal: identity.principalARN(registryID: registryID), action: action,
-                                       resource: repositoryARN(repository.value, region: "*"))
+        return ResourcePolicy.decision(
+            of: policies, principal: identity.principalARN(registryID: registryID), action: action,
+            resource: repositoryARN(repository.value, region: "*"))
     }
 
     public func invalidate() { cache.removeAll() }

@@ -72,7 +72,9 @@ public struct ResourcePolicy: Sendable, Equatable {
             let written = try Self.strings(object["Action"], name: "Action", at: at)
             guard !written.isEmpty else { throw .invalid("\(at): Action must name at least one action") }
             for action in written where action != "*" {
-                guard action.lowercased().hasPrefix("ecr:"), action.count > 4 else { throw .invalid("\(at): '\(action)' is not an ECR action (ecr:<Operation>)") }
+                guard action.lowercased().hasPrefix("ecr:"), action.count > 4 else {
+                    throw .invalid("\(at): '\(action)' is not an ECR action (ecr:<Operation>)")
+                }
                 let name = action.dropFirst(4).lowercased()
                 guard name.contains("*") || name.contains("?") || lowercasedKnown?.contains(name) ?? true else {
                     throw .invalid("\(at): '\(action)' is not an ECR action")

@@ -60,8 +60,9 @@ public struct SecretSealer: Sendable {
     public func open(_ stored: String) throws -> String {
         guard stored.hasPrefix(Self.prefix) else { return stored }
         guard let combined = Data(base64Encoded: String(stored.dropFirst(Self.prefix.count))),
-              let box = try? AES.GCM.SealedBox(combined: combined),
-              let plaintext = try? AES.GCM.open(box, using: key) else { throw SealerError.cannotOpen }
+            let box = try? AES.GCM.SealedBox(combined: combined),
+            let plaintext = try? AES.GCM.open(box, using: key)
+        else { throw SealerError.cannotOpen }
         return String(decoding: plaintext, as: UTF8.self)
     }
 

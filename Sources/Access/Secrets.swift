@@ -56,8 +56,8 @@ public enum Secrets {
         let bytes = Array(hash.utf8)
         let alphabet = Set("./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
         guard bytes.count == 60, hash.hasPrefix("$2a$") || hash.hasPrefix("$2b$") || hash.hasPrefix("$2y$"), bytes[6] == UInt8(ascii: "$"),
-              let cost = Int(String(decoding: bytes[4..<6], as: UTF8.self)), (4...31).contains(cost),
-              bytes[7...].allSatisfy(alphabet.contains)
+            let cost = Int(String(decoding: bytes[4..<6], as: UTF8.self)), (4...31).contains(cost),
+            bytes[7...].allSatisfy(alphabet.contains)
         else {
             throw .invalid("passwordHash must be a bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31, 60 characters); htpasswd -B writes one")
         }

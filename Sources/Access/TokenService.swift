@@ -1,8 +1,8 @@
-import OCI
 import Crypto
 import JWTKit
 import Logging
 import Metadata
+import OCI
 import Synchronization
 
 #if canImport(FoundationEssentials)
@@ -46,8 +46,10 @@ public final class TokenService: Sendable {
         /// exist), so a grant does not carry over to a namespace deleted and created again.
         public var nsid: [String: Int64]?
 
-        public init(iss: IssuerClaim, sub: SubjectClaim, aud: AudienceClaim, exp: ExpirationClaim, nbf: NotBeforeClaim, iat: IssuedAtClaim,
-                    jti: IDClaim, access: [AccessScope], kind: Identity.Kind, uid: Int64, adm: Bool?, nsid: [String: Int64]? = nil) {
+        public init(
+            iss: IssuerClaim, sub: SubjectClaim, aud: AudienceClaim, exp: ExpirationClaim, nbf: NotBeforeClaim, iat: IssuedAtClaim,
+            jti: IDClaim, access: [AccessScope], kind: Identity.Kind, uid: Int64, adm: Bool?, nsid: [String: Int64]? = nil
+        ) {
             self.nsid = nsid
             self.iss = iss
             self.sub = sub

@@ -397,8 +397,10 @@ final class FileUploadWriter: UploadWriter, @unchecked Sendable {
         }
     }
 
-    private static func write(_ buffer: ByteBuffer, to handle: WriteFileHandle, at offset: Int64,
-                              thenWriteBack writeback: (start: Int64, length: Int64)?) async throws {
+    private static func write(
+        _ buffer: ByteBuffer, to handle: WriteFileHandle, at offset: Int64,
+        thenWriteBack writeback: (start: Int64, length: Int64)?
+    ) async throws {
         let written = try await handle.write(contentsOf: buffer.readableBytesView, toAbsoluteOffset: offset)
         guard written == Int64(buffer.readableBytes) else {
             throw BlobStoreError.systemCall("pwrite (short write)", path: "upload", errno: EIO)

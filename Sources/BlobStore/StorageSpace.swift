@@ -81,8 +81,9 @@ public final class StorageSpace: Sendable {
         guard let free = freeBytes(), free < max(reserveBytes, minimumFreeBytes) else { return }
         if unlink(reservePath) == 0 || errno == ENOENT {
             reserveHeld.withLock { $0 = false }
-            logger.warning("storage nearly full: released the reserved space so deletes and garbage collection can proceed",
-                           metadata: ["free": "\(free)", "released": "\(reserveBytes)"])
+            logger.warning(
+                "storage nearly full: released the reserved space so deletes and garbage collection can proceed",
+                metadata: ["free": "\(free)", "released": "\(reserveBytes)"])
         }
     }
 

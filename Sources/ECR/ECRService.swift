@@ -1,4 +1,3 @@
-import Scanning
 import Access
 import BlobStore
 import Lifecycle
@@ -6,6 +5,7 @@ import Logging
 import Metadata
 import OCI
 import Registry
+import Scanning
 import Synchronization
 import UseCases
 
@@ -44,8 +44,10 @@ public final class ECRService: Sendable {
     var settingsChanges: RepositorySettingsChanges { RepositorySettingsChanges(metadata: registry.metadata, audit: access.audit) }
     var registryID: String { access.authorizer.policies.registryID }
 
-    public init(registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil,
-                pullGate: PullGate? = nil, logger: Logger) {
+    public init(
+        registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil,
+        pullGate: PullGate? = nil, logger: Logger
+    ) {
         self.registry = registry
         self.access = access
         self.lifecycle = lifecycle
@@ -94,10 +96,12 @@ public final class ECRService: Sendable {
             }
             try model.validate(input, operation: operation)
             guard let handler = Self.operations[operation] else { throw ECRError.notImplemented(operation) }
-            let call = ECRCall(operation: operation, identity: verified.identity, accessKeyID: verified.accessKeyID, region: verified.region, input: input,
-                               scheme: request.scheme, host: request.host, source: request.source)
+            let call = ECRCall(
+                operation: operation, identity: verified.identity, accessKeyID: verified.accessKeyID, region: verified.region, input: input,
+                scheme: request.scheme, host: request.host, source: request.source)
             if let registryID = input["registryId"]?.string, registryID != self.registryID {
-                throw ECRError.invalidParameter("registry '\(registryID)' is not this registry: Wharf's registry id is '\(self.registryID)' (setting ecr.registryId)")
+                throw ECRError.invalidParameter(
+                    "registry '\(registryID)' is not this registry: Wharf's registry id is '\(self.registryID)' (setting ecr.registryId)")
             }
             let output = try await handler(self)(call)
             if !Self.readOnly.contains(operation), !Self.auditedByUseCases.contains(operation) { audit(call, result: .success) }
@@ -110,7 +114,8 @@ public final class ECRService: Sendable {
         } catch {
             let mapped = map(error)
             if mapped.status >= 500 {
-                logger.error("ECR operation failed", metadata: ["operation": "\(operation)", "error": "\(String(reflecting: error))", "request": "\(requestID)"])
+                logger.error(
+                    "ECR operation failed", metadata: ["operation": "\(operation)", "error": "\(String(reflecting: error))", "request": "\(requestID)"])
             }
             return .failure(mapped, requestID: requestID)
         }
@@ -118,9 +123,11 @@ public final class ECRService: Sendable {
 
     private func audit(_ call: ECRCall, result: AuditEvent.Result) {
         let repository = call.input["repositoryName"]?.string
-        access.audit.record(AuditEvent(actor: call.identity, action: "ecr.\(call.operation)",
-                                       namespace: repository.flatMap { RepositoryName($0) }.map { String($0.namespace) },
-                                       repository: repository, result: result, source: call.source))
+        access.audit.record(
+            AuditEvent(
+                actor: call.identity, action: "ecr.\(call.operation)",
+                namespace: repository.flatMap { RepositoryName($0) }.map { String($0.namespace) },
+                repository: repository, result: result, source: call.source))
     }
 
     /// Operations whose use-case writes its own audit event (the same one `/api/v1` writes), so

@@ -79,7 +79,8 @@ public enum FuzzTargets {
         if let value = HTTPField.Name("Authorization").flatMap({ _ in string }), HTTPField.isValidValue(value) {
             fields[.authorization] = value
         }
-        let request = Request(head: HTTPRequest(method: .get, scheme: "http", authority: "x", path: "/v2/", headerFields: fields), body: .init(buffer: ByteBuffer()))
+        let request = Request(
+            head: HTTPRequest(method: .get, scheme: "http", authority: "x", path: "/v2/", headerFields: fields), body: .init(buffer: ByteBuffer()))
         _ = RequestAuthentication.credentials(request)
         _ = TokenEndpoint.parseForm(string)
     }
@@ -109,8 +110,9 @@ public enum FuzzTargets {
         let query = parts.count > 2 ? parts[2] : ""
         let date = parts.count > 3 ? parts[3] : ""
         if let authorization = SigV4.Authorization(header: header) { _ = authorization.signedHeaders }
-        _ = SigV4.canonicalRequest(method: "POST", path: path, query: query, headers: [("Host", header), ("X-Amz-Date", date)],
-                                   signedHeaders: ["host", "x-amz-date"], payloadHash: "")
+        _ = SigV4.canonicalRequest(
+            method: "POST", path: path, query: query, headers: [("Host", header), ("X-Amz-Date", date)],
+            signedHeaders: ["host", "x-amz-date"], payloadHash: "")
         if let seconds = SigV4Verifier.parseAmzDate(date) { _ = SigV4Verifier.formatAmzDate(seconds) }
     }
 
@@ -128,8 +130,9 @@ public enum FuzzTargets {
     /// IAM-style resource policies, parsed and asked for a decision.
     static func iamPolicy(_ bytes: [UInt8]) {
         guard let policy = try? ResourcePolicy(parsing: text(bytes), registryID: "123456789012", knownActions: nil) else { return }
-        _ = policy.decision(principal: "arn:aws:iam::123456789012:user/alice", action: "ecr:BatchGetImage",
-                            resource: "arn:aws:ecr:eu-west-1:123456789012:repository/team/app")
+        _ = policy.decision(
+            principal: "arn:aws:iam::123456789012:user/alice", action: "ecr:BatchGetImage",
+            resource: "arn:aws:ecr:eu-west-1:123456789012:repository/team/app")
         _ = policy.decision(principal: nil, action: "ecr:PutImage", resource: "*")
     }
 

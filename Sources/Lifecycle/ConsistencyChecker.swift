@@ -106,14 +106,20 @@ public struct ConsistencyChecker: Sendable {
 
         // 3. References that do not resolve: a manifest's blob not linked in its repository.
         let dangling = try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT r.name, mr.manifest_digest, mr.child_digest FROM manifest_references mr
                 JOIN repositories r ON r.id = mr.repository_id
                 WHERE mr.kind = 'blob' AND NOT EXISTS (
                     SELECT 1 FROM repository_blobs rb WHERE rb.repository_id = mr.repository_id AND rb.digest = mr.child_digest)
                 ORDER BY r.name
-                """).all().map { (try $0.decode(column: "name", as: String.self), try $0.decode(column: "manifest_digest", as: String.self),
-                                  try $0.decode(column: "child_digest", as: String.self)) }
+                """
+            ).all().map {
+                (
+                    try $0.decode(column: "name", as: String.self), try $0.decode(column: "manifest_digest", as: String.self),
+                    try $0.decode(column: "child_digest", as: String.self)
+                )
+            }
         }
         var neededOrphans = Set<Digest>()
         for (repository, manifest, child) in dangling {
@@ -132,10 +138,12 @@ public struct ConsistencyChecker: Sendable {
                 if hasher.finalize() == digest {
                     try await database.transaction { sql in
                         let now = Timestamp.nowMillis()
-                        try await sql.raw("""
+                        try await sql.raw(
+                            """
                             INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: digest.description), \(bind: size), \(bind: now), \(bind: now))
                             ON CONFLICT (digest) DO NOTHING
-                            """).run()
+                            """
+                        ).run()
                     }
                     recorded.insert(digest)
                     report.repairs.append("recorded orphan file \(digest), which manifests reference")
@@ -150,11 +158,13 @@ public struct ConsistencyChecker: Sendable {
             for (repository, manifest, child) in dangling {
                 guard let digest = Digest(child), recorded.contains(digest), let name = RepositoryName(repository) else { continue }
                 try await database.transaction { sql in
-                    try await sql.raw("""
+                    try await sql.raw(
+                        """
                         INSERT INTO repository_blobs (repository_id, digest, linked_at)
                         SELECT id, \(bind: child), \(bind: Timestamp.nowMillis()) FROM repositories WHERE name = \(bind: name.value)
                         ON CONFLICT (repository_id, digest) DO NOTHING
-                        """).run()
+                        """
+                    ).run()
                 }
                 report.repairs.append("relinked \(child) in \(repository) (needed by \(manifest))")
             }
@@ -178,9 +188,11 @@ public struct ConsistencyChecker: Sendable {
         }
 
         report.unlinkedBlobs = try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT COUNT(*) AS n FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
-                """).first()?.decode(column: "n", as: Int.self) ?? 0
+                """
+            ).first()?.decode(column: "n", as: Int.self) ?? 0
         }
         return report
     }

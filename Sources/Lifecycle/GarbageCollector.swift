@@ -3,8 +3,8 @@ import Logging
 import Metadata
 import OCI
 import Registry
-import ServiceLifecycle
 import SQLKit
+import ServiceLifecycle
 import Synchronization
 
 #if canImport(FoundationEssentials)
@@ -77,8 +77,10 @@ public final class GarbageCollector: Service, Sendable {
     private let running = Mutex(false)
     private let lastOrphanScan = Mutex<ContinuousClock.Instant?>(nil)
 
-    public init(registry: Registry, settings: GarbageCollectionSettings, logger: Logger,
-                onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }) {
+    public init(
+        registry: Registry, settings: GarbageCollectionSettings, logger: Logger,
+        onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }
+    ) {
         self.registry = registry
         self.settings = settings
         self.logger = logger
@@ -123,11 +125,13 @@ public final class GarbageCollector: Service, Sendable {
     /// A complete collection: passes until nothing is left (bounded), with an orphan-file scan.
     /// A dry run reports what the first pass would remove and changes nothing.
     public func collect(dryRun: Bool = false, trigger: String = "manual", grace: Duration? = nil) async throws -> GarbageCollectionReport {
-        guard running.withLock({ running in
-            if running { return false }
-            running = true
-            return true
-        }) else { throw CollectionError.alreadyRunning }
+        guard
+            running.withLock({ running in
+                if running { return false }
+                running = true
+                return true
+            })
+        else { throw CollectionError.alreadyRunning }
         defer { running.withLock { $0 = false } }
         if !dryRun {
             registry.space?.releaseReserveIfLow()  // a full disk must not stop the collection that frees it
@@ -163,13 +167,16 @@ public final class GarbageCollector: Service, Sendable {
         guard report.trigger != "continuous" || didSomething else { return report }
         var stored = report
         stored.candidates = Array(stored.candidates.prefix(1000))
-        try await metadata.recordGCRun(startedAt: report.startedAt, finishedAt: report.finishedAt!, trigger: report.trigger, dryRun: report.dryRun,
-                                       report: String(decoding: try encoder.encode(stored), as: UTF8.self))
+        try await metadata.recordGCRun(
+            startedAt: report.startedAt, finishedAt: report.finishedAt!, trigger: report.trigger, dryRun: report.dryRun,
+            report: String(decoding: try encoder.encode(stored), as: UTF8.self))
         if report.deletedBlobs + report.deletedManifests + report.deletedUploads + report.orphanFiles > 0 || report.dryRun {
-            logger.info("garbage collection finished", metadata: [
-                "trigger": "\(report.trigger)", "dryRun": "\(report.dryRun)", "blobs": "\(report.deletedBlobs)",
-                "bytes": "\(report.reclaimedBytes + report.orphanBytes)", "manifests": "\(report.deletedManifests)", "uploads": "\(report.deletedUploads)",
-            ])
+            logger.info(
+                "garbage collection finished",
+                metadata: [
+                    "trigger": "\(report.trigger)", "dryRun": "\(report.dryRun)", "blobs": "\(report.deletedBlobs)",
+                    "bytes": "\(report.reclaimedBytes + report.orphanBytes)", "manifests": "\(report.deletedManifests)", "uploads": "\(report.deletedUploads)",
+                ])
         }
         return report
     }
@@ -302,11 +309,13 @@ public final class GarbageCollector: Service, Sendable {
 
     /// The background pass: one step of each phase, and the orphan scan when it is due.
     public func continuousPass() async {
-        guard running.withLock({ running in
-            if running { return false }
-            running = true
-            return true
-        }) else { return }
+        guard
+            running.withLock({ running in
+                if running { return false }
+                running = true
+                return true
+            })
+        else { return }
         defer { running.withLock { $0 = false } }
         registry.space?.releaseReserveIfLow()
         defer { registry.space?.holdReserve() }

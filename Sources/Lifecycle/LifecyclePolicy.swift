@@ -140,7 +140,8 @@ public struct LifecyclePolicy: Sendable, Equatable {
         for pattern in patterns ?? [] {
             let wildcards = pattern.filter { $0 == "*" }.count
             guard wildcards <= maximumWildcardsPerPattern else {
-                throw ValidationError(message: "\(at).tagPatternList: '\(pattern)' has \(wildcards) wildcards; at most \(maximumWildcardsPerPattern) are allowed")
+                throw ValidationError(
+                    message: "\(at).tagPatternList: '\(pattern)' has \(wildcards) wildcards; at most \(maximumWildcardsPerPattern) are allowed")
             }
         }
         guard let countNumber = selection["countNumber"]?.integer else {
@@ -179,7 +180,8 @@ public struct LifecyclePolicy: Sendable, Equatable {
         }
         let highest = rules.map(\.priority).max() ?? 0
         for rule in rules where rule.tagStatus == .any && rule.priority != highest {
-            throw ValidationError(message: "the rule with tagStatus 'any' (priority \(rule.priority)) must have the highest rulePriority (\(highest)) so it is evaluated last")
+            throw ValidationError(
+                message: "the rule with tagStatus 'any' (priority \(rule.priority)) must have the highest rulePriority (\(highest)) so it is evaluated last")
         }
         guard rules.filter({ $0.tagStatus == .any }).count <= 1 else {
             throw ValidationError(message: "only one rule may have tagStatus 'any'")
@@ -189,9 +191,14 @@ public struct LifecyclePolicy: Sendable, Equatable {
         }
         var selections = Set<String>()
         for rule in rules where rule.tagStatus == .tagged {
-            let key = (rule.tagPrefixes.isEmpty ? "pattern:" + rule.tagPatterns.sorted().joined(separator: ",") : "prefix:" + rule.tagPrefixes.sorted().joined(separator: ","))
+            let key =
+                (rule.tagPrefixes.isEmpty
+                    ? "pattern:" + rule.tagPatterns.sorted().joined(separator: ",") : "prefix:" + rule.tagPrefixes.sorted().joined(separator: ","))
             guard selections.insert(key).inserted else {
-                throw ValidationError(message: "two rules select the same tags (\(rule.tagPrefixes.isEmpty ? rule.tagPatterns : rule.tagPrefixes)); each rule needs a unique set of tag prefixes or patterns")
+                throw ValidationError(
+                    message:
+                        "two rules select the same tags (\(rule.tagPrefixes.isEmpty ? rule.tagPatterns : rule.tagPrefixes)); each rule needs a unique set of tag prefixes or patterns"
+                )
             }
         }
     }

@@ -34,8 +34,10 @@ public final class LifecycleService: Service, Sendable {
     ///   - interval: how often every repository is evaluated (hourly by default).
     ///   - onExpire: told about every expiry (the audit log).
     ///   - onlyWhenLeader: whether this node should run the scheduled pass (one node at a time).
-    public init(registry: Registry, interval: Duration = .seconds(3600), logger: Logger,
-                onExpire: @escaping ExpiryObserver = { _ in }, onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }) {
+    public init(
+        registry: Registry, interval: Duration = .seconds(3600), logger: Logger,
+        onExpire: @escaping ExpiryObserver = { _ in }, onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }
+    ) {
         self.registry = registry
         self.interval = interval
         self.logger = logger
@@ -71,8 +73,9 @@ public final class LifecycleService: Service, Sendable {
         let candidates = try await metadata.lifecycleCandidates(in: repository)
         let images = candidates.map { LifecycleImage(digest: $0.digest.description, tags: $0.tags, pushedAt: $0.pushedAt, lastPulledAt: $0.lastPulledAt) }
         return LifecycleEvaluator.evaluate(policy, images: images, now: now).map { expiry in
-            PlannedExpiry(repository: repository.value, digest: expiry.image.digest, tags: expiry.image.tags, pushedAt: expiry.image.pushedAt,
-                          lastPulledAt: expiry.image.lastPulledAt, rulePriority: expiry.rulePriority, ruleDescription: expiry.ruleDescription, alsoDeleted: [])
+            PlannedExpiry(
+                repository: repository.value, digest: expiry.image.digest, tags: expiry.image.tags, pushedAt: expiry.image.pushedAt,
+                lastPulledAt: expiry.image.lastPulledAt, rulePriority: expiry.rulePriority, ruleDescription: expiry.ruleDescription, alsoDeleted: [])
         }
     }
 
@@ -99,7 +102,8 @@ public final class LifecycleService: Service, Sendable {
         var all: [PlannedExpiry] = []
         for (name, own) in try await metadata.repositoriesWithOwnPolicies() {
             guard own != nil || registryWide.contains(where: { WildcardPattern.matches($0.scope, name) }),
-                  let repository = RepositoryName(name) else { continue }
+                let repository = RepositoryName(name)
+            else { continue }
             do {
                 all += try await apply(repository, now: now)
             } catch {

@@ -43,8 +43,7 @@ public final class Database: Sendable {
             return try await openPostgres(url: url, logger: logger)
         }
         var path = url
-        if path.hasPrefix("sqlite://") { path.removeFirst("sqlite://".count) }
-        else if path.hasPrefix("sqlite:") { path.removeFirst("sqlite:".count) }
+        if path.hasPrefix("sqlite://") { path.removeFirst("sqlite://".count) } else if path.hasPrefix("sqlite:") { path.removeFirst("sqlite:".count) }
         return try await openSQLite(path: path, logger: logger, readerCount: readerCount)
     }
 

@@ -23,14 +23,17 @@ extension MetadataStore {
 
     public func unneededLinks(before cutoff: Int64, limit: Int) async throws -> [Link] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT rb.repository_id, r.name, rb.digest FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
                 WHERE \(Self.unneededLink(cutoff)) ORDER BY rb.repository_id, rb.digest LIMIT \(literal: limit)
-                """).all().compactMap { row in
-                    guard let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
-                    return Link(repositoryID: try row.decode(column: "repository_id", as: Int64.self),
-                                repository: try row.decode(column: "name", as: String.self), digest: digest)
-                }
+                """
+            ).all().compactMap { row in
+                guard let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
+                return Link(
+                    repositoryID: try row.decode(column: "repository_id", as: Int64.self),
+                    repository: try row.decode(column: "name", as: String.self), digest: digest)
+            }
         }
     }
 
@@ -45,11 +48,13 @@ extension MetadataStore {
             var removed = 0
             for (repositoryID, group) in Dictionary(grouping: links, by: \.repositoryID) {
                 for chunk in group.map(\.digest.description).chunked(500) {
-                    removed += try await sql.raw("""
+                    removed += try await sql.raw(
+                        """
                         DELETE FROM repository_blobs AS rb
                         WHERE rb.repository_id = \(bind: repositoryID) AND rb.digest IN (\(binds: Array(chunk))) AND \(Self.unneededLink(cutoff))
                         RETURNING digest
-                        """).all().count
+                        """
+                    ).all().count
                 }
             }
             return removed
@@ -59,35 +64,41 @@ extension MetadataStore {
     /// Blobs no repository links to, untouched since `cutoff`.
     public func unlinkedBlobs(before cutoff: Int64, limit: Int) async throws -> [BlobRecord] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT b.digest, b.size FROM blobs b
                 WHERE COALESCE(b.touched_at, b.created_at) < \(bind: cutoff)
                   AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
                 ORDER BY b.digest LIMIT \(literal: limit)
-                """).all().compactMap { row in
-                    guard let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
-                    return BlobRecord(digest: digest, size: try row.decode(column: "size", as: Int64.self))
-                }
+                """
+            ).all().compactMap { row in
+                guard let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
+                return BlobRecord(digest: digest, size: try row.decode(column: "size", as: Int64.self))
+            }
         }
     }
 
     /// Deletes blob rows that are still unlinked and old, then runs `removeBytes` with the deleted
     /// digests inside the same transaction (under the digests' locks, as uploads take them), so a
     /// failure leaves both rows and bytes. Returns the deleted blobs.
-    public func deleteUnlinkedBlobs(_ blobs: [BlobRecord], before cutoff: Int64,
-                                    removeBytes: @Sendable ([Digest]) async throws -> Void) async throws -> [BlobRecord] {
+    public func deleteUnlinkedBlobs(
+        _ blobs: [BlobRecord], before cutoff: Int64,
+        removeBytes: @Sendable ([Digest]) async throws -> Void
+    ) async throws -> [BlobRecord] {
         guard !blobs.isEmpty else { return [] }
         return try await database.transaction { sql in
             let sorted = blobs.sorted(by: { $0.digest < $1.digest })
             for blob in sorted { try await database.lock("blob:\(blob.digest)", in: sql) }
             var deleted = Set<String>()
             for chunk in sorted.map(\.digest.description).chunked(500) {
-                for row in try await sql.raw("""
+                for row in try await sql.raw(
+                    """
                     DELETE FROM blobs AS b WHERE b.digest IN (\(binds: Array(chunk)))
                       AND COALESCE(b.touched_at, b.created_at) < \(bind: cutoff)
                       AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
                     RETURNING digest
-                    """).all() {
+                    """
+                ).all() {
                     deleted.insert(try row.decode(column: "digest", as: String.self))
                 }
             }
@@ -127,14 +138,16 @@ extension MetadataStore {
     /// referrers, pushed before `cutoff`.
     public func untaggedManifests(before cutoff: Int64, limit: Int) async throws -> [ManifestLocation] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id
                 WHERE m.pushed_at < \(bind: cutoff) AND m.subject_digest IS NULL
                   AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest)
                   AND NOT EXISTS (SELECT 1 FROM manifest_references mr
                                   WHERE mr.repository_id = m.repository_id AND mr.child_digest = m.digest AND mr.kind = 'manifest')
                 ORDER BY r.name, m.digest LIMIT \(literal: limit)
-                """).all().compactMap(Self.location)
+                """
+            ).all().compactMap(Self.location)
         }
     }
 
@@ -142,13 +155,15 @@ extension MetadataStore {
     /// `cutoff`: left behind when the image they describe was deleted.
     public func orphanReferrers(before cutoff: Int64, limit: Int) async throws -> [ManifestLocation] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id
                 WHERE m.pushed_at < \(bind: cutoff) AND m.subject_digest IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject_digest)
                   AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest)
                 ORDER BY r.name, m.digest LIMIT \(literal: limit)
-                """).all().compactMap(Self.location)
+                """
+            ).all().compactMap(Self.location)
         }
     }
 
@@ -160,11 +175,13 @@ extension MetadataStore {
     /// Bytes of distinct blobs linked in the namespace's repositories: what a quota counts.
     public func namespaceUsage(_ namespace: String) async throws -> Int64 {
         try await database.read { sql in
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) AS total FROM blobs b
                 WHERE b.digest IN (SELECT DISTINCT rb.digest FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
                                    WHERE r.namespace = \(bind: namespace))
-                """).first()
+                """
+            ).first()
             return try row?.decode(column: "total", as: Int64.self) ?? 0
         }
     }
@@ -172,10 +189,12 @@ extension MetadataStore {
     /// Whether the namespace already holds this blob (then linking it again costs no quota).
     public func namespaceHolds(_ digest: Digest, namespace: String) async throws -> Bool {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT 1 AS present FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
                 WHERE r.namespace = \(bind: namespace) AND rb.digest = \(bind: digest.description) LIMIT 1
-                """).first() != nil
+                """
+            ).first() != nil
         }
     }
 
@@ -195,10 +214,12 @@ extension MetadataStore {
 
     public func recordGCRun(startedAt: Int64, finishedAt: Int64, trigger: String, dryRun: Bool, report: String) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO gc_runs (started_at, finished_at, trigger, dry_run, report)
                 VALUES (\(bind: startedAt), \(bind: finishedAt), \(bind: trigger), \(bind: dryRun), \(bind: report))
-                """).run()
+                """
+            ).run()
         }
     }
 

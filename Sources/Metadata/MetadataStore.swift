@@ -99,12 +99,14 @@ public struct MetadataStore: Sendable {
         if let row = try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first() {
             return try row.decode(column: "id", as: Int64.self)
         }
-        let row = try await sql.raw("""
+        let row = try await sql.raw(
+            """
             INSERT INTO repositories (name, namespace, created_at)
             VALUES (\(bind: name.value), \(bind: String(name.namespace)), \(bind: Timestamp.nowMillis()))
             ON CONFLICT (name) DO UPDATE SET name = excluded.name
             RETURNING id
-            """).first()
+            """
+        ).first()
         guard let row else { throw MetadataError.internalError("repository insert returned no id") }
         return try row.decode(column: "id", as: Int64.self)
     }
@@ -119,12 +121,14 @@ public struct MetadataStore: Sendable {
     /// The blob if `repository` may see it.
     public func blob(_ digest: Digest, in repository: RepositoryName) async throws -> BlobRecord? {
         try await database.read { sql in
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 SELECT b.size FROM repositories r
                 JOIN repository_blobs rb ON rb.repository_id = r.id
                 JOIN blobs b ON b.digest = rb.digest
                 WHERE r.name = \(bind: repository.value) AND rb.digest = \(bind: digest.description)
-                """).first()
+                """
+            ).first()
             return try row.map { BlobRecord(digest: digest, size: try $0.decode(column: "size", as: Int64.self)) }
         }
     }
@@ -144,22 +148,28 @@ public struct MetadataStore: Sendable {
     /// `endingSession`: the upload session that produced the blob, removed in the same transaction,
     /// so a crash can never leave a session whose bytes were already published (it claimed a full
     /// `Range` and its closing PUT then answered BLOB_UPLOAD_UNKNOWN).
-    public func linkBlob(_ blob: BlobRecord, to repository: RepositoryName, endingSession: String? = nil,
-                         publish: (@Sendable () async throws -> Void)? = nil) async throws {
+    public func linkBlob(
+        _ blob: BlobRecord, to repository: RepositoryName, endingSession: String? = nil,
+        publish: (@Sendable () async throws -> Void)? = nil
+    ) async throws {
         try await database.transaction { sql in
             try await database.lock("blob:\(blob.digest)", in: sql)
             if let publish { try await publish() }
             if let endingSession { try await sql.raw("DELETE FROM upload_sessions WHERE id = \(bind: endingSession)").run() }
             let now = Timestamp.nowMillis()
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: blob.digest.description), \(bind: blob.size), \(bind: now), \(bind: now))
                 ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at
-                """).run()
+                """
+            ).run()
             let repositoryID = try await Self.ensureRepository(repository, sql)
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: blob.digest.description), \(bind: now))
                 ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -167,20 +177,24 @@ public struct MetadataStore: Sendable {
     /// rely on it in a manifest moments later, so the collector must not take it meanwhile.
     public func touchLink(_ digest: Digest, in repository: RepositoryName) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE repository_blobs SET linked_at = \(bind: Timestamp.nowMillis())
                 WHERE digest = \(bind: digest.description) AND repository_id = (SELECT id FROM repositories WHERE name = \(bind: repository.value))
-                """).run()
+                """
+            ).run()
         }
     }
 
     /// When the repository's link to a blob was created or last refreshed (Unix ms), if it exists.
     public func linkTime(_ digest: Digest, in repository: RepositoryName) async throws -> Int64? {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT rb.linked_at FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
                 WHERE r.name = \(bind: repository.value) AND rb.digest = \(bind: digest.description)
-                """).first()?.decode(column: "linked_at", as: Int64.self)
+                """
+            ).first()?.decode(column: "linked_at", as: Int64.self)
         }
     }
 
@@ -188,19 +202,23 @@ public struct MetadataStore: Sendable {
     public func mountBlob(_ digest: Digest, from source: RepositoryName, to target: RepositoryName) async throws -> BlobRecord? {
         try await database.transaction { sql in
             try await database.lock("blob:\(digest)", in: sql)
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 SELECT b.size FROM repositories r
                 JOIN repository_blobs rb ON rb.repository_id = r.id
                 JOIN blobs b ON b.digest = rb.digest
                 WHERE r.name = \(bind: source.value) AND rb.digest = \(bind: digest.description)
-                """).first()
+                """
+            ).first()
             guard let row else { return nil }
             let size = try row.decode(column: "size", as: Int64.self)
             let repositoryID = try await Self.ensureRepository(target, sql)
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: digest.description), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at
-                """).run()
+                """
+            ).run()
             return BlobRecord(digest: digest, size: size)
         }
     }
@@ -210,10 +228,12 @@ public struct MetadataStore: Sendable {
     public func unlinkBlob(_ digest: Digest, from repository: RepositoryName) async throws -> Bool {
         try await database.transaction { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return false }
-            let removed = try await sql.raw("""
+            let removed = try await sql.raw(
+                """
                 DELETE FROM repository_blobs WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
                 RETURNING digest
-                """).all()
+                """
+            ).all()
             return !removed.isEmpty
         }
     }
@@ -225,15 +245,18 @@ public struct MetadataStore: Sendable {
     public func createUpload(_ upload: UploadRecord, owner: String? = nil, maximumPerOwner: Int? = nil) async throws {
         try await database.transaction { sql in
             if let owner, let maximumPerOwner {
-                let open = try await sql.raw("SELECT COUNT(*) AS open FROM upload_sessions WHERE owner = \(bind: owner)").first()?
+                let open =
+                    try await sql.raw("SELECT COUNT(*) AS open FROM upload_sessions WHERE owner = \(bind: owner)").first()?
                     .decode(column: "open", as: Int.self) ?? 0
                 guard open < maximumPerOwner else { throw MetadataError.limitReached("\(owner) already has \(open) upload sessions open") }
             }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO upload_sessions (id, repository, size, algorithm, created_at, updated_at, owner)
                 VALUES (\(bind: upload.id), \(bind: upload.repository), \(bind: upload.size), \(bind: upload.algorithm.rawValue), \(bind: upload.createdAt),
                         \(bind: upload.updatedAt), \(bind: owner))
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -241,11 +264,13 @@ public struct MetadataStore: Sendable {
     /// they count against the namespace's quota before they become blobs.
     public func inFlightUploadBytes(namespace: String, excluding: String? = nil) async throws -> Int64 {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM upload_sessions
                 WHERE (repository = \(bind: namespace) OR substr(repository, 1, \(bind: namespace.utf8.count + 1)) = \(bind: namespace + "/"))
                   AND id <> \(bind: excluding ?? "")
-                """).first()?.decode(column: "total", as: Int64.self) ?? 0
+                """
+            ).first()?.decode(column: "total", as: Int64.self) ?? 0
         }
     }
 
@@ -261,9 +286,11 @@ public struct MetadataStore: Sendable {
     /// next used (Registry.hashState), in case a disk lies.
     public func updateUpload(_ id: String, size: Int64) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE upload_sessions SET size = \(bind: size), updated_at = \(bind: Timestamp.nowMillis()) WHERE id = \(bind: id)
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -278,9 +305,11 @@ public struct MetadataStore: Sendable {
     /// Sessions not touched since `cutoff` (Unix ms): abandoned uploads.
     public func uploads(notUpdatedSince cutoff: Int64, limit: Int) async throws -> [UploadRecord] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT * FROM upload_sessions WHERE updated_at < \(bind: cutoff) ORDER BY updated_at LIMIT \(literal: limit)
-                """).all().map(Self.uploadRecord)
+                """
+            ).all().map(Self.uploadRecord)
         }
     }
 
@@ -300,10 +329,12 @@ public struct MetadataStore: Sendable {
 
     public func manifest(_ digest: Digest, in repository: RepositoryName) async throws -> ManifestRecord? {
         try await database.read { sql in
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 SELECT m.* FROM manifests m JOIN repositories r ON r.id = m.repository_id
                 WHERE r.name = \(bind: repository.value) AND m.digest = \(bind: digest.description)
-                """).first()
+                """
+            ).first()
             return try row.map(Self.manifestRecord)
         }
     }
@@ -311,12 +342,14 @@ public struct MetadataStore: Sendable {
     /// The manifest a tag points at, in one query (the cache-miss path of a pull by tag).
     public func manifest(tagged tag: Tag, in repository: RepositoryName) async throws -> ManifestRecord? {
         try await database.read { sql in
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 SELECT m.* FROM tags t
                 JOIN repositories r ON r.id = t.repository_id
                 JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
                 WHERE r.name = \(bind: repository.value) AND t.name = \(bind: tag.value)
-                """).first()
+                """
+            ).first()
             return try row.map(Self.manifestRecord)
         }
     }
@@ -350,14 +383,16 @@ public struct MetadataStore: Sendable {
             try await Self.checkReferences(of: manifest, repositoryID: repositoryID, sql)
             let now = Timestamp.nowMillis()
             let digest = manifest.digest.description
-            let inserted = try await sql.raw("""
+            let inserted = try await sql.raw(
+                """
                 INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject_digest, annotations, pushed_at)
                 VALUES (\(bind: repositoryID), \(bind: digest), \(bind: manifest.mediaType), \(bind: manifest.artifactType),
                         \(bind: Int64(manifest.content.readableBytes)), \(bind: manifest.content), \(bind: manifest.subject?.description),
                         \(bind: manifest.annotationsJSON), \(bind: now))
                 ON CONFLICT (repository_id, digest) DO NOTHING
                 RETURNING digest
-                """).all()
+                """
+            ).all()
             if !inserted.isEmpty {
                 var references: [(String, String)] = manifest.blobs.map { ($0.digest.description, "blob") }
                 references += manifest.children.map { ($0.description, "manifest") }
@@ -372,8 +407,10 @@ public struct MetadataStore: Sendable {
             }
             var changes: [TagChange] = []
             for tag in manifest.tags {
-                if let change = try await Self.moveTag(tag, to: manifest.digest, repositoryID: repositoryID, at: now,
-                                                       immutable: manifest.tagMutability.isImmutable(tag.value), sql) {
+                if let change = try await Self.moveTag(
+                    tag, to: manifest.digest, repositoryID: repositoryID, at: now,
+                    immutable: manifest.tagMutability.isImmutable(tag.value), sql)
+                {
                     changes.append(change)
                 }
             }
@@ -390,10 +427,12 @@ public struct MetadataStore: Sendable {
         let blobDigests = Array(Set(manifest.blobs.map(\.digest.description)))
         var sizes: [String: Int64] = [:]
         for chunk in blobDigests.chunked(500) {
-            let rows = try await sql.raw("""
+            let rows = try await sql.raw(
+                """
                 SELECT b.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
                 WHERE rb.repository_id = \(bind: repositoryID) AND rb.digest IN (\(binds: Array(chunk)))
-                """).all()
+                """
+            ).all()
             for row in rows {
                 sizes[try row.decode(column: "digest", as: String.self)] = try row.decode(column: "size", as: Int64.self)
             }
@@ -410,9 +449,11 @@ public struct MetadataStore: Sendable {
         let childDigests = Array(Set(manifest.children.map(\.description)))
         var present = Set<String>()
         for chunk in childDigests.chunked(500) {
-            let rows = try await sql.raw("""
+            let rows = try await sql.raw(
+                """
                 SELECT digest FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest IN (\(binds: Array(chunk)))
-                """).all()
+                """
+            ).all()
             for row in rows { present.insert(try row.decode(column: "digest", as: String.self)) }
         }
         for child in manifest.children where !present.contains(child.description) {
@@ -421,21 +462,29 @@ public struct MetadataStore: Sendable {
     }
 
     /// Points `tag` at `digest`, recording the move in the tag history. Nil when it already pointed there.
-    private static func moveTag(_ tag: Tag, to digest: Digest, repositoryID: Int64, at now: Int64, immutable: Bool, _ sql: any SQLDatabase) async throws -> TagChange? {
-        let previousRow = try await sql.raw("""
+    private static func moveTag(
+        _ tag: Tag, to digest: Digest, repositoryID: Int64, at now: Int64, immutable: Bool, _ sql: any SQLDatabase
+    ) async throws -> TagChange? {
+        let previousRow = try await sql.raw(
+            """
             SELECT digest FROM tags WHERE repository_id = \(bind: repositoryID) AND name = \(bind: tag.value)
-            """).first()
+            """
+        ).first()
         let previous = try previousRow.flatMap { Digest(try $0.decode(column: "digest", as: String.self)) }
         if previous == digest { return nil }
         if previous != nil, immutable { throw MetadataError.immutableTag(tag.value) }
-        try await sql.raw("""
+        try await sql.raw(
+            """
             INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (\(bind: repositoryID), \(bind: tag.value), \(bind: digest.description), \(bind: now))
             ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at
-            """).run()
-        try await sql.raw("""
+            """
+        ).run()
+        try await sql.raw(
+            """
             INSERT INTO tag_history (repository_id, tag, digest, previous_digest, changed_at)
             VALUES (\(bind: repositoryID), \(bind: tag.value), \(bind: digest.description), \(bind: previous?.description), \(bind: now))
-            """).run()
+            """
+        ).run()
         return TagChange(tag: tag.value, previous: previous, current: digest)
     }
 
@@ -444,26 +493,36 @@ public struct MetadataStore: Sendable {
     public func deleteManifest(_ digest: Digest, in repository: RepositoryName) async throws -> [String]? {
         try await database.transaction { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
-            let exists = try await sql.raw("""
+            let exists = try await sql.raw(
+                """
                 SELECT digest FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
-                """).first()
+                """
+            ).first()
             guard exists != nil else { return nil }
             let now = Timestamp.nowMillis()
-            let removedTags = try await sql.raw("""
+            let removedTags = try await sql.raw(
+                """
                 DELETE FROM tags WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description) RETURNING name
-                """).all().map { try $0.decode(column: "name", as: String.self) }
+                """
+            ).all().map { try $0.decode(column: "name", as: String.self) }
             for tag in removedTags {
-                try await sql.raw("""
+                try await sql.raw(
+                    """
                     INSERT INTO tag_history (repository_id, tag, digest, previous_digest, changed_at)
                     VALUES (\(bind: repositoryID), \(bind: tag), NULL, \(bind: digest.description), \(bind: now))
-                    """).run()
+                    """
+                ).run()
             }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 DELETE FROM manifest_references WHERE repository_id = \(bind: repositoryID) AND manifest_digest = \(bind: digest.description)
-                """).run()
-            try await sql.raw("""
+                """
+            ).run()
+            try await sql.raw(
+                """
                 DELETE FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
-                """).run()
+                """
+            ).run()
             return removedTags.sorted()
         }
     }
@@ -472,10 +531,12 @@ public struct MetadataStore: Sendable {
 
     public func resolveTag(_ tag: Tag, in repository: RepositoryName) async throws -> Digest? {
         try await database.read { sql in
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 SELECT t.digest FROM tags t JOIN repositories r ON r.id = t.repository_id
                 WHERE r.name = \(bind: repository.value) AND t.name = \(bind: tag.value)
-                """).first()
+                """
+            ).first()
             return try row.flatMap { Digest(try $0.decode(column: "digest", as: String.self)) }
         }
     }
@@ -484,14 +545,18 @@ public struct MetadataStore: Sendable {
     public func deleteTag(_ tag: Tag, in repository: RepositoryName) async throws -> Digest? {
         try await database.transaction { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
-            let row = try await sql.raw("""
+            let row = try await sql.raw(
+                """
                 DELETE FROM tags WHERE repository_id = \(bind: repositoryID) AND name = \(bind: tag.value) RETURNING digest
-                """).first()
+                """
+            ).first()
             guard let row, let digest = Digest(try row.decode(column: "digest", as: String.self)) else { return nil }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO tag_history (repository_id, tag, digest, previous_digest, changed_at)
                 VALUES (\(bind: repositoryID), \(bind: tag.value), NULL, \(bind: digest.description), \(bind: Timestamp.nowMillis()))
-                """).run()
+                """
+            ).run()
             return digest
         }
     }
@@ -502,7 +567,8 @@ public struct MetadataStore: Sendable {
     public func listTags(in repository: RepositoryName, after last: String?, limit: Int) async throws -> [String]? {
         try await database.read { sql -> [String]? in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
-            return try await joinedNames("""
+            return try await joinedNames(
+                """
                 SELECT name FROM tags WHERE repository_id = \(bind: repositoryID) AND name > \(bind: last ?? "")
                 ORDER BY name LIMIT \(literal: limit)
                 """, sql)
@@ -513,16 +579,18 @@ public struct MetadataStore: Sendable {
     public func tagHistory(_ tag: Tag, in repository: RepositoryName, limit: Int = 100) async throws -> [TagChange] {
         try await database.read { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return [] }
-            return try await sql.raw("""
+            return try await sql.raw(
+                """
                 SELECT digest, previous_digest FROM tag_history WHERE repository_id = \(bind: repositoryID) AND tag = \(bind: tag.value)
                 ORDER BY id DESC LIMIT \(literal: limit)
-                """).all().map { row in
-                    TagChange(
-                        tag: tag.value,
-                        previous: try row.decode(column: "previous_digest", as: String?.self).flatMap { Digest($0) },
-                        current: try row.decode(column: "digest", as: String?.self).flatMap { Digest($0) }
-                    )
-                }
+                """
+            ).all().map { row in
+                TagChange(
+                    tag: tag.value,
+                    previous: try row.decode(column: "previous_digest", as: String?.self).flatMap { Digest($0) },
+                    current: try row.decode(column: "digest", as: String?.self).flatMap { Digest($0) }
+                )
+            }
         }
     }
 
@@ -558,12 +626,14 @@ public struct MetadataStore: Sendable {
         guard !pulls.isEmpty else { return }
         try await database.transaction { sql in
             for pull in pulls {
-                try await sql.raw("""
+                try await sql.raw(
+                    """
                     UPDATE manifests SET last_pulled_at = \(bind: pull.at)
                     WHERE digest = \(bind: pull.digest.description)
                       AND repository_id = (SELECT id FROM repositories WHERE name = \(bind: pull.repository))
                       AND (last_pulled_at IS NULL OR last_pulled_at < \(bind: pull.at))
-                    """).run()
+                    """
+                ).run()
             }
         }
     }

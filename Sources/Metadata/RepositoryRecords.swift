@@ -59,7 +59,8 @@ extension MetadataStore {
             let id = try await Self.ensureRepository(name, sql)
             let stored = try await Self.updateSettings(repositoryID: id, { $0 = settings }, sql)
             for (key, value) in labels { try await Self.putLabel(repositoryID: id, key: key, value: value, sql) }
-            let createdAt = try await sql.raw("SELECT created_at FROM repositories WHERE id = \(bind: id)").first()!.decode(column: "created_at", as: Int64.self)
+            let createdAt = try await sql.raw("SELECT created_at FROM repositories WHERE id = \(bind: id)").first()!.decode(
+                column: "created_at", as: Int64.self)
             return RepositoryRecord(name: name.value, createdAt: createdAt, settings: stored)
         }
     }
@@ -72,10 +73,12 @@ extension MetadataStore {
     public func repositoryRecords(named names: [String]) async throws -> [RepositoryRecord] {
         guard !names.isEmpty else { return [] }
         return try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT r.name, r.created_at, s.* FROM repositories r LEFT JOIN repository_settings s ON s.repository_id = r.id
                 WHERE r.name IN (\(binds: names)) ORDER BY r.name
-                """).all().map(Self.repositoryRecord)
+                """
+            ).all().map(Self.repositoryRecord)
         }
     }
 
@@ -87,9 +90,10 @@ extension MetadataStore {
 
     private static func repositoryRecord(_ row: any SQLRow) throws -> RepositoryRecord {
         let hasSettings = try row.decode(column: "tag_mutability", as: String?.self) != nil
-        return RepositoryRecord(name: try row.decode(column: "name", as: String.self),
-                                createdAt: try row.decode(column: "created_at", as: Int64.self),
-                                settings: hasSettings ? try settings(row) : RepositorySettings())
+        return RepositoryRecord(
+            name: try row.decode(column: "name", as: String.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            settings: hasSettings ? try settings(row) : RepositorySettings())
     }
 
     /// Deletes a repository with its tags, manifests and blob links (the collector reclaims the
@@ -97,10 +101,14 @@ extension MetadataStore {
     public func deleteRepository(_ name: RepositoryName, force: Bool) async throws -> RepositoryDeletion {
         try await database.transaction { sql in
             try await database.lock("repository:\(name)", in: sql)
-            guard let row = try await sql.raw("""
-                SELECT r.id, r.name, r.created_at, s.* FROM repositories r LEFT JOIN repository_settings s ON s.repository_id = r.id
-                WHERE r.name = \(bind: name.value)
-                """).first() else { return .notFound }
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT r.id, r.name, r.created_at, s.* FROM repositories r LEFT JOIN repository_settings s ON s.repository_id = r.id
+                    WHERE r.name = \(bind: name.value)
+                    """
+                ).first()
+            else { return .notFound }
             let record = try Self.repositoryRecord(row)
             let id = try row.decode(column: "id", as: Int64.self)
             let count = try await sql.raw("SELECT COUNT(*) AS n FROM manifests WHERE repository_id = \(bind: id)").first()!.decode(column: "n", as: Int64.self)
@@ -110,9 +118,11 @@ extension MetadataStore {
             try await sql.raw("DELETE FROM manifest_references WHERE repository_id = \(bind: id)").run()
             try await sql.raw("DELETE FROM manifests WHERE repository_id = \(bind: id)").run()
             // Unlinked blobs get a fresh grace clock, like any unlink.
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE blobs SET touched_at = \(bind: Timestamp.nowMillis()) WHERE digest IN (SELECT digest FROM repository_blobs WHERE repository_id = \(bind: id))
-                """).run()
+                """
+            ).run()
             try await sql.raw("DELETE FROM repository_blobs WHERE repository_id = \(bind: id)").run()
             try await sql.raw("DELETE FROM repositories WHERE id = \(bind: id)").run()
             try await sql.raw("DELETE FROM upload_sessions WHERE repository = \(bind: name.value)").run()
@@ -128,19 +138,22 @@ extension MetadataStore {
             for row in try await sql.raw("SELECT name, digest FROM tags WHERE repository_id = \(bind: id) ORDER BY name").all() {
                 tags[try row.decode(column: "digest", as: String.self), default: []].append(try row.decode(column: "name", as: String.self))
             }
-            return try await sql.raw("""
+            return try await sql.raw(
+                """
                 SELECT digest, media_type, artifact_type, content, pushed_at, last_pulled_at FROM manifests
                 WHERE repository_id = \(bind: id) ORDER BY pushed_at DESC, digest
-                """).all().compactMap { row -> ImageRecord? in
-                    let text = try row.decode(column: "digest", as: String.self)
-                    guard let digest = Digest(text) else { return nil }
-                    var content = try row.decode(column: "content", as: ByteBuffer.self)
-                    return ImageRecord(digest: digest, tags: tags[text] ?? [], mediaType: try row.decode(column: "media_type", as: String.self),
-                                       artifactType: try row.decode(column: "artifact_type", as: String?.self),
-                                       content: content.readBytes(length: content.readableBytes) ?? [],
-                                       pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
-                                       lastPulledAt: try row.decode(column: "last_pulled_at", as: Int64?.self))
-                }
+                """
+            ).all().compactMap { row -> ImageRecord? in
+                let text = try row.decode(column: "digest", as: String.self)
+                guard let digest = Digest(text) else { return nil }
+                var content = try row.decode(column: "content", as: ByteBuffer.self)
+                return ImageRecord(
+                    digest: digest, tags: tags[text] ?? [], mediaType: try row.decode(column: "media_type", as: String.self),
+                    artifactType: try row.decode(column: "artifact_type", as: String?.self),
+                    content: content.readBytes(length: content.readableBytes) ?? [],
+                    pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
+                    lastPulledAt: try row.decode(column: "last_pulled_at", as: Int64?.self))
+            }
         }
     }
 
@@ -163,10 +176,13 @@ extension MetadataStore {
         guard !digests.isEmpty else { return [] }
         return try await database.read { sql in
             guard let id = try await Self.repositoryID(repository, sql) else { return [] }
-            return Set(try await sql.raw("""
-                SELECT DISTINCT child_digest FROM manifest_references
-                WHERE repository_id = \(bind: id) AND kind = 'manifest' AND child_digest IN (\(binds: digests.map(\.description)))
-                """).all().compactMap { Digest(try $0.decode(column: "child_digest", as: String.self)) })
+            return Set(
+                try await sql.raw(
+                    """
+                    SELECT DISTINCT child_digest FROM manifest_references
+                    WHERE repository_id = \(bind: id) AND kind = 'manifest' AND child_digest IN (\(binds: digests.map(\.description)))
+                    """
+                ).all().compactMap { Digest(try $0.decode(column: "child_digest", as: String.self)) })
         }
     }
 
@@ -186,9 +202,10 @@ extension MetadataStore {
     public func putLabels(_ labels: [(String, String)], on repository: RepositoryName, maximum: Int) async throws -> Bool {
         try await database.transaction { sql in
             guard let id = try await Self.repositoryID(repository, sql) else { return false }
-            let existing = Set(try await sql.raw("SELECT label_key FROM repository_labels WHERE repository_id = \(bind: id)").all().map {
-                try $0.decode(column: "label_key", as: String.self)
-            })
+            let existing = Set(
+                try await sql.raw("SELECT label_key FROM repository_labels WHERE repository_id = \(bind: id)").all().map {
+                    try $0.decode(column: "label_key", as: String.self)
+                })
             guard existing.union(labels.map(\.0)).count <= maximum else { throw MetadataError.invalid("a repository can have at most \(maximum) tags") }
             for (key, value) in labels { try await Self.putLabel(repositoryID: id, key: key, value: value, sql) }
             return true
@@ -206,10 +223,12 @@ extension MetadataStore {
     }
 
     private static func putLabel(repositoryID: Int64, key: String, value: String, _ sql: any SQLDatabase) async throws {
-        try await sql.raw("""
+        try await sql.raw(
+            """
             INSERT INTO repository_labels (repository_id, label_key, label_value) VALUES (\(bind: repositoryID), \(bind: key), \(bind: value))
             ON CONFLICT (repository_id, label_key) DO UPDATE SET label_value = excluded.label_value
-            """).run()
+            """
+        ).run()
     }
 
     // MARK: Registry settings
@@ -222,10 +241,12 @@ extension MetadataStore {
 
     public func putRegistrySetting(_ name: String, _ value: String) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO registry_settings (name, value, updated_at) VALUES (\(bind: name), \(bind: value), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -239,10 +260,12 @@ extension MetadataStore {
     public func registrySetting(_ name: String, initial: @autoclosure () -> String) async throws -> String {
         let candidate = initial()
         return try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO registry_settings (name, value, updated_at) VALUES (\(bind: name), \(bind: candidate), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (name) DO NOTHING
-                """).run()
+                """
+            ).run()
             return try await sql.raw("SELECT value FROM registry_settings WHERE name = \(bind: name)").first()!.decode(column: "value", as: String.self)
         }
     }
@@ -252,23 +275,30 @@ extension MetadataStore {
     public func saveLifecyclePreview(_ preview: StoredLifecyclePreview, for repository: RepositoryName) async throws -> Bool {
         try await database.transaction { sql in
             guard let id = try await Self.repositoryID(repository, sql) else { return false }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO lifecycle_previews (repository_id, policy, status, result, created_at)
                 VALUES (\(bind: id), \(bind: preview.policy), \(bind: preview.status), \(bind: preview.result), \(bind: preview.createdAt))
                 ON CONFLICT (repository_id) DO UPDATE SET policy = excluded.policy, status = excluded.status,
                     result = excluded.result, created_at = excluded.created_at
-                """).run()
+                """
+            ).run()
             return true
         }
     }
 
     public func lifecyclePreview(for repository: RepositoryName) async throws -> StoredLifecyclePreview? {
         try await database.read { sql in
-            guard let row = try await sql.raw("""
-                SELECT p.* FROM lifecycle_previews p JOIN repositories r ON r.id = p.repository_id WHERE r.name = \(bind: repository.value)
-                """).first() else { return nil }
-            return StoredLifecyclePreview(policy: try row.decode(column: "policy", as: String.self), status: try row.decode(column: "status", as: String.self),
-                                          result: try row.decode(column: "result", as: String.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT p.* FROM lifecycle_previews p JOIN repositories r ON r.id = p.repository_id WHERE r.name = \(bind: repository.value)
+                    """
+                ).first()
+            else { return nil }
+            return StoredLifecyclePreview(
+                policy: try row.decode(column: "policy", as: String.self), status: try row.decode(column: "status", as: String.self),
+                result: try row.decode(column: "result", as: String.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
         }
     }
 }

@@ -78,8 +78,10 @@ public struct RepositorySettings: Sendable, Equatable {
     /// IAM-style resource policy text (ECR's repository policy), if any.
     public var repositoryPolicy: String?
 
-    public init(tagMutability: TagMutabilityPolicy = .mutable, lifecyclePolicy: String? = nil, scanOnPush: Bool = false,
-                encryption: Encryption? = nil, repositoryPolicy: String? = nil) {
+    public init(
+        tagMutability: TagMutabilityPolicy = .mutable, lifecyclePolicy: String? = nil, scanOnPush: Bool = false,
+        encryption: Encryption? = nil, repositoryPolicy: String? = nil
+    ) {
         self.tagMutability = tagMutability
         self.lifecyclePolicy = lifecyclePolicy
         self.scanOnPush = scanOnPush
@@ -110,42 +112,54 @@ extension MetadataStore {
 
     public func settings(of repository: RepositoryName) async throws -> RepositorySettings {
         try await database.read { sql in
-            guard let row = try await sql.raw("""
-                SELECT s.* FROM repository_settings s JOIN repositories r ON r.id = s.repository_id WHERE r.name = \(bind: repository.value)
-                """).first() else { return RepositorySettings() }
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT s.* FROM repository_settings s JOIN repositories r ON r.id = s.repository_id WHERE r.name = \(bind: repository.value)
+                    """
+                ).first()
+            else { return RepositorySettings() }
             return try Self.settings(row)
         }
     }
 
     static func settings(_ row: any SQLRow) throws -> RepositorySettings {
         let mode = TagMutabilityPolicy.Mode(rawValue: try row.decode(column: "tag_mutability", as: String.self)) ?? .mutable
-        let exclusions = try row.decode(column: "mutability_exclusions", as: String?.self)
+        let exclusions =
+            try row.decode(column: "mutability_exclusions", as: String?.self)
             .flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) } ?? []
         let encryption = try row.decode(column: "encryption_type", as: String?.self).map {
             RepositorySettings.Encryption(type: $0, kmsKey: try? row.decode(column: "kms_key", as: String?.self))
         }
-        return RepositorySettings(tagMutability: TagMutabilityPolicy(mode: mode, exclusions: exclusions),
-                                  lifecyclePolicy: try row.decode(column: "lifecycle_policy", as: String?.self),
-                                  scanOnPush: try row.decode(column: "scan_on_push", as: Bool.self),
-                                  encryption: encryption,
-                                  repositoryPolicy: try row.decode(column: "repository_policy", as: String?.self))
+        return RepositorySettings(
+            tagMutability: TagMutabilityPolicy(mode: mode, exclusions: exclusions),
+            lifecyclePolicy: try row.decode(column: "lifecycle_policy", as: String?.self),
+            scanOnPush: try row.decode(column: "scan_on_push", as: Bool.self),
+            encryption: encryption,
+            repositoryPolicy: try row.decode(column: "repository_policy", as: String?.self))
     }
 
     /// Changes a repository's settings, creating the repository if needed.
-    public func updateSettings(of repository: RepositoryName, _ change: @Sendable (inout RepositorySettings) throws -> Void) async throws -> RepositorySettings {
+    public func updateSettings(of repository: RepositoryName, _ change: @Sendable (inout RepositorySettings) throws -> Void) async throws -> RepositorySettings
+    {
         try await database.transaction { sql in
             let id = try await Self.ensureRepository(repository, sql)
             return try await Self.updateSettings(repositoryID: id, change, sql)
         }
     }
 
-    static func updateSettings(repositoryID id: Int64, _ change: @Sendable (inout RepositorySettings) throws -> Void, _ sql: any SQLDatabase) async throws -> RepositorySettings {
+    static func updateSettings(
+        repositoryID id: Int64, _ change: @Sendable (inout RepositorySettings) throws -> Void, _ sql: any SQLDatabase
+    ) async throws -> RepositorySettings {
         do {
-            var settings = try await sql.raw("SELECT * FROM repository_settings WHERE repository_id = \(bind: id)").first().map(Self.settings) ?? RepositorySettings()
+            var settings =
+                try await sql.raw("SELECT * FROM repository_settings WHERE repository_id = \(bind: id)").first().map(Self.settings) ?? RepositorySettings()
             try change(&settings)
             try settings.tagMutability.validate()
-            let exclusions = settings.tagMutability.exclusions.isEmpty ? nil : String(decoding: try JSONEncoder().encode(settings.tagMutability.exclusions), as: UTF8.self)
-            try await sql.raw("""
+            let exclusions =
+                settings.tagMutability.exclusions.isEmpty ? nil : String(decoding: try JSONEncoder().encode(settings.tagMutability.exclusions), as: UTF8.self)
+            try await sql.raw(
+                """
                 INSERT INTO repository_settings (repository_id, tag_mutability, mutability_exclusions, lifecycle_policy,
                                                  scan_on_push, encryption_type, kms_key, repository_policy, updated_at)
                 VALUES (\(bind: id), \(bind: settings.tagMutability.mode.rawValue), \(bind: exclusions), \(bind: settings.lifecyclePolicy),
@@ -155,7 +169,8 @@ extension MetadataStore {
                     mutability_exclusions = excluded.mutability_exclusions, lifecycle_policy = excluded.lifecycle_policy,
                     scan_on_push = excluded.scan_on_push, encryption_type = excluded.encryption_type, kms_key = excluded.kms_key,
                     repository_policy = excluded.repository_policy, updated_at = excluded.updated_at
-                """).run()
+                """
+            ).run()
             return settings
         }
     }
@@ -176,10 +191,12 @@ extension MetadataStore {
 
     public func putRegistryLifecyclePolicy(scope: String, policy: String, by actor: String?) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO lifecycle_policies (scope, policy, created_by, updated_at) VALUES (\(bind: scope), \(bind: policy), \(bind: actor), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (scope) DO UPDATE SET policy = excluded.policy, created_by = excluded.created_by, updated_at = excluded.updated_at
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -192,9 +209,11 @@ extension MetadataStore {
     /// Every repository with the lifecycle policy text it has of its own, if any.
     public func repositoriesWithOwnPolicies() async throws -> [(repository: String, policy: String?)] {
         try await database.read { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 SELECT r.name, s.lifecycle_policy FROM repositories r LEFT JOIN repository_settings s ON s.repository_id = r.id ORDER BY r.name
-                """).all().map { (try $0.decode(column: "name", as: String.self), try $0.decode(column: "lifecycle_policy", as: String?.self)) }
+                """
+            ).all().map { (try $0.decode(column: "name", as: String.self), try $0.decode(column: "lifecycle_policy", as: String?.self)) }
         }
     }
 
@@ -209,18 +228,21 @@ extension MetadataStore {
             for row in try await sql.raw("SELECT name, digest FROM tags WHERE repository_id = \(bind: id)").all() {
                 tags[try row.decode(column: "digest", as: String.self), default: []].append(try row.decode(column: "name", as: String.self))
             }
-            return try await sql.raw("""
+            return try await sql.raw(
+                """
                 SELECT m.digest, m.pushed_at, m.last_pulled_at FROM manifests m
                 WHERE m.repository_id = \(bind: id) AND m.subject_digest IS NULL
                   AND NOT EXISTS (SELECT 1 FROM manifest_references r
                                   WHERE r.repository_id = m.repository_id AND r.child_digest = m.digest AND r.kind = 'manifest')
-                """).all().compactMap { row in
-                    let digest = try row.decode(column: "digest", as: String.self)
-                    guard let parsed = Digest(digest) else { return nil }
-                    return ManifestSummary(digest: parsed, tags: (tags[digest] ?? []).sorted(),
-                                           pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
-                                           lastPulledAt: try row.decode(column: "last_pulled_at", as: Int64?.self))
-                }
+                """
+            ).all().compactMap { row in
+                let digest = try row.decode(column: "digest", as: String.self)
+                guard let parsed = Digest(digest) else { return nil }
+                return ManifestSummary(
+                    digest: parsed, tags: (tags[digest] ?? []).sorted(),
+                    pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
+                    lastPulledAt: try row.decode(column: "last_pulled_at", as: Int64?.self))
+            }
         }
     }
 

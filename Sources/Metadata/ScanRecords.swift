@@ -27,41 +27,53 @@ extension MetadataStore {
     /// re-matching, so reading its layers again would find the same).
     public func enqueueScan(_ digest: Digest, in repository: RepositoryName, keepCompleted: Bool = false) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO image_scans (digest, repository, status, requested_at)
                 VALUES (\(bind: digest.description), \(bind: repository.value), 'PENDING', \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (digest) DO UPDATE SET status = 'PENDING', repository = excluded.repository,
                     requested_at = excluded.requested_at, description = NULL
                 WHERE image_scans.status NOT IN ('PENDING', 'IN_PROGRESS')
                   AND NOT (\(bind: keepCompleted) AND image_scans.status = 'COMPLETE' AND image_scans.repository = excluded.repository)
-                """).run()
+                """
+            ).run()
         }
     }
 
     /// Takes the oldest waiting scan, marking it in progress; nil when none waits.
     public func claimNextScan() async throws -> ImageScanRecord? {
         try await database.transaction { sql in
-            guard let row = try await sql.raw("""
-                SELECT digest FROM image_scans WHERE status = 'PENDING' ORDER BY requested_at LIMIT 1
-                """).first() else { return nil }
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT digest FROM image_scans WHERE status = 'PENDING' ORDER BY requested_at LIMIT 1
+                    """
+                ).first()
+            else { return nil }
             let digest = try row.decode(column: "digest", as: String.self)
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE image_scans SET status = 'IN_PROGRESS', started_at = \(bind: Timestamp.nowMillis())
                 WHERE digest = \(bind: digest) AND status = 'PENDING'
-                """).run()
+                """
+            ).run()
             return try await Self.scanRecord(digest, sql)
         }
     }
 
     /// Ends a job. `databaseVersion` is the vulnerability database the result was matched against.
-    public func finishScan(_ digest: String, status: ImageScanRecord.Status, description: String?, result: String?,
-                           databaseVersion: String? = nil) async throws {
+    public func finishScan(
+        _ digest: String, status: ImageScanRecord.Status, description: String?, result: String?,
+        databaseVersion: String? = nil
+    ) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE image_scans SET status = \(bind: status.rawValue), completed_at = \(bind: Timestamp.nowMillis()),
                     description = \(bind: description), result = \(bind: result), database_version = \(bind: databaseVersion)
                 WHERE digest = \(bind: digest)
-                """).run()
+                """
+            ).run()
         }
     }
 
@@ -90,30 +102,36 @@ extension MetadataStore {
 extension MetadataStore {
     /// Records a finished scan of `digest` directly (a platform of a scanned index gets its own row,
     /// so a pull of that platform by digest finds its result).
-    public func storeScanResult(_ digest: String, repository: RepositoryName, status: ImageScanRecord.Status,
-                                description: String?, result: String?, databaseVersion: String? = nil) async throws {
+    public func storeScanResult(
+        _ digest: String, repository: RepositoryName, status: ImageScanRecord.Status,
+        description: String?, result: String?, databaseVersion: String? = nil
+    ) async throws {
         let now = Timestamp.nowMillis()
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 INSERT INTO image_scans (digest, repository, status, requested_at, started_at, completed_at, description, result, database_version)
                 VALUES (\(bind: digest), \(bind: repository.value), \(bind: status.rawValue), \(bind: now), \(bind: now), \(bind: now),
                         \(bind: description), \(bind: result), \(bind: databaseVersion))
                 ON CONFLICT (digest) DO UPDATE SET status = excluded.status, completed_at = excluded.completed_at,
                     description = excluded.description, result = excluded.result, database_version = excluded.database_version
                 WHERE image_scans.status NOT IN ('PENDING', 'IN_PROGRESS')
-                """).run()
+                """
+            ).run()
         }
     }
 
     /// Finished scans of manifests no repository holds any more; garbage collection removes them.
     public func deleteOrphanScans(limit: Int) async throws -> Int {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 DELETE FROM image_scans WHERE digest IN (
                     SELECT digest FROM image_scans s WHERE s.status IN ('COMPLETE', 'FAILED')
                       AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = s.digest) LIMIT \(unsafeRaw: String(limit)))
                 RETURNING digest
-                """).all().count
+                """
+            ).all().count
         }
     }
 }
@@ -124,10 +142,12 @@ extension MetadataStore {
     public func completedScans(after digest: String?, limit: Int, notMatchedWith version: String? = nil) async throws -> [(digest: String, result: String)] {
         try await database.read { sql in
             let filter: SQLQueryString = version.map { "AND (database_version IS NULL OR database_version <> \(bind: $0))" } ?? ""
-            return try await sql.raw("""
+            return try await sql.raw(
+                """
                 SELECT digest, result FROM image_scans WHERE status = 'COMPLETE' AND result IS NOT NULL
                   AND digest > \(bind: digest ?? "") \(filter) ORDER BY digest LIMIT \(unsafeRaw: String(limit))
-                """).all().map { (try $0.decode(column: "digest", as: String.self), try $0.decode(column: "result", as: String.self)) }
+                """
+            ).all().map { (try $0.decode(column: "digest", as: String.self), try $0.decode(column: "result", as: String.self)) }
         }
     }
 
@@ -135,10 +155,12 @@ extension MetadataStore {
     /// was queued again meanwhile is left to its new run.
     public func updateScanResult(_ digest: String, description: String, result: String, databaseVersion: String? = nil) async throws {
         try await database.transaction { sql in
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 UPDATE image_scans SET description = \(bind: description), result = \(bind: result), database_version = \(bind: databaseVersion)
                 WHERE digest = \(bind: digest) AND status = 'COMPLETE'
-                """).run()
+                """
+            ).run()
         }
     }
 }

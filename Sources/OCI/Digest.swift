@@ -60,7 +60,7 @@ public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible, C
             throw .unsupportedAlgorithm(algorithmName)
         }
         guard encodedBytes.count == algorithm.encodedLength,
-              encodedBytes.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+            encodedBytes.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
         else { throw .invalidEncoding(String(string)) }
         self.algorithm = algorithm
         self.encoded = String(decoding: encodedBytes, as: UTF8.self)
@@ -95,7 +95,8 @@ public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible, C
         var previousWasSeparator = true  // a separator may not start the algorithm
         for byte in bytes {
             let isComponent = (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
-            let isSeparator = byte == UInt8(ascii: "+") || byte == UInt8(ascii: ".")
+            let isSeparator =
+                byte == UInt8(ascii: "+") || byte == UInt8(ascii: ".")
                 || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
             if isComponent {
                 previousWasSeparator = false

@@ -86,8 +86,10 @@ public enum ManifestParser {
 
         let headerType = contentType.map { MediaType.base(of: $0) }
         if raw.schemaVersion == 1 || raw.fsLayers != nil
-            || [MediaType.dockerSchema1, MediaType.dockerSchema1Signed].contains(raw.mediaType ?? headerType ?? "") {
-            throw .manifestInvalid("Docker schema 1 manifests are deprecated and not accepted; push Docker schema 2 or OCI instead (for example: skopeo copy --format v2s2)")
+            || [MediaType.dockerSchema1, MediaType.dockerSchema1Signed].contains(raw.mediaType ?? headerType ?? "")
+        {
+            throw .manifestInvalid(
+                "Docker schema 1 manifests are deprecated and not accepted; push Docker schema 2 or OCI instead (for example: skopeo copy --format v2s2)")
         }
         if raw.mediaType == MediaType.ociArtifactManifestRC || headerType == MediaType.ociArtifactManifestRC {
             throw .manifestInvalid("\(MediaType.ociArtifactManifestRC) was dropped from OCI 1.1; push an image manifest with artifactType instead")
@@ -109,7 +111,8 @@ public enum ManifestParser {
             throw .manifestInvalid("cannot tell the manifest's type: it has no mediaType field, no manifest Content-Type, and neither config nor manifests")
         }
         guard MediaType.supportedManifests.contains(mediaType) else {
-            throw .manifestInvalid("manifest media type '\(mediaType)' is not supported; supported: \(MediaType.supportedManifests.sorted().joined(separator: ", "))")
+            throw .manifestInvalid(
+                "manifest media type '\(mediaType)' is not supported; supported: \(MediaType.supportedManifests.sorted().joined(separator: ", "))")
         }
         guard raw.schemaVersion == 2 else {
             throw .manifestInvalid("schemaVersion must be 2, got \(raw.schemaVersion.map(String.init) ?? "none")")
@@ -161,7 +164,7 @@ public enum ManifestParser {
                 throw .manifestInvalid("\(path).data is not valid base64")
             }
             guard Int64(decoded.count) == descriptor.size,
-                  Digest.of(decoded, algorithm: descriptor.digest.algorithm) == descriptor.digest
+                Digest.of(decoded, algorithm: descriptor.digest.algorithm) == descriptor.digest
             else {
                 throw .manifestInvalid("\(path).data does not match the descriptor's digest and size")
             }

@@ -52,7 +52,8 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
 
     // Frequent constructions, named so call sites read as sentences.
     public static func nameInvalid(_ name: some StringProtocol) -> RegistryError {
-        RegistryError(.nameInvalid, "invalid repository name '\(name)': components must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*, joined by '/', at most 255 characters")
+        RegistryError(
+            .nameInvalid, "invalid repository name '\(name)': components must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*, joined by '/', at most 255 characters")
     }
 
     public static func nameUnknown(_ name: some CustomStringConvertible) -> RegistryError {

@@ -57,24 +57,31 @@ extension Registry {
         let settings = try await metadata.settings(of: repository)
         let changes: [TagChange]
         do {
-            changes = try await metadata.putManifest(NewManifest(
-                repository: repository, digest: digest, mediaType: parsed.mediaType, content: content,
-                artifactType: parsed.referrerArtifactType, subject: parsed.subject?.digest,
-                annotationsJSON: annotationsJSON, blobs: parsed.requiredBlobs,
-                children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
-                tags: uniqued(tags), tagMutability: settings.tagMutability
-            ))
+            changes = try await metadata.putManifest(
+                NewManifest(
+                    repository: repository, digest: digest, mediaType: parsed.mediaType, content: content,
+                    artifactType: parsed.referrerArtifactType, subject: parsed.subject?.digest,
+                    annotationsJSON: annotationsJSON, blobs: parsed.requiredBlobs,
+                    children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
+                    tags: uniqued(tags), tagMutability: settings.tagMutability
+                ))
         } catch let error as MetadataError {
             switch error {
             case .missingBlob(let blob):
-                throw RegistryError(.manifestBlobUnknown, "the manifest references blob \(blob), which is not in repository \(repository)", detail: blob.description)
+                throw RegistryError(
+                    .manifestBlobUnknown, "the manifest references blob \(blob), which is not in repository \(repository)", detail: blob.description)
             case .missingManifest(let child):
-                throw RegistryError(.manifestBlobUnknown, "the index references manifest \(child), which is not in repository \(repository); push it first", detail: child.description)
+                throw RegistryError(
+                    .manifestBlobUnknown, "the index references manifest \(child), which is not in repository \(repository); push it first",
+                    detail: child.description)
             case .sizeMismatch(let blob, let declared, let actual):
                 throw RegistryError.manifestInvalid("the manifest declares blob \(blob) as \(declared) bytes, but it is \(actual) bytes")
             case .immutableTag(let tag):
                 // ECR's wording, so scripts that match on it keep working.
-                throw RegistryError(.denied, "tag invalid: The image tag '\(tag)' already exists in the '\(repository)' repository and cannot be overwritten because the repository is immutable.")
+                throw RegistryError(
+                    .denied,
+                    "tag invalid: The image tag '\(tag)' already exists in the '\(repository)' repository and cannot be overwritten because the repository is immutable."
+                )
             case .invalid, .conflict, .limitReached, .internalError:
                 throw error
             }
@@ -83,7 +90,8 @@ extension Registry {
         // Scan on push (ECR's scanOnPush): container images and indexes, not signatures or SBOMs.
         // The queue is a table, so the scanner of any node picks the job up.
         if settings.scanOnPush, parsed.subject == nil,
-           parsed.kind == .index || MediaType.containerImageConfigs.contains(parsed.config?.mediaType ?? "") {
+            parsed.kind == .index || MediaType.containerImageConfigs.contains(parsed.config?.mediaType ?? "")
+        {
             do { try await metadata.enqueueScan(digest, in: repository, keepCompleted: true) } catch {
                 logger.warning("could not queue the scan on push", metadata: ["digest": "\(digest)", "error": "\(error)"])
             }
@@ -124,7 +132,8 @@ extension Registry {
             }
         case .tag(let tag):
             if let digest = cache.digest(forTag: tag.value, in: repository.value),
-               let cached = cache.manifest(digest, in: repository.value) {
+                let cached = cache.manifest(digest, in: repository.value)
+            {
                 served = cached
             } else {
                 guard let record = try await metadata.manifest(tagged: tag, in: repository) else {
@@ -228,8 +237,9 @@ extension Registry {
             if let json = record.annotationsJSON {
                 annotations = try? JSONDecoder().decode([String: String].self, from: Data(json.utf8))
             }
-            return Descriptor(mediaType: record.mediaType, digest: record.digest, size: record.size,
-                              annotations: annotations, artifactType: record.artifactType)
+            return Descriptor(
+                mediaType: record.mediaType, digest: record.digest, size: record.size,
+                annotations: annotations, artifactType: record.artifactType)
         }
     }
 }

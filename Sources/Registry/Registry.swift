@@ -69,7 +69,8 @@ extension Registry {
     public func blobInfo(_ digest: Digest, in repository: RepositoryName, refreshLink: Bool = false) async throws -> BlobRecord {
         guard let record = try await metadata.blob(digest, in: repository) else { throw RegistryError.blobUnknown(digest) }
         if refreshLink, let linked = try await metadata.linkTime(digest, in: repository),
-           Timestamp.nowMillis() - linked > Int64(configuration.linkRefreshInterval.components.seconds) * 1000 {
+            Timestamp.nowMillis() - linked > Int64(configuration.linkRefreshInterval.components.seconds) * 1000
+        {
             try await metadata.touchLink(digest, in: repository)
         }
         return record
@@ -127,7 +128,10 @@ extension Registry {
 
         var exceeded: RegistryError {
             let stored = used.map { "\($0) bytes used + " } ?? ""
-            return RegistryError(.denied, "storage quota exceeded for namespace '\(namespace)': \(stored)\(inFlight) bytes in uploads in progress leave this upload at most \(bytes) bytes of the limit of \(quota) bytes")
+            return RegistryError(
+                .denied,
+                "storage quota exceeded for namespace '\(namespace)': \(stored)\(inFlight) bytes in uploads in progress leave this upload at most \(bytes) bytes of the limit of \(quota) bytes"
+            )
         }
     }
 
@@ -137,7 +141,8 @@ extension Registry {
         if try await metadata.namespaceHolds(blob.digest, namespace: namespace) { return }
         let usage = try await metadata.namespaceUsage(namespace)
         guard usage + blob.size <= quota else {
-            throw RegistryError(.denied, "storage quota exceeded for namespace '\(namespace)': \(usage) bytes used + \(blob.size) for this blob > limit of \(quota) bytes")
+            throw RegistryError(
+                .denied, "storage quota exceeded for namespace '\(namespace)': \(usage) bytes used + \(blob.size) for this blob > limit of \(quota) bytes")
         }
     }
 }
@@ -166,8 +171,9 @@ extension Registry {
         try await blobs.createUpload(id, resumable: true)
         let now = Timestamp.nowMillis()
         do {
-            try await metadata.createUpload(UploadRecord(id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now),
-                                            owner: owner, maximumPerOwner: configuration.maximumUploadsPerIdentity)
+            try await metadata.createUpload(
+                UploadRecord(id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now),
+                owner: owner, maximumPerOwner: configuration.maximumUploadsPerIdentity)
         } catch MetadataError.limitReached(let message) {
             try? await blobs.deleteUpload(id)
             throw RegistryError(.tooManyRequests, "\(message); finish or cancel some (DELETE the session) before starting more", status: 429)
@@ -364,9 +370,11 @@ extension Registry {
         if rebuilt.size != upload.size {
             // Fewer bytes survived than were acknowledged (an OS crash before the data reached the
             // disk). Tell the truth: the client resumes from what is really there.
-            logger.warning("upload shorter than recorded; resuming from the stored size", metadata: [
-                "upload": "\(upload.id)", "recorded": "\(upload.size)", "stored": "\(rebuilt.size)",
-            ])
+            logger.warning(
+                "upload shorter than recorded; resuming from the stored size",
+                metadata: [
+                    "upload": "\(upload.id)", "recorded": "\(upload.size)", "stored": "\(rebuilt.size)",
+                ])
             try await metadata.updateUpload(upload.id, size: rebuilt.size)
         }
         return rebuilt

@@ -96,7 +96,8 @@ public final class AdvisoryUpdater: Service, Sendable {
                     }
                 }
             }
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: {
+        }
     }
 
     // MARK: URLs
@@ -134,9 +135,11 @@ public final class AdvisoryUpdater: Service, Sendable {
                     throw error
                 }
                 currentStatus.withLock { $0.lastUpdateAt = now }
-                logger.info("vulnerability database updated", metadata: [
-                    "records": "\(builder.imported)", "sources": "\(files.count)", "seconds": "\(ContinuousClock.now - started)",
-                ])
+                logger.info(
+                    "vulnerability database updated",
+                    metadata: [
+                        "records": "\(builder.imported)", "sources": "\(files.count)", "seconds": "\(ContinuousClock.now - started)",
+                    ])
             } catch {
                 errors.append("import: \(error)")
             }
@@ -182,8 +185,9 @@ public final class AdvisoryUpdater: Service, Sendable {
             try? FileManager.default.removeItem(atPath: staging)
             throw error
         }
-        state.sources[url] = SourceState(file: file, etag: response.headers.first(name: "ETag"),
-                                         lastModified: response.headers.first(name: "Last-Modified"))
+        state.sources[url] = SourceState(
+            file: file, etag: response.headers.first(name: "ETag"),
+            lastModified: response.headers.first(name: "Last-Modified"))
         return true
     }
 
@@ -193,8 +197,9 @@ public final class AdvisoryUpdater: Service, Sendable {
     /// that version is there already.
     public func publishIfNew() async throws {
         guard let publish = settings.publish, let colon = publish.lastIndex(of: ":"),
-              let repository = RepositoryName(String(publish[..<colon])), let tag = Tag(String(publish[publish.index(after: colon)...])),
-              FileManager.default.fileExists(atPath: settings.databasePath) else { return }
+            let repository = RepositoryName(String(publish[..<colon])), let tag = Tag(String(publish[publish.index(after: colon)...])),
+            FileManager.default.fileExists(atPath: settings.databasePath)
+        else { return }
         var state = loadState()
         // A copy, so the file pushed is the file hashed even if an update replaces the database meanwhile.
         let snapshot = settings.databasePath + ".publish-\(UUID().uuidString.prefix(8))"
@@ -232,7 +237,8 @@ public final class AdvisoryUpdater: Service, Sendable {
     /// Installs the artifact's database when its tag points at a manifest not installed yet.
     public func installArtifactIfMoved() async {
         guard let artifact = settings.artifact, let colon = artifact.lastIndex(of: ":"),
-              let repository = RepositoryName(String(artifact[..<colon])), let tag = Tag(String(artifact[artifact.index(after: colon)...])) else { return }
+            let repository = RepositoryName(String(artifact[..<colon])), let tag = Tag(String(artifact[artifact.index(after: colon)...]))
+        else { return }
         var state = loadState()
         do {
             let served: ServedManifest
@@ -273,9 +279,11 @@ public final class AdvisoryUpdater: Service, Sendable {
                     $0.lastError = nil
                     $0.installedArtifact = "\(artifact)@\(served.digest)"
                 }
-                logger.info("vulnerability database installed from artifact", metadata: [
-                    "artifact": "\(artifact)@\(served.digest)", "records": "\(summary.records)",
-                ])
+                logger.info(
+                    "vulnerability database installed from artifact",
+                    metadata: [
+                        "artifact": "\(artifact)@\(served.digest)", "records": "\(summary.records)",
+                    ])
             } catch {
                 try? FileManager.default.removeItem(atPath: staging)
                 throw error

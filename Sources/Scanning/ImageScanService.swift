@@ -79,13 +79,17 @@ public final class ImageScanService: Service, Sendable {
     public func enqueue(_ digest: Digest, in repository: RepositoryName, force: Bool = false) async throws {
         // Only for the same repository: a scan in another one also stores the SBOMs there.
         if !force, settings.rescanInterval > .zero, let record = try await registry.metadata.scanRecord(digest), record.status == .complete,
-           record.repository == repository.value, let completedAt = record.completedAt {
+            record.repository == repository.value, let completedAt = record.completedAt
+        {
             let age = Duration.milliseconds(Timestamp.nowMillis() - completedAt)
             let stored = record.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
             if age < settings.rescanInterval, let stored, try await currentDatabaseVersion() == stored.databaseVersion {
                 let wait = Int((settings.rescanInterval - age).components.seconds) + 1
-                throw RescanRefused(retryAfterSeconds: wait, message:
-                    "\(digest) was scanned \(age.components.seconds) s ago against the current vulnerability database; a rescan would find the same. Try again in \(wait) s (or force it)")
+                throw RescanRefused(
+                    retryAfterSeconds: wait,
+                    message:
+                        "\(digest) was scanned \(age.components.seconds) s ago against the current vulnerability database; a rescan would find the same. Try again in \(wait) s (or force it)"
+                )
             }
         }
         try await registry.metadata.enqueueScan(digest, in: repository)
@@ -160,17 +164,19 @@ public final class ImageScanService: Service, Sendable {
             encoder.outputFormatting = [.sortedKeys]
             let text = String(decoding: try encoder.encode(result), as: UTF8.self)
             let counts = result.severityCounts
-            try await registry.metadata.finishScan(job.digest, status: .complete,
-                                                   description: Self.describe(result), result: text, databaseVersion: result.databaseVersion)
+            try await registry.metadata.finishScan(
+                job.digest, status: .complete,
+                description: Self.describe(result), result: text, databaseVersion: result.databaseVersion)
             if result.platforms.count > 1 || result.platforms.first?.manifestDigest != job.digest {
                 // An index: each platform's manifest gets its own result, which its pulls are judged on.
                 for platform in result.platforms {
                     var single = result
                     single.platforms = [platform]
-                    try await registry.metadata.storeScanResult(platform.manifestDigest, repository: repository, status: .complete,
-                                                                description: Self.describe(single),
-                                                                result: String(decoding: try encoder.encode(single), as: UTF8.self),
-                                                                databaseVersion: single.databaseVersion)
+                    try await registry.metadata.storeScanResult(
+                        platform.manifestDigest, repository: repository, status: .complete,
+                        description: Self.describe(single),
+                        result: String(decoding: try encoder.encode(single), as: UTF8.self),
+                        databaseVersion: single.databaseVersion)
                 }
             }
             if settings.attachSBOMs {
@@ -182,10 +188,12 @@ public final class ImageScanService: Service, Sendable {
                     }
                 }
             }
-            logger.info("image scanned", metadata: [
-                "repository": "\(job.repository)", "digest": "\(job.digest)", "findings": "\(result.findings.count)",
-                "critical": "\(counts["CRITICAL"] ?? 0)", "seconds": "\(ContinuousClock.now - started)",
-            ])
+            logger.info(
+                "image scanned",
+                metadata: [
+                    "repository": "\(job.repository)", "digest": "\(job.digest)", "findings": "\(result.findings.count)",
+                    "critical": "\(counts["CRITICAL"] ?? 0)", "seconds": "\(ContinuousClock.now - started)",
+                ])
         } catch {
             logger.warning("image scan failed", metadata: ["digest": "\(job.digest)", "error": "\(error)"])
             try? await registry.metadata.finishScan(job.digest, status: .failed, description: "\(error)", result: nil)
@@ -218,9 +226,10 @@ public final class ImageScanService: Service, Sendable {
                     result.databaseImportedAt = summary.importedAt
                     result.databaseVersion = summary.version
                     result.rematchedAt = ISO8601DateFormatter().string(from: Date())
-                    try await registry.metadata.updateScanResult(digest, description: Self.describe(result),
-                                                                 result: String(decoding: try encoder.encode(result), as: UTF8.self),
-                                                                 databaseVersion: summary.version)
+                    try await registry.metadata.updateScanResult(
+                        digest, description: Self.describe(result),
+                        result: String(decoding: try encoder.encode(result), as: UTF8.self),
+                        databaseVersion: summary.version)
                     updated += 1
                 }
             }
@@ -229,8 +238,9 @@ public final class ImageScanService: Service, Sendable {
         }
         if updated > 0 {
             pullGate.forgetScans()
-            logger.info("scan results matched against the new vulnerability database",
-                        metadata: ["results": "\(updated)", "seconds": "\(ContinuousClock.now - started)"])
+            logger.info(
+                "scan results matched against the new vulnerability database",
+                metadata: ["results": "\(updated)", "seconds": "\(ContinuousClock.now - started)"])
         }
         return updated
     }
@@ -268,12 +278,15 @@ public final class ImageScanService: Service, Sendable {
         } else {
             platforms.append(try await scanImage(manifest, digest: digest, platform: nil, in: repository, database: database))
         }
-        return StoredScanResult(platforms: platforms, databaseImportedAt: summary?.importedAt, databaseVersion: summary?.version,
-                                scannedAt: ISO8601DateFormatter().string(from: Date()))
+        return StoredScanResult(
+            platforms: platforms, databaseImportedAt: summary?.importedAt, databaseVersion: summary?.version,
+            scannedAt: ISO8601DateFormatter().string(from: Date()))
     }
 
-    private func scanImage(_ manifest: ParsedManifest, digest: Digest, platform: String?, in repository: RepositoryName,
-                           database: AdvisoryDatabase) async throws -> StoredScanResult.Platform {
+    private func scanImage(
+        _ manifest: ParsedManifest, digest: Digest, platform: String?, in repository: RepositoryName,
+        database: AdvisoryDatabase
+    ) async throws -> StoredScanResult.Platform {
         var config: [UInt8]?
         if let descriptor = manifest.config, descriptor.size <= 16 << 20 {
             var chunks = StoredBlobChunks(registry: registry, digest: descriptor.digest, repository: repository, size: descriptor.size)

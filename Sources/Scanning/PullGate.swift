@@ -131,25 +131,30 @@ public final class PullGate: Sendable {
     }
 
     /// The verdict on pulling `manifest` (its bytes and media type) from `repository`.
-    public func verdict(repository: RepositoryName, digest: Digest, mediaType: String, content: [UInt8],
-                        now: Date = Date()) async throws -> Verdict {
+    public func verdict(
+        repository: RepositoryName, digest: Digest, mediaType: String, content: [UInt8],
+        now: Date = Date()
+    ) async throws -> Verdict {
         let namespace = String(repository.namespace)
         guard let policy = try await policy(for: namespace) else { return .allow }
         guard MediaType.imageManifests.contains(mediaType),
-              let manifest = try? ManifestParser.parse(content, contentType: mediaType),
-              manifest.subject == nil, MediaType.containerImageConfigs.contains(manifest.config?.mediaType ?? "") else { return .allow }
+            let manifest = try? ManifestParser.parse(content, contentType: mediaType),
+            manifest.subject == nil, MediaType.containerImageConfigs.contains(manifest.config?.mediaType ?? "")
+        else { return .allow }
         let scan = try await summary(of: digest)
         let policyName = "the pull policy of namespace '\(namespace)'"
         guard scan.status == .complete else {
             guard policy.blockUnscanned else { return .allow }
-            let state = switch scan.status {
-            case nil: "has not been scanned"
-            case .pending, .inProgress: "is still being scanned"
-            case .failed: "could not be scanned (\(scan.statusDescription ?? "scan failed"))"
-            case .complete: ""
-            }
-            return .deny(message: "\(repository)@\(digest) \(state); \(policyName) refuses images without a completed scan",
-                         detail: Self.detail(namespace: namespace, policy: policy, reason: "not-scanned", counts: [:], allowlisted: 0))
+            let state =
+                switch scan.status {
+                case nil: "has not been scanned"
+                case .pending, .inProgress: "is still being scanned"
+                case .failed: "could not be scanned (\(scan.statusDescription ?? "scan failed"))"
+                case .complete: ""
+                }
+            return .deny(
+                message: "\(repository)@\(digest) \(state); \(policyName) refuses images without a completed scan",
+                detail: Self.detail(namespace: namespace, policy: policy, reason: "not-scanned", counts: [:], allowlisted: 0))
         }
         guard let threshold = policy.severity else { return .allow }
         let allowed = Set(policy.allowlist.filter { ($0.expiresAt ?? .distantFuture) > now }.map { $0.id.uppercased() })
@@ -166,8 +171,11 @@ public final class PullGate: Sendable {
         let listed = Severity.allCases.reversed().compactMap { severity in counts[severity].map { "\($0) \(severity.rawValue)" } }
         var message = "\(repository)@\(digest) has \(listed.joined(separator: ", ")) vulnerabilities; \(policyName) refuses \(threshold.rawValue) or worse"
         if allowlisted > 0 { message += " (\(allowlisted) more allowlisted)" }
-        return .deny(message: message, detail: Self.detail(namespace: namespace, policy: policy, reason: "vulnerabilities",
-                                                           counts: counts, allowlisted: allowlisted))
+        return .deny(
+            message: message,
+            detail: Self.detail(
+                namespace: namespace, policy: policy, reason: "vulnerabilities",
+                counts: counts, allowlisted: allowlisted))
     }
 
     private func summary(of digest: Digest) async throws -> ScanSummary {
@@ -192,9 +200,10 @@ public final class PullGate: Sendable {
             var counts: [String: Int]
             var allowlisted: Int
         }
-        let detail = Detail(policy: "namespace:\(namespace)", reason: reason, severity: policy.severity?.rawValue,
-                            blockUnscanned: policy.blockUnscanned,
-                            counts: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, $0.value) }), allowlisted: allowlisted)
+        let detail = Detail(
+            policy: "namespace:\(namespace)", reason: reason, severity: policy.severity?.rawValue,
+            blockUnscanned: policy.blockUnscanned,
+            counts: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, $0.value) }), allowlisted: allowlisted)
         return String(decoding: (try? PullPolicy.encoder().encode(detail)) ?? Data(), as: UTF8.self)
     }
 }

@@ -42,17 +42,20 @@ struct SBOMReferrers {
 
             let document = try format.write(inventory, SBOMWriter.Subject(name: "\(repository)@\(subjectDigest)", digest: subjectDigest.description))
             let documentDigest = Digest.of(document)
-            _ = try await registry.pushBlob(SingleBuffer(ByteBuffer(bytes: document)), in: repository, digest: documentDigest,
-                                            length: Int64(document.count))
+            _ = try await registry.pushBlob(
+                SingleBuffer(ByteBuffer(bytes: document)), in: repository, digest: documentDigest,
+                length: Int64(document.count))
             let manifest: [String: Any] = [
                 "schemaVersion": 2,
                 "mediaType": MediaType.ociManifest,
                 "artifactType": format.mediaType,
                 "config": ["mediaType": MediaType.ociEmpty, "digest": EmptyJSON.sha256.description, "size": 2],
-                "layers": [[
-                    "mediaType": format.mediaType, "digest": documentDigest.description, "size": document.count,
-                    "annotations": ["org.opencontainers.image.title": format.fileName],
-                ]],
+                "layers": [
+                    [
+                        "mediaType": format.mediaType, "digest": documentDigest.description, "size": document.count,
+                        "annotations": ["org.opencontainers.image.title": format.fileName],
+                    ]
+                ],
                 "subject": ["mediaType": subject.mediaType, "digest": subjectDigest.description, "size": subject.content.readableBytes],
                 "annotations": [
                     "org.opencontainers.image.created": ISO8601DateFormatter().string(from: Date()),
@@ -61,8 +64,9 @@ struct SBOMReferrers {
                 ],
             ]
             let bytes = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])
-            let pushed = try await registry.putManifest(ByteBuffer(bytes: Array(bytes)), contentType: MediaType.ociManifest, in: repository,
-                                                        reference: .digest(Digest.of(Array(bytes))))
+            let pushed = try await registry.putManifest(
+                ByteBuffer(bytes: Array(bytes)), contentType: MediaType.ociManifest, in: repository,
+                reference: .digest(Digest.of(Array(bytes))))
             // The SBOMs of an earlier inventory describe software the image no longer has.
             for old in existing where old.digest != pushed.digest {
                 try? await registry.deleteManifest(.digest(old.digest), in: repository)

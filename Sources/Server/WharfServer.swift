@@ -1,6 +1,7 @@
 import Access
 import BlobStore
 import ECR
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
@@ -14,8 +15,6 @@ import Registry
 import Scanning
 import ServiceLifecycle
 import UseCases
-
-import Foundation
 
 /// A running Wharf: its stores, its use-cases and the HTTP application in front of them.
 public final class WharfServer: Sendable {
@@ -53,9 +52,10 @@ public final class WharfServer: Sendable {
         do {
             // Everything on disk is for Wharf's user alone: folders 0700, files 0600.
             DataAtRest.restrictNewFiles()
-            try DataAtRest.secure(folder: configuration.dataDirectory,
-                                  files: ["wharf.db", "wharf.db-wal", "wharf.db-shm", "admin-password", "master.key", "blobs", "uploads", "trash", "advisories"],
-                                  logger: logger)
+            try DataAtRest.secure(
+                folder: configuration.dataDirectory,
+                files: ["wharf.db", "wharf.db-wal", "wharf.db-shm", "admin-password", "master.key", "blobs", "uploads", "trash", "advisories"],
+                logger: logger)
             if configuration.resolvedStoragePath != configuration.dataDirectory {
                 try DataAtRest.secure(folder: configuration.resolvedStoragePath, files: ["blobs", "uploads", "trash"], logger: logger)
             }
@@ -88,8 +88,9 @@ public final class WharfServer: Sendable {
         } else {
             logger.warning("authentication is OFF: anyone who can reach this server may push, pull and delete")
         }
-        let space = StorageSpace(root: configuration.resolvedStoragePath, minimumFreeBytes: Int64(configuration.storageMinimumFreeMiB) << 20,
-                                 reserveBytes: Int64(configuration.storageReserveMiB) << 20, logger: logger)
+        let space = StorageSpace(
+            root: configuration.resolvedStoragePath, minimumFreeBytes: Int64(configuration.storageMinimumFreeMiB) << 20,
+            reserveBytes: Int64(configuration.storageReserveMiB) << 20, logger: logger)
         space.holdReserve()
         let registry = Registry(metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space)
         let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
@@ -98,10 +99,14 @@ public final class WharfServer: Sendable {
         try await collector.removeSessionsWithoutFiles()
         let audit = access?.audit
         let lifecycle = LifecycleService(registry: registry, interval: .seconds(configuration.lifecycleIntervalSeconds), logger: logger) { expiry in
-            audit?.record(AuditEvent(actor: nil, action: "lifecycle.expire", namespace: RepositoryName(expiry.repository).map { String($0.namespace) },
-                                     repository: expiry.repository, target: expiry.digest,
-                                     detail: AccessControlJSON.object(["rule": String(expiry.rulePriority), "description": expiry.ruleDescription ?? "",
-                                                                       "tags": expiry.tags.joined(separator: " "), "alsoDeleted": expiry.alsoDeleted.joined(separator: " ")])))
+            audit?.record(
+                AuditEvent(
+                    actor: nil, action: "lifecycle.expire", namespace: RepositoryName(expiry.repository).map { String($0.namespace) },
+                    repository: expiry.repository, target: expiry.digest,
+                    detail: AccessControlJSON.object([
+                        "rule": String(expiry.rulePriority), "description": expiry.ruleDescription ?? "",
+                        "tags": expiry.tags.joined(separator: " "), "alsoDeleted": expiry.alsoDeleted.joined(separator: " "),
+                    ])))
         }
         var scanSettings = ScanSettings(databasePath: configuration.resolvedScannerDatabase)
         scanSettings.workers = configuration.scannerWorkers
@@ -115,13 +120,17 @@ public final class WharfServer: Sendable {
         updateSettings.artifact = configuration.scannerDatabaseArtifact
         updateSettings.publish = configuration.scannerPublishDatabase
         let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
-        return WharfServer(configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
-                           lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls, ioThreadPool: ioThreadPool, logger: logger)
+        return WharfServer(
+            configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
+            lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls,
+            ioThreadPool: ioThreadPool, logger: logger)
     }
 
-    private init(configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
-                 collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
-                 access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, ioThreadPool: NIOThreadPool, logger: Logger) {
+    private init(
+        configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
+        collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
+        access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, ioThreadPool: NIOThreadPool, logger: Logger
+    ) {
         self.tls = tls
         self.configuration = configuration
         self.metadata = metadata
@@ -142,8 +151,9 @@ public final class WharfServer: Sendable {
         let router = Router(context: WharfRequestContext.self)
         let scheme = tls == nil ? "http" : "https"
         let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm, scheme: scheme) }
-        let api = DistributionAPI(registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize,
-                                  pullGate: scans.pullGate)
+        let api = DistributionAPI(
+            registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize,
+            pullGate: scans.pullGate)
         for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete] {
             router.on("/v2", method: method) { request, context in await api.respond(to: request, context: context) }
             router.on("/v2/**", method: method) { request, context in await api.respond(to: request, context: context) }
@@ -152,13 +162,18 @@ public final class WharfServer: Sendable {
             let tokens = TokenEndpoint(authentication: authentication)
             router.get("/auth/token") { request, context in await tokens.get(request, context: context) }
             router.post("/auth/token") { request, context in await tokens.post(request, context: context) }
-            ManagementAPI(authentication: authentication,
-                          storage: StorageManagement(registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories,
-                                                     settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit))).register(on: router)
+            ManagementAPI(
+                authentication: authentication,
+                storage: StorageManagement(
+                    registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories,
+                    settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit))
+            ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
-            let ecr = ECREndpoint(service: ECRService(registry: registry, access: authentication.access, lifecycle: lifecycle,
-                                                          scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate,
-                                                          logger: logger), registry: registry, scheme: scheme)
+            let ecr = ECREndpoint(
+                service: ECRService(
+                    registry: registry, access: authentication.access, lifecycle: lifecycle,
+                    scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate,
+                    logger: logger), registry: registry, scheme: scheme)
             router.post("/") { request, context in await ecr.respond(to: request, context: context) }
             router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in
                 await ecr.download(request, token: context.parameters.get("token") ?? "")
@@ -168,7 +183,8 @@ public final class WharfServer: Sendable {
             }
         } else {
             router.post("/") { _, _ in
-                ECREndpoint.awsError(400, "UnrecognizedClientException", "the ECR API needs authentication, which is turned off on this server (auth.enabled: false)")
+                ECREndpoint.awsError(
+                    400, "UnrecognizedClientException", "the ECR API needs authentication, which is turned off on this server (auth.enabled: false)")
             }
         }
         return router
@@ -181,12 +197,15 @@ public final class WharfServer: Sendable {
         let connections = ConnectionLimiter(maximumPerSource: configuration.maximumConnectionsPerSource, logger: logger)
         ConnectionLimiter.raiseOpenFileLimit(logger: logger)
         let trustedProxies = Set(configuration.trustedProxies)
-        let http1 = HTTPServerBuilder.http1(configuration: .init(
-            additionalChannelHandlers: [connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
-                                        ExpectContinueHandler()],
-            // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
-            idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
-        ))
+        let http1 = HTTPServerBuilder.http1(
+            configuration: .init(
+                additionalChannelHandlers: [
+                    connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
+                    ExpectContinueHandler(),
+                ],
+                // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
+                idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
+            ))
         if let tls { tls.reloadOnHangUp() }
         return Application(
             router: makeRouter(),

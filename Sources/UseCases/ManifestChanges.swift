@@ -20,8 +20,10 @@ public struct ManifestChanges: Sendable {
     }
 
     /// Stores `content` under `reference` (a tag, or its own digest) plus `extraTags`.
-    public func push(_ content: ByteBuffer, contentType: String?, in repository: RepositoryName, reference: Reference,
-                     extraTags: [Tag] = [], by requester: Requester) async throws -> PushedManifest {
+    public func push(
+        _ content: ByteBuffer, contentType: String?, in repository: RepositoryName, reference: Reference,
+        extraTags: [Tag] = [], by requester: Requester
+    ) async throws -> PushedManifest {
         let pushed = try await registry.putManifest(content, contentType: contentType, in: repository, reference: reference, extraTags: extraTags)
         record("push", repository, reference, requester, detail: AuditDetail.object(["digest": pushed.digest.description]))
         return pushed
@@ -34,7 +36,9 @@ public struct ManifestChanges: Sendable {
     }
 
     private func record(_ action: String, _ repository: RepositoryName, _ reference: Reference, _ requester: Requester, detail: String? = nil) {
-        audit?.record(AuditEvent(actor: requester.identity, action: action, namespace: String(repository.namespace), repository: repository.value,
-                                 target: reference.description, source: requester.source, detail: detail))
+        audit?.record(
+            AuditEvent(
+                actor: requester.identity, action: action, namespace: String(repository.namespace), repository: repository.value,
+                target: reference.description, source: requester.source, detail: detail))
     }
 }

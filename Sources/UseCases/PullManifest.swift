@@ -42,22 +42,28 @@ public struct ManifestPulls: Sendable {
 
     /// The manifest `reference` names, if `requester` may have it now. Throws `RegistryError`
     /// (unknown manifest, invalid reference) or a `Refusal`.
-    public func pull(_ reference: Reference, in repository: RepositoryName, by requester: Requester,
-                     accepting accepts: (String) -> Bool, purpose: Purpose = .serve) async throws -> ServedManifest {
+    public func pull(
+        _ reference: Reference, in repository: RepositoryName, by requester: Requester,
+        accepting accepts: (String) -> Bool, purpose: Purpose = .serve
+    ) async throws -> ServedManifest {
         let manifest = try await registry.manifest(reference, in: repository, recordPull: false)
         guard accepts(manifest.mediaType) else { throw Refusal.notAcceptable(mediaType: manifest.mediaType) }
         guard purpose == .serve else { return manifest }
         if let pullGate,
-           case .deny(let message, let detail) = try await pullGate.verdict(
-               repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
-           try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false) {
-            audit?.record(AuditEvent(actor: requester.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
-                                     target: manifest.digest.description, result: .denied, source: requester.source, detail: detail))
+            case .deny(let message, let detail) = try await pullGate.verdict(
+                repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
+            try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false)
+        {
+            audit?.record(
+                AuditEvent(
+                    actor: requester.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
+                    target: manifest.digest.description, result: .denied, source: requester.source, detail: detail))
             throw Refusal.gated(message: message, detail: detail)
         }
         registry.recordPull(manifest.digest, in: repository)
-        audit?.recordPull(by: requester.identity, repository: repository.value, namespace: String(repository.namespace),
-                          digest: manifest.digest.description, source: requester.source)
+        audit?.recordPull(
+            by: requester.identity, repository: repository.value, namespace: String(repository.namespace),
+            digest: manifest.digest.description, source: requester.source)
         return manifest
     }
 }

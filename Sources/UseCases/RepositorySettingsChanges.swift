@@ -26,8 +26,10 @@ public struct RepositorySettingsChanges: Sendable {
         case create
     }
 
-    public func setTagMutability(_ policy: TagMutabilityPolicy, of repository: RepositoryName, by requester: Requester,
-                                 ifMissing missing: Missing) async throws -> RepositorySettings {
+    public func setTagMutability(
+        _ policy: TagMutabilityPolicy, of repository: RepositoryName, by requester: Requester,
+        ifMissing missing: Missing
+    ) async throws -> RepositorySettings {
         try await requireExisting(repository, missing)
         let settings: RepositorySettings
         do {
@@ -39,8 +41,10 @@ public struct RepositorySettingsChanges: Sendable {
         return settings
     }
 
-    public func setScanOnPush(_ scanOnPush: Bool, of repository: RepositoryName, by requester: Requester,
-                              ifMissing missing: Missing) async throws -> RepositorySettings {
+    public func setScanOnPush(
+        _ scanOnPush: Bool, of repository: RepositoryName, by requester: Requester,
+        ifMissing missing: Missing
+    ) async throws -> RepositorySettings {
         try await requireExisting(repository, missing)
         let settings = try await metadata.updateSettings(of: repository) { $0.scanOnPush = scanOnPush }
         record("repository.settings", repository, requester, detail: AuditDetail.object(["scanOnPush": String(scanOnPush)]))
@@ -48,8 +52,10 @@ public struct RepositorySettingsChanges: Sendable {
     }
 
     /// Stores `text` after checking it is a lifecycle policy this registry can evaluate.
-    public func setLifecyclePolicy(_ text: String, of repository: RepositoryName, by requester: Requester,
-                                   ifMissing missing: Missing) async throws -> RepositorySettings {
+    public func setLifecyclePolicy(
+        _ text: String, of repository: RepositoryName, by requester: Requester,
+        ifMissing missing: Missing
+    ) async throws -> RepositorySettings {
         try await requireExisting(repository, missing)
         try Self.validateLifecyclePolicy(text)
         let settings = try await metadata.updateSettings(of: repository) { $0.lifecyclePolicy = text }
@@ -86,7 +92,9 @@ public struct RepositorySettingsChanges: Sendable {
     }
 
     private func record(_ action: String, _ repository: RepositoryName, _ requester: Requester, detail: String? = nil) {
-        audit?.record(AuditEvent(actor: requester.identity, action: action, namespace: String(repository.namespace),
-                                 repository: repository.value, source: requester.source, detail: detail))
+        audit?.record(
+            AuditEvent(
+                actor: requester.identity, action: action, namespace: String(repository.namespace),
+                repository: repository.value, source: requester.source, detail: detail))
     }
 }

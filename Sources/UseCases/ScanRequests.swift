@@ -20,8 +20,10 @@ public struct ScanRequests: Sendable {
     /// Queues a scan of `digest` as stored in `repository`. `force` skips the rescan limit.
     public func request(_ digest: Digest, in repository: RepositoryName, force: Bool = false, by requester: Requester) async throws {
         try await scans.enqueue(digest, in: repository, force: force)
-        audit?.record(AuditEvent(actor: requester.identity, action: "scan.request", namespace: String(repository.namespace),
-                                 repository: repository.value, target: digest.description, source: requester.source,
-                                 detail: force ? AuditDetail.object(["force": "true"]) : nil))
+        audit?.record(
+            AuditEvent(
+                actor: requester.identity, action: "scan.request", namespace: String(repository.namespace),
+                repository: repository.value, target: digest.description, source: requester.source,
+                detail: force ? AuditDetail.object(["force": "true"]) : nil))
     }
 }

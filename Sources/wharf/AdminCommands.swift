@@ -75,7 +75,8 @@ struct ManagementClient {
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
         let data = Data(buffer: try await response.body.collect(upTo: 64 * 1024 * 1024))
         guard (200..<300).contains(response.status.code) else {
-            let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])
+            let message =
+                (try? JSONSerialization.jsonObject(with: data) as? [String: Any])
                 .flatMap { ($0["error"] as? [String: Any])?["message"] as? String } ?? String(decoding: data, as: UTF8.self)
             throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase): \(message)")
         }
@@ -144,8 +145,9 @@ func readNewPassword(fromStdin: Bool) -> (password: String, generated: Bool) {
 // MARK: Users
 
 struct Users: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "user", abstract: "Users.",
-                                                    subcommands: [List.self, Create.self, ImportHtpasswd.self, Show.self, Delete.self, Disable.self, Enable.self, Password.self, SetAdmin.self])
+    static let configuration = CommandConfiguration(
+        commandName: "user", abstract: "Users.",
+        subcommands: [List.self, Create.self, ImportHtpasswd.self, Show.self, Delete.self, Disable.self, Enable.self, Password.self, SetAdmin.self])
 
     struct List: AsyncParsableCommand {
         @OptionGroup var connection: Connection
@@ -156,7 +158,8 @@ struct Users: AsyncParsableCommand {
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a user; the password comes from --new-password-stdin or is generated and printed once.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a user; the password comes from --new-password-stdin or is generated and printed once.")
         @OptionGroup var connection: Connection
         @Argument var name: String
         @Flag(help: "Make the user a system administrator.") var admin = false
@@ -279,15 +282,18 @@ struct Users: AsyncParsableCommand {
 // MARK: Access tokens
 
 struct Tokens: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "token", abstract: "Personal access tokens (use them as passwords).",
-                                                    subcommands: [List.self, Create.self, Delete.self])
+    static let configuration = CommandConfiguration(
+        commandName: "token", abstract: "Personal access tokens (use them as passwords).",
+        subcommands: [List.self, Create.self, Delete.self])
 
     struct List: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Option(help: "Whose tokens (default: the signed-in user).") var user: String?
         func run() async throws {
             let client = try connection.client()
-            client.table(try await client.call(.GET, "/users/\((user ?? client.username).pathSegment)/tokens"), columns: ["name", "createdAt", "expiresAt", "lastUsedAt"])
+            client.table(
+                try await client.call(.GET, "/users/\((user ?? client.username).pathSegment)/tokens"),
+                columns: ["name", "createdAt", "expiresAt", "lastUsedAt"])
         }
     }
 
@@ -344,7 +350,8 @@ struct AccessKeys: AsyncParsableCommand {
         @OptionGroup var owner: Owner
         func run() async throws {
             let client = try connection.client()
-            client.table(try await client.call(.GET, try owner.path(client)), columns: ["accessKeyId", "owner", "description", "disabled", "createdAt", "lastUsedAt"])
+            client.table(
+                try await client.call(.GET, try owner.path(client)), columns: ["accessKeyId", "owner", "description", "disabled", "createdAt", "lastUsedAt"])
         }
     }
 
@@ -403,8 +410,9 @@ struct AccessKeys: AsyncParsableCommand {
 // MARK: Robots
 
 struct Robots: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "robot", abstract: "Robot accounts.",
-                                                    subcommands: [List.self, Create.self, Show.self, Delete.self, Rotate.self, Disable.self, Enable.self])
+    static let configuration = CommandConfiguration(
+        commandName: "robot", abstract: "Robot accounts.",
+        subcommands: [List.self, Create.self, Show.self, Delete.self, Rotate.self, Disable.self, Enable.self])
 
     static func permission(_ text: String) throws -> [String: Any] {
         let parts = text.split(separator: ":", maxSplits: 2).map(String.init)
@@ -492,8 +500,9 @@ struct Robots: AsyncParsableCommand {
 // MARK: Namespaces and members
 
 struct Namespaces: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "namespace", abstract: "Namespaces.",
-                                                    subcommands: [List.self, Create.self, Show.self, Delete.self, SetPublic.self])
+    static let configuration = CommandConfiguration(
+        commandName: "namespace", abstract: "Namespaces.",
+        subcommands: [List.self, Create.self, Show.self, Delete.self, SetPublic.self])
 
     struct List: AsyncParsableCommand {
         @OptionGroup var connection: Connection
@@ -544,8 +553,9 @@ struct Namespaces: AsyncParsableCommand {
 }
 
 struct Members: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "member", abstract: "Namespace members and their roles (reader, developer, maintainer, admin).",
-                                                    subcommands: [List.self, Set.self, Remove.self])
+    static let configuration = CommandConfiguration(
+        commandName: "member", abstract: "Namespace members and their roles (reader, developer, maintainer, admin).",
+        subcommands: [List.self, Set.self, Remove.self])
 
     struct List: AsyncParsableCommand {
         @OptionGroup var connection: Connection
@@ -595,15 +605,18 @@ struct Audit: AsyncParsableCommand {
     func run() async throws {
         let client = try connection.client()
         var items = URLComponents()
-        items.queryItems = [("namespace", namespace), ("actor", actor), ("action", action), ("repository", repository),
-                            ("since", since), ("until", until), ("limit", limit.map(String.init))]
-            .compactMap { name, value in value.map { URLQueryItem(name: name, value: $0) } }
+        items.queryItems = [
+            ("namespace", namespace), ("actor", actor), ("action", action), ("repository", repository),
+            ("since", since), ("until", until), ("limit", limit.map(String.init)),
+        ]
+        .compactMap { name, value in value.map { URLQueryItem(name: name, value: $0) } }
         let query = items.percentEncodedQuery.map { "?" + $0 } ?? ""
         if jsonLines {
             print(try await client.call(.GET, "/audit/export" + query) as? String ?? "", terminator: "")
         } else {
-            client.table(try await client.call(.GET, "/audit" + query),
-                         columns: ["at", "actor", "action", "namespace", "repository", "target", "result", "source", "count"])
+            client.table(
+                try await client.call(.GET, "/audit" + query),
+                columns: ["at", "actor", "action", "namespace", "repository", "target", "result", "source", "count"])
         }
     }
 }

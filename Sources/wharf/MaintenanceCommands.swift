@@ -30,7 +30,8 @@ struct CollectGarbage: AsyncParsableCommand {
         guard let report = try await client.call(.POST, "/gc" + query) as? [String: Any], !connection.json else { return }
         func number(_ key: String) -> Int { (report[key] as? NSNumber)?.intValue ?? 0 }
         let verb = dryRun ? "would delete" : "deleted"
-        print("""
+        print(
+            """
             \(verb) \(number("deletedBlobs")) blobs (\(number("reclaimedBytes")) bytes), \(number("deletedManifests")) manifests, \
             \(number("deletedUploads")) abandoned uploads, \(number("removedLinks")) repository links, \
             \(number("orphanFiles")) orphan files (\(number("orphanBytes")) bytes), \(number("deletedScans")) scan results
@@ -85,8 +86,10 @@ struct Fsck: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             print("checked \(report.checkedBlobs) blobs (\(report.checkedBytes) bytes)\(skipDigests ? ", digests not verified" : "")")
-            for (title, items) in [("missing blobs", report.missingBlobs), ("size mismatches", report.sizeMismatches), ("corrupt blobs", report.corruptBlobs),
-                                   ("orphan files", report.orphanFiles), ("orphan uploads", report.orphanUploads), ("dangling references", report.danglingReferences)] {
+            for (title, items) in [
+                ("missing blobs", report.missingBlobs), ("size mismatches", report.sizeMismatches), ("corrupt blobs", report.corruptBlobs),
+                ("orphan files", report.orphanFiles), ("orphan uploads", report.orphanUploads), ("dangling references", report.danglingReferences),
+            ] {
                 guard !items.isEmpty else { continue }
                 print("\(title): \(items.count)")
                 for item in items.prefix(100) { print("  \(item)") }

@@ -50,25 +50,32 @@ struct RegistryImage {
         var manifest = try await json(get("/manifests/\(reference)", accept: Self.manifestTypes, limit: 4 << 20))
         if let manifests = manifest["manifests"] as? [[String: Any]] {
             let wanted = platform.split(separator: "/").map(String.init)
-            guard let child = manifests.first(where: { entry in
-                let p = entry["platform"] as? [String: Any]
-                let have = [p?["os"] as? String, p?["architecture"] as? String, p?["variant"] as? String].compactMap { $0 }
-                return Array(have.prefix(wanted.count)) == wanted
-            }), let digest = child["digest"] as? String else {
+            guard
+                let child = manifests.first(where: { entry in
+                    let p = entry["platform"] as? [String: Any]
+                    let have = [p?["os"] as? String, p?["architecture"] as? String, p?["variant"] as? String].compactMap { $0 }
+                    return Array(have.prefix(wanted.count)) == wanted
+                }), let digest = child["digest"] as? String
+            else {
                 throw Failure("\(repository):\(reference) has no \(platform) image")
             }
             manifest = try await json(get("/manifests/\(digest)", accept: Self.manifestTypes, limit: 4 << 20))
         }
         guard let config = manifest["config"] as? [String: Any], let configDigest = config["digest"] as? String,
-              let layers = manifest["layers"] as? [[String: Any]] else {
+            let layers = manifest["layers"] as? [[String: Any]]
+        else {
             throw Failure("\(repository):\(reference) is not an image manifest")
         }
         let configBytes = try await get("/blobs/\(configDigest)", accept: "*/*", limit: 16 << 20)
-        return (configBytes, layers.compactMap { layer in
-            guard let digest = layer["digest"] as? String, let mediaType = layer["mediaType"] as? String,
-                  !mediaType.contains("nondistributable"), !mediaType.contains("foreign") else { return nil }
-            return (digest, mediaType)
-        })
+        return (
+            configBytes,
+            layers.compactMap { layer in
+                guard let digest = layer["digest"] as? String, let mediaType = layer["mediaType"] as? String,
+                    !mediaType.contains("nondistributable"), !mediaType.contains("foreign")
+                else { return nil }
+                return (digest, mediaType)
+            }
+        )
     }
 
     /// A layer as chunks straight from the registry (no copy on disk), requested when first read.
@@ -80,8 +87,10 @@ struct RegistryImage {
             try await authenticate(challenge: response.headers.first(name: "WWW-Authenticate") ?? "")
             response = try await send(path, accept: accept)
             if response.status == .unauthorized {
-                throw Failure(credentials == nil ? "\(base) requires authentication to pull \(repository): give --creds USER:PASSWORD"
-                                                 : "\(base) refused the credentials for pulling \(repository)")
+                throw Failure(
+                    credentials == nil
+                        ? "\(base) requires authentication to pull \(repository): give --creds USER:PASSWORD"
+                        : "\(base) refused the credentials for pulling \(repository)")
             }
         }
         let body = try await response.body.collect(upTo: limit)
@@ -128,14 +137,17 @@ struct RegistryImage {
             }
         }
         guard let realm = parameters["realm"], var components = URLComponents(string: realm) else { throw Failure("the bearer challenge has no realm") }
-        components.queryItems = [URLQueryItem(name: "service", value: parameters["service"]),
-                                 URLQueryItem(name: "scope", value: parameters["scope"] ?? "repository:\(repository):pull")]
+        components.queryItems = [
+            URLQueryItem(name: "service", value: parameters["service"]),
+            URLQueryItem(name: "scope", value: parameters["scope"] ?? "repository:\(repository):pull"),
+        ]
         var request = HTTPClientRequest(url: components.string ?? realm)
         if let basic { request.headers.add(name: "Authorization", value: basic) }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status == .ok, let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
-              let token = (object["token"] ?? object["access_token"]) as? String else {
+            let token = (object["token"] ?? object["access_token"]) as? String
+        else {
             throw Failure("the token service at \(realm) refused: HTTP \(response.status.code)\(credentials == nil ? " (give --creds USER:PASSWORD)" : "")")
         }
         authorization = "Bearer " + token

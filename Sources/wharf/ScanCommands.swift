@@ -61,13 +61,15 @@ struct Scan: AsyncParsableCommand {
         if RegistryImage.isRegistry(image) {
             var remote = try RegistryImage(image, credentials: creds ?? ProcessInfo.processInfo.environment["WHARF_SCAN_CREDS"], plainHTTP: plainHTTP)
             let (config, layers) = try await remote.resolve(platform: platform)
-            inventory = try await Inventory.of(layers: layers.map { remote.layer($0.digest) }, config: config,
-                                               detectSecrets: !noSecrets && !packagesOnly)
+            inventory = try await Inventory.of(
+                layers: layers.map { remote.layer($0.digest) }, config: config,
+                detectSecrets: !noSecrets && !packagesOnly)
         } else {
             let local = try await LocalImage.open(image, platform: platform)
             defer { local.close() }
-            inventory = try await Inventory.of(layers: try local.layers.map { try $0.chunks() }, config: local.config,
-                                               detectSecrets: !noSecrets && !packagesOnly)
+            inventory = try await Inventory.of(
+                layers: try local.layers.map { try $0.chunks() }, config: local.config,
+                detectSecrets: !noSecrets && !packagesOnly)
         }
         let subject = SBOMWriter.Subject(name: image)
         var findings: [Finding] = []
@@ -111,8 +113,9 @@ struct Scan: AsyncParsableCommand {
         }
         let counts = Dictionary(grouping: findings, by: \.severity).mapValues(\.count)
         let summary = Severity.allCases.reversed().compactMap { severity in counts[severity].map { "\(severity.rawValue): \($0)" } }
-        lines.append("\(findings.count) vulnerabilities" + (summary.isEmpty ? "" : " (" + summary.joined(separator: ", ") + ")")
-                     + String(format: ", scanned in %.2f s", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        lines.append(
+            "\(findings.count) vulnerabilities" + (summary.isEmpty ? "" : " (" + summary.joined(separator: ", ") + ")")
+                + String(format: ", scanned in %.2f s", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
         if !findings.isEmpty {
             let rows = findings.map { [$0.severity.rawValue, $0.id, $0.packageName, $0.installedVersion, $0.fixedVersion ?? "(no fix)"] }
             lines += render([["SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED", "FIXED IN"]] + rows)
@@ -121,8 +124,10 @@ struct Scan: AsyncParsableCommand {
             lines.append("\(inventory.secrets.count) secrets")
             if !inventory.secrets.isEmpty {
                 let rows = inventory.secrets.map { secret in
-                    [secret.severity.rawValue, secret.title, secret.location + (secret.line.map { ":\($0)" } ?? ""),
-                     secret.layer.map { "layer \($0)" } ?? "config", secret.redacted]
+                    [
+                        secret.severity.rawValue, secret.title, secret.location + (secret.line.map { ":\($0)" } ?? ""),
+                        secret.layer.map { "layer \($0)" } ?? "config", secret.redacted,
+                    ]
                 }
                 lines += render([["SEVERITY", "SECRET", "WHERE", "IN", "MATCH (REDACTED)"]] + rows)
             }
@@ -226,7 +231,9 @@ struct Advisories: AsyncParsableCommand {
             let database = try await AdvisoryDatabase.open(options.path)
             let summary = try await database.summary()
             try await database.close()
-            print("\(options.path): \(summary.records) records, \(summary.packages) packages, imported \(summary.importedAt ?? "?"), version \(summary.version ?? "?")")
+            print(
+                "\(options.path): \(summary.records) records, \(summary.packages) packages, imported \(summary.importedAt ?? "?"), version \(summary.version ?? "?")"
+            )
             for (ecosystem, count) in summary.ecosystems.sorted(by: { $0.key < $1.key }) { print("  \(ecosystem): \(count)") }
             for source in summary.sources { print("  from \(source)") }
         }

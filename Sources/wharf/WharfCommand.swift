@@ -91,7 +91,8 @@ struct Serve: AsyncParsableCommand {
         let server = try await WharfServer.open(configuration: configuration, logger: logger)
         if let password = server.generatedAdministratorPassword {
             // Shown once, on stdout (not in the log); also kept in a 0600 file for automation.
-            print("""
+            print(
+                """
                 Created the system administrator "admin" with password: \(password)
                 It is saved in \(configuration.dataDirectory)/admin-password (readable only by this user). Change it with `wharf admin user password admin`.
                 """)

@@ -32,8 +32,11 @@ struct ModelValidationTests {
 
     @Test("valid input passes")
     func valid() {
-        #expect(error(["repositoryName": "team/app-1", "imageTagMutability": "IMMUTABLE",
-                       "imageScanningConfiguration": ["scanOnPush": true], "tags": [["Key": "a", "Value": "b"]]]) == nil)
+        #expect(
+            error([
+                "repositoryName": "team/app-1", "imageTagMutability": "IMMUTABLE",
+                "imageScanningConfiguration": ["scanOnPush": true], "tags": [["Key": "a", "Value": "b"]],
+            ]) == nil)
     }
 
     @Test("patterns match the whole value")
@@ -71,7 +74,11 @@ struct ModelValidationTests {
     @Test("integers past their AWS width are refused before any conversion could trap")
     func integerWidths() {
         let part: (JSONValue, JSONValue) -> ECRError? = { first, last in
-            error(["repositoryName": "ok", "uploadId": "00000000-0000-4000-8000-000000000000", "partFirstByte": first, "partLastByte": last, "layerPartBlob": "AA=="], "UploadLayerPart")
+            error(
+                [
+                    "repositoryName": "ok", "uploadId": "00000000-0000-4000-8000-000000000000", "partFirstByte": first, "partLastByte": last,
+                    "layerPartBlob": "AA==",
+                ], "UploadLayerPart")
         }
         #expect(part(0, 9)?.type == nil)
         #expect(part(0, .number(9_223_372_036_854_775_807.0))?.type == "SerializationException")

@@ -25,7 +25,9 @@ struct ResourcePolicyTests {
 
     @Test("Allow for a named principal; nothing for others")
     func allow() throws {
-        let p = try policy(#"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::123456789012:user/alice"]},"Action":["ecr:BatchGetImage","ecr:Describe*"]}]}"#)
+        let p = try policy(
+            #"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::123456789012:user/alice"]},"Action":["ecr:BatchGetImage","ecr:Describe*"]}]}"#
+        )
         #expect(p.decision(principal: alice, action: "ecr:BatchGetImage", resource: repository) == .allow)
         #expect(p.decision(principal: alice, action: "ECR:describeimages", resource: repository) == .allow)
         #expect(p.decision(principal: alice, action: "ecr:PutImage", resource: repository) == .none)
@@ -34,7 +36,8 @@ struct ResourcePolicyTests {
 
     @Test("an explicit Deny wins over any Allow, in one policy or across two")
     func denyWins() throws {
-        let both = try policy(#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:*"},{"Effect":"Deny","Principal":"*","Action":"ecr:BatchDelete*"}]}"#)
+        let both = try policy(
+            #"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:*"},{"Effect":"Deny","Principal":"*","Action":"ecr:BatchDelete*"}]}"#)
         #expect(both.decision(principal: alice, action: "ecr:BatchDeleteImage", resource: repository) == .deny)
         #expect(both.decision(principal: alice, action: "ecr:PutImage", resource: repository) == .allow)
         let allow = try policy(#"{"Statement":{"Effect":"Allow","Principal":{"AWS":"123456789012"},"Action":"*"}}"#)
@@ -46,14 +49,17 @@ struct ResourcePolicyTests {
 
     @Test("'*' never allows anonymous callers, but its Deny applies to them")
     func anonymous() throws {
-        let p = try policy(#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage"},{"Effect":"Deny","Principal":"*","Action":"ecr:GetDownloadUrlForLayer"}]}"#)
+        let p = try policy(
+            #"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage"},{"Effect":"Deny","Principal":"*","Action":"ecr:GetDownloadUrlForLayer"}]}"#
+        )
         #expect(p.decision(principal: nil, action: "ecr:BatchGetImage", resource: repository) == .none)
         #expect(p.decision(principal: nil, action: "ecr:GetDownloadUrlForLayer", resource: repository) == .deny)
     }
 
     @Test("Resource patterns: the region does not matter, the name does")
     func resources() throws {
-        let p = try policy(#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"ecr:*","Resource":"arn:aws:ecr:us-east-1:123456789012:repository/team/*"}]}"#)
+        let p = try policy(
+            #"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"ecr:*","Resource":"arn:aws:ecr:us-east-1:123456789012:repository/team/*"}]}"#)
         #expect(p.decision(principal: alice, action: "ecr:PutImage", resource: repository) == .deny)
         #expect(p.decision(principal: alice, action: "ecr:PutImage", resource: "arn:aws:ecr:*:123456789012:repository/other/app") == .none)
     }
@@ -69,8 +75,13 @@ struct ResourcePolicyTests {
         #expect(invalid(#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:*","Condition":{}}]}"#)?.contains("Condition") == true)
         #expect(invalid(#"{"Statement":[{"Effect":"Allow","NotPrincipal":"*","Action":"ecr:*"}]}"#)?.contains("NotPrincipal") == true)
         #expect(invalid(#"{"Version":"2020-01-01","Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:*"}]}"#)?.contains("Version") == true)
-        #expect(invalid(#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"ecr:*"}]}"#)?.contains("service principals") == true)
-        #expect(invalid(#"{"Statement":[{"Sid":"a","Effect":"Allow","Principal":"*","Action":"ecr:*"},{"Sid":"a","Effect":"Deny","Principal":"*","Action":"ecr:*"}]}"#)?.contains("twice") == true)
+        #expect(
+            invalid(#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"ecr:*"}]}"#)?.contains("service principals") == true
+        )
+        #expect(
+            invalid(
+                #"{"Statement":[{"Sid":"a","Effect":"Allow","Principal":"*","Action":"ecr:*"},{"Sid":"a","Effect":"Deny","Principal":"*","Action":"ecr:*"}]}"#)?
+                .contains("twice") == true)
     }
 
     @Test("principal ARNs of users and robots")

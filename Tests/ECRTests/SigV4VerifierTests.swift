@@ -16,9 +16,11 @@ struct SigV4VerifierTests {
         return SigV4Verifier(lookUp: { key in key == "WKIATESTKEY000000000" ? (secret, owner) : nil })
     }
 
-    func signed(body: String = "{}", amzDate: String = "20261128T120000Z", secret: String? = nil, service: String = "ecr",
-                keyID: String = "WKIATESTKEY000000000", contentHash: String? = nil, tamper: String? = nil,
-                signTarget: Bool = true) -> AWSJSONRequest {
+    func signed(
+        body: String = "{}", amzDate: String = "20261128T120000Z", secret: String? = nil, service: String = "ecr",
+        keyID: String = "WKIATESTKEY000000000", contentHash: String? = nil, tamper: String? = nil,
+        signTarget: Bool = true
+    ) -> AWSJSONRequest {
         var headers: [(name: String, value: String)] = [
             ("Content-Type", "application/x-amz-json-1.1"), ("host", "127.0.0.1:5000"), ("X-Amz-Date", amzDate),
             ("X-Amz-Target", "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
@@ -29,14 +31,17 @@ struct SigV4VerifierTests {
             signedNames.insert("x-amz-content-sha256", at: 2)
         }
         let payloadHash = contentHash ?? SigV4.sha256Hex(Array(body.utf8))
-        let canonical = SigV4.canonicalRequest(method: "POST", path: "/", query: "", headers: headers.map { ($0.name, $0.value) },
-                                               signedHeaders: signedNames, payloadHash: payloadHash)
+        let canonical = SigV4.canonicalRequest(
+            method: "POST", path: "/", query: "", headers: headers.map { ($0.name, $0.value) },
+            signedHeaders: signedNames, payloadHash: payloadHash)
         let scope = "\(amzDate.prefix(8))/eu-west-1/\(service)/aws4_request"
         let key = SigV4.signingKey(secret: secret ?? self.secret, date: String(amzDate.prefix(8)), region: "eu-west-1", service: service)
         let signature = SigV4.signature(key: key, stringToSign: SigV4.stringToSign(amzDate: amzDate, scope: scope, canonicalRequest: canonical))
-        headers.append(("Authorization", "AWS4-HMAC-SHA256 Credential=\(keyID)/\(scope), SignedHeaders=\(signedNames.joined(separator: ";")), Signature=\(signature)"))
-        return AWSJSONRequest(method: "POST", path: "/", query: "", headers: headers, body: Array((tamper ?? body).utf8),
-                              scheme: "http", host: "127.0.0.1:5000", source: nil)
+        headers.append(
+            ("Authorization", "AWS4-HMAC-SHA256 Credential=\(keyID)/\(scope), SignedHeaders=\(signedNames.joined(separator: ";")), Signature=\(signature)"))
+        return AWSJSONRequest(
+            method: "POST", path: "/", query: "", headers: headers, body: Array((tamper ?? body).utf8),
+            scheme: "http", host: "127.0.0.1:5000", source: nil)
     }
 
     func failure(_ request: AWSJSONRequest) async -> ECRError? {

@@ -1,7 +1,7 @@
+import OCI
 import Testing
 
 @testable import Lifecycle
-import OCI
 
 private let day: Int64 = 86_400_000
 private let now: Int64 = 1_800_000_000_000
@@ -110,8 +110,14 @@ struct EvaluationTests {
     @Test("tag patterns: * wildcards, all patterns must match")
     func patterns() throws {
         let images = [image("a", ["prod-eu-1"], daysAgo: 9), image("b", ["prod-us-2"], daysAgo: 8), image("c", ["staging-eu"], daysAgo: 7)]
-        #expect(try expired(policy(rule(1, #""tagStatus":"tagged","tagPatternList":["prod*eu*"],"countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)), images) == ["a"])
-        #expect(try expired(policy(rule(1, #""tagStatus":"tagged","tagPatternList":["*eu*","*-1"],"countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)), images) == ["a"])
+        #expect(
+            try expired(
+                policy(rule(1, #""tagStatus":"tagged","tagPatternList":["prod*eu*"],"countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)),
+                images) == ["a"])
+        #expect(
+            try expired(
+                policy(rule(1, #""tagStatus":"tagged","tagPatternList":["*eu*","*-1"],"countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)),
+                images) == ["a"])
         #expect(WildcardPattern.matches("*", ""))
         #expect(WildcardPattern.matches("a*b*c", "aXXbYYc"))
         #expect(!WildcardPattern.matches("a*b*c", "aXXbYY"))
@@ -122,50 +128,93 @@ struct EvaluationTests {
 
     @Test("sinceImagePulled uses the last pull, or the push when never pulled")
     func sincePulled() throws {
-        let images = [image("pulled-recently", ["a"], daysAgo: 100, pulledDaysAgo: 2), image("pulled-long-ago", ["b"], daysAgo: 100, pulledDaysAgo: 60),
-                      image("never-pulled-old", ["c"], daysAgo: 90), image("never-pulled-new", ["d"], daysAgo: 3)]
-        #expect(try expired(policy(rule(1, #""tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":30"#)), images) == ["pulled-long-ago", "never-pulled-old"])
+        let images = [
+            image("pulled-recently", ["a"], daysAgo: 100, pulledDaysAgo: 2), image("pulled-long-ago", ["b"], daysAgo: 100, pulledDaysAgo: 60),
+            image("never-pulled-old", ["c"], daysAgo: 90), image("never-pulled-new", ["d"], daysAgo: 3),
+        ]
+        #expect(
+            try expired(policy(rule(1, #""tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":30"#)), images) == [
+                "pulled-long-ago", "never-pulled-old",
+            ])
     }
 }
 
 @Suite("Lifecycle policies: validation with precise messages")
 struct ValidationTests {
-    @Test("valid policies parse", arguments: [
-        policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#)),
-        policy(rule(5, #""tagStatus":"tagged","tagPatternList":["*a*b*c*d"],"countType":"sinceImagePushed","countUnit":"days","countNumber":14"#),
-               rule(9, #""tagStatus":"any","countType":"imageCountMoreThan","countNumber":100,"storageClass":"standard""#)),
-    ])
+    @Test(
+        "valid policies parse",
+        arguments: [
+            policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#)),
+            policy(
+                rule(5, #""tagStatus":"tagged","tagPatternList":["*a*b*c*d"],"countType":"sinceImagePushed","countUnit":"days","countNumber":14"#),
+                rule(9, #""tagStatus":"any","countType":"imageCountMoreThan","countNumber":100,"storageClass":"standard""#)),
+        ])
     func valid(_ text: String) throws {
         _ = try LifecyclePolicy(parsing: text)
     }
 
-    @Test("invalid policies are refused, naming the problem", arguments: [
-        ("not json", "not valid JSON"),
-        ("[]", "JSON object"),
-        (#"{"rules":[]}"#, "non-empty"),
-        (#"{"rules":[],"extra":1}"#, "unknown field 'extra'"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#), rule(1, #""tagStatus":"tagged","tagPrefixList":["x"],"countType":"imageCountMoreThan","countNumber":1"#)), "priorities must be unique"),
-        (policy(rule(1, #""tagStatus":"any","countType":"imageCountMoreThan","countNumber":1"#), rule(2, #""tagStatus":"tagged","tagPrefixList":["x"],"countType":"imageCountMoreThan","countNumber":1"#)), "must have the highest rulePriority"),
-        (policy(rule(1, #""tagStatus":"tagged","countType":"imageCountMoreThan","countNumber":1"#)), "needs a non-empty tagPrefixList or tagPatternList"),
-        (policy(rule(1, #""tagStatus":"tagged","tagPrefixList":["a"],"tagPatternList":["b*"],"countType":"imageCountMoreThan","countNumber":1"#)), "not both"),
-        (policy(rule(1, #""tagStatus":"untagged","tagPrefixList":["a"],"countType":"imageCountMoreThan","countNumber":1"#)), "only allowed with tagStatus 'tagged'"),
-        (policy(rule(1, #""tagStatus":"tagged","tagPatternList":["a*b*c*d*e*"],"countType":"imageCountMoreThan","countNumber":1"#)), "at most 4 are allowed"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countUnit":"days","countNumber":1"#)), "countUnit must not be set"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countNumber":1"#)), "countUnit is required"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"hours","countNumber":1"#)), "must be 'days'"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":0"#)), "positive integer"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1000000000000000"#)), "no larger than 2147483647"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1.5"#)), "must be an integer"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":true"#)), "must be an integer"),
-        (policy(rule(0, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#)), "positive integer"),
-        (policy(rule(1, #""tagStatus":"sometimes","countType":"imageCountMoreThan","countNumber":1"#)), "tagStatus is required"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImageTransitioned","countUnit":"days","countNumber":1"#)), "not supported"),
-        (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#), rule(2, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)), "only one rule may select untagged"),
-        (policy(rule(1, #""tagStatus":"tagged","tagPrefixList":["a","b"],"countType":"imageCountMoreThan","countNumber":1"#), rule(2, #""tagStatus":"tagged","tagPrefixList":["b","a"],"countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)), "unique set of tag prefixes"),
-        (#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"transition","targetStorageClass":"archive"}}]}"#, "'transition'"),
-        (#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1}}]}"#, "action is required"),
-        (policy(rule(1, #""tagStatus":"tagged","tagPrefixList":[""],"countType":"imageCountMoreThan","countNumber":1"#)), "empty strings"),
-    ])
+    @Test(
+        "invalid policies are refused, naming the problem",
+        arguments: [
+            ("not json", "not valid JSON"),
+            ("[]", "JSON object"),
+            (#"{"rules":[]}"#, "non-empty"),
+            (#"{"rules":[],"extra":1}"#, "unknown field 'extra'"),
+            (
+                policy(
+                    rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#),
+                    rule(1, #""tagStatus":"tagged","tagPrefixList":["x"],"countType":"imageCountMoreThan","countNumber":1"#)), "priorities must be unique"
+            ),
+            (
+                policy(
+                    rule(1, #""tagStatus":"any","countType":"imageCountMoreThan","countNumber":1"#),
+                    rule(2, #""tagStatus":"tagged","tagPrefixList":["x"],"countType":"imageCountMoreThan","countNumber":1"#)),
+                "must have the highest rulePriority"
+            ),
+            (policy(rule(1, #""tagStatus":"tagged","countType":"imageCountMoreThan","countNumber":1"#)), "needs a non-empty tagPrefixList or tagPatternList"),
+            (
+                policy(rule(1, #""tagStatus":"tagged","tagPrefixList":["a"],"tagPatternList":["b*"],"countType":"imageCountMoreThan","countNumber":1"#)),
+                "not both"
+            ),
+            (
+                policy(rule(1, #""tagStatus":"untagged","tagPrefixList":["a"],"countType":"imageCountMoreThan","countNumber":1"#)),
+                "only allowed with tagStatus 'tagged'"
+            ),
+            (
+                policy(rule(1, #""tagStatus":"tagged","tagPatternList":["a*b*c*d*e*"],"countType":"imageCountMoreThan","countNumber":1"#)),
+                "at most 4 are allowed"
+            ),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countUnit":"days","countNumber":1"#)), "countUnit must not be set"),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countNumber":1"#)), "countUnit is required"),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"hours","countNumber":1"#)), "must be 'days'"),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":0"#)), "positive integer"),
+            (
+                policy(rule(1, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1000000000000000"#)),
+                "no larger than 2147483647"
+            ),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1.5"#)), "must be an integer"),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":true"#)), "must be an integer"),
+            (policy(rule(0, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#)), "positive integer"),
+            (policy(rule(1, #""tagStatus":"sometimes","countType":"imageCountMoreThan","countNumber":1"#)), "tagStatus is required"),
+            (policy(rule(1, #""tagStatus":"untagged","countType":"sinceImageTransitioned","countUnit":"days","countNumber":1"#)), "not supported"),
+            (
+                policy(
+                    rule(1, #""tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1"#),
+                    rule(2, #""tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)), "only one rule may select untagged"
+            ),
+            (
+                policy(
+                    rule(1, #""tagStatus":"tagged","tagPrefixList":["a","b"],"countType":"imageCountMoreThan","countNumber":1"#),
+                    rule(2, #""tagStatus":"tagged","tagPrefixList":["b","a"],"countType":"sinceImagePushed","countUnit":"days","countNumber":1"#)),
+                "unique set of tag prefixes"
+            ),
+            (
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"transition","targetStorageClass":"archive"}}]}"#,
+                "'transition'"
+            ),
+            (#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1}}]}"#, "action is required"),
+            (policy(rule(1, #""tagStatus":"tagged","tagPrefixList":[""],"countType":"imageCountMoreThan","countNumber":1"#)), "empty strings"),
+        ])
     func invalid(_ text: String, _ mentions: String) {
         do {
             _ = try LifecyclePolicy(parsing: text)
@@ -187,7 +236,8 @@ struct LifecycleBoundsTests {
         stored.rules[0].count = .sincePulled(days: Int.max)
         #expect(LifecycleEvaluator.evaluate(stored, images: images, now: now).isEmpty)
         // The largest countNumber the parser accepts still evaluates.
-        let widest = try LifecyclePolicy(parsing: policy(rule(1, #""tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":2147483647"#)))
+        let widest = try LifecyclePolicy(
+            parsing: policy(rule(1, #""tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":2147483647"#)))
         #expect(LifecycleEvaluator.evaluate(widest, images: images, now: now).isEmpty)
     }
 }

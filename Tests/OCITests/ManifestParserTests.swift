@@ -35,8 +35,9 @@ struct ManifestParserTests {
 
     @Test("a Docker schema 2 manifest")
     func dockerSchema2() throws {
-        let bytes = Fixture.image(mediaType: MediaType.dockerManifest,
-                                  config: Fixture.descriptor("application/vnd.docker.container.image.v1+json", Fixture.configDigest, 6))
+        let bytes = Fixture.image(
+            mediaType: MediaType.dockerManifest,
+            config: Fixture.descriptor("application/vnd.docker.container.image.v1+json", Fixture.configDigest, 6))
         let parsed = try ManifestParser.parse(bytes, contentType: MediaType.dockerManifest)
         #expect(parsed.mediaType == MediaType.dockerManifest)
         #expect(parsed.kind == .image)
@@ -64,7 +65,9 @@ struct ManifestParserTests {
 
     @Test("Docker schema 1 is refused with a clear MANIFEST_INVALID")
     func schema1() {
-        let schema1 = Array(#"{"schemaVersion":1,"name":"a","tag":"b","architecture":"amd64","fsLayers":[{"blobSum":"sha256:\#(String(repeating: "a", count: 64))"}],"history":[]}"#.utf8)
+        let schema1 = Array(
+            #"{"schemaVersion":1,"name":"a","tag":"b","architecture":"amd64","fsLayers":[{"blobSum":"sha256:\#(String(repeating: "a", count: 64))"}],"history":[]}"#
+                .utf8)
         for contentType in [nil, MediaType.dockerSchema1Signed] {
             do {
                 _ = try ManifestParser.parse(schema1, contentType: contentType)
@@ -81,7 +84,8 @@ struct ManifestParserTests {
         let bytes = Fixture.image(
             config: Fixture.descriptor(MediaType.ociEmpty, EmptyJSON.sha256, 2),
             layers: [],
-            extra: #""artifactType":"application/vnd.example.sbom.v1","subject":\#(Fixture.descriptor(MediaType.ociManifest, Fixture.layerDigest, 10)),"annotations":{"a":"b"}"#
+            extra:
+                #""artifactType":"application/vnd.example.sbom.v1","subject":\#(Fixture.descriptor(MediaType.ociManifest, Fixture.layerDigest, 10)),"annotations":{"a":"b"}"#
         )
         let parsed = try ManifestParser.parse(bytes, contentType: MediaType.ociManifest)
         #expect(parsed.referrerArtifactType == "application/vnd.example.sbom.v1")
@@ -92,14 +96,16 @@ struct ManifestParserTests {
 
     @Test("non-distributable layers are not required to be in the registry")
     func nonDistributable() throws {
-        let foreign = Fixture.descriptor("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Digest.of([1]), 1, extra: #","urls":["https://example.com/l"]"#)
+        let foreign = Fixture.descriptor(
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Digest.of([1]), 1, extra: #","urls":["https://example.com/l"]"#)
         let parsed = try ManifestParser.parse(Fixture.image(layers: [foreign]), contentType: nil)
         #expect(parsed.requiredBlobs.map(\.digest) == [Fixture.configDigest])
     }
 
     @Test("an index with nested indexes and platforms")
     func index() throws {
-        let child = Fixture.descriptor(MediaType.ociManifest, Fixture.layerDigest, 100, extra: #","platform":{"architecture":"arm64","os":"linux","variant":"v8"}"#)
+        let child = Fixture.descriptor(
+            MediaType.ociManifest, Fixture.layerDigest, 100, extra: #","platform":{"architecture":"arm64","os":"linux","variant":"v8"}"#)
         let nested = Fixture.descriptor(MediaType.ociIndex, Fixture.configDigest, 50)
         let bytes = Array(#"{"schemaVersion":2,"mediaType":"\#(MediaType.ociIndex)","manifests":[\#(child),\#(nested)]}"#.utf8)
         let parsed = try ManifestParser.parse(bytes, contentType: MediaType.ociIndex)
@@ -118,19 +124,36 @@ struct ManifestParserTests {
         #expect(throws: RegistryError.self) { try ManifestParser.parse(Fixture.image(config: bad), contentType: nil) }
     }
 
-    @Test("invalid documents are refused as MANIFEST_INVALID with a precise message", arguments: [
-        ("not json", "valid"),
-        (#"[1,2]"#, "valid"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#, "config"),
-        (#"{"schemaVersion":3,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:\#(String(repeating: "a", count: 64))","size":1},"layers":[]}"#, "schemaVersion"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:nothex","size":1},"layers":[]}"#, "config.digest"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:\#(String(repeating: "a", count: 64))","size":-1},"layers":[]}"#, "size"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:\#(String(repeating: "a", count: 64))","size":1},"layers":[]}"#, "mediaType"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#, "manifests"),
-        (#"{"schemaVersion":2,"mediaType":"application/x-unknown"}"#, "not supported"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.artifact.manifest.v1+json"}"#, "dropped"),
-        (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:\#(String(repeating: "a", count: 64))","size":1},"layers":[],"annotations":{"a":1}}"#, "annotations"),
-    ])
+    @Test(
+        "invalid documents are refused as MANIFEST_INVALID with a precise message",
+        arguments: [
+            ("not json", "valid"),
+            (#"[1,2]"#, "valid"),
+            (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#, "config"),
+            (
+                #"{"schemaVersion":3,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:\#(String(repeating: "a", count: 64))","size":1},"layers":[]}"#,
+                "schemaVersion"
+            ),
+            (
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:nothex","size":1},"layers":[]}"#,
+                "config.digest"
+            ),
+            (
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:\#(String(repeating: "a", count: 64))","size":-1},"layers":[]}"#,
+                "size"
+            ),
+            (
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:\#(String(repeating: "a", count: 64))","size":1},"layers":[]}"#,
+                "mediaType"
+            ),
+            (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#, "manifests"),
+            (#"{"schemaVersion":2,"mediaType":"application/x-unknown"}"#, "not supported"),
+            (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.artifact.manifest.v1+json"}"#, "dropped"),
+            (
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:\#(String(repeating: "a", count: 64))","size":1},"layers":[],"annotations":{"a":1}}"#,
+                "annotations"
+            ),
+        ])
     func invalid(_ json: String, _ mentions: String) {
         do {
             _ = try ManifestParser.parse(Array(json.utf8), contentType: nil)

@@ -4,19 +4,23 @@ import Testing
 
 @Suite("Repository names, tags and references")
 struct NameTests {
-    @Test("valid repository names", arguments: [
-        "a", "library/alpine", "a/b/c/d", "my-app", "my--app", "my_app", "my__app", "my.app",
-        "0", "a0.b1_c2-d3", "team/sub.team/app__x", String(repeating: "a", count: 255),
-        "x/" + String(repeating: "b", count: 253),
-    ])
+    @Test(
+        "valid repository names",
+        arguments: [
+            "a", "library/alpine", "a/b/c/d", "my-app", "my--app", "my_app", "my__app", "my.app",
+            "0", "a0.b1_c2-d3", "team/sub.team/app__x", String(repeating: "a", count: 255),
+            "x/" + String(repeating: "b", count: 253),
+        ])
     func validNames(_ name: String) {
         #expect(RepositoryName.isValid(name), "\(name) should be valid")
     }
 
-    @Test("invalid repository names", arguments: [
-        "", "A", "Library/alpine", "-a", "a-", "a.", ".a", "a..b", "a._b", "a___b", "a/", "/a", "a//b",
-        "a b", "a:b", "a@b", "café", "a/-b", "a/b_", String(repeating: "a", count: 256), "_catalog",
-    ])
+    @Test(
+        "invalid repository names",
+        arguments: [
+            "", "A", "Library/alpine", "-a", "a-", "a.", ".a", "a..b", "a._b", "a___b", "a/", "/a", "a//b",
+            "a b", "a:b", "a@b", "café", "a/-b", "a/b_", String(repeating: "a", count: 256), "_catalog",
+        ])
     func invalidNames(_ name: String) {
         #expect(!RepositoryName.isValid(name), "\(name) should be invalid")
     }

@@ -87,12 +87,14 @@ struct AdvisoryDatabaseTests {
 
         // A record the test writes: musl fixed one release after the 3.10 image's.
         let extra = directory.path + "/extra.json"
-        try Data("""
-        {"id": "WHARF-TEST-1", "modified": "2026-01-01T00:00:00Z", "aliases": ["CVE-2099-0001"],
-         "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
-         "affected": [{"package": {"ecosystem": "Alpine:v3.10", "name": "musl"},
-                       "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1.22-r4"}]}]}]}
-        """.utf8).write(to: URL(fileURLWithPath: extra))
+        try Data(
+            """
+            {"id": "WHARF-TEST-1", "modified": "2026-01-01T00:00:00Z", "aliases": ["CVE-2099-0001"],
+             "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+             "affected": [{"package": {"ecosystem": "Alpine:v3.10", "name": "musl"},
+                           "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.1.22-r4"}]}]}]}
+            """.utf8
+        ).write(to: URL(fileURLWithPath: extra))
         let withExtra = try await Self.build([secdb, extra], at: directory.path + "/osv2.sqlite")
         let image = try await LocalImage.open("docker-archive:" + (try TestData.url("images", "alpine-310.tar.gz").path))
         defer { image.close() }
@@ -117,11 +119,14 @@ struct AdvisoryDatabaseTests {
         for name in try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() where checked < 300 {
             let record = try JSONDecoder().decode(OSVRecord.self, from: Data(contentsOf: folder.appendingPathComponent(name)))
             guard !record.isWithdrawn, let affected = record.affected?.first, let package = affected.package,
-                  let range = affected.ranges?.first(where: { $0.type == "ECOSYSTEM" }), range.events.count == 2,
-                  let introduced = range.events[0].introduced, introduced != "0", let fixed = range.events[1].fixed else { continue }
-            let inventory = ImageInventory(operatingSystem: nil, packages: [
-                DetectedPackage(kind: .python, name: package.name, version: introduced, location: "/site-packages"),
-            ])
+                let range = affected.ranges?.first(where: { $0.type == "ECOSYSTEM" }), range.events.count == 2,
+                let introduced = range.events[0].introduced, introduced != "0", let fixed = range.events[1].fixed
+            else { continue }
+            let inventory = ImageInventory(
+                operatingSystem: nil,
+                packages: [
+                    DetectedPackage(kind: .python, name: package.name, version: introduced, location: "/site-packages")
+                ])
             let findings = try await VulnerabilityMatcher.match(inventory, database: database)
             let identifiers = Set(findings.flatMap { [$0.id] + $0.aliases })
             #expect(identifiers.contains(record.id), "\(record.id): \(package.name) \(introduced)")
@@ -130,9 +135,11 @@ struct AdvisoryDatabaseTests {
             // One finding per vulnerability: no two findings share an identifier.
             let all = findings.flatMap { [$0.id] + $0.aliases }
             #expect(all.count == Set(all).count)
-            let patched = ImageInventory(operatingSystem: nil, packages: [
-                DetectedPackage(kind: .python, name: package.name, version: fixed, location: "/site-packages"),
-            ])
+            let patched = ImageInventory(
+                operatingSystem: nil,
+                packages: [
+                    DetectedPackage(kind: .python, name: package.name, version: fixed, location: "/site-packages")
+                ])
             let after = try await VulnerabilityMatcher.match(patched, database: database)
             #expect(!after.flatMap { [$0.id] + $0.aliases }.contains(record.id), "\(record.id) still reported at \(fixed)")
             checked += 1
@@ -141,8 +148,9 @@ struct AdvisoryDatabaseTests {
 
         // Debian: advisories name source packages; the release must match.
         let wheezy = OperatingSystem(id: "debian", versionID: "7")
-        let exiv2 = DetectedPackage(kind: .dpkg, name: "libexiv2-12", version: "0.23-1+deb7u2", sourceName: "exiv2",
-                                    sourceVersion: "0.23-1+deb7u2", location: "/var/lib/dpkg/status")
+        let exiv2 = DetectedPackage(
+            kind: .dpkg, name: "libexiv2-12", version: "0.23-1+deb7u2", sourceName: "exiv2",
+            sourceVersion: "0.23-1+deb7u2", location: "/var/lib/dpkg/status")
         let found = try await VulnerabilityMatcher.match(ImageInventory(operatingSystem: wheezy, packages: [exiv2]), database: database)
         let ela = try #require(found.first { $0.id == "ELA-10-1" })
         #expect(ela.fixedVersion == "0.23-1+deb7u3")
@@ -157,15 +165,17 @@ struct AdvisoryDatabaseTests {
         try await database.close()
     }
 
-    @Test("CVSS v3 base scores and ratings", arguments: [
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8, Severity.critical),
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H", 10.0, .critical),
-        ("CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N", 5.5, .medium),
-        ("CVSS:3.0/AV:N/AC:H/PR:N/UI:R/S:U/C:L/I:N/A:N", 3.1, .low),
-        ("CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:L/I:L/A:N", 6.4, .medium),
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:H/I:H/A:H", 8.8, .high),
-        ("CVSS:3.1/AV:P/AC:H/PR:H/UI:R/S:U/C:N/I:N/A:N", 0.0, .informational),
-    ])
+    @Test(
+        "CVSS v3 base scores and ratings",
+        arguments: [
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8, Severity.critical),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H", 10.0, .critical),
+            ("CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N", 5.5, .medium),
+            ("CVSS:3.0/AV:N/AC:H/PR:N/UI:R/S:U/C:L/I:N/A:N", 3.1, .low),
+            ("CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:L/I:L/A:N", 6.4, .medium),
+            ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:H/I:H/A:H", 8.8, .high),
+            ("CVSS:3.1/AV:P/AC:H/PR:H/UI:R/S:U/C:N/I:N/A:N", 0.0, .informational),
+        ])
     func cvss(vector: String, score: Double, severity: Severity) {
         #expect(SeverityRating.cvss3BaseScore(vector) == score)
         #expect(Severity(score: score) == severity)

@@ -21,7 +21,9 @@ struct GoBinaryCatalogerTests {
         try write("\(root)/greet/greet.go", "package greet\n\nfunc Hello() string { return \"hello\" }\n")
         try write("\(root)/local/go.mod", "module example.com/local\n\ngo 1.19\n")
         try write("\(root)/local/local.go", "package local\n\nfunc Name() string { return \"local\" }\n")
-        try write("\(root)/hello/go.mod", """
+        try write(
+            "\(root)/hello/go.mod",
+            """
             module example.com/hello
 
             go 1.19
@@ -34,7 +36,9 @@ struct GoBinaryCatalogerTests {
             replace example.com/local => ../local
 
             """)
-        try write("\(root)/hello/main.go", """
+        try write(
+            "\(root)/hello/main.go",
+            """
             package main
 
             import (
@@ -51,16 +55,23 @@ struct GoBinaryCatalogerTests {
         try write("\(proxy)/list", "v1.4.2\n")
         try write("\(proxy)/v1.4.2.info", #"{"Version":"v1.4.2","Time":"2024-01-01T00:00:00Z"}"#)
         try write("\(proxy)/v1.4.2.mod", "module example.com/greet\n\ngo 1.19\n")
-        _ = try Shell.run("python3", ["-c", """
-            import sys, zipfile
-            with zipfile.ZipFile(sys.argv[1], "w") as z:
-                for name in ("go.mod", "greet.go"):
-                    z.write(sys.argv[2] + "/" + name, "example.com/greet@v1.4.2/" + name)
-            """, "\(proxy)/v1.4.2.zip", "\(root)/greet"])
-        _ = try Shell.run("env", [
-            "GOPATH=\(root)/gopath", "GOCACHE=\(root)/cache", "GOPROXY=file://\(root)/proxy", "GOSUMDB=off", "GOFLAGS=-mod=mod",
-            "GOTOOLCHAIN=local", "sh", "-c", "cd \(root)/hello && go build -o \(root)/hello-bin .",
-        ])
+        _ = try Shell.run(
+            "python3",
+            [
+                "-c",
+                """
+                import sys, zipfile
+                with zipfile.ZipFile(sys.argv[1], "w") as z:
+                    for name in ("go.mod", "greet.go"):
+                        z.write(sys.argv[2] + "/" + name, "example.com/greet@v1.4.2/" + name)
+                """, "\(proxy)/v1.4.2.zip", "\(root)/greet",
+            ])
+        _ = try Shell.run(
+            "env",
+            [
+                "GOPATH=\(root)/gopath", "GOCACHE=\(root)/cache", "GOPROXY=file://\(root)/proxy", "GOSUMDB=off", "GOFLAGS=-mod=mod",
+                "GOTOOLCHAIN=local", "sh", "-c", "cd \(root)/hello && go build -o \(root)/hello-bin .",
+            ])
         return "\(root)/hello-bin"
     }
 
@@ -107,17 +118,24 @@ struct GoBinaryCatalogerTests {
 
         // Matching: a released dependency and stdlib match; modules built from a folder have no version to match.
         func record(_ id: String, _ name: String, fixed: String) throws -> OSVRecord {
-            try JSONDecoder().decode(OSVRecord.self, from: Data("""
-                {"id": "\(id)", "modified": "2026-01-01T00:00:00Z", "affected": [{"package": {"ecosystem": "Go", "name": "\(name)"},
-                 "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "\(fixed)"}]}]}]}
-                """.utf8))
+            try JSONDecoder().decode(
+                OSVRecord.self,
+                from: Data(
+                    """
+                    {"id": "\(id)", "modified": "2026-01-01T00:00:00Z", "affected": [{"package": {"ecosystem": "Go", "name": "\(name)"},
+                     "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "\(fixed)"}]}]}]}
+                    """.utf8))
         }
         var findings: [String] = []
         for package in inventory.packages {
             guard let lookup = VulnerabilityMatcher.query(for: package, os: nil) else { continue }
-            let records = [try record("GO-TEST-1", "example.com/greet", fixed: "1.5.0"), try record("GO-TEST-2", "stdlib", fixed: "99.0.0"),
-                           try record("GO-TEST-3", "example.com/local", fixed: "9.0.0"), try record("GO-TEST-4", "example.com/greet", fixed: "1.4.2")]
-            findings += VulnerabilityMatcher.match(package: package, lookup: lookup, records: records).map { "\($0.id) \($0.packageName) \($0.fixedVersion ?? "-")" }
+            let records = [
+                try record("GO-TEST-1", "example.com/greet", fixed: "1.5.0"), try record("GO-TEST-2", "stdlib", fixed: "99.0.0"),
+                try record("GO-TEST-3", "example.com/local", fixed: "9.0.0"), try record("GO-TEST-4", "example.com/greet", fixed: "1.4.2"),
+            ]
+            findings += VulnerabilityMatcher.match(package: package, lookup: lookup, records: records).map {
+                "\($0.id) \($0.packageName) \($0.fixedVersion ?? "-")"
+            }
         }
         #expect(findings.sorted() == ["GO-TEST-1 example.com/greet 1.5.0", "GO-TEST-2 stdlib 99.0.0"])
     }
@@ -127,10 +145,12 @@ struct GoBinaryCatalogerTests {
         let header = GoBinaryCataloger.magic + [8, 2] + [UInt8](repeating: 0, count: 16)
         let elf: [UInt8] = [0x7F, 0x45, 0x4C, 0x46] + [UInt8](repeating: 0, count: 60)
         // Pre-1.18 pointer format, a bad pointer size, a version that is not Go's, a huge length.
-        for body in [GoBinaryCataloger.magic + [8, 0] + [UInt8](repeating: 0, count: 40),
-                     GoBinaryCataloger.magic + [3, 2] + [UInt8](repeating: 0, count: 40),
-                     header + [5] + Array("hello".utf8) + [0],
-                     header + [0xFF, 0xFF, 0xFF, 0xFF, 0x7F]] {
+        for body in [
+            GoBinaryCataloger.magic + [8, 0] + [UInt8](repeating: 0, count: 40),
+            GoBinaryCataloger.magic + [3, 2] + [UInt8](repeating: 0, count: 40),
+            header + [5] + Array("hello".utf8) + [0],
+            header + [0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+        ] {
             var probe = GoBinaryCataloger.Probe()
             _ = probe.feed(elf + body)
             #expect(probe.result == nil)

@@ -87,22 +87,22 @@ struct LayerStreamTests {
     /// blocks ended by a full flush are byte-aligned and independent, so one is repeated.
     static func gzipBomb(at path: String, fileCount: Int, fileSize: Int64) throws {
         let script = """
-        import sys, tarfile, zlib, struct
-        path, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-        block = zlib.compressobj(9, zlib.DEFLATED, -15)
-        zeros = block.compress(bytes(1 << 20)) + block.flush(zlib.Z_FULL_FLUSH)
-        with open(path, "wb") as out:
-            out.write(b"\\x1f\\x8b\\x08\\x00\\x00\\x00\\x00\\x00\\x00\\xff")
-            deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
-            for n in range(count):
-                info = tarfile.TarInfo(f"zeros/{n}"); info.size = size
-                out.write(deflate.compress(info.tobuf(format=tarfile.GNU_FORMAT)) + deflate.flush(zlib.Z_FULL_FLUSH))
-                for _ in range(size >> 20):
-                    out.write(zeros)
-            out.write(deflate.compress(bytes(1024)) + deflate.flush(zlib.Z_FINISH))
-            # The CRC is not of the content (computing it costs seconds); a reader must refuse long before.
-            out.write(struct.pack("<II", 0, (count * (size + 512) + 1024) & 0xFFFFFFFF))
-        """
+            import sys, tarfile, zlib, struct
+            path, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+            block = zlib.compressobj(9, zlib.DEFLATED, -15)
+            zeros = block.compress(bytes(1 << 20)) + block.flush(zlib.Z_FULL_FLUSH)
+            with open(path, "wb") as out:
+                out.write(b"\\x1f\\x8b\\x08\\x00\\x00\\x00\\x00\\x00\\x00\\xff")
+                deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+                for n in range(count):
+                    info = tarfile.TarInfo(f"zeros/{n}"); info.size = size
+                    out.write(deflate.compress(info.tobuf(format=tarfile.GNU_FORMAT)) + deflate.flush(zlib.Z_FULL_FLUSH))
+                    for _ in range(size >> 20):
+                        out.write(zeros)
+                out.write(deflate.compress(bytes(1024)) + deflate.flush(zlib.Z_FINISH))
+                # The CRC is not of the content (computing it costs seconds); a reader must refuse long before.
+                out.write(struct.pack("<II", 0, (count * (size + 512) + 1024) & 0xFFFFFFFF))
+            """
         _ = try Shell.run("python3", ["-c", script, path, String(fileCount), String(fileSize)])
     }
 
@@ -143,10 +143,12 @@ struct LayerStreamTests {
         }
     }
 
-    @Test("the Alpine docker-save archives: OS and exactly their 14 apk packages", arguments: [
-        ("alpine-310.tar.gz", "3.10.4", ["musl": "1.1.22-r3", "busybox": "1.30.1-r3", "alpine-baselayout": "3.1.2-r0"]),
-        ("alpine-311.tar.gz", "3.11.5", ["musl": "1.1.24-r2", "libcrypto1.1": "1.1.1d-r3", "libssl1.1": "1.1.1d-r3"]),
-    ])
+    @Test(
+        "the Alpine docker-save archives: OS and exactly their 14 apk packages",
+        arguments: [
+            ("alpine-310.tar.gz", "3.10.4", ["musl": "1.1.22-r3", "busybox": "1.30.1-r3", "alpine-baselayout": "3.1.2-r0"]),
+            ("alpine-311.tar.gz", "3.11.5", ["musl": "1.1.24-r2", "libcrypto1.1": "1.1.1d-r3", "libssl1.1": "1.1.1d-r3"]),
+        ])
     func alpineImages(file: String, version: String, some: [String: String]) async throws {
         let path = try TestData.url("images", file).path
         let image = try await LocalImage.open("docker-archive:\(path)")

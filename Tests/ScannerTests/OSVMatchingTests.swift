@@ -58,9 +58,11 @@ struct OSVMatchingTests {
 
     @Test("explicit versions, and GIT ranges that name commits")
     func versionsAndGit() {
-        var affected = OSVRecord.Affected(package: .init(ecosystem: "PyPI", name: "demo"), ranges: [
-            OSVRecord.Range(type: "GIT", events: [.init(introduced: "0"), .init(fixed: "abcdef")]),
-        ], versions: ["1.0", "1.1"])
+        var affected = OSVRecord.Affected(
+            package: .init(ecosystem: "PyPI", name: "demo"),
+            ranges: [
+                OSVRecord.Range(type: "GIT", events: [.init(introduced: "0"), .init(fixed: "abcdef")])
+            ], versions: ["1.0", "1.1"])
         #expect(AffectedVersions.contains("1.0.0", in: affected, ecosystem: .pypi))  // 1.0 == 1.0.0 in PEP 440
         #expect(!AffectedVersions.contains("1.2", in: affected, ecosystem: .pypi))
         affected.versions = nil
@@ -110,8 +112,10 @@ struct OSVMatchingTests {
         // Python's `packaging`): 23.9.0 is the fixed version of PYSEC-2023-177, and the 3.2/4.2
         // pre-releases of PYSEC-2023-61 sort before the `introduced` 3.2 and 4.2. Matching still
         // reports them, since a listed version is affected whatever the ranges say.
-        let known: Set = ["PYSEC-2023-177 23.9.0", "PYSEC-2023-177 23.9.0.post1", "PYSEC-2023-61 3.2a1", "PYSEC-2023-61 3.2b1",
-                          "PYSEC-2023-61 3.2rc1", "PYSEC-2023-61 4.2a1", "PYSEC-2023-61 4.2b1", "PYSEC-2023-61 4.2rc1"]
+        let known: Set = [
+            "PYSEC-2023-177 23.9.0", "PYSEC-2023-177 23.9.0.post1", "PYSEC-2023-61 3.2a1", "PYSEC-2023-61 3.2b1",
+            "PYSEC-2023-61 3.2rc1", "PYSEC-2023-61 4.2a1", "PYSEC-2023-61 4.2b1", "PYSEC-2023-61 4.2rc1",
+        ]
         #expect(Set(disagreements) == known, "\(disagreements.count) of \(checked): \(disagreements.prefix(20))")
     }
 
@@ -129,7 +133,8 @@ struct OSVMatchingTests {
                             }
                             // An `introduced` with a `fixed` at the same version opens an empty span.
                             if let introduced = event.introduced, introduced != "0",
-                               !range.events.contains(where: { $0.fixed.map { ecosystem.compare($0, introduced) == 0 } ?? false }) {
+                                !range.events.contains(where: { $0.fixed.map { ecosystem.compare($0, introduced) == 0 } ?? false })
+                            {
                                 #expect(AffectedVersions.contains(introduced, in: range, ecosystem: ecosystem), "\(record.id) introduced \(introduced)")
                                 checked += 1
                             }

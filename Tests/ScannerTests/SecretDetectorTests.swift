@@ -32,8 +32,11 @@ struct SecretDetectorTests {
             api_key: "aaaaaaaaaaaaaaaaaaaaaaaa"
             """
         let findings = SecretDetector.scan(content: Array(text.utf8), location: "/app/.env", layer: 2)
-        #expect(findings.map(\.rule) == ["aws-access-key-id", "aws-secret-access-key", "github-token", "gitlab-token",
-                                         "slack-token", "slack-webhook", "private-key", "generic-secret"])
+        #expect(
+            findings.map(\.rule) == [
+                "aws-access-key-id", "aws-secret-access-key", "github-token", "gitlab-token",
+                "slack-token", "slack-webhook", "private-key", "generic-secret",
+            ])
         #expect(findings.map(\.line) == [1, 2, 3, 4, 5, 6, 7, 9])
         for (finding, secret) in zip(findings, [Self.awsKeyID, Self.awsSecret, Self.github, Self.gitlab, Self.slack, Self.webhook]) {
             #expect(!finding.redacted.contains(secret))
@@ -61,13 +64,16 @@ struct SecretDetectorTests {
         let config: [String: Any] = [
             "architecture": "amd64", "os": "linux",
             "config": ["Env": ["PATH=/usr/bin", "GITHUB_TOKEN=\(Self.github)"], "Labels": ["deploy.key": Self.gitlab]],
-            "history": [["created_by": "/bin/sh -c #(nop) ENV X=1"],
-                        ["created_by": "/bin/sh -c export AWS_ACCESS_KEY_ID=\(Self.awsKeyID) && aws s3 cp s3://b/f ."]],
+            "history": [
+                ["created_by": "/bin/sh -c #(nop) ENV X=1"],
+                ["created_by": "/bin/sh -c export AWS_ACCESS_KEY_ID=\(Self.awsKeyID) && aws s3 cp s3://b/f ."],
+            ],
         ]
         let findings = SecretDetector.scan(config: [UInt8](try JSONSerialization.data(withJSONObject: config)))
-        #expect(Set(findings.map { "\($0.location) \($0.rule)" }) == [
-            "config:Env github-token", "config:Labels gitlab-token", "config:history[1] aws-access-key-id",
-        ])
+        #expect(
+            Set(findings.map { "\($0.location) \($0.rule)" }) == [
+                "config:Env github-token", "config:Labels gitlab-token", "config:history[1] aws-access-key-id",
+            ])
         #expect(findings.count == 3)
     }
 
@@ -81,11 +87,12 @@ struct SecretDetectorTests {
         top.file("root/.aws/.wh.credentials", "")
         top.file("app/config.yml", "slack_webhook: \(Self.webhook)\n")
         let inventory = try await Inventory.of(layers: [BufferChunks(base.archive), BufferChunks(top.archive)], detectSecrets: true)
-        #expect(inventory.secrets.map { "\($0.layer ?? -1) \($0.location):\($0.line ?? 0) \($0.rule)" } == [
-            "0 /root/.aws/credentials:2 aws-access-key-id",
-            "0 /root/.aws/credentials:3 aws-secret-access-key",
-            "1 /app/config.yml:1 slack-webhook",
-        ])
+        #expect(
+            inventory.secrets.map { "\($0.layer ?? -1) \($0.location):\($0.line ?? 0) \($0.rule)" } == [
+                "0 /root/.aws/credentials:2 aws-access-key-id",
+                "0 /root/.aws/credentials:3 aws-secret-access-key",
+                "1 /app/config.yml:1 slack-webhook",
+            ])
         let without = try await Inventory.of(layers: [BufferChunks(base.archive)])
         #expect(without.secrets.isEmpty)
     }

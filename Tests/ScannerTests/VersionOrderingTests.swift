@@ -48,6 +48,8 @@ struct VersionOrderingTests {
             checked += 1
         }
         #expect(checked > 0)
-        #expect(failures.isEmpty, "\(entry.ecosystem.rawValue) \(entry.file): \(failures.count) of \(checked) failed, first: \(failures.prefix(15).joined(separator: "; "))")
+        #expect(
+            failures.isEmpty,
+            "\(entry.ecosystem.rawValue) \(entry.file): \(failures.count) of \(checked) failed, first: \(failures.prefix(15).joined(separator: "; "))")
     }
 }

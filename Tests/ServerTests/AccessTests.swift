@@ -7,9 +7,9 @@ import Metadata
 import NIOCore
 import OCI
 import Testing
+import UseCases
 
 @testable import Server
-import UseCases
 
 /// Authentication and authorization over HTTP, with a real server and real tokens.
 enum Secure {
@@ -20,17 +20,19 @@ enum Secure {
         data: URL? = nil,
         _ body: @Sendable (any TestClientProtocol, WharfServer) async throws -> T
     ) async throws -> T {
-        try await Harness.withServer(data: data, customize: { configuration in
-            configuration.authEnabled = true
-            configuration.adminPassword = adminPassword
-            configuration.loginFailuresBeforeDelay = 3
-            configuration.loginFirstDelaySeconds = 1
-            configuration.loginMaximumDelaySeconds = 2
-            // Cheap hashes: dozens of suites sign in at once on two cores, and what they test is
-            // behaviour, not bcrypt's cost (the default stays 12).
-            configuration.passwordCost = 6
-            customize(&configuration)
-        }, body)
+        try await Harness.withServer(
+            data: data,
+            customize: { configuration in
+                configuration.authEnabled = true
+                configuration.adminPassword = adminPassword
+                configuration.loginFailuresBeforeDelay = 3
+                configuration.loginFirstDelaySeconds = 1
+                configuration.loginMaximumDelaySeconds = 2
+                // Cheap hashes: dozens of suites sign in at once on two cores, and what they test is
+                // behaviour, not bcrypt's cost (the default stays 12).
+                configuration.passwordCost = 6
+                customize(&configuration)
+            }, body)
     }
 
     static func basic(_ user: String, _ password: String) -> HTTPFields {
@@ -72,9 +74,9 @@ struct PermissionMatrixTests {
     enum Act: String, CaseIterable, Sendable { case pull, push, delete, mount, catalog, manage }
 
     enum Resource: String, CaseIterable, Sendable {
-        case own = "team"     // the namespace the callers are members of
+        case own = "team"  // the namespace the callers are members of
         case other = "other"  // a private namespace they are not in
-        case open = "pub"     // a public namespace
+        case open = "pub"  // a public namespace
     }
 
     static let passwords: [Caller: (String, String)] = [
@@ -86,15 +88,16 @@ struct PermissionMatrixTests {
 
     /// The expected answer for every cell: true means allowed.
     static func expected(_ caller: Caller, _ act: Act, _ resource: Resource) -> Bool {
-        let role: Role? = switch caller {
-        case .systemAdmin: .admin
-        case .nsAdmin: resource == .own ? .admin : nil
-        case .maintainer: resource == .own ? .maintainer : nil
-        case .developer: resource == .own ? .developer : nil
-        case .reader: resource == .own ? .reader : nil
-        case .outsider, .anonymous: nil
-        case .robot: resource == .own ? .developer : nil  // robot$team-ci: pull, push in team
-        }
+        let role: Role? =
+            switch caller {
+            case .systemAdmin: .admin
+            case .nsAdmin: resource == .own ? .admin : nil
+            case .maintainer: resource == .own ? .maintainer : nil
+            case .developer: resource == .own ? .developer : nil
+            case .reader: resource == .own ? .reader : nil
+            case .outsider, .anonymous: nil
+            case .robot: resource == .own ? .developer : nil  // robot$team-ci: pull, push in team
+            }
         let canPull = role != nil || resource == .open
         switch act {
         case .pull: return canPull
@@ -126,8 +129,9 @@ struct PermissionMatrixTests {
             for (caller, role) in [(Caller.nsAdmin, Role.admin), (.maintainer, .maintainer), (.developer, .developer), (.reader, .reader)] {
                 try await access.setMember(Self.passwords[caller]!.0, of: "team", role: role, by: admin, source: nil)
             }
-            let (_, robotSecret) = try await access.createRobot(by: admin, credential: .password, name: "team-ci", description: nil, expiresAt: nil,
-                                                                 permissions: [RobotPermission(scope: .namespace, name: "team", actions: [.pull, .push])], source: nil)
+            let (_, robotSecret) = try await access.createRobot(
+                by: admin, credential: .password, name: "team-ci", description: nil, expiresAt: nil,
+                permissions: [RobotPermission(scope: .namespace, name: "team", actions: [.pull, .push])], source: nil)
             var layers: [Resource: Digest] = [:]
             for resource in Resource.allCases {
                 layers[resource] = try await pushImage(client, adminAuth, "\(resource.rawValue)/app", layer: "layer of \(resource.rawValue)")
@@ -153,10 +157,14 @@ struct PermissionMatrixTests {
                         case .pull:
                             let status = try await client.request(.get, "/v2/\(repository)/manifests/v1", headers: auth).status
                             allowed = status == .ok
-                            if !allowed && ![.unauthorized, .forbidden].contains(status) { failures.append("\(caller) pull \(resource): unexpected \(status)") }
+                            if !allowed && ![.unauthorized, .forbidden].contains(status) {
+                                failures.append("\(caller) pull \(resource): unexpected \(status)")
+                            }
                         case .push:
                             let content = Array("pushed by \(caller) into \(resource)".utf8)
-                            let status = try await client.request(.post, "/v2/\(repository)/blobs/uploads/?digest=\(Digest.of(content))", headers: auth, body: ByteBuffer(bytes: content)).status
+                            let status = try await client.request(
+                                .post, "/v2/\(repository)/blobs/uploads/?digest=\(Digest.of(content))", headers: auth, body: ByteBuffer(bytes: content)
+                            ).status
                             allowed = status == .created
                         case .delete:
                             // A sacrificial blob per cell, pushed by the administrator.
@@ -164,7 +172,10 @@ struct PermissionMatrixTests {
                             let status = try await client.request(.delete, "/v2/\(repository)/blobs/\(digest)", headers: auth).status
                             allowed = status == .accepted
                         case .mount:
-                            let status = try await client.request(.post, "/v2/team/mounted-\(caller.rawValue.lowercased())/blobs/uploads/?mount=\(layers[resource]!)&from=\(repository)", headers: auth).status
+                            let status = try await client.request(
+                                .post, "/v2/team/mounted-\(caller.rawValue.lowercased())/blobs/uploads/?mount=\(layers[resource]!)&from=\(repository)",
+                                headers: auth
+                            ).status
                             allowed = status == .created
                             if !allowed && Self.expected(caller, .push, .own) && status != .accepted {
                                 failures.append("\(caller) mount \(resource): expected a fallback upload session (202), got \(status)")
@@ -177,13 +188,16 @@ struct PermissionMatrixTests {
                                 allowed = response.text.contains("\"\(repository)\"")
                             }
                         case .manage:
-                            let status = try await client.request(.put, "/api/v1/namespaces/\(resource.rawValue)/members/eve", headers: auth.merging(["Content-Type": "application/json"]),
-                                                                  body: ByteBuffer(string: #"{"role":"reader"}"#)).status
+                            let status = try await client.request(
+                                .put, "/api/v1/namespaces/\(resource.rawValue)/members/eve", headers: auth.merging(["Content-Type": "application/json"]),
+                                body: ByteBuffer(string: #"{"role":"reader"}"#)
+                            ).status
                             allowed = status == .noContent
                             if allowed { _ = try await client.request(.delete, "/api/v1/namespaces/\(resource.rawValue)/members/eve", headers: adminAuth) }
                         }
                         if allowed != expected {
-                            failures.append("\(caller) \(act) \(resource): expected \(expected ? "allowed" : "refused"), was \(allowed ? "allowed" : "refused")")
+                            failures.append(
+                                "\(caller) \(act) \(resource): expected \(expected ? "allowed" : "refused"), was \(allowed ? "allowed" : "refused")")
                         }
                     }
                 }
@@ -198,11 +212,13 @@ struct PermissionMatrixTests {
         var digests: [Digest] = []
         for content in ["{}", layer] {
             let digest = Digest.of(Array(content.utf8))
-            let response = try await client.request(.post, "/v2/\(repository)/blobs/uploads/?digest=\(digest)", headers: auth, body: ByteBuffer(string: content))
+            let response = try await client.request(
+                .post, "/v2/\(repository)/blobs/uploads/?digest=\(digest)", headers: auth, body: ByteBuffer(string: content))
             #expect(response.status == .created, "\(response.text)")
             digests.append(digest)
         }
-        let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(digests[0])","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(digests[1])","size":\#(layer.utf8.count)}]}"#
+        let manifest =
+            #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(digests[0])","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(digests[1])","size":\#(layer.utf8.count)}]}"#
         var headers = auth
         headers[.contentType] = MediaType.ociManifest
         let response = try await client.request(.put, "/v2/\(repository)/manifests/v1", headers: headers, body: ByteBuffer(string: manifest))
@@ -262,8 +278,9 @@ struct AccessFlowTests {
             _ = try await server.access!.createNamespace(by: admin, name: "pub", isPublic: true, source: nil)
             _ = try await server.access!.createUser(by: admin, name: "dave", password: "dave-password-12", email: nil, isAdmin: false, source: nil)
             try await server.access!.setMember("dave", of: "team", role: .reader, by: admin, source: nil)
-            let token = try await Secure.token(client, Secure.basic("dave", "dave-password-12"),
-                                               scopes: ["repository:team/app:pull,push", "repository:other/app:pull", "repository:pub/x:pull,push,delete", "registry:catalog:*"])
+            let token = try await Secure.token(
+                client, Secure.basic("dave", "dave-password-12"),
+                scopes: ["repository:team/app:pull,push", "repository:other/app:pull", "repository:pub/x:pull,push,delete", "registry:catalog:*"])
             let claims = try Secure.claims(token)
             let access = claims["access"] as! [[String: Any]]
             let granted = Dictionary(uniqueKeysWithValues: access.map { ("\($0["type"]!):\($0["name"]!)", $0["actions"] as! [String]) })
@@ -350,7 +367,8 @@ struct AccessFlowTests {
                 ("expired beyond the leeway", try await forge(expires: -120)),
                 ("not yet valid beyond the leeway", try await forge(notBefore: 120)),
             ] {
-                #expect(try await client.request(.head, "/v2/team/b/blobs/\(blob)", headers: Secure.bearer(bad)).status == .unauthorized, "\(name) must be refused")
+                #expect(
+                    try await client.request(.head, "/v2/team/b/blobs/\(blob)", headers: Secure.bearer(bad)).status == .unauthorized, "\(name) must be refused")
             }
             // Within the 60 s leeway: accepted.
             #expect(try await client.request(.head, "/v2/team/b/blobs/\(blob)", headers: Secure.bearer(try await forge(expires: -30))).status == .ok)
@@ -361,19 +379,29 @@ struct AccessFlowTests {
     func oauth() async throws {
         try await Secure.withServer { client, _ in
             let form: HTTPFields = [.contentType: "application/x-www-form-urlencoded"]
-            let login = try await client.request(.post, "/auth/token", headers: form, body: ByteBuffer(string:
-                "grant_type=password&username=admin&password=\(Secure.adminPassword)&service=wharf&client_id=test&access_type=offline&scope=repository%3Ateam%2Fapp%3Apull"))
+            let login = try await client.request(
+                .post, "/auth/token", headers: form,
+                body: ByteBuffer(
+                    string:
+                        "grant_type=password&username=admin&password=\(Secure.adminPassword)&service=wharf&client_id=test&access_type=offline&scope=repository%3Ateam%2Fapp%3Apull"
+                ))
             #expect(login.status == .ok)
             struct Body: Decodable { let access_token: String; let refresh_token: String?; let scope: String; let expires_in: Int }
             let body = try JSONDecoder().decode(Body.self, from: Data(login.body.readableBytesView))
             #expect(body.scope == "repository:team/app:pull")
             let refresh = try #require(body.refresh_token)
-            let renewed = try await client.request(.post, "/auth/token", headers: form, body: ByteBuffer(string:
-                "grant_type=refresh_token&refresh_token=\(refresh)&service=wharf&client_id=test&scope=repository%3Ateam%2Fapp%3Apull%2Cpush"))
+            let renewed = try await client.request(
+                .post, "/auth/token", headers: form,
+                body: ByteBuffer(
+                    string:
+                        "grant_type=refresh_token&refresh_token=\(refresh)&service=wharf&client_id=test&scope=repository%3Ateam%2Fapp%3Apull%2Cpush"))
             let renewedBody = try JSONDecoder().decode(Body.self, from: Data(renewed.body.readableBytesView))
             #expect(renewedBody.scope == "repository:team/app:pull,push")
             #expect(renewedBody.refresh_token == refresh)
-            for bad in ["grant_type=refresh_token&refresh_token=nope&service=wharf", "grant_type=password&username=admin&password=wrong&service=wharf", "grant_type=client_credentials"] {
+            for bad in [
+                "grant_type=refresh_token&refresh_token=nope&service=wharf", "grant_type=password&username=admin&password=wrong&service=wharf",
+                "grant_type=client_credentials",
+            ] {
                 let response = try await client.request(.post, "/auth/token", headers: form, body: ByteBuffer(string: bad))
                 #expect(response.status == .badRequest, "\(bad)")
                 #expect(response.text.contains("\"error\""))
@@ -386,8 +414,11 @@ struct AccessFlowTests {
         try await Secure.withServer { client, server in
             let adminAuth = Secure.basic("admin", Secure.adminPassword)
             let json: HTTPFields = adminAuth.merging(["Content-Type": "application/json"])
-            let created = try await client.request(.post, "/api/v1/robots", headers: json, body: ByteBuffer(string:
-                #"{"name":"deployer","permissions":[{"scope":"repository","name":"team/app","actions":["pull"]}]}"#))
+            let created = try await client.request(
+                .post, "/api/v1/robots", headers: json,
+                body: ByteBuffer(
+                    string:
+                        #"{"name":"deployer","permissions":[{"scope":"repository","name":"team/app","actions":["pull"]}]}"#))
             #expect(created.status == .created, "\(created.text)")
             let robot = try JSONDecoder().decode(API.Robot.self, from: Data(created.body.readableBytesView))
             #expect(robot.name == "robot$deployer")
@@ -408,9 +439,11 @@ struct AccessFlowTests {
             #expect(try await client.request(.head, "/v2/team/app/blobs/\(blob)", headers: robotAuth).status == .unauthorized)
             #expect(try await client.request(.head, "/v2/team/app/blobs/\(blob)", headers: Secure.basic("robot$deployer", newSecret)).status == .ok)
             // Expired and disabled robots are refused with 401.
-            _ = try await client.request(.patch, "/api/v1/robots/robot$deployer", headers: json, body: ByteBuffer(string: #"{"expiresAt":"2020-01-01T00:00:00Z"}"#))
+            _ = try await client.request(
+                .patch, "/api/v1/robots/robot$deployer", headers: json, body: ByteBuffer(string: #"{"expiresAt":"2020-01-01T00:00:00Z"}"#))
             #expect(try await client.request(.head, "/v2/team/app/blobs/\(blob)", headers: Secure.basic("robot$deployer", newSecret)).status == .unauthorized)
-            _ = try await client.request(.patch, "/api/v1/robots/robot$deployer", headers: json, body: ByteBuffer(string: #"{"expiresAt":"2099-01-01T00:00:00Z","disabled":true}"#))
+            _ = try await client.request(
+                .patch, "/api/v1/robots/robot$deployer", headers: json, body: ByteBuffer(string: #"{"expiresAt":"2099-01-01T00:00:00Z","disabled":true}"#))
             #expect(try await client.request(.head, "/v2/team/app/blobs/\(blob)", headers: Secure.basic("robot$deployer", newSecret)).status == .unauthorized)
 
             // Personal access tokens.
@@ -431,18 +464,35 @@ struct AccessFlowTests {
             let adminAuth = Secure.basic("admin", Secure.adminPassword)
             let json: HTTPFields = adminAuth.merging(["Content-Type": "application/json"])
             #expect(try await client.request(.get, "/api/v1/users").status == .unauthorized)
-            #expect(try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"frank","password":"short"}"#)).status == .badRequest)
-            #expect(try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"Frank!","password":"long-enough-password"}"#)).status == .badRequest)
-            #expect(try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"frank","password":"frank-password-1"}"#)).status == .created)
-            #expect(try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"frank","password":"frank-password-1"}"#)).status == .conflict)
+            #expect(
+                try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"frank","password":"short"}"#)).status
+                    == .badRequest)
+            #expect(
+                try await client.request(
+                    .post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"Frank!","password":"long-enough-password"}"#)
+                ).status == .badRequest)
+            #expect(
+                try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"frank","password":"frank-password-1"}"#))
+                    .status == .created)
+            #expect(
+                try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"frank","password":"frank-password-1"}"#))
+                    .status == .conflict)
             let frank = Secure.basic("frank", "frank-password-1")
             #expect(try await client.request(.get, "/api/v1/users", headers: frank).status == .forbidden)
             #expect(try await client.request(.get, "/api/v1/users/frank", headers: frank).status == .ok)
             #expect(try await client.request(.get, "/api/v1/users/admin", headers: frank).status == .forbidden)
             // Own password change needs the current password.
             var frankJSON = frank.merging(["Content-Type": "application/json"])
-            #expect(try await client.request(.put, "/api/v1/users/frank/password", headers: frankJSON, body: ByteBuffer(string: #"{"password":"frank-password-2","currentPassword":"wrong"}"#)).status == .forbidden)
-            #expect(try await client.request(.put, "/api/v1/users/frank/password", headers: frankJSON, body: ByteBuffer(string: #"{"password":"frank-password-2","currentPassword":"frank-password-1"}"#)).status == .noContent)
+            #expect(
+                try await client.request(
+                    .put, "/api/v1/users/frank/password", headers: frankJSON,
+                    body: ByteBuffer(string: #"{"password":"frank-password-2","currentPassword":"wrong"}"#)
+                ).status == .forbidden)
+            #expect(
+                try await client.request(
+                    .put, "/api/v1/users/frank/password", headers: frankJSON,
+                    body: ByteBuffer(string: #"{"password":"frank-password-2","currentPassword":"frank-password-1"}"#)
+                ).status == .noContent)
             #expect(try await client.request(.get, "/v2/", headers: frank).status == .unauthorized)
             frankJSON = Secure.basic("frank", "frank-password-2")
             #expect(try await client.request(.get, "/v2/", headers: frankJSON).status == .ok)
@@ -474,8 +524,10 @@ struct AccessFlowTests {
             // The hash is never handed back.
             #expect(!(try await client.request(.get, "/api/v1/users/dora", headers: json).text.contains("$2y$")))
 
-            for bad in ["$1$salt$hash", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", String(cost5.dropLast()), cost5.replacingOccurrences(of: "$05$", with: "$03$"),
-                        cost5.replacingOccurrences(of: "$2y$", with: "$2x$"), String(cost5.dropLast()) + "!"] {
+            for bad in [
+                "$1$salt$hash", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", String(cost5.dropLast()), cost5.replacingOccurrences(of: "$05$", with: "$03$"),
+                cost5.replacingOccurrences(of: "$2y$", with: "$2x$"), String(cost5.dropLast()) + "!",
+            ] {
                 let (status, text) = try await create(#"{"name":"fred","passwordHash":"\#(bad)"}"#)
                 #expect(status == .badRequest, "\(bad)")
                 #expect(text.contains("bcrypt"), "\(text)")
@@ -485,7 +537,9 @@ struct AccessFlowTests {
             #expect(try await create(#"{"name":"dora","passwordHash":"\#(cost5)"}"#).0 == .conflict)
             // Only administrators import.
             let dora = Secure.basic("dora", "correct-horse-battery").merging(["Content-Type": "application/json"])
-            #expect(try await client.request(.post, "/api/v1/users", headers: dora, body: ByteBuffer(string: #"{"name":"gus","passwordHash":"\#(cost5)"}"#)).status == .forbidden)
+            #expect(
+                try await client.request(.post, "/api/v1/users", headers: dora, body: ByteBuffer(string: #"{"name":"gus","passwordHash":"\#(cost5)"}"#)).status
+                    == .forbidden)
         }
     }
 
@@ -493,7 +547,9 @@ struct AccessFlowTests {
     func throttling() async throws {
         // Waits of 5 s: long enough that the checks below run inside the wait even when the
         // whole suite loads both cores; the doubling and expiry arithmetic has unit tests.
-        try await Secure.withServer(customize: { $0.loginFirstDelaySeconds = 5; $0.loginMaximumDelaySeconds = 5 }) { client, _ in
+        try await Secure.withServer(customize: {
+            $0.loginFirstDelaySeconds = 5; $0.loginMaximumDelaySeconds = 5
+        }) { client, _ in
             var statuses: [HTTPResponse.Status] = []
             var retryAfter: String?
             for _ in 0..<6 {
@@ -523,8 +579,12 @@ struct AccessFlowTests {
             let json: HTTPFields = adminAuth.merging(["Content-Type": "application/json"])
             _ = try await client.request(.post, "/api/v1/users", headers: json, body: ByteBuffer(string: #"{"name":"gina","password":"gina-password-1"}"#))
             let digest = try await client.pushBlob("{}", to: "team/app", auth: adminAuth)
-            let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(digest)","size":2},"layers":[]}"#
-            #expect(try await client.request(.put, "/v2/team/app/manifests/v1", headers: adminAuth.merging(["Content-Type": MediaType.ociManifest]), body: ByteBuffer(string: manifest)).status == .created)
+            let manifest =
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(digest)","size":2},"layers":[]}"#
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/v1", headers: adminAuth.merging(["Content-Type": MediaType.ociManifest]), body: ByteBuffer(string: manifest)
+                ).status == .created)
             for _ in 0..<3 { _ = try await client.request(.get, "/v2/team/app/manifests/v1", headers: adminAuth) }
             _ = try await client.request(.get, "/v2/team/app/manifests/v1", headers: Secure.basic("gina", "gina-password-1"))
             _ = try await client.request(.get, "/v2/", headers: Secure.basic("gina", "wrong-password"))
@@ -548,7 +608,10 @@ struct AccessFlowTests {
             #expect(events.contains { $0.source == "127.0.0.1" })
 
             let filtered = try await client.request(.get, "/api/v1/audit?action=pull&actor=admin", headers: adminAuth)
-            #expect(try JSONDecoder().decode([API.Event].self, from: Data(filtered.body.readableBytesView)).allSatisfy { $0.action == "pull" && $0.actor == "admin" })
+            #expect(
+                try JSONDecoder().decode([API.Event].self, from: Data(filtered.body.readableBytesView)).allSatisfy {
+                    $0.action == "pull" && $0.actor == "admin"
+                })
             let export = try await client.request(.get, "/api/v1/audit/export?namespace=team", headers: adminAuth)
             #expect(export.header("Content-Type") == "application/x-ndjson")
             let lines = export.text.split(separator: "\n")
@@ -614,10 +677,13 @@ struct AccessFlowTests {
             let document = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as! [String: Any]
             #expect(document["openapi"] as? String == "3.1.0")
             let paths = document["paths"] as! [String: [String: Any]]
-            let routes = ManagementAPI(authentication: RequestAuthentication(access: server.access!, configuredRealm: nil),
-                                       storage: StorageManagement(registry: server.registry, lifecycle: server.lifecycle, collector: server.collector, scans: server.scans,
-                                                                  advisories: server.advisories,
-                                                                  settingsChanges: RepositorySettingsChanges(metadata: server.metadata, audit: server.access?.audit))).routes
+            let routes = ManagementAPI(
+                authentication: RequestAuthentication(access: server.access!, configuredRealm: nil),
+                storage: StorageManagement(
+                    registry: server.registry, lifecycle: server.lifecycle, collector: server.collector, scans: server.scans,
+                    advisories: server.advisories,
+                    settingsChanges: RepositorySettingsChanges(metadata: server.metadata, audit: server.access?.audit))
+            ).routes
             for route in routes {
                 #expect(paths[route.path]?[route.method.rawValue.lowercased()] != nil, "\(route.method) \(route.path) is undocumented")
             }

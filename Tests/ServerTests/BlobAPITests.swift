@@ -118,7 +118,8 @@ struct BlobAPITests {
             var offset = 0
             for (i, chunk) in chunks.enumerated() {
                 let end = offset + chunk.utf8.count - 1
-                let response = try await client.request(.patch, location, headers: [.contentRange: "\(offset)-\(end)", .contentType: "application/octet-stream"], body: ByteBuffer(string: chunk))
+                let response = try await client.request(
+                    .patch, location, headers: [.contentRange: "\(offset)-\(end)", .contentType: "application/octet-stream"], body: ByteBuffer(string: chunk))
                 #expect(response.status == .accepted, "chunk \(i): \(response.text)")
                 #expect(response.header("Range") == "0-\(end)")
                 #expect(response.header("Location") == location)
@@ -158,7 +159,8 @@ struct BlobAPITests {
             let second = try #require(try await client.request(.post, "/v2/team/app/blobs/uploads/").header("Location"))
             let firstPart = String(whole.prefix(10)), rest = String(whole.dropFirst(10))
             #expect(try await client.request(.patch, second, headers: [.contentRange: "0-9"], body: ByteBuffer(string: firstPart)).status == .accepted)
-            let put = try await client.request(.put, "\(second)?digest=\(digest)", headers: [.contentRange: "10-\(whole.utf8.count - 1)"], body: ByteBuffer(string: rest))
+            let put = try await client.request(
+                .put, "\(second)?digest=\(digest)", headers: [.contentRange: "10-\(whole.utf8.count - 1)"], body: ByteBuffer(string: rest))
             #expect(put.status == .created)
             #expect(try await client.request(.get, "/v2/team/app/blobs/\(digest)").text == whole)
         }
@@ -281,10 +283,12 @@ struct BlobAPITests {
             #expect(try await client.request(.post, "/v2/team/b/blobs/uploads/?digest=\(digest)", body: ByteBuffer(string: content)).status == .created)
             let location = try #require(try await client.request(.post, "/v2/team/c/blobs/uploads/").header("Location"))
             let half = content.utf8.count / 2
-            let first = try await client.request(.patch, location, headers: [.contentRange: "0-\(half - 1)"], body: ByteBuffer(string: String(content.prefix(half))))
+            let first = try await client.request(
+                .patch, location, headers: [.contentRange: "0-\(half - 1)"], body: ByteBuffer(string: String(content.prefix(half))))
             #expect(first.status == .accepted)
             let next = try #require(first.header("Location"))
-            _ = try await client.request(.patch, next, headers: [.contentRange: "\(half)-\(content.utf8.count - 1)"], body: ByteBuffer(string: String(content.dropFirst(half))))
+            _ = try await client.request(
+                .patch, next, headers: [.contentRange: "\(half)-\(content.utf8.count - 1)"], body: ByteBuffer(string: String(content.dropFirst(half))))
             #expect(try await client.request(.put, "\(next)\(next.contains("?") ? "&" : "?")digest=\(digest)").status == .created)
 
             for repository in ["team/a", "team/b", "team/c"] {

@@ -66,7 +66,9 @@ extension TestClientProtocol {
     }
 
     @discardableResult
-    func pushBlob(_ bytes: [UInt8], to repository: String, algorithm: DigestAlgorithm = .sha256, sourceLocation: SourceLocation = #_sourceLocation) async throws -> Digest {
+    func pushBlob(
+        _ bytes: [UInt8], to repository: String, algorithm: DigestAlgorithm = .sha256, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> Digest {
         let digest = Digest.of(bytes, algorithm: algorithm)
         let response = try await request(.post, "/v2/\(repository)/blobs/uploads/?digest=\(digest)", body: ByteBuffer(bytes: bytes))
         #expect(response.status == .created, "blob push: \(String(buffer: response.body))", sourceLocation: sourceLocation)
@@ -77,7 +79,8 @@ extension TestClientProtocol {
     /// that PUT the manifest themselves: by digest, with ?tag=…).
     func configOnlyManifest(in repository: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> (manifest: String, digest: Digest) {
         let config = try await pushBlob("cfg", to: repository, sourceLocation: sourceLocation)
-        let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
+        let manifest =
+            #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":3},"layers":[]}"#
         return (manifest, Digest.of(Array(manifest.utf8)))
     }
 
@@ -90,7 +93,8 @@ extension TestClientProtocol {
         let configDigest = try await pushBlob(config, to: repository, sourceLocation: sourceLocation)
         let layerDigest = try await pushBlob(layer, to: repository, sourceLocation: sourceLocation)
         let configType = mediaType == MediaType.dockerManifest ? "application/vnd.docker.container.image.v1+json" : "application/vnd.oci.image.config.v1+json"
-        let layerType = mediaType == MediaType.dockerManifest ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : "application/vnd.oci.image.layer.v1.tar+gzip"
+        let layerType =
+            mediaType == MediaType.dockerManifest ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : "application/vnd.oci.image.layer.v1.tar+gzip"
         let json = """
             {"schemaVersion":2,"mediaType":"\(mediaType)",
              "config":{"mediaType":"\(configType)","digest":"\(configDigest)","size":\(config.utf8.count)},

@@ -1,7 +1,4 @@
 import Access
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
@@ -11,6 +8,10 @@ import OCI
 import Testing
 
 @testable import Server
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Issue 23's defects, each reproduced as a request against a real server. Before the fixes each
 /// of the crash cases killed the process (SIGILL on Int64 overflow); here the server must answer
@@ -74,12 +75,14 @@ struct HostileNumberTests {
             let admin = Secure.basic("admin", Secure.adminPassword)
             let json = admin.merging(["Content-Type": "application/json"])
             try await client.pushBlob("x", to: "hostile/app", auth: admin)
-            let huge = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":1000000000000000},"action":{"type":"expire"}}]}"#
+            let huge =
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":1000000000000000},"action":{"type":"expire"}}]}"#
             let body = try JSONEncoder().encode(["policy": huge])
             let put = try await client.request(.put, "/api/v1/repositories/hostile/app/lifecycle-policy", headers: json, body: ByteBuffer(bytes: Array(body)))
             #expect(put.status == .badRequest)
             #expect(put.text.contains("no larger than 2147483647"))
-            let preview = try await client.request(.post, "/api/v1/repositories/hostile/app/lifecycle-policy/preview", headers: json, body: ByteBuffer(bytes: Array(body)))
+            let preview = try await client.request(
+                .post, "/api/v1/repositories/hostile/app/lifecycle-policy/preview", headers: json, body: ByteBuffer(bytes: Array(body)))
             #expect(preview.status == .badRequest)
 
             // As if an earlier version had stored it: the preview reports it, the scheduled run skips it.
@@ -130,8 +133,9 @@ struct UploadQuotaTests {
         try await Secure.withServer { client, _ in
             let admin = Secure.basic("admin", Secure.adminPassword)
             try await client.pushBlob("seed", to: "quota/app", auth: admin)
-            let quota = try await client.request(.put, "/api/v1/namespaces/quota/quota", headers: CredentialBoundaryTests.json(admin),
-                                                 body: ByteBuffer(string: #"{"quotaBytes":1048576}"#))
+            let quota = try await client.request(
+                .put, "/api/v1/namespaces/quota/quota", headers: CredentialBoundaryTests.json(admin),
+                body: ByteBuffer(string: #"{"quotaBytes":1048576}"#))
             #expect(quota.status == .ok, "\(quota.text)")
             let chunk = ByteBuffer(bytes: [UInt8](repeating: 7, count: 600_000))
             var sessions: [String] = []
@@ -147,7 +151,8 @@ struct UploadQuotaTests {
             #expect(second.text.contains("uploads in progress"))
             // Monolithic pushes meet the same bound, counting what is stored too.
             let bytes = [UInt8](repeating: 9, count: 500_000)
-            let mono = try await client.request(.post, "/v2/quota/app/blobs/uploads/?digest=\(Digest.of(bytes))", headers: admin, body: ByteBuffer(bytes: bytes))
+            let mono = try await client.request(
+                .post, "/v2/quota/app/blobs/uploads/?digest=\(Digest.of(bytes))", headers: admin, body: ByteBuffer(bytes: bytes))
             #expect(mono.status == .forbidden)
             #expect(mono.text.contains("uploads in progress"), "refused while streaming, not after: \(mono.text)")
             // Cancelling the first session frees its share.
@@ -185,14 +190,19 @@ struct NamespaceIdentityTests {
         try await Secure.withServer { client, _ in
             let admin = CredentialBoundaryTests.json(Secure.basic("admin", Secure.adminPassword))
             #expect(try await client.request(.post, "/api/v1/namespaces", headers: admin, body: ByteBuffer(string: #"{"name":"gamma"}"#)).status == .created)
-            let robot = try await client.request(.post, "/api/v1/robots", headers: admin, body: ByteBuffer(string:
-                #"{"name":"gamma-ci","permissions":[{"scope":"namespace","name":"gamma","actions":["pull","push"]},{"scope":"repository","name":"gamma/app","actions":["delete"]}]}"#))
+            let robot = try await client.request(
+                .post, "/api/v1/robots", headers: admin,
+                body: ByteBuffer(
+                    string:
+                        #"{"name":"gamma-ci","permissions":[{"scope":"namespace","name":"gamma","actions":["pull","push"]},{"scope":"repository","name":"gamma/app","actions":["delete"]}]}"#
+                ))
             #expect(robot.status == .created)
             struct Secret: Decodable { let name: String; let secret: String }
             let credentials = try JSONDecoder().decode(Secret.self, from: Data(robot.body.readableBytesView))
             let robotAuth = Secure.basic(credentials.name, credentials.secret)
             #expect(try await client.request(.post, "/v2/gamma/app/blobs/uploads/", headers: robotAuth).status == .accepted)
-            let policy = try await client.request(.put, "/api/v1/namespaces/gamma/pull-policy", headers: admin, body: ByteBuffer(string: #"{"severity":"HIGH"}"#))
+            let policy = try await client.request(
+                .put, "/api/v1/namespaces/gamma/pull-policy", headers: admin, body: ByteBuffer(string: #"{"severity":"HIGH"}"#))
             #expect(policy.status == .ok, "\(policy.text)")
 
             #expect(try await client.request(.delete, "/api/v1/namespaces/gamma", headers: admin).status == .noContent)
@@ -216,13 +226,16 @@ struct NamespaceIdentityTests {
             // Yolanda creates newteam and fills it.
             let yolanda = Secure.basic("yolanda", "yolanda-password-1")
             let digest = try await client.pushBlob("yolanda's layer", to: "newteam/app", auth: yolanda)
-            for (method, path) in [(HTTPRequest.Method.head, "/v2/newteam/app/blobs/\(digest)"), (.post, "/v2/newteam/app/blobs/uploads/"),
-                                   (.delete, "/v2/newteam/app/blobs/\(digest)")] {
+            for (method, path) in [
+                (HTTPRequest.Method.head, "/v2/newteam/app/blobs/\(digest)"), (.post, "/v2/newteam/app/blobs/uploads/"),
+                (.delete, "/v2/newteam/app/blobs/\(digest)"),
+            ] {
                 let response = try await client.request(method, path, headers: Secure.bearer(early))
                 #expect(response.status == .unauthorized, "\(method) \(path) with the early token: \(response.status)")
             }
             // A token Xavier gets now is refused too: he is not a member of Yolanda's namespace.
-            let now = try await client.request(.get, "/auth/token?service=wharf&scope=repository:newteam/app:pull", headers: Secure.basic("xavier", "xavier-password-1"))
+            let now = try await client.request(
+                .get, "/auth/token?service=wharf&scope=repository:newteam/app:pull", headers: Secure.basic("xavier", "xavier-password-1"))
             #expect(!now.text.contains("newteam/app:pull"))
         }
     }
@@ -237,12 +250,16 @@ struct NamespaceOracleTests {
             #expect(try await client.request(.post, "/api/v1/namespaces", headers: admin, body: ByteBuffer(string: #"{"name":"hidden"}"#)).status == .created)
             try await CredentialBoundaryTests.createUser(client, "olga")
             try await CredentialBoundaryTests.createUser(client, "mia")
-            #expect(try await client.request(.put, "/api/v1/namespaces/hidden/members/mia", headers: admin, body: ByteBuffer(string: #"{"role":"reader"}"#)).status == .noContent)
+            #expect(
+                try await client.request(.put, "/api/v1/namespaces/hidden/members/mia", headers: admin, body: ByteBuffer(string: #"{"role":"reader"}"#)).status
+                    == .noContent)
             let outsider = CredentialBoundaryTests.json(Secure.basic("olga", "olga-password-1"))
             var answers: [String] = []
             for namespace in ["hidden", "absent"] {
-                for (method, path, body) in [(HTTPRequest.Method.put, "/members/mia", #"{"role":"admin"}"#), (.delete, "/members/mia", ""),
-                                             (.put, "/pull-policy", #"{"severity":"HIGH"}"#), (.delete, "", "")] {
+                for (method, path, body) in [
+                    (HTTPRequest.Method.put, "/members/mia", #"{"role":"admin"}"#), (.delete, "/members/mia", ""),
+                    (.put, "/pull-policy", #"{"severity":"HIGH"}"#), (.delete, "", ""),
+                ] {
                     let response = try await client.request(method, "/api/v1/namespaces/\(namespace)\(path)", headers: outsider, body: ByteBuffer(string: body))
                     #expect(response.status == .notFound, "\(method) \(namespace)\(path): \(response.status)")
                     struct Body: Decodable { struct Error: Decodable { let code: String; let message: String }; let error: Error }
@@ -264,11 +281,14 @@ struct CredentialBoundaryTests {
 
     static func createUser(_ client: any TestClientProtocol, _ name: String, admin isAdmin: Bool = false) async throws {
         let body = #"{"name":"\#(name)","password":"\#(name)-password-1","admin":\#(isAdmin)}"#
-        let response = try await client.request(.post, "/api/v1/users", headers: json(Secure.basic("admin", Secure.adminPassword)), body: ByteBuffer(string: body))
+        let response = try await client.request(
+            .post, "/api/v1/users", headers: json(Secure.basic("admin", Secure.adminPassword)), body: ByteBuffer(string: body))
         #expect(response.status == .created, "\(response.text)")
     }
 
-    static func accessToken(_ client: any TestClientProtocol, for user: String, _ auth: HTTPFields, name: String, expiresAt: String? = nil) async throws -> TestResponse {
+    static func accessToken(
+        _ client: any TestClientProtocol, for user: String, _ auth: HTTPFields, name: String, expiresAt: String? = nil
+    ) async throws -> TestResponse {
         let body = expiresAt.map { #"{"name":"\#(name)","expiresAt":"\#($0)"}"# } ?? #"{"name":"\#(name)"}"#
         return try await client.request(.post, "/api/v1/users/\(user)/tokens", headers: json(auth), body: ByteBuffer(string: body))
     }
@@ -313,7 +333,8 @@ struct CredentialBoundaryTests {
                 #expect(try await client.request(.get, "/api/v1/me", headers: Secure.bearer(token)).status == .unauthorized)
                 let mint = try await Self.accessToken(client, for: "admin", Secure.bearer(token), name: "from-bearer")
                 #expect(mint.status == .unauthorized)
-                let key = try await client.request(.post, "/api/v1/users/admin/access-keys", headers: Self.json(Secure.bearer(token)), body: ByteBuffer(string: "{}"))
+                let key = try await client.request(
+                    .post, "/api/v1/users/admin/access-keys", headers: Self.json(Secure.bearer(token)), body: ByteBuffer(string: "{}"))
                 #expect(key.status == .unauthorized)
             }
         }
@@ -332,8 +353,9 @@ struct CredentialBoundaryTests {
             #expect(try await Self.accessToken(client, for: "erin", short, name: "sooner", expiresAt: "2098-01-01T00:00:00Z").status == .created)
             let key = try await client.request(.post, "/api/v1/users/erin/access-keys", headers: Self.json(short), body: ByteBuffer(string: "{}"))
             #expect(key.status == .forbidden)
-            #expect(try await client.request(.post, "/api/v1/users/erin/access-keys", headers: Self.json(password), body: ByteBuffer(string: "{}"))
-                .status == .created)
+            #expect(
+                try await client.request(.post, "/api/v1/users/erin/access-keys", headers: Self.json(password), body: ByteBuffer(string: "{}"))
+                    .status == .created)
         }
     }
 
@@ -345,14 +367,17 @@ struct CredentialBoundaryTests {
             let pat = try Self.tokenValue(try await Self.accessToken(client, for: "fay", password, name: "ci"))
             func refreshToken(username: String, password: String) async throws -> String {
                 let form = "grant_type=password&service=wharf&client_id=test&access_type=offline&username=\(username)&password=\(password)"
-                let response = try await client.request(.post, "/auth/token", headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: form))
+                let response = try await client.request(
+                    .post, "/auth/token", headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: form))
                 #expect(response.status == .ok, "\(response.text)")
                 struct Body: Decodable { let refresh_token: String? }
                 return try #require(try JSONDecoder().decode(Body.self, from: Data(response.body.readableBytesView)).refresh_token)
             }
             func refresh(_ token: String) async throws -> HTTPResponse.Status {
                 let form = "grant_type=refresh_token&service=wharf&client_id=test&refresh_token=\(token)"
-                return try await client.request(.post, "/auth/token", headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: form)).status
+                return try await client.request(
+                    .post, "/auth/token", headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: form)
+                ).status
             }
             let fromPAT = try await refreshToken(username: "fay", password: pat)
             let fromPassword = try await refreshToken(username: "fay", password: "fay-password-1")
@@ -491,10 +516,11 @@ struct DataAtRestTests {
         }
         // The database with another key: refused at start, naming the cause.
         do {
-            _ = try await WharfServer.open(configuration: Harness.configuration(data: directory) { configuration in
-                configuration.authEnabled = true
-                configuration.masterKey = SecretSealer.newKeyText()
-            }, logger: Harness.logger)
+            _ = try await WharfServer.open(
+                configuration: Harness.configuration(data: directory) { configuration in
+                    configuration.authEnabled = true
+                    configuration.masterKey = SecretSealer.newKeyText()
+                }, logger: Harness.logger)
             Issue.record("a server with another master key started")
         } catch {
             #expect("\(error)".contains("another master key"))

@@ -27,10 +27,12 @@ struct Pusher {
     func image(_ repository: String, tag: String?, layer: String, extra: String = "") async throws -> (digest: Digest, response: TestResponse) {
         let config = try await blob(#"{"layer":"\#(layer)"}"#, to: repository)
         let layerDigest = try await blob(layer, to: repository)
-        let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config)","size":\#(#"{"layer":"\#(layer)"}"#.utf8.count)},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(layerDigest)","size":\#(layer.utf8.count)}]\#(extra)}"#
+        let manifest =
+            #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config)","size":\#(#"{"layer":"\#(layer)"}"#.utf8.count)},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(layerDigest)","size":\#(layer.utf8.count)}]\#(extra)}"#
         let digest = Digest.of(Array(manifest.utf8))
-        let response = try await client.request(.put, "/v2/\(repository)/manifests/\(tag ?? digest.description)",
-                                                headers: auth.merging(["Content-Type": MediaType.ociManifest]), body: ByteBuffer(string: manifest))
+        let response = try await client.request(
+            .put, "/v2/\(repository)/manifests/\(tag ?? digest.description)",
+            headers: auth.merging(["Content-Type": MediaType.ociManifest]), body: ByteBuffer(string: manifest))
         return (digest, response)
     }
 
@@ -43,10 +45,12 @@ struct Pusher {
 func age(_ server: WharfServer, _ repository: String, _ digest: Digest, days: Double) async throws {
     let pushedAt = Timestamp.nowMillis() - Int64(days * 86_400_000)
     try await server.metadata.database.transaction { sql in
-        try await sql.raw("""
+        try await sql.raw(
+            """
             UPDATE manifests SET pushed_at = \(bind: pushedAt)
             WHERE digest = \(bind: digest.description) AND repository_id = (SELECT id FROM repositories WHERE name = \(bind: repository))
-            """).run()
+            """
+        ).run()
     }
 }
 
@@ -63,7 +67,10 @@ struct ImmutabilityTests {
             let moved = try await push.image("team/app", tag: "v1", layer: "two").response
             #expect(moved.status == .forbidden)
             #expect(moved.errorCode == "DENIED")
-            #expect(moved.text.contains("tag invalid: The image tag 'v1' already exists in the 'team/app' repository and cannot be overwritten because the repository is immutable."))
+            #expect(
+                moved.text.contains(
+                    "tag invalid: The image tag 'v1' already exists in the 'team/app' repository and cannot be overwritten because the repository is immutable."
+                ))
             #expect(try await client.request(.get, "/v2/team/app/manifests/v1", headers: push.auth).header("Docker-Content-Digest") == first.description)
             #expect(try await push.image("team/app", tag: "v2", layer: "two").response.status == .created)
         }
@@ -73,21 +80,29 @@ struct ImmutabilityTests {
     func exclusions() async throws {
         try await Secure.withServer { client, _ in
             let push = Pusher(client: client)
-            #expect(try await push.api(.put, "/repositories/team/app/settings", #"{"tagMutability":"IMMUTABLE_WITH_EXCLUSION","tagMutabilityExclusions":["latest","dev-*"]}"#).status == .ok)
+            #expect(
+                try await push.api(
+                    .put, "/repositories/team/app/settings", #"{"tagMutability":"IMMUTABLE_WITH_EXCLUSION","tagMutabilityExclusions":["latest","dev-*"]}"#
+                ).status == .ok)
             for tag in ["latest", "dev-1", "v1"] { _ = try await push.image("team/app", tag: tag, layer: "a") }
             #expect(try await push.image("team/app", tag: "latest", layer: "b").response.status == .created)
             #expect(try await push.image("team/app", tag: "dev-1", layer: "b").response.status == .created)
             #expect(try await push.image("team/app", tag: "v1", layer: "b").response.status == .forbidden)
 
-            #expect(try await push.api(.put, "/repositories/team/app/settings", #"{"tagMutability":"MUTABLE_WITH_EXCLUSION","tagMutabilityExclusions":["release-*"]}"#).status == .ok)
+            #expect(
+                try await push.api(
+                    .put, "/repositories/team/app/settings", #"{"tagMutability":"MUTABLE_WITH_EXCLUSION","tagMutabilityExclusions":["release-*"]}"#
+                ).status == .ok)
             for tag in ["release-1", "main"] { _ = try await push.image("team/app", tag: tag, layer: "a") }
             #expect(try await push.image("team/app", tag: "release-1", layer: "b").response.status == .forbidden)
             #expect(try await push.image("team/app", tag: "main", layer: "b").response.status == .created)
 
             let settings = try await push.api(.get, "/repositories/team/app/settings")
             #expect(settings.text.contains("MUTABLE_WITH_EXCLUSION"))
-            for bad in [#"{"tagMutability":"IMMUTABLE","tagMutabilityExclusions":["x"]}"#, #"{"tagMutability":"IMMUTABLE_WITH_EXCLUSION"}"#,
-                        #"{"tagMutability":"SOMETIMES"}"#, #"{"tagMutability":"IMMUTABLE_WITH_EXCLUSION","tagMutabilityExclusions":["a b"]}"#] {
+            for bad in [
+                #"{"tagMutability":"IMMUTABLE","tagMutabilityExclusions":["x"]}"#, #"{"tagMutability":"IMMUTABLE_WITH_EXCLUSION"}"#,
+                #"{"tagMutability":"SOMETIMES"}"#, #"{"tagMutability":"IMMUTABLE_WITH_EXCLUSION","tagMutabilityExclusions":["a b"]}"#,
+            ] {
                 #expect(try await push.api(.put, "/repositories/team/app/settings", bad).status == .badRequest, "\(bad)")
             }
         }
@@ -106,7 +121,8 @@ struct LifecycleAPITests {
                 try await age(server, "team/app", digest, days: Double(10 - i) - 0.5)  // 9.5, 8.5, … days: never on a day boundary
                 digests.append(digest)
             }
-            let policy = #"{"rules":[{"rulePriority":1,"description":"keep two releases","selection":{"tagStatus":"tagged","tagPrefixList":["v"],"countType":"imageCountMoreThan","countNumber":2},"action":{"type":"expire"}}]}"#
+            let policy =
+                #"{"rules":[{"rulePriority":1,"description":"keep two releases","selection":{"tagStatus":"tagged","tagPrefixList":["v"],"countType":"imageCountMoreThan","countNumber":2},"action":{"type":"expire"}}]}"#
             let set = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(JSONString.literal(policy))}"#)
             #expect(set.status == .ok, "\(set.text)")
             #expect(set.text.contains(#""lifecyclePolicySource":"repository""#))
@@ -118,9 +134,12 @@ struct LifecycleAPITests {
             #expect(try await client.request(.get, "/v2/team/app/manifests/v1", headers: push.auth).status == .ok)  // a preview changes nothing
 
             // A preview of another policy, without storing it.
-            let other = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":6},"action":{"type":"expire"}}]}"#
+            let other =
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":6},"action":{"type":"expire"}}]}"#
             let otherPreview = try await push.api(.post, "/repositories/team/app/lifecycle-policy/preview", #"{"policy":\#(JSONString.literal(other))}"#)
-            #expect(try JSONDecoder().decode([API.Expiry].self, from: Data(otherPreview.body.readableBytesView)).map(\.tags) == [["v1"], ["v2"], ["v3"]], "\(otherPreview.text)")
+            #expect(
+                try JSONDecoder().decode([API.Expiry].self, from: Data(otherPreview.body.readableBytesView)).map(\.tags) == [["v1"], ["v2"], ["v3"]],
+                "\(otherPreview.text)")
 
             let applied = try await push.api(.post, "/repositories/team/app/lifecycle-policy/apply")
             #expect(try JSONDecoder().decode([API.Expiry].self, from: Data(applied.body.readableBytesView)).count == 4)
@@ -139,8 +158,9 @@ struct LifecycleAPITests {
             let push = Pusher(client: client)
             let (subject, _) = try await push.image("team/app", tag: "old", layer: "subject")
             try await age(server, "team/app", subject, days: 30)
-            let signature = try await push.image("team/app", tag: nil, layer: "signature",
-                                                 extra: #","subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(subject)","size":10}"#)
+            let signature = try await push.image(
+                "team/app", tag: nil, layer: "signature",
+                extra: #","subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(subject)","size":10}"#)
             try await age(server, "team/app", signature.digest, days: 30)
 
             // An index whose untagged children are old.
@@ -152,11 +172,16 @@ struct LifecycleAPITests {
                 return #"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(digest)","size":\#(size)}"#
             }
             let index = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[\#(children.joined(separator: ","))]}"#
-            #expect(try await client.request(.put, "/v2/team/app/manifests/multi", headers: push.auth.merging(["Content-Type": MediaType.ociIndex]), body: ByteBuffer(string: index)).status == .created)
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/multi", headers: push.auth.merging(["Content-Type": MediaType.ociIndex]), body: ByteBuffer(string: index)
+                ).status == .created)
 
-            let policy = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}},{"rulePriority":2,"selection":{"tagStatus":"tagged","tagPrefixList":["old"],"countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}}]}"#
+            let policy =
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}},{"rulePriority":2,"selection":{"tagStatus":"tagged","tagPrefixList":["old"],"countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}}]}"#
             _ = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(JSONString.literal(policy))}"#)
-            let applied = try JSONDecoder().decode([API.Expiry].self, from: Data(try await push.api(.post, "/repositories/team/app/lifecycle-policy/apply").body.readableBytesView))
+            let applied = try JSONDecoder().decode(
+                [API.Expiry].self, from: Data(try await push.api(.post, "/repositories/team/app/lifecycle-policy/apply").body.readableBytesView))
             #expect(applied.map(\.digest) == [subject.description])
             #expect(applied.first?.alsoDeleted == [signature.digest.description])
             #expect(try await client.request(.get, "/v2/team/app/manifests/\(signature.digest)", headers: push.auth).status == .notFound)
@@ -174,23 +199,30 @@ struct LifecycleAPITests {
                 let (digest, _) = try await push.image(repository, tag: "x1", layer: "one \(repository)")
                 try await age(server, repository, digest, days: 40)
             }
-            let wide = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30},"action":{"type":"expire"}}]}"#
+            let wide =
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30},"action":{"type":"expire"}}]}"#
             #expect(try await push.api(.put, "/lifecycle-policies", #"{"scope":"*","policy":\#(JSONString.literal(wide))}"#).status == .noContent)
-            let keep = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#
+            let keep =
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":365},"action":{"type":"expire"}}]}"#
             _ = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":\#(JSONString.literal(keep))}"#)
             let settings = try await push.api(.get, "/repositories/other/app/settings")
             #expect(settings.text.contains(#""lifecyclePolicySource":"registry:*""#))
             let ran = try JSONDecoder().decode([API.Expiry].self, from: Data(try await push.api(.post, "/lifecycle/run").body.readableBytesView))
             #expect(ran.map(\.repository) == ["other/app"])
 
-            let invalid = try await push.api(.put, "/repositories/team/app/lifecycle-policy", #"{"policy":"{\"rules\":[{\"rulePriority\":1,\"selection\":{\"tagStatus\":\"tagged\",\"countType\":\"imageCountMoreThan\",\"countNumber\":1},\"action\":{\"type\":\"expire\"}}]}"}"#)
+            let invalid = try await push.api(
+                .put, "/repositories/team/app/lifecycle-policy",
+                #"{"policy":"{\"rules\":[{\"rulePriority\":1,\"selection\":{\"tagStatus\":\"tagged\",\"countType\":\"imageCountMoreThan\",\"countNumber\":1},\"action\":{\"type\":\"expire\"}}]}"}"#
+            )
             #expect(invalid.status == .badRequest)
             #expect(invalid.text.contains("needs a non-empty tagPrefixList or tagPatternList"))
 
             // Only namespace admins set a repository's policy.
             _ = try await push.api(.post, "/users", #"{"name":"dev","password":"dev-password-123"}"#)
             let dev = Secure.basic("dev", "dev-password-123").merging(["Content-Type": "application/json"])
-            #expect(try await client.request(.put, "/api/v1/repositories/team/app/lifecycle-policy", headers: dev, body: ByteBuffer(string: #"{"policy":"{}"}"#)).status == .forbidden)
+            #expect(
+                try await client.request(.put, "/api/v1/repositories/team/app/lifecycle-policy", headers: dev, body: ByteBuffer(string: #"{"policy":"{}"}"#))
+                    .status == .forbidden)
         }
     }
 }
@@ -232,13 +264,18 @@ struct GarbageCollectionTests {
 
             // Deleting only the tag keeps the (now untagged) manifest and so its blobs.
             _ = try await client.request(.delete, "/v2/team/kept/manifests/v1", headers: push.auth)
-            let untagged = try JSONDecoder().decode(GarbageCollectionReport.self, from: Data(try await push.api(.post, "/gc?graceSeconds=0").body.readableBytesView))
+            let untagged = try JSONDecoder().decode(
+                GarbageCollectionReport.self, from: Data(try await push.api(.post, "/gc?graceSeconds=0").body.readableBytesView))
             #expect(untagged.deletedBlobs == 0)
             // Now the last user goes: everything is reclaimed, bytes included.
             _ = try await client.request(.delete, "/v2/team/kept/manifests/\(kept)", headers: push.auth)
-            let second = try JSONDecoder().decode(GarbageCollectionReport.self, from: Data(try await push.api(.post, "/gc?graceSeconds=0").body.readableBytesView))
+            let second = try JSONDecoder().decode(
+                GarbageCollectionReport.self, from: Data(try await push.api(.post, "/gc?graceSeconds=0").body.readableBytesView))
             #expect(second.deletedBlobs == 2)
-            #expect(second.reclaimedBytes == Int64(String(repeating: "big layer ", count: 1000).utf8.count + #"{"layer":"\#(String(repeating: "big layer ", count: 1000))"}"#.utf8.count))
+            #expect(
+                second.reclaimedBytes
+                    == Int64(
+                        String(repeating: "big layer ", count: 1000).utf8.count + #"{"layer":"\#(String(repeating: "big layer ", count: 1000))"}"#.utf8.count))
             #expect(try await server.blobStore.size(of: layer) == nil)
             let status = try await push.api(.get, "/gc")
             #expect(status.text.contains("\"recent\""))
@@ -260,7 +297,8 @@ struct GarbageCollectionTests {
             let orphan = Digest.of(Array("orphan bytes".utf8))
             try await server.blobStore.put(ByteBuffer(string: "orphan bytes"), as: orphan)
             try await Task.sleep(for: .milliseconds(20))
-            let report = try JSONDecoder().decode(GarbageCollectionReport.self, from: Data(try await push.api(.post, "/gc?graceSeconds=0").body.readableBytesView))
+            let report = try JSONDecoder().decode(
+                GarbageCollectionReport.self, from: Data(try await push.api(.post, "/gc?graceSeconds=0").body.readableBytesView))
             #expect(report.deletedUploads == 1)
             #expect(report.orphanFiles >= 1)
             #expect(try await server.blobStore.uploadSize(id) == nil)
@@ -284,8 +322,9 @@ struct GarbageCollectionTests {
             let sixty = String(repeating: "x", count: 60)
             try await push.blob(sixty, to: "small/a")
             try await push.blob(sixty, to: "small/b")  // the same blob again: no extra usage
-            let refused = try await client.request(.post, "/v2/small/a/blobs/uploads/?digest=\(Digest.of(Array(String(repeating: "y", count: 60).utf8)))",
-                                                   headers: push.auth, body: ByteBuffer(string: String(repeating: "y", count: 60)))
+            let refused = try await client.request(
+                .post, "/v2/small/a/blobs/uploads/?digest=\(Digest.of(Array(String(repeating: "y", count: 60).utf8)))",
+                headers: push.auth, body: ByteBuffer(string: String(repeating: "y", count: 60)))
             #expect(refused.status == .forbidden)
             #expect(refused.errorCode == "DENIED")
             #expect(refused.text.contains("60 bytes used") && refused.text.contains("limit of 100 bytes"))

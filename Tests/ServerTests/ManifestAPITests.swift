@@ -40,19 +40,25 @@ struct ManifestAPITests {
     func putResponse() async throws {
         try await Harness.withServer { client, _ in
             let config = try await client.pushBlob("{}", to: "team/app")
-            let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config)","size":2},"layers":[]}"#
+            let manifest =
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config)","size":2},"layers":[]}"#
             let digest = Digest.of(Array(manifest.utf8))
-            let put = try await client.request(.put, "/v2/team/app/manifests/\(digest)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
+            let put = try await client.request(
+                .put, "/v2/team/app/manifests/\(digest)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
             #expect(put.status == .created)
             #expect(put.header("Location") == "/v2/team/app/manifests/\(digest)")
             #expect(put.header("Docker-Content-Digest") == digest.description)
             let other = Digest.of(Array("different".utf8))
-            let mismatch = try await client.request(.put, "/v2/team/app/manifests/\(other)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
+            let mismatch = try await client.request(
+                .put, "/v2/team/app/manifests/\(other)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
             #expect(mismatch.status == .badRequest)
             #expect(mismatch.errorCode == "DIGEST_INVALID")
             // sha512 manifests by digest.
             let digest512 = Digest.of(Array(manifest.utf8), algorithm: .sha512)
-            #expect(try await client.request(.put, "/v2/team/app/manifests/\(digest512)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/\(digest512)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)
+                ).status == .created)
             #expect(try await client.request(.get, "/v2/team/app/manifests/\(digest512)").header("Docker-Content-Digest") == digest512.description)
         }
     }
@@ -61,14 +67,17 @@ struct ManifestAPITests {
     func validation() async throws {
         try await Harness.withServer { client, _ in
             let absent = Digest.of(Array("absent".utf8))
-            let missing = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(absent)","size":6},"layers":[]}"#
-            let response = try await client.request(.put, "/v2/team/app/manifests/v1", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: missing))
+            let missing =
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(absent)","size":6},"layers":[]}"#
+            let response = try await client.request(
+                .put, "/v2/team/app/manifests/v1", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: missing))
             #expect(response.status == .badRequest)
             #expect(response.errorCode == "MANIFEST_BLOB_UNKNOWN")
             #expect(response.text.contains(absent.description))
 
             let schema1 = #"{"schemaVersion":1,"name":"team/app","tag":"v1","fsLayers":[],"history":[]}"#
-            let refused = try await client.request(.put, "/v2/team/app/manifests/v1", headers: [.contentType: MediaType.dockerSchema1Signed], body: ByteBuffer(string: schema1))
+            let refused = try await client.request(
+                .put, "/v2/team/app/manifests/v1", headers: [.contentType: MediaType.dockerSchema1Signed], body: ByteBuffer(string: schema1))
             #expect(refused.errorCode == "MANIFEST_INVALID")
             #expect(refused.text.contains("schema 1"))
 
@@ -81,9 +90,12 @@ struct ManifestAPITests {
             #expect(tooLarge.status == .contentTooLarge)
             // Exactly at the limit is accepted (padding whitespace is valid JSON).
             let config = try await client.pushBlob("c", to: "team/app")
-            var atLimit = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":1},"layers":[]}"#
+            var atLimit =
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"\#(config)","size":1},"layers":[]}"#
             atLimit += String(repeating: " ", count: ManifestParser.maximumSize - atLimit.utf8.count)
-            #expect(try await client.request(.put, "/v2/team/app/manifests/big", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: atLimit)).status == .created)
+            #expect(
+                try await client.request(.put, "/v2/team/app/manifests/big", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: atLimit))
+                    .status == .created)
         }
     }
 
@@ -91,13 +103,17 @@ struct ManifestAPITests {
     func mediaTypes() async throws {
         try await Harness.withServer { client, _ in
             let (dockerDigest, _) = try await client.pushImage(to: "team/app", reference: "docker", layer: "d", mediaType: MediaType.dockerManifest)
-            let docker = try await client.request(.get, "/v2/team/app/manifests/docker", headers: [.accept: "\(MediaType.dockerManifest), \(MediaType.dockerManifestList)"])
+            let docker = try await client.request(
+                .get, "/v2/team/app/manifests/docker", headers: [.accept: "\(MediaType.dockerManifest), \(MediaType.dockerManifestList)"])
             #expect(docker.header("Content-Type") == MediaType.dockerManifest)
             #expect(docker.header("Docker-Content-Digest") == dockerDigest.description)
 
             let config = try await client.pushBlob("cfg", to: "team/app")
             let untyped = #"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config)","size":3},"layers":[]}"#
-            #expect(try await client.request(.put, "/v2/team/app/manifests/umoci", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: untyped)).status == .created)
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/umoci", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: untyped)
+                ).status == .created)
             #expect(try await client.request(.get, "/v2/team/app/manifests/umoci").header("Content-Type") == MediaType.ociManifest)
 
             // A client that lists only Docker types is not handed an OCI manifest.
@@ -121,22 +137,28 @@ struct ManifestAPITests {
                 return #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[\#(manifests.joined(separator: ","))]}"#
             }
             let inner = index([(amd64, amd64Bytes.count, MediaType.ociManifest), (arm64, arm64Bytes.count, MediaType.ociManifest)])
-            let put = try await client.request(.put, "/v2/team/multi/manifests/latest", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: inner))
+            let put = try await client.request(
+                .put, "/v2/team/multi/manifests/latest", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: inner))
             #expect(put.status == .created)
             let innerDigest = Digest.of(Array(inner.utf8))
             let outer = index([(innerDigest, inner.utf8.count, MediaType.ociIndex)])
-            #expect(try await client.request(.put, "/v2/team/multi/manifests/nested", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: outer)).status == .created)
+            #expect(
+                try await client.request(.put, "/v2/team/multi/manifests/nested", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: outer))
+                    .status == .created)
 
             let absent = Digest.of(Array("absent child".utf8))
             let sparse = index([(amd64, amd64Bytes.count, MediaType.ociManifest), (absent, 10, MediaType.ociManifest)])
-            let refused = try await client.request(.put, "/v2/team/multi/manifests/sparse", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: sparse))
+            let refused = try await client.request(
+                .put, "/v2/team/multi/manifests/sparse", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: sparse))
             #expect(refused.errorCode == "MANIFEST_BLOB_UNKNOWN")
             #expect(refused.text.contains(absent.description))
         }
         try await Harness.withServer(customize: { $0.allowSparseIndexes = true }) { client, _ in
             let absent = Digest.of(Array("absent child".utf8))
-            let sparse = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(absent)","size":10}]}"#
-            let response = try await client.request(.put, "/v2/team/multi/manifests/sparse", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: sparse))
+            let sparse =
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(absent)","size":10}]}"#
+            let response = try await client.request(
+                .put, "/v2/team/multi/manifests/sparse", headers: [.contentType: MediaType.ociIndex], body: ByteBuffer(string: sparse))
             #expect(response.status == .created)
         }
     }
@@ -145,12 +167,14 @@ struct ManifestAPITests {
     func tagParameters() async throws {
         try await Harness.withServer { client, _ in
             let (manifest, digest) = try await client.configOnlyManifest(in: "team/app")
-            let put = try await client.request(.put, "/v2/team/app/manifests/\(digest)?tag=a&tag=b", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
+            let put = try await client.request(
+                .put, "/v2/team/app/manifests/\(digest)?tag=a&tag=b", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
             #expect(put.status == .created)
             #expect(put.headers[values: HTTPField.Name("OCI-Tag")!] == ["a", "b"])
             let tags = try await client.request(.get, "/v2/team/app/tags/list")
             #expect(tags.text == #"{"name":"team/app","tags":["a","b"]}"#)
-            let bad = try await client.request(.put, "/v2/team/app/manifests/\(digest)?tag=ok&tag=.bad", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
+            let bad = try await client.request(
+                .put, "/v2/team/app/manifests/\(digest)?tag=ok&tag=.bad", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
             #expect(bad.errorCode == "MANIFEST_INVALID")
         }
     }
@@ -159,8 +183,12 @@ struct ManifestAPITests {
     func emptyConfigArtifact() async throws {
         try await Harness.withServer { client, _ in
             let layer = try await client.pushBlob("sbom content", to: "team/app")
-            let artifact = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"\#(EmptyJSON.sha256)","size":2,"data":"e30="},"layers":[{"mediaType":"application/spdx+json","digest":"\#(layer)","size":12}]}"#
-            #expect(try await client.request(.put, "/v2/team/app/manifests/sbom", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: artifact)).status == .created)
+            let artifact =
+                #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"\#(EmptyJSON.sha256)","size":2,"data":"e30="},"layers":[{"mediaType":"application/spdx+json","digest":"\#(layer)","size":12}]}"#
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/sbom", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: artifact)
+                ).status == .created)
             #expect(try await client.request(.get, "/v2/team/app/blobs/\(EmptyJSON.sha256)").text == "{}")
         }
     }
@@ -174,11 +202,14 @@ struct ManifestAPITests {
                 #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"\#(type)","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"\#(EmptyJSON.sha256)","size":2},"layers":[{"mediaType":"application/octet-stream","digest":"\#(layer)","size":9}],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(subject)","size":123},"annotations":{"note":"\#(note)"}}"#
             }
             let signature = artifact("application/vnd.dev.cosign.artifact.sig.v1+json", "sig")
-            let put = try await client.request(.put, "/v2/team/app/manifests/\(Digest.of(Array(signature.utf8)))", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: signature))
+            let put = try await client.request(
+                .put, "/v2/team/app/manifests/\(Digest.of(Array(signature.utf8)))", headers: [.contentType: MediaType.ociManifest],
+                body: ByteBuffer(string: signature))
             #expect(put.status == .created)
             #expect(put.header("OCI-Subject") == subject.description)
             let sbom = artifact("application/spdx+json", "sbom")
-            _ = try await client.request(.put, "/v2/team/app/manifests/\(Digest.of(Array(sbom.utf8)))", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: sbom))
+            _ = try await client.request(
+                .put, "/v2/team/app/manifests/\(Digest.of(Array(sbom.utf8)))", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: sbom))
 
             let all = try await client.request(.get, "/v2/team/app/referrers/\(subject)")
             #expect(all.status == .ok)
@@ -225,7 +256,10 @@ struct ManifestAPITests {
             let (manifest, digest) = try await client.configOnlyManifest(in: "team/app")
             let tags = ["v10", "v9", "latest", "Latest", "v1.0", "_x"]
             let query = tags.map { "tag=\($0)" }.joined(separator: "&")
-            #expect(try await client.request(.put, "/v2/team/app/manifests/\(digest)?\(query)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/\(digest)?\(query)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)
+                ).status == .created)
             let sorted = tags.sorted()
 
             let firstPage = try await client.request(.get, "/v2/team/app/tags/list?n=2")
@@ -248,7 +282,10 @@ struct ManifestAPITests {
             #expect(unknown.errorCode == "NAME_UNKNOWN")
 
             // The listing follows every change at once (the whole list is cached in memory).
-            #expect(try await client.request(.put, "/v2/team/app/manifests/zz-new", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
+            #expect(
+                try await client.request(
+                    .put, "/v2/team/app/manifests/zz-new", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)
+                ).status == .created)
             #expect(try await client.request(.delete, "/v2/team/app/manifests/v9").status == .accepted)
             let changed = try await client.request(.get, "/v2/team/app/tags/list?n=4&last=\(sorted[3])")
             #expect(changed.text == #"{"name":"team/app","tags":["v10","zz-new"]}"#)
@@ -268,7 +305,10 @@ struct ManifestAPITests {
             let tags = (0..<10_500).map { "t\($0)" }
             for start in stride(from: 0, to: tags.count, by: 500) {
                 let query = tags[start..<start + 500].map { "tag=\($0)" }.joined(separator: "&")
-                #expect(try await client.request(.put, "/v2/team/many/manifests/\(digest)?\(query)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)).status == .created)
+                #expect(
+                    try await client.request(
+                        .put, "/v2/team/many/manifests/\(digest)?\(query)", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest)
+                    ).status == .created)
             }
             struct TagList: Decodable { let tags: [String] }
             for _ in 0..<2 {  // uncached, then from the cached encoding

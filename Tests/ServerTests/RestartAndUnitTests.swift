@@ -26,7 +26,8 @@ struct RestartTests {
             let status = try await client.request(.get, location)
             #expect(status.status == .noContent)
             #expect(status.header("Range") == "0-\(part1.utf8.count - 1)")
-            let patch = try await client.request(.patch, location, headers: [.contentRange: "\(part1.utf8.count)-\(part1.utf8.count + part2.utf8.count - 1)"], body: ByteBuffer(string: part2))
+            let patch = try await client.request(
+                .patch, location, headers: [.contentRange: "\(part1.utf8.count)-\(part1.utf8.count + part2.utf8.count - 1)"], body: ByteBuffer(string: part2))
             #expect(patch.status == .accepted)
             let digest = Digest.of(Array((part1 + part2).utf8))
             #expect(try await client.request(.put, "\(location)?digest=\(digest)").status == .created)
@@ -44,7 +45,8 @@ struct RestartTests {
         let (location, id, uploadFile) = try await Harness.withServer(data: data) { client, server in
             let location = try #require(try await client.request(.post, "/v2/team/app/blobs/uploads/").header("Location"))
             for (start, part) in [(0, a), (a.utf8.count, b)] {
-                let patch = try await client.request(.patch, location, headers: [.contentRange: "\(start)-\(start + part.utf8.count - 1)"], body: ByteBuffer(string: part))
+                let patch = try await client.request(
+                    .patch, location, headers: [.contentRange: "\(start)-\(start + part.utf8.count - 1)"], body: ByteBuffer(string: part))
                 #expect(patch.status == .accepted)
             }
             let id = String(location.split(separator: "/").last!)
@@ -58,7 +60,8 @@ struct RestartTests {
         try await Harness.withServer(data: data) { client, _ in
             let status = try await client.request(.get, location)
             #expect(status.header("Range") == "0-\(a.utf8.count - 1)")
-            let patch = try await client.request(.patch, location, headers: [.contentRange: "\(a.utf8.count)-\(a.utf8.count + c.utf8.count - 1)"], body: ByteBuffer(string: c))
+            let patch = try await client.request(
+                .patch, location, headers: [.contentRange: "\(a.utf8.count)-\(a.utf8.count + c.utf8.count - 1)"], body: ByteBuffer(string: c))
             #expect(patch.status == .accepted)
             #expect(patch.header("Range") == "0-\(a.utf8.count + c.utf8.count - 1)")
         }
@@ -73,7 +76,8 @@ struct RestartTests {
             #expect(late.header("Range") == "0-59999")
             #expect(try await client.request(.get, location).header("Range") == "0-59999")
             let rest = String(repeating: "a", count: 40_000) + c
-            let patch = try await client.request(.patch, location, headers: [.contentRange: "60000-\(60_000 + rest.utf8.count - 1)"], body: ByteBuffer(string: rest))
+            let patch = try await client.request(
+                .patch, location, headers: [.contentRange: "60000-\(60_000 + rest.utf8.count - 1)"], body: ByteBuffer(string: rest))
             #expect(patch.status == .accepted)
             let digest = Digest.of(Array((a + c).utf8))
             #expect(try await client.request(.put, "\(location)?digest=\(digest)").status == .created)
@@ -154,17 +158,18 @@ struct HTTPHelperTests {
     @Test("configuration: YAML, then environment, with validation and unknown keys refused")
     func configuration() throws {
         var configuration = WharfConfiguration()
-        try configuration.apply(yaml: """
-            listen: 0.0.0.0:6000
-            data: /var/lib/wharf
-            database:
-              url: postgres://u:p@db:5432/wharf
-            registry:
-              allowSparseIndexes: true
-              manifestCacheMiB: 8
-            log:
-              level: debug
-            """, source: "test.yml")
+        try configuration.apply(
+            yaml: """
+                listen: 0.0.0.0:6000
+                data: /var/lib/wharf
+                database:
+                  url: postgres://u:p@db:5432/wharf
+                registry:
+                  allowSparseIndexes: true
+                  manifestCacheMiB: 8
+                log:
+                  level: debug
+                """, source: "test.yml")
         #expect(configuration.listen == "0.0.0.0:6000")
         #expect(configuration.resolvedDatabaseURL == "postgres://u:p@db:5432/wharf")
         #expect(configuration.allowSparseIndexes)

@@ -107,7 +107,9 @@ struct FileSystemBlobStoreTests {
             try await writer.write(ByteBuffer(string: " world"))
             try await writer.close()
             var content = ByteBuffer()
-            try await store.readUpload("u") { var chunk = $0; content.writeBuffer(&chunk) }
+            try await store.readUpload("u") {
+                var chunk = $0; content.writeBuffer(&chunk)
+            }
             #expect(String(buffer: content) == "hello world")
         }
     }

@@ -1,8 +1,9 @@
-@testable import Metadata
 import NIOCore
 import OCI
 import SQLKit
 import Testing
+
+@testable import Metadata
 
 @Suite("Metadata store on SQLite and PostgreSQL")
 struct MetadataStoreTests {
@@ -12,8 +13,10 @@ struct MetadataStoreTests {
         BlobRecord(digest: Digest.of(Array(content.utf8)), size: Int64(content.utf8.count))
     }
 
-    func manifest(_ content: String, blobs: [BlobRecord] = [], children: [Digest] = [], subject: Digest? = nil,
-                  artifactType: String? = nil, annotations: String? = nil, tags: [String] = [], sparse: Bool = false) -> NewManifest {
+    func manifest(
+        _ content: String, blobs: [BlobRecord] = [], children: [Digest] = [], subject: Digest? = nil,
+        artifactType: String? = nil, annotations: String? = nil, tags: [String] = [], sparse: Bool = false
+    ) -> NewManifest {
         NewManifest(
             repository: repository, digest: Digest.of(Array(content.utf8)), mediaType: MediaType.ociManifest,
             content: ByteBuffer(string: content), artifactType: artifactType, subject: subject, annotationsJSON: annotations,
@@ -213,12 +216,13 @@ struct MetadataStoreTests {
                     group.addTask {
                         let b = BlobRecord(digest: Digest.of(Array("blob\(i)".utf8)), size: Int64(i))
                         try await store.linkBlob(b, to: RepositoryName("concurrent/r\(i % 5)")!)
-                        _ = try await store.putManifest(NewManifest(
-                            repository: RepositoryName("concurrent/r\(i % 5)")!, digest: Digest.of(Array("m\(i)".utf8)),
-                            mediaType: MediaType.ociManifest, content: ByteBuffer(string: "m\(i)"), artifactType: nil, subject: nil,
-                            annotationsJSON: nil, blobs: [Descriptor(mediaType: "x", digest: b.digest, size: b.size)], children: [],
-                            allowMissingChildren: false, tags: [Tag("t\(i)")!, Tag("shared")!]
-                        ))
+                        _ = try await store.putManifest(
+                            NewManifest(
+                                repository: RepositoryName("concurrent/r\(i % 5)")!, digest: Digest.of(Array("m\(i)".utf8)),
+                                mediaType: MediaType.ociManifest, content: ByteBuffer(string: "m\(i)"), artifactType: nil, subject: nil,
+                                annotationsJSON: nil, blobs: [Descriptor(mediaType: "x", digest: b.digest, size: b.size)], children: [],
+                                allowMissingChildren: false, tags: [Tag("t\(i)")!, Tag("shared")!]
+                            ))
                     }
                 }
                 try await group.waitForAll()

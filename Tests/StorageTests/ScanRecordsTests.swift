@@ -11,9 +11,10 @@ struct ScanRecordsTests {
     let other = RepositoryName("team/other")!
 
     func manifest(_ content: String) -> NewManifest {
-        NewManifest(repository: repository, digest: Digest.of(Array(content.utf8)), mediaType: MediaType.ociManifest,
-                    content: ByteBuffer(string: content), artifactType: nil, subject: nil, annotationsJSON: nil,
-                    blobs: [], children: [], allowMissingChildren: false, tags: [])
+        NewManifest(
+            repository: repository, digest: Digest.of(Array(content.utf8)), mediaType: MediaType.ociManifest,
+            content: ByteBuffer(string: content), artifactType: nil, subject: nil, annotationsJSON: nil,
+            blobs: [], children: [], allowMissingChildren: false, tags: [])
     }
 
     @Test("queue, claim, finish; re-queue rules; results paged and updated; orphans removed", arguments: Engine.available)

@@ -34,8 +34,9 @@ struct Fixture {
         try await blobs.prepare()
         var configuration = RegistryConfiguration()
         configuration.pullRecordInterval = .seconds(3600)  // flushed by hand below
-        let fixture = Fixture(store: store, registry: Registry(metadata: store, blobs: blobs, configuration: configuration, logger: logger),
-                              audit: AuditLog(database: store.database, logger: logger), gate: PullGate(metadata: store), directory: directory)
+        let fixture = Fixture(
+            store: store, registry: Registry(metadata: store, blobs: blobs, configuration: configuration, logger: logger),
+            audit: AuditLog(database: store.database, logger: logger), gate: PullGate(metadata: store), directory: directory)
         do {
             let result = try await body(fixture)
             await store.close()
@@ -57,7 +58,8 @@ struct Fixture {
             {"schemaVersion":2,"mediaType":"\(MediaType.ociManifest)","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\(configDigest)","size":\(config.readableBytes)},\
             "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\(layerDigest)","size":\(layer.readableBytes)}]}
             """
-        return try await registry.putManifest(ByteBuffer(string: manifest), contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag(tag)!)).digest
+        return try await registry.putManifest(ByteBuffer(string: manifest), contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag(tag)!))
+            .digest
     }
 
     func lastPulled(_ digest: Digest, in repository: RepositoryName) async throws -> Int64? {
@@ -152,7 +154,8 @@ struct UseCaseTests {
             await #expect(throws: UseCaseError.self) {
                 _ = try await changes.setLifecyclePolicy(#"{"rules":[{"rulePriority":1}]}"#, of: created, by: alice, ifMissing: .refuse)
             }
-            let policy = #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#
+            let policy =
+                #"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#
             #expect(try await changes.setLifecyclePolicy(policy, of: created, by: alice, ifMissing: .refuse).lifecyclePolicy == policy)
             #expect(try await changes.deleteLifecyclePolicy(of: created, by: alice, ifMissing: .refuse) == policy)
             #expect(try await changes.deleteLifecyclePolicy(of: created, by: alice, ifMissing: .refuse) == nil, "nothing left to delete")
@@ -171,8 +174,9 @@ struct UseCaseTests {
         try await Fixture.with { fixture in
             let repository = RepositoryName("team/scanned")!
             let digest = try await fixture.pushImage(repository, tag: "v1")
-            let service = ImageScanService(registry: fixture.registry, settings: ScanSettings(databasePath: fixture.directory.path + "/advisories.db"),
-                                           logger: Fixture.logger)
+            let service = ImageScanService(
+                registry: fixture.registry, settings: ScanSettings(databasePath: fixture.directory.path + "/advisories.db"),
+                logger: Fixture.logger)
             let requests = ScanRequests(scans: service, audit: fixture.audit)
             try await requests.request(digest, in: repository, by: alice)
             let record = try #require(try await fixture.store.scanRecord(digest))
@@ -192,8 +196,9 @@ struct UseCaseTests {
             let first = try await fixture.pushImage(repository, tag: "base")  // its blobs, linked to the repository
             let content = try #require(try await fixture.store.manifest(first, in: repository)).content
             let changes = ManifestChanges(registry: fixture.registry, audit: fixture.audit)
-            let pushed = try await changes.push(content, contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag("v2")!),
-                                                extraTags: [Tag("latest")!], by: alice)
+            let pushed = try await changes.push(
+                content, contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag("v2")!),
+                extraTags: [Tag("latest")!], by: alice)
             #expect(pushed.digest == first)
             #expect(try await fixture.store.resolveTag(Tag("latest")!, in: repository) == first)
             let pushes = try await fixture.auditEvents(action: "push")

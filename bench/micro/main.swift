@@ -8,12 +8,12 @@
 
 import Access
 import Benchmark
+import Dispatch
 import Logging
 import Metadata
 import NIOCore
 import OCI
 import Synchronization
-import Dispatch
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -57,14 +57,16 @@ func descriptor(_ mediaType: String, _ seed: String, size: Int) -> String {
     #"{"mediaType":"\#(mediaType)","digest":"\#(Digest.of(Array(seed.utf8)))","size":\#(size)}"#
 }
 
-let imageManifest = Array("""
+let imageManifest = Array(
+    """
     {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
      "config":\(descriptor("application/vnd.oci.image.config.v1+json", "config", size: 1470)),
      "layers":[\((0..<8).map { descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "layer\($0)", size: 1_000_000 + $0) }.joined(separator: ","))],
      "annotations":{"org.opencontainers.image.created":"2026-11-28T00:00:00Z"}}
     """.utf8)
 
-let imageIndex = Array("""
+let imageIndex = Array(
+    """
     {"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[\((0..<6).map { i in
         #"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(Digest.of(Array("m\(i)".utf8)))","size":1234,"platform":{"architecture":"arch\#(i)","os":"linux"}}"#
     }.joined(separator: ","))]}

@@ -55,7 +55,9 @@ extension ECRService {
     // MARK: Repositories
 
     func repositoryName(_ call: ECRCall, member: String = "repositoryName") throws -> RepositoryName {
-        guard let text = call.string(member) else { throw ECRError.invalidParameter("Invalid parameter at '\(member)' failed to satisfy constraint: 'Member must not be null'") }
+        guard let text = call.string(member) else {
+            throw ECRError.invalidParameter("Invalid parameter at '\(member)' failed to satisfy constraint: 'Member must not be null'")
+        }
         guard let name = RepositoryName(text) else {
             throw ECRError.invalidParameter("Invalid parameter at '\(member)' failed to satisfy constraint: '\(text)' is not a valid repository name")
         }
@@ -123,7 +125,10 @@ extension ECRService {
     }
 
     func imageNotFound(_ imageID: JSONValue, in repository: RepositoryName) -> ECRError {
-        ECRError("ImageNotFoundException", "The image with imageId \(Self.describe(imageID)) does not exist within the repository with name '\(repository)' in the registry with id '\(registryID)'")
+        ECRError(
+            "ImageNotFoundException",
+            "The image with imageId \(Self.describe(imageID)) does not exist within the repository with name '\(repository)' in the registry with id '\(registryID)'"
+        )
     }
 
     // MARK: Paging
@@ -139,7 +144,8 @@ extension ECRService {
     static func pagePosition(_ call: ECRCall) throws -> String? {
         guard let token = call.string("nextToken") else { return nil }
         guard let data = Data(base64Encoded: token), let text = String(data: data, encoding: .utf8),
-              let newline = text.firstIndex(of: "\n"), text[..<newline] == call.operation else {
+            let newline = text.firstIndex(of: "\n"), text[..<newline] == call.operation
+        else {
             throw ECRError.invalidParameter("Invalid parameter at 'nextToken' failed to satisfy constraint: 'the token is not one this operation returned'")
         }
         return String(text[text.index(after: newline)...])
@@ -147,10 +153,13 @@ extension ECRService {
 
     /// A page of `items` starting at the token's offset.
     static func page<T>(_ items: [T], _ call: ECRCall, size: Int) throws -> (items: ArraySlice<T>, nextToken: String?) {
-        let start = try pagePosition(call).map { position -> Int in
-            guard let offset = ClientNumber.parse(position, in: 0...Int(Int32.max)) else { throw ECRError.invalidParameter("Invalid parameter at 'nextToken' failed to satisfy constraint: 'malformed token'") }
-            return offset
-        } ?? 0
+        let start =
+            try pagePosition(call).map { position -> Int in
+                guard let offset = ClientNumber.parse(position, in: 0...Int(Int32.max)) else {
+                    throw ECRError.invalidParameter("Invalid parameter at 'nextToken' failed to satisfy constraint: 'malformed token'")
+                }
+                return offset
+            } ?? 0
         guard start <= items.count else { return ([], nil) }
         let end = min(items.count, start + size)
         return (items[start..<end], end < items.count ? pageToken(call.operation, String(end)) : nil)

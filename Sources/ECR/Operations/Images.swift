@@ -44,7 +44,8 @@ extension ECRService {
         var selected: [ImageRecord]
         if let ids = call.input["imageIds"]?.array {
             guard call.string("nextToken") == nil, call.int("maxResults") == nil else {
-                throw ECRError.invalidParameter("Invalid parameter at 'imageIds' failed to satisfy constraint: 'imageIds cannot be used with maxResults or nextToken'")
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'imageIds' failed to satisfy constraint: 'imageIds cannot be used with maxResults or nextToken'")
             }
             selected = []
             for id in ids {
@@ -85,7 +86,9 @@ extension ECRService {
             throw ECRError.invalidParameter("Invalid parameter at 'imageIds' failed to satisfy constraint: 'every image id needs imageDigest or imageTag'")
         }
         let digest = try digestText.map { text -> Digest in
-            guard let digest = Digest(text) else { throw ECRError.invalidParameter("Invalid parameter at 'imageDigest' failed to satisfy constraint: '\(text)' is not a digest") }
+            guard let digest = Digest(text) else {
+                throw ECRError.invalidParameter("Invalid parameter at 'imageDigest' failed to satisfy constraint: '\(text)' is not a digest")
+            }
             return digest
         }
         return images.first { image in
@@ -137,19 +140,24 @@ extension ECRService {
         for id in call.input["imageIds"]?.array ?? [] {
             do {
                 guard let image = try find(id, in: all) else {
-                    failures.append(Self.failure(id, code: try tagMismatch(id, all) ? "ImageTagDoesNotMatchDigest" : "ImageNotFound",
-                                                 reason: try tagMismatch(id, all) ? "Tag does not match digest" : "Requested image not found"))
+                    failures.append(
+                        Self.failure(
+                            id, code: try tagMismatch(id, all) ? "ImageTagDoesNotMatchDigest" : "ImageNotFound",
+                            reason: try tagMismatch(id, all) ? "Tag does not match digest" : "Requested image not found"))
                     continue
                 }
                 guard seen.insert(image.digest).inserted else { continue }
                 let served: ServedManifest
                 do {
-                    served = try await manifestPulls.pull(.digest(image.digest), in: name, by: call.requester,
-                                                          accepting: { accepted?.contains($0) ?? true })
+                    served = try await manifestPulls.pull(
+                        .digest(image.digest), in: name, by: call.requester,
+                        accepting: { accepted?.contains($0) ?? true })
                 } catch ManifestPulls.Refusal.notAcceptable(let mediaType) {
                     seen.remove(image.digest)
-                    failures.append(Self.failure(id, code: "ImageNotFound",
-                                                 reason: "The image's manifest is \(mediaType), which is not among acceptedMediaTypes; Wharf does not convert manifests"))
+                    failures.append(
+                        Self.failure(
+                            id, code: "ImageNotFound",
+                            reason: "The image's manifest is \(mediaType), which is not among acceptedMediaTypes; Wharf does not convert manifests"))
                     continue
                 } catch ManifestPulls.Refusal.gated(let message, _) {
                     failures.append(Self.failure(id, code: "ImageInaccessible", reason: message))
@@ -192,8 +200,10 @@ extension ECRService {
             do {
                 guard let found = try find(id, in: all) else {
                     let mismatch = try tagMismatch(id, all)
-                    failures.append(Self.failure(id, code: mismatch ? "ImageTagDoesNotMatchDigest" : "ImageNotFound",
-                                                 reason: mismatch ? "Tag does not match digest" : "Requested image not found"))
+                    failures.append(
+                        Self.failure(
+                            id, code: mismatch ? "ImageTagDoesNotMatchDigest" : "ImageNotFound",
+                            reason: mismatch ? "Tag does not match digest" : "Requested image not found"))
                     continue
                 }
                 image = found
@@ -204,8 +214,10 @@ extension ECRService {
             let tag = id["imageTag"]?.string
             let removesImage = id["imageDigest"] != nil || image.tags.count <= 1
             if removesImage, try await !metadata.childManifests(in: name, of: [image.digest]).isEmpty {
-                failures.append(Self.failure(id, code: "ImageReferencedByManifestList",
-                                             reason: "Requested image is referenced by an image index; delete the index first"))
+                failures.append(
+                    Self.failure(
+                        id, code: "ImageReferencedByManifestList",
+                        reason: "Requested image is referenced by an image index; delete the index first"))
                 continue
             }
             if removesImage {
@@ -239,16 +251,24 @@ extension ECRService {
         let mediaType = call.string("imageManifestMediaType")
         let digest = Digest.of(bytes)
         if let declared = call.string("imageDigest"), Digest(declared) != digest {
-            throw ECRError("ImageDigestDoesNotMatchException", "Invalid parameter at 'imageDigest' failed to satisfy constraint: 'The provided digest \(declared) does not match the digest of the manifest, \(digest)'")
+            throw ECRError(
+                "ImageDigestDoesNotMatchException",
+                "Invalid parameter at 'imageDigest' failed to satisfy constraint: 'The provided digest \(declared) does not match the digest of the manifest, \(digest)'"
+            )
         }
         let tag = try call.string("imageTag").map { text -> Tag in
-            guard let tag = Tag(text) else { throw ECRError.invalidParameter("Invalid parameter at 'imageTag' failed to satisfy constraint: '\(text)' is not a valid tag") }
+            guard let tag = Tag(text) else {
+                throw ECRError.invalidParameter("Invalid parameter at 'imageTag' failed to satisfy constraint: '\(text)' is not a valid tag")
+            }
             return tag
         }
         if let existing = try await metadata.manifest(digest, in: name) {
             let alreadyTagged = try await tag.asyncMap { try await metadata.resolveTag($0, in: name) == existing.digest } ?? true
             if alreadyTagged {
-                throw ECRError("ImageAlreadyExistsException", "Image with digest '\(digest)'\(tag.map { " and tag '\($0)'" } ?? "") already exists in the repository with name '\(name)' in registry with id '\(registryID)'")
+                throw ECRError(
+                    "ImageAlreadyExistsException",
+                    "Image with digest '\(digest)'\(tag.map { " and tag '\($0)'" } ?? "") already exists in the repository with name '\(name)' in registry with id '\(registryID)'"
+                )
             }
         }
         let parsed: ParsedManifest
@@ -259,8 +279,9 @@ extension ECRService {
         }
         let pushed: PushedManifest
         do {
-            pushed = try await manifestChanges.push(ByteBuffer(bytes: bytes), contentType: mediaType, in: name,
-                                                    reference: tag.map(Reference.tag) ?? .digest(digest), by: call.requester)
+            pushed = try await manifestChanges.push(
+                ByteBuffer(bytes: bytes), contentType: mediaType, in: name,
+                reference: tag.map(Reference.tag) ?? .digest(digest), by: call.requester)
         } catch let error as RegistryError {
             switch error.code {
             case .manifestBlobUnknown:
@@ -268,22 +289,30 @@ extension ECRService {
                 if let missing, parsed.manifests.contains(where: { $0.digest == missing }) {
                     throw ECRError("ReferencedImagesNotFoundException", "The image index references \(missing), which is not in the repository '\(name)'")
                 }
-                throw ECRError("LayersNotFoundException", "Layers with digests '[\(error.detail ?? "?")]' required for pushing image into repository with name '\(name)' in the registry with id '\(registryID)' do not exist")
+                throw ECRError(
+                    "LayersNotFoundException",
+                    "Layers with digests '[\(error.detail ?? "?")]' required for pushing image into repository with name '\(name)' in the registry with id '\(registryID)' do not exist"
+                )
             case .denied where error.message.hasPrefix("tag invalid"):
-                throw ECRError("ImageTagAlreadyExistsException", "The image tag '\(tag?.value ?? "")' already exists in the '\(name)' repository and cannot be overwritten because the repository is immutable.")
+                throw ECRError(
+                    "ImageTagAlreadyExistsException",
+                    "The image tag '\(tag?.value ?? "")' already exists in the '\(name)' repository and cannot be overwritten because the repository is immutable."
+                )
             case .denied:
                 throw ECRError("LimitExceededException", error.message)
             default:
                 throw ECRError.invalidParameter("Invalid parameter at 'imageManifest' failed to satisfy constraint: '\(error.message)'")
             }
         }
-        return ["image": .compact([
-            "registryId": .string(registryID),
-            "repositoryName": .string(name.value),
-            "imageId": Self.imageID(digest: pushed.digest, tag: tag?.value),
-            "imageManifest": .string(text),
-            "imageManifestMediaType": .string(parsed.mediaType),
-        ])]
+        return [
+            "image": .compact([
+                "registryId": .string(registryID),
+                "repositoryName": .string(name.value),
+                "imageId": Self.imageID(digest: pushed.digest, tag: tag?.value),
+                "imageManifest": .string(text),
+                "imageManifestMediaType": .string(parsed.mediaType),
+            ])
+        ]
     }
 
     func putImageTagMutability(_ call: ECRCall) async throws -> JSONValue {
@@ -295,7 +324,8 @@ extension ECRService {
             "registryId": .string(registryID),
             "repositoryName": .string(name.value),
             "imageTagMutability": .string(policy.mode.rawValue),
-            "imageTagMutabilityExclusionFilters": policy.exclusions.isEmpty ? nil
+            "imageTagMutabilityExclusionFilters": policy.exclusions.isEmpty
+                ? nil
                 : .array(policy.exclusions.map { ["filterType": "WILDCARD", "filter": .string($0)] }),
         ])
     }
@@ -305,8 +335,10 @@ extension ECRService {
         try await authorize(call, .administer, on: name)
         let scanOnPush = call.input["imageScanningConfiguration"]?["scanOnPush"]?.bool ?? false
         _ = try await settingsChanges.setScanOnPush(scanOnPush, of: name, by: call.requester, ifMissing: .refuse)
-        return ["registryId": .string(registryID), "repositoryName": .string(name.value),
-                "imageScanningConfiguration": ["scanOnPush": .bool(scanOnPush)]]
+        return [
+            "registryId": .string(registryID), "repositoryName": .string(name.value),
+            "imageScanningConfiguration": ["scanOnPush": .bool(scanOnPush)],
+        ]
     }
 }
 

@@ -50,10 +50,12 @@ public final class LayerDownloadSigner: Sendable {
     public func verify(_ token: String, now: Int64 = Timestamp.nowMillis()) async throws -> (RepositoryName, OCI.Digest)? {
         let parts = token.split(separator: ".")
         guard parts.count == 2, let payload = Self.fromBase64URL(String(parts[0])), let mac = Self.fromBase64URL(String(parts[1])),
-              HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: try await signingKey()) else { return nil }
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: try await signingKey())
+        else { return nil }
         let fields = String(decoding: payload, as: UTF8.self).split(separator: "\n")
         guard fields.count == 3, let repository = RepositoryName(fields[0]), let digest = OCI.Digest(fields[1]),
-              let expires = Int64(fields[2]), expires > now else { return nil }
+            let expires = Int64(fields[2]), expires > now
+        else { return nil }
         return (repository, digest)
     }
 
@@ -102,7 +104,9 @@ extension ECRService {
             throw ECRError.invalidParameter("Invalid parameter at 'layerDigest' failed to satisfy constraint: '\(text)' is not a digest")
         }
         guard try await metadata.blob(digest, in: name) != nil else {
-            throw ECRError("LayersNotFoundException", "The image layer '\(digest)' does not exist in the repository with name '\(name)' in the registry with id '\(registryID)'")
+            throw ECRError(
+                "LayersNotFoundException",
+                "The image layer '\(digest)' does not exist in the repository with name '\(name)' in the registry with id '\(registryID)'")
         }
         let token = try await downloads.token(repository: name, digest: digest)
         return ["downloadUrl": .string("\(call.scheme)://\(call.host)\(LayerDownloadSigner.pathPrefix)\(token)"), "layerDigest": .string(text)]
@@ -125,12 +129,15 @@ extension ECRService {
             throw ECRError("InvalidLayerPartException", "layerPartBlob is not base64")
         }
         guard let first = call.byteOffset("partFirstByte"), let last = call.byteOffset("partLastByte"),
-              let part = ClientByteRange(first: first, last: last) else {
-            throw ECRError("InvalidLayerPartException",
-                           "partFirstByte and partLastByte must satisfy 0 <= partFirstByte <= partLastByte <= \(ClientNumber.maximumByteOffset)")
+            let part = ClientByteRange(first: first, last: last)
+        else {
+            throw ECRError(
+                "InvalidLayerPartException",
+                "partFirstByte and partLastByte must satisfy 0 <= partFirstByte <= partLastByte <= \(ClientNumber.maximumByteOffset)")
         }
         guard part.length == Int64(bytes.count) else {
-            throw ECRError("InvalidLayerPartException", "The part has \(bytes.count) bytes, but partFirstByte \(first) and partLastByte \(last) describe \(part.length)")
+            throw ECRError(
+                "InvalidLayerPartException", "The part has \(bytes.count) bytes, but partFirstByte \(first) and partLastByte \(last) describe \(part.length)")
         }
         let status: UploadStatus
         do {
@@ -148,8 +155,10 @@ extension ECRService {
         } catch is UploadError {
             throw ECRError("InvalidLayerPartException", "The part does not continue the upload; resend from the last valid byte")
         }
-        return ["registryId": .string(registryID), "repositoryName": .string(name.value), "uploadId": .string(uploadID),
-                "lastByteReceived": .integer(Int(updated.size - 1))]
+        return [
+            "registryId": .string(registryID), "repositoryName": .string(name.value), "uploadId": .string(uploadID),
+            "lastByteReceived": .integer(Int(updated.size - 1)),
+        ]
     }
 
     func completeLayerUpload(_ call: ECRCall) async throws -> JSONValue {
@@ -169,19 +178,25 @@ extension ECRService {
         guard status.size > 0 else { throw ECRError("EmptyUploadException", "The upload with id '\(uploadID)' contains no data") }
         if try await metadata.blob(digest, in: name) != nil {
             try? await registry.cancelUpload(uploadID, in: name)
-            throw ECRError("LayerAlreadyExistsException", "The image layer '\(digest)' already exists in the repository with name '\(name)' in the registry with id '\(registryID)'")
+            throw ECRError(
+                "LayerAlreadyExistsException",
+                "The image layer '\(digest)' already exists in the repository with name '\(name)' in the registry with id '\(registryID)'")
         }
         do {
             _ = try await registry.completeUpload(uploadID, in: name, digest: digest, start: nil, length: 0, body: [ByteBuffer]().async)
         } catch let error as RegistryError where error.code == .digestInvalid {
             throw ECRError("InvalidLayerException", error.message)
         }
-        return ["registryId": .string(registryID), "repositoryName": .string(name.value), "uploadId": .string(uploadID),
-                "layerDigest": .string(digest.description)]
+        return [
+            "registryId": .string(registryID), "repositoryName": .string(name.value), "uploadId": .string(uploadID),
+            "layerDigest": .string(digest.description),
+        ]
     }
 
     private func uploadNotFound(_ id: String, _ name: RepositoryName) -> ECRError {
-        ECRError("UploadNotFoundException", "The upload with id '\(id)' does not exist in the repository with name '\(name)' in the registry with id '\(registryID)'")
+        ECRError(
+            "UploadNotFoundException", "The upload with id '\(id)' does not exist in the repository with name '\(name)' in the registry with id '\(registryID)'"
+        )
     }
 }
 

@@ -21,7 +21,9 @@ extension ECRService {
     }
 
     private func lifecyclePolicyNotFound(_ name: RepositoryName) -> ECRError {
-        ECRError("LifecyclePolicyNotFoundException", "Lifecycle policy does not exist for the repository with name '\(name)' in the registry with id '\(registryID)'")
+        ECRError(
+            "LifecyclePolicyNotFoundException", "Lifecycle policy does not exist for the repository with name '\(name)' in the registry with id '\(registryID)'"
+        )
     }
 
     func putLifecyclePolicy(_ call: ECRCall) async throws -> JSONValue {
@@ -77,7 +79,9 @@ extension ECRService {
         try await authorize(call, .pull, on: name)
         _ = try await existingRepository(name)
         guard let stored = try await metadata.lifecyclePreview(for: name) else {
-            throw ECRError("LifecyclePolicyPreviewNotFoundException", "There is no dry run for this repository with name '\(name)' in the registry with id '\(registryID)'; call StartLifecyclePolicyPreview first")
+            throw ECRError(
+                "LifecyclePolicyPreviewNotFoundException",
+                "There is no dry run for this repository with name '\(name)' in the registry with id '\(registryID)'; call StartLifecyclePolicyPreview first")
         }
         let expiries = try JSONDecoder().decode([PlannedExpiry].self, from: Data(stored.result.utf8))
         var selected = expiries

@@ -23,7 +23,9 @@ extension ECRService {
     }
 
     private func repositoryPolicyNotFound(_ name: RepositoryName) -> ECRError {
-        ECRError("RepositoryPolicyNotFoundException", "Repository policy does not exist for the repository with name '\(name)' in the registry with id '\(registryID)'")
+        ECRError(
+            "RepositoryPolicyNotFoundException",
+            "Repository policy does not exist for the repository with name '\(name)' in the registry with id '\(registryID)'")
     }
 
     func getRepositoryPolicy(_ call: ECRCall) async throws -> JSONValue {

@@ -1,9 +1,9 @@
-import Scanning
-import Scanner
-import Foundation
 import Access
+import Foundation
 import Metadata
 import OCI
+import Scanner
+import Scanning
 import UseCases
 
 #if canImport(FoundationEssentials)
@@ -19,11 +19,15 @@ extension ECRService {
     func getAuthorizationToken(_ call: ECRCall) async throws -> JSONValue {
         let (token, expiresAt) = try await access.issueRegistryLoginToken(for: call.identity, credential: .accessKey(id: call.accessKeyID), source: call.source)
         let encoded = Data("AWS:\(token)".utf8).base64EncodedString()
-        return ["authorizationData": [[
-            "authorizationToken": .string(encoded),
-            "expiresAt": .timestamp(millis: expiresAt),
-            "proxyEndpoint": .string("\(call.scheme)://\(call.host)"),
-        ]]]
+        return [
+            "authorizationData": [
+                [
+                    "authorizationToken": .string(encoded),
+                    "expiresAt": .timestamp(millis: expiresAt),
+                    "proxyEndpoint": .string("\(call.scheme)://\(call.host)"),
+                ]
+            ]
+        ]
     }
 
     /// The replication configuration is the administrators' business, as PutReplicationConfiguration is.
@@ -43,19 +47,24 @@ extension ECRService {
         for (index, rule) in rules.enumerated() {
             let ruleDestinations = rule["destinations"]?.array ?? []
             guard !ruleDestinations.isEmpty else {
-                throw ECRError.invalidParameter("Invalid parameter at 'replicationConfiguration.rules.\(index + 1).destinations' failed to satisfy constraint: 'a rule needs at least one destination'")
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'replicationConfiguration.rules.\(index + 1).destinations' failed to satisfy constraint: 'a rule needs at least one destination'"
+                )
             }
             destinations += ruleDestinations.count
             var seen = Set<String>()
             for destination in ruleDestinations {
                 let key = "\(destination["region"]?.string ?? "")/\(destination["registryId"]?.string ?? "")"
                 guard seen.insert(key).inserted else {
-                    throw ECRError.invalidParameter("Invalid parameter at 'replicationConfiguration.rules.\(index + 1).destinations' failed to satisfy constraint: 'destination \(key) is listed twice'")
+                    throw ECRError.invalidParameter(
+                        "Invalid parameter at 'replicationConfiguration.rules.\(index + 1).destinations' failed to satisfy constraint: 'destination \(key) is listed twice'"
+                    )
                 }
             }
         }
         guard destinations <= 25 else {
-            throw ECRError.invalidParameter("Invalid parameter at 'replicationConfiguration' failed to satisfy constraint: 'at most 25 destinations in all rules together'")
+            throw ECRError.invalidParameter(
+                "Invalid parameter at 'replicationConfiguration' failed to satisfy constraint: 'at most 25 destinations in all rules together'")
         }
         try await metadata.putRegistrySetting(Self.replicationSetting, String(decoding: configuration.encoded(), as: UTF8.self))
         return ["replicationConfiguration": configuration]
@@ -83,11 +92,12 @@ extension ECRService {
 
     /// ECR's status words for a stored scan (a queued scan is IN_PROGRESS, as ECR's basic scanning says).
     static func scanStatus(_ record: ImageScanRecord) -> JSONValue {
-        let status = switch record.status {
-        case .pending, .inProgress: "IN_PROGRESS"
-        case .complete: "COMPLETE"
-        case .failed: "FAILED"
-        }
+        let status =
+            switch record.status {
+            case .pending, .inProgress: "IN_PROGRESS"
+            case .complete: "COMPLETE"
+            case .failed: "FAILED"
+            }
         return .compact(["status": .string(status), "description": record.description.map(JSONValue.string)])
     }
 
@@ -105,7 +115,10 @@ extension ECRService {
         let id = call.input["imageId"] ?? [:]
         guard let image = try find(id, in: try await images(name)) else { throw imageNotFound(id, in: name) }
         guard let record = try await metadata.scanRecord(image.digest) else {
-            throw ECRError("ScanNotFoundException", "Image scan does not exist for the image with '\(Self.describe(id))' in the repository with name '\(name)' in the registry with id '\(registryID)'")
+            throw ECRError(
+                "ScanNotFoundException",
+                "Image scan does not exist for the image with '\(Self.describe(id))' in the repository with name '\(name)' in the registry with id '\(registryID)'"
+            )
         }
         var response: [String: JSONValue?] = [
             "registryId": .string(registryID), "repositoryName": .string(name.value),
@@ -124,7 +137,8 @@ extension ECRService {
                 if let score = finding.cvssScore { attributes.append(.object(["key": .string("CVSS3_SCORE"), "value": .string(String(score))])) }
                 return .compact([
                     "name": .string(finding.id), "description": finding.summary.map(JSONValue.string),
-                    "uri": .string(finding.id.hasPrefix("CVE-") ? "https://nvd.nist.gov/vuln/detail/\(finding.id)" : "https://osv.dev/vulnerability/\(finding.id)"),
+                    "uri": .string(
+                        finding.id.hasPrefix("CVE-") ? "https://nvd.nist.gov/vuln/detail/\(finding.id)" : "https://osv.dev/vulnerability/\(finding.id)"),
                     "severity": .string(finding.severity.rawValue), "attributes": .array(attributes),
                 ])
             }

@@ -14,7 +14,9 @@ extension ECRService {
             let type = encryption["encryptionType"]?.string ?? "AES256"
             let kmsKey = encryption["kmsKey"]?.string
             if type == "AES256", kmsKey != nil {
-                throw ECRError.invalidParameter("Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'")
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'"
+                )
             }
             settings.encryption = RepositorySettings.Encryption(type: type, kmsKey: kmsKey)
         }
@@ -32,7 +34,8 @@ extension ECRService {
     func describeRepositories(_ call: ECRCall) async throws -> JSONValue {
         if let names = call.input["repositoryNames"]?.array?.compactMap(\.string) {
             guard call.string("nextToken") == nil, call.int("maxResults") == nil else {
-                throw ECRError.invalidParameter("Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'repositoryNames cannot be used with maxResults or nextToken'")
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'repositoryNames cannot be used with maxResults or nextToken'")
             }
             var records: [RepositoryRecord] = []
             for text in names {
@@ -64,7 +67,10 @@ extension ECRService {
         case .notFound:
             throw ECRError.repositoryNotFound(name.value, registryID: registryID)
         case .notEmpty(let count):
-            throw ECRError("RepositoryNotEmptyException", "The repository with name '\(name)' in registry with id '\(registryID)' cannot be deleted because it still contains images (\(count)); delete them first or use force")
+            throw ECRError(
+                "RepositoryNotEmptyException",
+                "The repository with name '\(name)' in registry with id '\(registryID)' cannot be deleted because it still contains images (\(count)); delete them first or use force"
+            )
         }
     }
 
@@ -107,11 +113,15 @@ extension ECRService {
         let arn = call.string("resourceArn") ?? ""
         let parts = arn.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
         guard parts.count == 6, parts[0] == "arn", parts[2] == "ecr", parts[5].hasPrefix("repository/"),
-              let name = RepositoryName(String(parts[5].dropFirst("repository/".count))) else {
-            throw ECRError.invalidParameter("Invalid parameter at 'resourceArn' failed to satisfy constraint: '\(arn)' is not a repository ARN (arn:aws:ecr:<region>:<registry id>:repository/<name>)")
+            let name = RepositoryName(String(parts[5].dropFirst("repository/".count)))
+        else {
+            throw ECRError.invalidParameter(
+                "Invalid parameter at 'resourceArn' failed to satisfy constraint: '\(arn)' is not a repository ARN (arn:aws:ecr:<region>:<registry id>:repository/<name>)"
+            )
         }
         guard parts[4] == registryID else {
-            throw ECRError.invalidParameter("Invalid parameter at 'resourceArn' failed to satisfy constraint: the ARN names registry '\(parts[4])'; this registry is '\(registryID)'")
+            throw ECRError.invalidParameter(
+                "Invalid parameter at 'resourceArn' failed to satisfy constraint: the ARN names registry '\(parts[4])'; this registry is '\(registryID)'")
         }
         return name
     }
@@ -119,7 +129,9 @@ extension ECRService {
     /// Checks a `tags` list as AWS does: unique keys of 1-128 characters, values up to 256, no `aws:` prefix, at most 50.
     func resourceTags(_ value: JSONValue?) throws -> [(String, String)] {
         guard let items = value?.array else { return [] }
-        guard items.count <= Self.maximumResourceTags else { throw ECRError("TooManyTagsException", "a repository can have at most \(Self.maximumResourceTags) tags") }
+        guard items.count <= Self.maximumResourceTags else {
+            throw ECRError("TooManyTagsException", "a repository can have at most \(Self.maximumResourceTags) tags")
+        }
         var seen = Set<String>()
         var tags: [(String, String)] = []
         for item in items {

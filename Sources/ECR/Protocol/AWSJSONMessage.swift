@@ -13,8 +13,10 @@ public struct AWSJSONRequest: Sendable {
     public var host: String
     public var source: String?
 
-    public init(method: String, path: String, query: String, headers: [(name: String, value: String)], body: [UInt8],
-                scheme: String, host: String, source: String?) {
+    public init(
+        method: String, path: String, query: String, headers: [(name: String, value: String)], body: [UInt8],
+        scheme: String, host: String, source: String?
+    ) {
         self.method = method
         self.path = path
         self.query = query
@@ -42,8 +44,12 @@ public struct AWSJSONResponse: Sendable {
 
     static func failure(_ error: ECRError, requestID: String) -> AWSJSONResponse {
         let body: JSONValue = ["__type": .string(error.type), "message": .string(error.message)]
-        return AWSJSONResponse(status: error.status, headers: [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", requestID),
-                                                              ("x-amzn-ErrorType", error.type)], body: body.encoded())
+        return AWSJSONResponse(
+            status: error.status,
+            headers: [
+                ("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", requestID),
+                ("x-amzn-ErrorType", error.type),
+            ], body: body.encoded())
     }
 }
 

@@ -25,7 +25,9 @@ public struct ECRError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     static func unknownOperation(_ target: String) -> ECRError {
-        ECRError("UnknownOperationException", "'\(target)' is not an operation of Amazon ECR (X-Amz-Target must be AmazonEC2ContainerRegistry_V20150921.<Operation>)")
+        ECRError(
+            "UnknownOperationException", "'\(target)' is not an operation of Amazon ECR (X-Amz-Target must be AmazonEC2ContainerRegistry_V20150921.<Operation>)"
+        )
     }
 
     static func notImplemented(_ operation: String, _ why: String = "") -> ECRError {

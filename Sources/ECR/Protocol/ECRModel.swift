@@ -107,7 +107,8 @@ final class ECRModel: Sendable {
             guard let string = value.string else { throw .serialization("\(at) must be a string") }
             try checkRange(Double(string.count), shape, path: at, what: "Member must have length")
             if let allowed = shape.enum, !allowed.contains(string) {
-                throw .invalidParameter("Invalid parameter at '\(at)' failed to satisfy constraint: 'Member must satisfy enum value set: [\(allowed.joined(separator: ", "))]'")
+                throw .invalidParameter(
+                    "Invalid parameter at '\(at)' failed to satisfy constraint: 'Member must satisfy enum value set: [\(allowed.joined(separator: ", "))]'")
             }
             let matches = patterns.withLock { patterns in
                 // A pattern Swift cannot compile is skipped here; compileAllPatterns() in the tests rules that out.
@@ -121,8 +122,10 @@ final class ECRModel: Sendable {
             guard let number = value.double, number.rounded() == number else { throw .serialization("\(at) must be an integer") }
             // AWS integers are 32-bit and longs 64-bit; a value past them is a serialization error
             // there, and here it must never reach an `Int(_:)` conversion, which would trap.
-            let fits = shape.type == "integer" ? ClientNumber.exactInteger(number, in: Int32.min...Int32.max) != nil
-                                               : ClientNumber.exactInteger(number, in: Int64.min...Int64.max) != nil
+            let fits =
+                shape.type == "integer"
+                ? ClientNumber.exactInteger(number, in: Int32.min...Int32.max) != nil
+                : ClientNumber.exactInteger(number, in: Int64.min...Int64.max) != nil
             guard fits else { throw .serialization("\(at) is out of range for a \(shape.type)") }
             try checkRange(number, shape, path: at, what: "Member must have value")
         case "boolean":

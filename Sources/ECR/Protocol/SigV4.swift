@@ -43,8 +43,10 @@ public enum SigV4 {
     }
 
     /// The canonical request: method, path, query, signed headers, their names, the payload hash.
-    public static func canonicalRequest(method: String, path: String, query: String, headers: [(String, String)],
-                                        signedHeaders: [String], payloadHash: String) -> String {
+    public static func canonicalRequest(
+        method: String, path: String, query: String, headers: [(String, String)],
+        signedHeaders: [String], payloadHash: String
+    ) -> String {
         var lines = [method, canonicalPath(path), canonicalQuery(query)]
         for name in signedHeaders {
             // Repeated headers join with commas; values are trimmed and inner runs of spaces collapse.
@@ -97,7 +99,10 @@ public enum SigV4 {
 
     /// Each path segment URI-encoded as AWS does (ECR only ever uses `/`).
     static func canonicalPath(_ path: String) -> String {
-        path.isEmpty ? "/" : path.split(separator: "/", omittingEmptySubsequences: false).map { uriEncode(String($0).removingPercentEncoding ?? String($0)) }.joined(separator: "/")
+        path.isEmpty
+            ? "/"
+            : path.split(separator: "/", omittingEmptySubsequences: false).map { uriEncode(String($0).removingPercentEncoding ?? String($0)) }.joined(
+                separator: "/")
     }
 
     /// Parameters sorted by name then value, each URI-encoded.
@@ -117,7 +122,7 @@ public enum SigV4 {
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
                 out.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)

@@ -17,10 +17,12 @@ struct SigV4Verifier: Sendable {
 
     func verify(_ request: AWSJSONRequest, now: Int64) async throws -> Verified {
         guard let header = request.header("Authorization") else {
-            throw ECRError("MissingAuthenticationTokenException", "Missing Authentication Token: sign requests with an access key (wharf admin access-key create)")
+            throw ECRError(
+                "MissingAuthenticationTokenException", "Missing Authentication Token: sign requests with an access key (wharf admin access-key create)")
         }
         guard let authorization = SigV4.Authorization(header: header) else {
-            throw ECRError("IncompleteSignatureException", "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters (AWS4-HMAC-SHA256)")
+            throw ECRError(
+                "IncompleteSignatureException", "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters (AWS4-HMAC-SHA256)")
         }
         guard authorization.service == Self.service else {
             throw ECRError("InvalidSignatureException", "Credential should be scoped to correct service: '\(Self.service)'.")
@@ -33,17 +35,25 @@ struct SigV4Verifier: Sendable {
             throw ECRError("InvalidSignatureException", "'X-Amz-Target' must be a signed header.")
         }
         guard let amzDate = request.header("X-Amz-Date"), authorization.signedHeaders.contains("x-amz-date"),
-              let signedAt = Self.parseAmzDate(amzDate) else {
+            let signedAt = Self.parseAmzDate(amzDate)
+        else {
             throw ECRError("IncompleteSignatureException", "the request needs a signed X-Amz-Date header (yyyyMMdd'T'HHmmss'Z')")
         }
         guard amzDate.hasPrefix(authorization.date) else {
-            throw ECRError("InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(authorization.date)' != '\(amzDate.prefix(8))'")
+            throw ECRError(
+                "InvalidSignatureException",
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(authorization.date)' != '\(amzDate.prefix(8))'")
         }
         if signedAt < now - Self.allowedSkew {
-            throw ECRError("InvalidSignatureException", "Signature expired: \(amzDate) is now earlier than \(Self.formatAmzDate(now - Self.allowedSkew)) (\(Self.formatAmzDate(now)) - 15 min.)")
+            throw ECRError(
+                "InvalidSignatureException",
+                "Signature expired: \(amzDate) is now earlier than \(Self.formatAmzDate(now - Self.allowedSkew)) (\(Self.formatAmzDate(now)) - 15 min.)")
         }
         if signedAt > now + Self.allowedSkew {
-            throw ECRError("InvalidSignatureException", "Signature not yet current: \(amzDate) is still later than \(Self.formatAmzDate(now + Self.allowedSkew)) (\(Self.formatAmzDate(now)) + 15 min.)")
+            throw ECRError(
+                "InvalidSignatureException",
+                "Signature not yet current: \(amzDate) is still later than \(Self.formatAmzDate(now + Self.allowedSkew)) (\(Self.formatAmzDate(now)) + 15 min.)"
+            )
         }
         guard let key = try await lookUp(authorization.accessKeyID) else {
             throw ECRError("UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -57,13 +67,17 @@ struct SigV4Verifier: Sendable {
             }
             payloadHash = declared.lowercased()
         }
-        let canonical = SigV4.canonicalRequest(method: request.method, path: request.path, query: request.query,
-                                               headers: request.headers.map { ($0.name, $0.value) },
-                                               signedHeaders: authorization.signedHeaders, payloadHash: payloadHash)
+        let canonical = SigV4.canonicalRequest(
+            method: request.method, path: request.path, query: request.query,
+            headers: request.headers.map { ($0.name, $0.value) },
+            signedHeaders: authorization.signedHeaders, payloadHash: payloadHash)
         let toSign = SigV4.stringToSign(amzDate: amzDate, scope: authorization.scope, canonicalRequest: canonical)
         let signingKey = SigV4.signingKey(secret: key.secret, date: authorization.date, region: authorization.region, service: authorization.service)
         guard SigV4.constantTimeEqual(SigV4.signature(key: signingKey, stringToSign: toSign), authorization.signature) else {
-            throw ECRError("InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
+            throw ECRError(
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+            )
         }
         return Verified(identity: key.owner, accessKeyID: authorization.accessKeyID, region: authorization.region)
     }
@@ -81,8 +95,9 @@ struct SigV4Verifier: Sendable {
             return value
         }
         guard let year = number(0..<4), let month = number(4..<6), let day = number(6..<8),
-              let hour = number(9..<11), let minute = number(11..<13), let second = number(13..<15),
-              (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61 else { return nil }
+            let hour = number(9..<11), let minute = number(11..<13), let second = number(13..<15),
+            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+        else { return nil }
         return daysFromCivil(year: year, month: month, day: day) * 86400 + hour * 3600 + minute * 60 + second
     }
 

@@ -49,12 +49,15 @@ public enum AdvisoryArtifact {
         // Keep other tags of an existing layout; replace this one.
         var entries: [[String: Any]] = []
         if let data = fileManager.contents(atPath: directory + "/index.json"),
-           let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let existing = index["manifests"] as? [[String: Any]] {
+            let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let existing = index["manifests"] as? [[String: Any]]
+        {
             entries = existing.filter { ($0["annotations"] as? [String: String])?["org.opencontainers.image.ref.name"] != tag }
         }
-        entries.append(["mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + manifestDigest,
-                        "size": manifestBytes.count, "artifactType": artifactType,
-                        "annotations": ["org.opencontainers.image.ref.name": tag]])
+        entries.append([
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + manifestDigest,
+            "size": manifestBytes.count, "artifactType": artifactType,
+            "annotations": ["org.opencontainers.image.ref.name": tag],
+        ])
         let index: [String: Any] = ["schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries]
         try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .withoutEscapingSlashes])
             .write(to: URL(fileURLWithPath: directory + "/index.json"))
@@ -64,8 +67,10 @@ public enum AdvisoryArtifact {
 
     /// The artifact's manifest for a database layer: empty config, one layer, the summary as annotations.
     public static func manifest(layerDigest: String, size: Int, summary: AdvisoryDatabase.Summary) throws -> Data {
-        var annotations = ["org.opencontainers.image.created": ISO8601DateFormatter().string(from: Date()),
-                           "dev.wharf.advisories.records": String(summary.records)]
+        var annotations = [
+            "org.opencontainers.image.created": ISO8601DateFormatter().string(from: Date()),
+            "dev.wharf.advisories.records": String(summary.records),
+        ]
         if let version = summary.version { annotations[versionAnnotation] = version }
         if let importedAt = summary.importedAt { annotations["dev.wharf.advisories.imported"] = importedAt }
         let manifest: [String: Any] = [
@@ -73,8 +78,12 @@ public enum AdvisoryArtifact {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "artifactType": artifactType,
             "config": ["mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:" + hex(SHA256.hash(data: Data("{}".utf8))), "size": 2],
-            "layers": [["mediaType": layerMediaType, "digest": layerDigest, "size": size,
-                        "annotations": ["org.opencontainers.image.title": "osv.sqlite"]]],
+            "layers": [
+                [
+                    "mediaType": layerMediaType, "digest": layerDigest, "size": size,
+                    "annotations": ["org.opencontainers.image.title": "osv.sqlite"],
+                ]
+            ],
             "annotations": annotations,
         ]
         return try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])

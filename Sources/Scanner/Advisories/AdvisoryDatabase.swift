@@ -82,8 +82,9 @@ public actor AdvisoryDatabase {
         }
         let importedAt = try await rows("SELECT value FROM meta WHERE key = 'imported_at'", []).first?.column("value")?.string
         let sources = try await rows("SELECT value FROM meta WHERE key = 'sources'", []).first?.column("value")?.string
-        return Summary(records: records, packages: packages, ecosystems: ecosystems, importedAt: importedAt,
-                       version: try await version(), sources: sources.map { $0.split(separator: "\n").map(String.init) } ?? [])
+        return Summary(
+            records: records, packages: packages, ecosystems: ecosystems, importedAt: importedAt,
+            version: try await version(), sources: sources.map { $0.split(separator: "\n").map(String.init) } ?? [])
     }
 
     /// The import's id (its time, for databases written before ids existed).
@@ -224,13 +225,16 @@ public final class AdvisoryDatabaseBuilder {
         // The newest copy of a record wins when two sources carry it.
         try await connection.query(
             "INSERT INTO records (id, modified, json) VALUES \(placeholders) ON CONFLICT (id) DO UPDATE SET modified = excluded.modified, json = excluded.json WHERE excluded.modified >= records.modified",
-            recordBinds) { _ in }
+            recordBinds
+        ) { _ in }
         var offset = 0
         while offset < affectedRows {
             let count = min(affectedRows - offset, 200)
             let rows = Array(repeating: "(?, ?, ?, ?)", count: count).joined(separator: ", ")
-            try await connection.query("INSERT INTO affected (ecosystem, release, package, record_id) VALUES \(rows)",
-                                       Array(affectedBinds[(offset * 4)..<((offset + count) * 4)])) { _ in }
+            try await connection.query(
+                "INSERT INTO affected (ecosystem, release, package, record_id) VALUES \(rows)",
+                Array(affectedBinds[(offset * 4)..<((offset + count) * 4)])
+            ) { _ in }
             offset += count
         }
         pendingRecords.removeAll(keepingCapacity: true)
@@ -244,8 +248,10 @@ public final class AdvisoryDatabaseBuilder {
             // Duplicate (record, package) rows from a record imported twice.
             ("DELETE FROM affected WHERE rowid NOT IN (SELECT min(rowid) FROM affected GROUP BY ecosystem, release, package, record_id)", []),
             ("CREATE INDEX affected_lookup ON affected (ecosystem, package, release)", []),
-            ("INSERT INTO meta (key, value) VALUES ('schema', '1'), ('imported_at', ?1), ('sources', ?2), ('version', ?3)",
-             [SQLiteData.text(now), .text(sources.joined(separator: "\n")), .text(UUID().uuidString.lowercased())]),
+            (
+                "INSERT INTO meta (key, value) VALUES ('schema', '1'), ('imported_at', ?1), ('sources', ?2), ('version', ?3)",
+                [SQLiteData.text(now), .text(sources.joined(separator: "\n")), .text(UUID().uuidString.lowercased())]
+            ),
             ("COMMIT", []),
         ] as [(String, [SQLiteData])] {
             try await connection.query(statement, binds) { _ in }

@@ -127,7 +127,8 @@ struct AlpineSecDB: Decodable {
             if id.hasSuffix(".patch") { id = String(id.dropLast(6)) }
             let parts = id.split(separator: "-")
             guard parts.count >= 2, parts[0].allSatisfy({ $0.isUppercase }), parts[1].contains(where: \.isNumber),
-                  !id.contains("?") else { continue }
+                !id.contains("?")
+            else { continue }
             result.append(id)
         }
         return result

@@ -14,8 +14,10 @@ public struct DetectedPackage: Sendable, Equatable, Codable, Hashable {
     /// The file the package was read from, inside the image.
     public var location: String
 
-    public init(kind: Kind, name: String, version: String, sourceName: String? = nil, sourceVersion: String? = nil,
-                architecture: String? = nil, location: String) {
+    public init(
+        kind: Kind, name: String, version: String, sourceName: String? = nil, sourceVersion: String? = nil,
+        architecture: String? = nil, location: String
+    ) {
         self.kind = kind
         self.name = name
         self.version = version
@@ -62,7 +64,9 @@ public enum DpkgCataloger {
         ControlFile.stanzas(text).compactMap { stanza in
             guard let name = stanza["package"], let version = stanza["version"] else { return nil }
             // status.d files have no Status field; in the main file only "install ok installed" counts.
-            if let status = stanza["status"], !status.split(separator: " ").contains("installed") || status.hasSuffix("not-installed") || status.contains("config-files") {
+            if let status = stanza["status"],
+                !status.split(separator: " ").contains("installed") || status.hasSuffix("not-installed") || status.contains("config-files")
+            {
                 return nil
             }
             var sourceName: String?, sourceVersion: String?
@@ -75,8 +79,9 @@ public enum DpkgCataloger {
                     sourceName = source
                 }
             }
-            return DetectedPackage(kind: .dpkg, name: name, version: version, sourceName: sourceName ?? name,
-                                   sourceVersion: sourceVersion ?? version, architecture: stanza["architecture"], location: location)
+            return DetectedPackage(
+                kind: .dpkg, name: name, version: version, sourceName: sourceName ?? name,
+                sourceVersion: sourceVersion ?? version, architecture: stanza["architecture"], location: location)
         }
     }
 }
@@ -89,8 +94,10 @@ public enum ApkCataloger {
         var fields: [Character: String] = [:]
         func flush() {
             if let name = fields["P"], let version = fields["V"] {
-                packages.append(DetectedPackage(kind: .apk, name: name, version: version, sourceName: fields["o"] ?? name,
-                                                sourceVersion: version, architecture: fields["A"], location: location))
+                packages.append(
+                    DetectedPackage(
+                        kind: .apk, name: name, version: version, sourceName: fields["o"] ?? name,
+                        sourceVersion: version, architecture: fields["A"], location: location))
             }
             fields = [:]
         }

@@ -32,9 +32,11 @@ public enum Inventory {
     }
 
     /// Reads the layers (bottom first) and catalogs the result.
-    public static func of<Layer: ChunkSource>(layers: [Layer], config: [UInt8]? = nil, detectSecrets: Bool = false,
-                                              limits: ImageFiles.Limits = .init(),
-                                              expansion: ExpansionLimits = .init()) async throws -> ImageInventory {
+    public static func of<Layer: ChunkSource>(
+        layers: [Layer], config: [UInt8]? = nil, detectSecrets: Bool = false,
+        limits: ImageFiles.Limits = .init(),
+        expansion: ExpansionLimits = .init()
+    ) async throws -> ImageInventory {
         var files = ImageFiles(limits: limits, wanted: wants)
         files.detectSecrets = detectSecrets
         var expanded: Int64 = 0
@@ -64,10 +66,12 @@ public enum Inventory {
             } else if path == "lib/apk/db/installed" {
                 packages += ApkCataloger.packages(installed: files.text(of: path) ?? "", location: location)
             } else if PythonCataloger.wants(path), let text = files.text(of: path),
-                      let package = PythonCataloger.package(metadata: text, location: location) {
+                let package = PythonCataloger.package(metadata: text, location: location)
+            {
                 packages.append(package)
             } else if NpmCataloger.wants(path), let bytes = files.content(of: path),
-                      let package = NpmCataloger.package(json: bytes, location: location) {
+                let package = NpmCataloger.package(json: bytes, location: location)
+            {
                 packages.append(package)
             } else if CargoLockCataloger.wants(path), let text = files.text(of: path) {
                 packages += CargoLockCataloger.packages(lock: text, location: location)
@@ -81,7 +85,8 @@ public enum Inventory {
         }
         for path in rpmDatabases {
             guard let bytes = files.content(of: path),
-                  let found = try? await RpmCataloger.packages(database: bytes, location: "/" + path) else { continue }
+                let found = try? await RpmCataloger.packages(database: bytes, location: "/" + path)
+            else { continue }
             packages += found
             break
         }

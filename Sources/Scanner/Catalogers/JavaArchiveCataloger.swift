@@ -25,11 +25,13 @@ public enum JavaArchiveCataloger {
         for entry in archive where entry.type == .file {
             let path = entry.path
             if path.hasPrefix("META-INF/maven/"), path.hasSuffix("/pom.properties"), entry.uncompressedSize < 1 << 20,
-               let text = extract(entry, from: archive).flatMap({ String(bytes: $0, encoding: .utf8) }),
-               let package = package(properties: text, location: location) {
+                let text = extract(entry, from: archive).flatMap({ String(bytes: $0, encoding: .utf8) }),
+                let package = package(properties: text, location: location)
+            {
                 packages.append(package)
             } else if depth == 0, path.hasSuffix(".jar"), entry.uncompressedSize < 64 << 20,
-                      let nested = extract(entry, from: archive) {
+                let nested = extract(entry, from: archive)
+            {
                 packages += Self.packages(archive: nested, location: location + "!/" + path, depth: 1)
             }
         }
@@ -44,7 +46,8 @@ public enum JavaArchiveCataloger {
             values[String(trimmed[..<equals].trimmingASCIIWhitespace())] = String(trimmed[trimmed.index(after: equals)...].trimmingASCIIWhitespace())
         }
         guard let group = values["groupId"], let artifact = values["artifactId"], let version = values["version"],
-              !group.isEmpty, !artifact.isEmpty, !version.isEmpty else { return nil }
+            !group.isEmpty, !artifact.isEmpty, !version.isEmpty
+        else { return nil }
         return DetectedPackage(kind: .java, name: "\(group):\(artifact)", version: version, location: location)
     }
 

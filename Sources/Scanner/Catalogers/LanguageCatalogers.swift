@@ -12,7 +12,8 @@ public enum PythonCataloger {
         // Only the header block: the description that follows may contain anything.
         let header = text.components(separatedBy: "\n\n").first ?? text
         guard let fields = ControlFile.stanzas(header).first, let name = fields["name"], let version = fields["version"],
-              !name.isEmpty, !version.isEmpty else { return nil }
+            !name.isEmpty, !version.isEmpty
+        else { return nil }
         return DetectedPackage(kind: .python, name: name, version: version, location: location)
     }
 }
@@ -34,7 +35,8 @@ public enum NpmCataloger {
 
     public static func package(json bytes: [UInt8], location: String) -> DetectedPackage? {
         guard let manifest = try? JSONDecoder().decode(PackageJSON.self, from: Data(bytes)),
-              let name = manifest.name, let version = manifest.version, !name.isEmpty, !version.isEmpty else { return nil }
+            let name = manifest.name, let version = manifest.version, !name.isEmpty, !version.isEmpty
+        else { return nil }
         return DetectedPackage(kind: .npm, name: name, version: version, location: location)
     }
 }

@@ -46,8 +46,9 @@ public struct OperatingSystem: Sendable, Equatable, Codable {
     public static func parse(osRelease text: String) -> OperatingSystem? {
         let values = fields(osRelease: text)
         guard let id = values["ID"], !id.isEmpty else { return nil }
-        return OperatingSystem(id: id.lowercased(), versionID: values["VERSION_ID"].flatMap { $0.isEmpty ? nil : $0 },
-                               versionCodename: values["VERSION_CODENAME"].flatMap { $0.isEmpty ? nil : $0 }, prettyName: values["PRETTY_NAME"])
+        return OperatingSystem(
+            id: id.lowercased(), versionID: values["VERSION_ID"].flatMap { $0.isEmpty ? nil : $0 },
+            versionCodename: values["VERSION_CODENAME"].flatMap { $0.isEmpty ? nil : $0 }, prettyName: values["PRETTY_NAME"])
     }
 
     /// `/etc/lsb-release`: `DISTRIB_ID`, `DISTRIB_RELEASE`, `DISTRIB_CODENAME`.
@@ -58,7 +59,8 @@ public struct OperatingSystem: Sendable, Equatable, Codable {
             values[String(line[..<equals])] = String(line[line.index(after: equals)...]).trimmingCharacters(in: "\"")
         }
         guard let id = values["DISTRIB_ID"], !id.isEmpty else { return nil }
-        return OperatingSystem(id: id.lowercased(), versionID: values["DISTRIB_RELEASE"], versionCodename: values["DISTRIB_CODENAME"], prettyName: values["DISTRIB_DESCRIPTION"])
+        return OperatingSystem(
+            id: id.lowercased(), versionID: values["DISTRIB_RELEASE"], versionCodename: values["DISTRIB_CODENAME"], prettyName: values["DISTRIB_DESCRIPTION"])
     }
 
     /// The OSV ecosystem of this distribution's packages, with the release OSV uses
@@ -89,7 +91,9 @@ public struct OperatingSystem: Sendable, Equatable, Codable {
         if let text = read("etc/debian_version") {
             // `12.4`, or `bookworm/sid` on testing: only a numeric release names a version.
             let version = text.trimmingASCIIWhitespace()
-            return OperatingSystem(id: "debian", versionID: version.first?.isNumber == true ? String(version) : nil, versionCodename: version.first?.isNumber == true ? nil : String(version))
+            return OperatingSystem(
+                id: "debian", versionID: version.first?.isNumber == true ? String(version) : nil,
+                versionCodename: version.first?.isNumber == true ? nil : String(version))
         }
         return nil
     }

@@ -69,7 +69,8 @@ struct RpmHeader {
         for index in 0..<Int(entries) {
             let base = 8 + index * 16
             guard let tag = int32(base), let type = int32(base + 4), let offset = int32(base + 8), wanted.contains(tag),
-                  offset >= 0, Int(offset) < Int(dataLength) else { continue }
+                offset >= 0, Int(offset) < Int(dataLength)
+            else { continue }
             let start = dataStart + Int(offset)
             switch type {
             case 6, 8, 9:  // STRING, STRING_ARRAY, I18NSTRING: NUL-terminated, the first one counts
@@ -86,13 +87,15 @@ struct RpmHeader {
 
     func package(location: String) -> DetectedPackage? {
         guard let name = strings[Tag.name.rawValue], let version = strings[Tag.version.rawValue],
-              name != "gpg-pubkey" else { return nil }  // imported signing keys, not software
+            name != "gpg-pubkey"
+        else { return nil }  // imported signing keys, not software
         var full = version
         if let release = strings[Tag.release.rawValue] { full += "-" + release }
         if let epoch = integers[Tag.epoch.rawValue], epoch > 0 { full = "\(epoch):" + full }
         let source = strings[Tag.sourceRPM.rawValue].flatMap(Self.sourceName)
-        return DetectedPackage(kind: .rpm, name: name, version: full, sourceName: source ?? name,
-                               architecture: strings[Tag.arch.rawValue], location: location)
+        return DetectedPackage(
+            kind: .rpm, name: name, version: full, sourceName: source ?? name,
+            architecture: strings[Tag.arch.rawValue], location: location)
     }
 
     /// `openssl-3.0.7-24.el9.src.rpm` → `openssl`: drop the suffix, then release and version.
@@ -122,7 +125,11 @@ struct BerkeleyHashFile {
         let little = UInt32(bytes[12]) | UInt32(bytes[13]) << 8 | UInt32(bytes[14]) << 16 | UInt32(bytes[15]) << 24
         let big = UInt32(bytes[12]) << 24 | UInt32(bytes[13]) << 16 | UInt32(bytes[14]) << 8 | UInt32(bytes[15])
         let isLittle: Bool
-        if little == Self.hashMagic { isLittle = true } else if big == Self.hashMagic { isLittle = false } else {
+        if little == Self.hashMagic {
+            isLittle = true
+        } else if big == Self.hashMagic {
+            isLittle = false
+        } else {
             throw RpmDatabaseError("the Packages file is not a BerkeleyDB hash database")
         }
         func field(_ offset: Int) -> Int {

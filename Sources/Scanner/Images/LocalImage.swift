@@ -199,11 +199,13 @@ public struct LocalImage: Sendable {
         // An image index (multi-platform): take the wanted platform's manifest.
         for _ in 0..<4 where manifest.manifests != nil {
             let wanted = platform.split(separator: "/").map(String.init)
-            guard let child = (manifest.manifests ?? []).first(where: { child in
-                guard let p = child.platform else { return false }
-                return p.os == wanted.first && p.architecture == (wanted.count > 1 ? wanted[1] : "amd64")
-                    && (wanted.count < 3 || p.variant == wanted[2])
-            }) else { throw Failure.notFound("\(directory): the index has no \(platform) image") }
+            guard
+                let child = (manifest.manifests ?? []).first(where: { child in
+                    guard let p = child.platform else { return false }
+                    return p.os == wanted.first && p.architecture == (wanted.count > 1 ? wanted[1] : "amd64")
+                        && (wanted.count < 3 || p.variant == wanted[2])
+                })
+            else { throw Failure.notFound("\(directory): the index has no \(platform) image") }
             descriptor = child
             manifest = try decode(try blobPath(child.digest))
         }

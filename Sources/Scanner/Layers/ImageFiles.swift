@@ -76,7 +76,8 @@ public struct ImageFiles: Sendable {
             case .file:
                 goBinaries.removeValue(forKey: path)
                 if wanted(path), entry.size <= Int64(limits.maximumFileSize), keptBytes + Int(entry.size) <= limits.maximumKeptBytes,
-                   let content = try await reader.readContent(limit: limits.maximumFileSize) {
+                    let content = try await reader.readContent(limit: limits.maximumFileSize)
+                {
                     if let old = files[path] { keptBytes -= old.content.count }
                     files[path] = File(content: content, mode: entry.mode, layer: layer)
                     keptBytes += content.count

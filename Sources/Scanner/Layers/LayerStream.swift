@@ -106,7 +106,8 @@ public struct LayerByteSource<Raw: ChunkSource>: ByteSource, ChunkSource {
             throw TarError.limitExceeded("the layer expands to more than \(limits.maximumBytes) bytes")
         }
         if expandedBytes > limits.ratioCheckAfter, let compressed = compressedBytes, compressed > 0,
-           expandedBytes / compressed > limits.maximumRatio {
+            expandedBytes / compressed > limits.maximumRatio
+        {
             throw TarError.limitExceeded(
                 "the layer expands more than \(limits.maximumRatio) times (\(expandedBytes) bytes from \(compressed)): a decompression bomb")
         }

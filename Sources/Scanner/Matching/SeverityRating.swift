@@ -39,10 +39,11 @@ public enum SeverityRating {
         }
         let changed = metrics["S"] == "C"
         guard metrics["S"] == "U" || changed,
-              let av = ["N": 0.85, "A": 0.62, "L": 0.55, "P": 0.2][metrics["AV"] ?? ""],
-              let ac = ["L": 0.77, "H": 0.44][metrics["AC"] ?? ""],
-              let pr = (changed ? ["N": 0.85, "L": 0.68, "H": 0.5] : ["N": 0.85, "L": 0.62, "H": 0.27])[metrics["PR"] ?? ""],
-              let ui = ["N": 0.85, "R": 0.62][metrics["UI"] ?? ""] else { return nil }
+            let av = ["N": 0.85, "A": 0.62, "L": 0.55, "P": 0.2][metrics["AV"] ?? ""],
+            let ac = ["L": 0.77, "H": 0.44][metrics["AC"] ?? ""],
+            let pr = (changed ? ["N": 0.85, "L": 0.68, "H": 0.5] : ["N": 0.85, "L": 0.62, "H": 0.27])[metrics["PR"] ?? ""],
+            let ui = ["N": 0.85, "R": 0.62][metrics["UI"] ?? ""]
+        else { return nil }
         let cia = ["H": 0.56, "L": 0.22, "N": 0.0]
         guard let c = cia[metrics["C"] ?? ""], let i = cia[metrics["I"] ?? ""], let a = cia[metrics["A"] ?? ""] else { return nil }
         let iss = 1 - (1 - c) * (1 - i) * (1 - a)

@@ -46,7 +46,8 @@ public enum SBOMWriter {
         case .go: return "pkg:golang/\(package.name.split(separator: "/").map { encode(String($0)) }.joined(separator: "/"))\(version)"
         case .java:
             let parts = package.name.split(separator: ":")
-            return parts.count == 2 ? "pkg:maven/\(encode(String(parts[0])))/\(encode(String(parts[1])))\(version)" : "pkg:maven/\(encode(package.name))\(version)"
+            return parts.count == 2
+                ? "pkg:maven/\(encode(String(parts[0])))/\(encode(String(parts[1])))\(version)" : "pkg:maven/\(encode(package.name))\(version)"
         }
     }
 
@@ -58,8 +59,10 @@ public enum SBOMWriter {
 
     /// CycloneDX 1.5: the image as the described component, each package a library (the
     /// distribution an operating-system component), and findings as `vulnerabilities` when given.
-    public static func cycloneDX(_ inventory: ImageInventory, subject: Subject, findings: [Finding]? = nil,
-                                 date: Date = Date(), serial: UUID = UUID()) throws -> [UInt8] {
+    public static func cycloneDX(
+        _ inventory: ImageInventory, subject: Subject, findings: [Finding]? = nil,
+        date: Date = Date(), serial: UUID = UUID()
+    ) throws -> [UInt8] {
         var components: [[String: Any]] = []
         if let os = inventory.operatingSystem {
             components.append(["type": "operating-system", "bom-ref": "os:\(os.id)", "name": os.id, "version": os.versionID ?? ""])
@@ -70,8 +73,10 @@ public enum SBOMWriter {
             guard seen.insert(purl).inserted else { continue }
             components.append([
                 "type": "library", "bom-ref": purl, "name": package.name, "version": package.version, "purl": purl,
-                "properties": [["name": "wharf:package:type", "value": package.kind.rawValue],
-                               ["name": "wharf:location", "value": package.location]],
+                "properties": [
+                    ["name": "wharf:package:type", "value": package.kind.rawValue],
+                    ["name": "wharf:location", "value": package.location],
+                ],
             ])
         }
         var metadataComponent: [String: Any] = ["type": "container", "bom-ref": "image", "name": subject.name]
@@ -110,16 +115,20 @@ public enum SBOMWriter {
 
     /// SPDX 2.3: the image is the described package; it CONTAINS every package found.
     public static func spdx(_ inventory: ImageInventory, subject: Subject, date: Date = Date(), namespace: UUID = UUID()) throws -> [UInt8] {
-        var packages: [[String: Any]] = [[
-            "SPDXID": "SPDXRef-Image", "name": subject.name, "versionInfo": subject.digest ?? "NOASSERTION",
-            "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "CONTAINER",
-        ]]
+        var packages: [[String: Any]] = [
+            [
+                "SPDXID": "SPDXRef-Image", "name": subject.name, "versionInfo": subject.digest ?? "NOASSERTION",
+                "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "CONTAINER",
+            ]
+        ]
         var relationships: [[String: Any]] = [
-            ["spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Image"],
+            ["spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Image"]
         ]
         if let os = inventory.operatingSystem {
-            packages.append(["SPDXID": "SPDXRef-OperatingSystem", "name": os.id, "versionInfo": os.versionID ?? "NOASSERTION",
-                             "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "OPERATING-SYSTEM"])
+            packages.append([
+                "SPDXID": "SPDXRef-OperatingSystem", "name": os.id, "versionInfo": os.versionID ?? "NOASSERTION",
+                "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "OPERATING-SYSTEM",
+            ])
             relationships.append(["spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-OperatingSystem"])
         }
         var seen = Set<String>()

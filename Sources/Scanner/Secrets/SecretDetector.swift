@@ -56,13 +56,17 @@ public enum SecretDetector {
             }
             return nil
         },
-        Rule(id: "aws-secret-access-key", title: "AWS secret access key", severity: .critical, keywords: ["aws_secret", "AWS_SECRET", "SecretAccessKey", "secret_access_key"]) { line in
+        Rule(
+            id: "aws-secret-access-key", title: "AWS secret access key", severity: .critical,
+            keywords: ["aws_secret", "AWS_SECRET", "SecretAccessKey", "secret_access_key"]
+        ) { line in
             guard let value = assignedValue(line, keys: ["aws_secret_access_key", "secretaccesskey", "aws_secret_key"]) else { return nil }
             return value.count == 40 && value.allSatisfy({ isAlphanumeric($0) || $0 == "/" || $0 == "+" || $0 == "=" }) ? value : nil
         },
         Rule(id: "private-key", title: "Private key", severity: .high, keywords: ["PRIVATE KEY"]) { line in
             guard let begin = line.range(of: "-----BEGIN "), let end = line.range(of: "PRIVATE KEY", range: begin.upperBound..<line.endIndex),
-                  line[begin.upperBound..<end.lowerBound].count <= 12 else { return nil }
+                line[begin.upperBound..<end.lowerBound].count <= 12
+            else { return nil }
             return line[begin.lowerBound..<end.upperBound]
         },
         Rule(id: "github-token", title: "GitHub token", severity: .critical, keywords: ["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]) { line in
@@ -83,14 +87,19 @@ public enum SecretDetector {
         Rule(id: "slack-webhook", title: "Slack webhook URL", severity: .medium, keywords: ["hooks.slack.com/services/"]) { line in
             token(after: "https://hooks.slack.com/services/", in: line, allowed: { isAlphanumeric($0) || $0 == "/" }, count: 20...120)
         },
-        Rule(id: "generic-secret", title: "Secret assigned in plain text", severity: .medium,
-             keywords: ["password", "PASSWORD", "Password", "passwd", "secret", "SECRET", "Secret", "token", "TOKEN", "Token", "api_key", "API_KEY", "apikey", "ApiKey"]) { line in
+        Rule(
+            id: "generic-secret", title: "Secret assigned in plain text", severity: .medium,
+            keywords: [
+                "password", "PASSWORD", "Password", "passwd", "secret", "SECRET", "Secret", "token", "TOKEN", "Token", "api_key", "API_KEY", "apikey", "ApiKey",
+            ]
+        ) { line in
             guard let value = assignedValue(line, keys: ["password", "passwd", "secret", "token", "api_key", "apikey", "client_secret", "private_key"]),
-                  value.count >= 16, value.count <= 256,
-                  // Credential characters only (code such as `&which('passwd')` is not a secret), letters and digits both.
-                  value.allSatisfy({ isAlphanumeric($0) || "-_./+=~!@#^*".contains($0) }),
-                  value.contains(where: \.isNumber), value.contains(where: \.isLetter),
-                  entropy(value) >= 3.5 else { return nil }
+                value.count >= 16, value.count <= 256,
+                // Credential characters only (code such as `&which('passwd')` is not a secret), letters and digits both.
+                value.allSatisfy({ isAlphanumeric($0) || "-_./+=~!@#^*".contains($0) }),
+                value.contains(where: \.isNumber), value.contains(where: \.isLetter),
+                entropy(value) >= 3.5
+            else { return nil }
             return value
         },
     ]
@@ -190,8 +199,10 @@ public enum SecretDetector {
             guard line.count <= 4096 else { continue }
             for rule in rules where rule.keywords.contains(where: { line.contains($0) }) {
                 if let secret = rule.match(line) {
-                    findings.append(SecretFinding(rule: rule.id, title: rule.title, severity: rule.severity, location: location,
-                                                  line: lineNumber, layer: layer, redacted: redact(secret)))
+                    findings.append(
+                        SecretFinding(
+                            rule: rule.id, title: rule.title, severity: rule.severity, location: location,
+                            line: lineNumber, layer: layer, redacted: redact(secret)))
                     break  // one finding per line: the most specific rule comes first
                 }
             }
@@ -205,10 +216,14 @@ public enum SecretDetector {
         var findings: [SecretFinding] = []
         let config = object["config"] as? [String: Any] ?? [:]
         for variable in config["Env"] as? [String] ?? [] {
-            findings += scan(text: variable, location: "config:Env", layer: nil).map { var f = $0; f.line = nil; return f }
+            findings += scan(text: variable, location: "config:Env", layer: nil).map {
+                var f = $0; f.line = nil; return f
+            }
         }
         for (key, value) in config["Labels"] as? [String: String] ?? [:] {
-            findings += scan(text: "\(key)=\(value)", location: "config:Labels", layer: nil).map { var f = $0; f.line = nil; return f }
+            findings += scan(text: "\(key)=\(value)", location: "config:Labels", layer: nil).map {
+                var f = $0; f.line = nil; return f
+            }
         }
         for (index, entry) in (object["history"] as? [[String: Any]] ?? []).enumerated() {
             if let command = entry["created_by"] as? String {

@@ -22,8 +22,10 @@ public enum Ecosystem: String, Sendable, CaseIterable, Codable {
         let text = String(osv)
         let base = text.firstIndex(of: ":").map { String(text[..<$0]) } ?? text
         // Distributions derived from Red Hat use its ordering.
-        let aliases = ["Rocky Linux": "Red Hat", "AlmaLinux": "Red Hat", "openEuler": "Red Hat", "SUSE": "Red Hat", "openSUSE": "Red Hat", "Mageia": "Red Hat",
-                       "Ubuntu": "Debian", "Chainguard": "Alpine", "Wolfi": "Alpine"]
+        let aliases = [
+            "Rocky Linux": "Red Hat", "AlmaLinux": "Red Hat", "openEuler": "Red Hat", "SUSE": "Red Hat", "openSUSE": "Red Hat", "Mageia": "Red Hat",
+            "Ubuntu": "Debian", "Chainguard": "Alpine", "Wolfi": "Alpine",
+        ]
         self.init(rawValue: aliases[base] ?? base)
     }
 

@@ -55,7 +55,8 @@ struct RequestAuthentication: Sendable {
         switch parts[0].lowercased() {
         case "basic":
             guard let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: " ")),
-                  let decoded = String(data: data, encoding: .utf8), let colon = decoded.firstIndex(of: ":") else { return .malformed }
+                let decoded = String(data: data, encoding: .utf8), let colon = decoded.firstIndex(of: ":")
+            else { return .malformed }
             return .basic(username: String(decoded[..<colon]), password: String(decoded[decoded.index(after: colon)...]))
         case "bearer":
             return .bearer(String(parts[1]).trimmingCharacters(in: " "))

@@ -1,11 +1,10 @@
 import Access
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Metadata
 import NIOCore
 import OCI
-
-import Foundation
 
 /// The Docker token endpoint (`docs/content/spec/auth/token.md` and `oauth.md`):
 /// - `GET /auth/token?service=…&scope=…` with Basic credentials or none;
@@ -63,12 +62,14 @@ struct TokenEndpoint: Sendable {
                     throw OAuthError.invalidRequest("refresh_token is required for grant_type=refresh_token")
                 }
                 guard let user = try await access.store.refreshTokenOwner(hash: Secrets.sha256Hex(refreshToken), now: Timestamp.nowMillis()),
-                      !user.disabled else {
+                    !user.disabled
+                else {
                     throw OAuthError.invalidGrant("the refresh token is unknown, expired or revoked")
                 }
                 let identity = Identity(kind: .user, name: user.name, id: user.id, isAdmin: user.isAdmin)
-                return try await issue(to: Caller(identity: identity, credential: .bearerToken, token: nil, source: source), scopes: scopes,
-                                       refreshToken: refreshToken, oauth: true)
+                return try await issue(
+                    to: Caller(identity: identity, credential: .bearerToken, token: nil, source: source), scopes: scopes,
+                    refreshToken: refreshToken, oauth: true)
             case let other:
                 throw OAuthError.unsupportedGrantType(other ?? "(none)")
             }
@@ -85,9 +86,13 @@ struct TokenEndpoint: Sendable {
         }
         let token = try await access.tokens.issue(to: caller.identity, access: granted, namespaceIDs: namespaceIDs.isEmpty ? nil : namespaceIDs)
         if caller.identity.kind != .anonymous {
-            access.audit.record(AuditEvent(actor: caller.identity, action: "token", source: caller.source,
-                                           detail: AccessControlJSON.object(["requested": scopes.map(\.description).joined(separator: " "),
-                                                                             "granted": granted.map(\.description).joined(separator: " ")])))
+            access.audit.record(
+                AuditEvent(
+                    actor: caller.identity, action: "token", source: caller.source,
+                    detail: AccessControlJSON.object([
+                        "requested": scopes.map(\.description).joined(separator: " "),
+                        "granted": granted.map(\.description).joined(separator: " "),
+                    ])))
         }
         var body: [String: String] = [
             "token": token.token,
@@ -123,8 +128,9 @@ struct TokenEndpoint: Sendable {
             return nil
         }
         let token = Secrets.randomToken()
-        try await access.store.createRefreshToken(userID: identity.id, tokenHash: Secrets.sha256Hex(token), clientID: clientID,
-                                                  expiresAt: expiresAt, accessTokenID: accessTokenID)
+        try await access.store.createRefreshToken(
+            userID: identity.id, tokenHash: Secrets.sha256Hex(token), clientID: clientID,
+            expiresAt: expiresAt, accessTokenID: accessTokenID)
         return token
     }
 

@@ -352,15 +352,18 @@ public struct WharfConfiguration: Sendable, Equatable {
 
     /// Every key the file may contain, as dotted paths.
     static let knownKeys: Set<String> = [
-        "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path", "storage.minimumFreeMiB", "storage.reserveMiB",
+        "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path", "storage.minimumFreeMiB",
+        "storage.reserveMiB",
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
         "log", "log.level",
         "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds", "auth.passwordCost",
-        "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds", "gc.restRatio",
+        "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds",
+        "gc.restRatio",
         "lifecycle", "lifecycle.enabled", "lifecycle.intervalSeconds",
-        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource", "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
+        "ecr", "ecr.registryId", "secrets", "secrets.masterKeyFile", "server", "server.idleTimeoutSeconds", "server.maximumConnectionsPerSource",
+        "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
     ]
@@ -435,7 +438,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         guard (0...100).contains(gcRestRatio) else { throw ConfigurationError.invalid("gc.restRatio (0 to 100)", "\(gcRestRatio)") }
         guard gcGraceSeconds >= 0, gcIntervalSeconds >= 1, gcUploadTimeoutSeconds >= 60, lifecycleIntervalSeconds >= 1 else {
-            throw ConfigurationError.invalid("gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")
+            throw ConfigurationError.invalid(
+                "gc.* / lifecycle.* (non-negative grace, positive intervals, upload timeout of at least 60 s)", "\(gcGraceSeconds)")
         }
         // Durations become milliseconds and are subtracted from the clock: bound them so that cannot overflow.
         let durations: [(String, Int)] = [
@@ -451,18 +455,22 @@ public struct WharfConfiguration: Sendable, Equatable {
             throw ConfigurationError.invalid("storage.minimumFreeMiB / storage.reserveMiB (0 or more MiB)", "\(storageMinimumFreeMiB) / \(storageReserveMiB)")
         }
         guard (tlsCertificateFile == nil) == (tlsKeyFile == nil) else {
-            throw ConfigurationError.invalid("tls.certificateFile and tls.keyFile (give both, or neither)", "\(tlsCertificateFile ?? "none") / \(tlsKeyFile ?? "none")")
+            throw ConfigurationError.invalid(
+                "tls.certificateFile and tls.keyFile (give both, or neither)", "\(tlsCertificateFile ?? "none") / \(tlsKeyFile ?? "none")")
         }
         guard (4...31).contains(passwordCost) else { throw ConfigurationError.invalid("auth.passwordCost (bcrypt cost, 4 to 31)", "\(passwordCost)") }
         guard (1...1_000_000).contains(maximumUploadsPerIdentity) else {
             throw ConfigurationError.invalid("registry.maximumUploadsPerIdentity (1 to 1000000)", "\(maximumUploadsPerIdentity)")
         }
-        guard (1...3600).contains(idleTimeoutSeconds) else { throw ConfigurationError.invalid("server.idleTimeoutSeconds (1 to 3600)", "\(idleTimeoutSeconds)") }
+        guard (1...3600).contains(idleTimeoutSeconds) else {
+            throw ConfigurationError.invalid("server.idleTimeoutSeconds (1 to 3600)", "\(idleTimeoutSeconds)")
+        }
         guard (1...1_000_000).contains(maximumConnectionsPerSource) else {
             throw ConfigurationError.invalid("server.maximumConnectionsPerSource (1 to 1000000)", "\(maximumConnectionsPerSource)")
         }
         guard loginFailuresBeforeDelay >= 1, loginFirstDelaySeconds >= 1 else {
-            throw ConfigurationError.invalid("auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")
+            throw ConfigurationError.invalid(
+                "auth.loginFailuresBeforeDelay / auth.loginFirstDelaySeconds (at least 1)", "\(loginFailuresBeforeDelay) / \(loginFirstDelaySeconds)")
         }
         if let id = ecrRegistryID, id.count != 12 || !id.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
             throw ConfigurationError.invalid("ecr.registryId (12 digits, like an AWS account id)", id)

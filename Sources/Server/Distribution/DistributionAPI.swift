@@ -49,12 +49,13 @@ struct DistributionAPI: Sendable {
             response = ErrorResponse.make(error, method: request.method)
         } catch let error as UploadError {
             response = uploadErrorResponse(error, request: request)
-        } catch where StorageSpace.isNoSpace(error) {
+        } catch  where StorageSpace.isNoSpace(error) {
             context.logger.error("storage full", metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)"])
             response = ErrorResponse.json(status: .init(code: 507), code: "UNKNOWN", message: ErrorResponse.storageFull, method: request.method)
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))", "path": "\(request.uri.path)"])
-            response = ErrorResponse.json(status: .internalServerError, code: "UNKNOWN", message: "internal server error; see the server log", method: request.method)
+            response = ErrorResponse.json(
+                status: .internalServerError, code: "UNKNOWN", message: "internal server error; see the server log", method: request.method)
         }
         response.headers[.dockerDistributionAPIVersion] = "registry/2.0"
         return response
@@ -87,11 +88,12 @@ struct DistributionAPI: Sendable {
         case .catalog: return .catalog
         case .tags(let name), .referrers(let name, _): return .repository(try repositoryName(name), .pull)
         case .manifest(let name, _), .blob(let name, _):
-            let action: Action = switch method {
-            case .put: .push
-            case .delete: .delete
-            default: .pull
-            }
+            let action: Action =
+                switch method {
+                case .put: .push
+                case .delete: .delete
+                default: .pull
+                }
             return .repository(try repositoryName(name), action)
         case .uploads(let name), .upload(let name, _): return .repository(try repositoryName(name), .push)
         }
@@ -128,10 +130,13 @@ struct DistributionAPI: Sendable {
                 throw authentication.unauthorized(request, scope: requirement.scope, message: "authentication required to \(action.rawValue) \(repository)")
             }
             if caller.token != nil {
-                throw authentication.insufficientScope(request, scope: requirement.scope, message: "the token does not grant \(action.rawValue) on \(repository)")
+                throw authentication.insufficientScope(
+                    request, scope: requirement.scope, message: "the token does not grant \(action.rawValue) on \(repository)")
             }
-            audit?.record(AuditEvent(actor: identity, action: action.rawValue, namespace: String(repository.namespace),
-                                     repository: repository.value, result: .denied, source: caller.source))
+            audit?.record(
+                AuditEvent(
+                    actor: identity, action: action.rawValue, namespace: String(repository.namespace),
+                    repository: repository.value, result: .denied, source: caller.source))
             throw RegistryError(.denied, "\(identity) may not \(action.rawValue) \(repository)")
         }
         return caller
@@ -145,8 +150,10 @@ struct DistributionAPI: Sendable {
     }
 
     private func record(_ action: String, by caller: Caller, in repository: RepositoryName, target: String, detail: String? = nil) {
-        audit?.record(AuditEvent(actor: caller.identity, action: action, namespace: String(repository.namespace),
-                                 repository: repository.value, target: target, source: caller.source, detail: detail))
+        audit?.record(
+            AuditEvent(
+                actor: caller.identity, action: action, namespace: String(repository.namespace),
+                repository: repository.value, target: target, source: caller.source, detail: detail))
     }
 
     // MARK: Dispatch
@@ -228,7 +235,8 @@ struct DistributionAPI: Sendable {
             let digest = try parseDigest(mount)
             // Mounting needs pull on the source; without it the client simply uploads the blob.
             if let from = query.get("from"), let source = RepositoryName(from), try await allowed(caller, .pull, on: source),
-               let blob = try await registry.mountBlob(digest, from: source, into: repository) {
+                let blob = try await registry.mountBlob(digest, from: source, into: repository)
+            {
                 return blobCreatedResponse(repository: repository, digest: blob.digest)
             }
             // Not mountable: fall back to a regular upload session (202), as the spec asks.
@@ -244,7 +252,8 @@ struct DistributionAPI: Sendable {
             }
             algorithm = parsed
         }
-        let status = try await registry.startUpload(in: repository, algorithm: algorithm, owner: caller.identity.kind == .anonymous ? nil : caller.identity.name)
+        let status = try await registry.startUpload(
+            in: repository, algorithm: algorithm, owner: caller.identity.kind == .anonymous ? nil : caller.identity.name)
         var response = uploadProgressResponse(.accepted, repository: repository, status: status)
         if let minimum = registry.configuration.chunkMinimumLength {
             response.headers[.ociChunkMinLength] = String(minimum)
@@ -276,7 +285,9 @@ struct DistributionAPI: Sendable {
     private func chunkRange(_ request: Request) throws -> ClientByteRange? {
         guard let header = request.headers[.contentRange] else { return nil }
         guard let range = ByteRanges.parseChunkRange(header) else {
-            throw RegistryError(.blobUploadInvalid, "malformed Content-Range '\(header)'; expected <start>-<end> with start <= end <= \(ClientNumber.maximumByteOffset)", status: 400)
+            throw RegistryError(
+                .blobUploadInvalid, "malformed Content-Range '\(header)'; expected <start>-<end> with start <= end <= \(ClientNumber.maximumByteOffset)",
+                status: 400)
         }
         return range
     }
@@ -308,10 +319,12 @@ struct DistributionAPI: Sendable {
         switch error {
         case .outOfOrder(let current, let requestedStart):
             status = current
-            registryError = RegistryError(.blobUploadInvalid, "chunk starts at byte \(requestedStart), but the upload has \(current.size) bytes; resume at \(current.size)", status: 416)
+            registryError = RegistryError(
+                .blobUploadInvalid, "chunk starts at byte \(requestedStart), but the upload has \(current.size) bytes; resume at \(current.size)", status: 416)
         case .lengthMismatch(let current, let declared, let received):
             status = current
-            registryError = RegistryError(.blobUploadInvalid, "Content-Range announced \(declared) bytes but \(received) arrived; the chunk was discarded", status: 400)
+            registryError = RegistryError(
+                .blobUploadInvalid, "Content-Range announced \(declared) bytes but \(received) arrived; the chunk was discarded", status: 400)
         }
         var response = ErrorResponse.make(registryError, method: request.method)
         response.headers[.range] = ByteRanges.uploadRange(size: status.size)
@@ -329,9 +342,10 @@ struct DistributionAPI: Sendable {
         let accepted = request.headers[values: .accept]
         let manifest: ServedManifest
         do {
-            manifest = try await manifestPulls.pull(reference, in: repository, by: Requester(identity: caller.identity, source: caller.source),
-                                                    accepting: { Self.accepts(accepted, mediaType: $0) },
-                                                    purpose: request.method == .get ? .serve : .describe)
+            manifest = try await manifestPulls.pull(
+                reference, in: repository, by: Requester(identity: caller.identity, source: caller.source),
+                accepting: { Self.accepts(accepted, mediaType: $0) },
+                purpose: request.method == .get ? .serve : .describe)
         } catch ManifestPulls.Refusal.notAcceptable(let mediaType) {
             throw RegistryError(.manifestUnknown, "manifest \(reference) is \(mediaType), which the request's Accept header does not include")
         } catch ManifestPulls.Refusal.gated(let message, let detail) {
@@ -382,8 +396,9 @@ struct DistributionAPI: Sendable {
         } catch is NIOTooManyBytesError {
             throw RegistryError(.manifestInvalid, "manifest is larger than the \(ManifestParser.maximumSize)-byte limit", status: 413)
         }
-        let pushed = try await manifestChanges.push(content, contentType: request.headers[.contentType], in: repository,
-                                                    reference: reference, extraTags: extraTags, by: caller.requester)
+        let pushed = try await manifestChanges.push(
+            content, contentType: request.headers[.contentType], in: repository,
+            reference: reference, extraTags: extraTags, by: caller.requester)
         var headers = HTTPFields()
         headers[.location] = "/v2/\(repository)/manifests/\(pushed.digest)"
         headers[.dockerContentDigest] = pushed.digest.description
@@ -475,8 +490,9 @@ struct DistributionAPI: Sendable {
 
     private func allow(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) throws {
         guard allowed.contains(method) else {
-            throw RegistryError(.unsupported, "\(method.rawValue) is not supported on this endpoint",
-                                headers: [("Allow", allowed.map(\.rawValue).joined(separator: ", "))])
+            throw RegistryError(
+                .unsupported, "\(method.rawValue) is not supported on this endpoint",
+                headers: [("Allow", allowed.map(\.rawValue).joined(separator: ", "))])
         }
     }
 

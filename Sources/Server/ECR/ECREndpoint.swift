@@ -21,7 +21,8 @@ struct ECREndpoint: Sendable {
         do {
             body = try await request.body.collect(upTo: Self.maximumBodySize)
         } catch {
-            return Self.awsError(413, "RequestEntityTooLargeException", "the request body exceeds \(Self.maximumBodySize) bytes; upload layers in smaller parts")
+            return Self.awsError(
+                413, "RequestEntityTooLargeException", "the request body exceeds \(Self.maximumBodySize) bytes; upload layers in smaller parts")
         }
         var headers = request.headers.map { (name: $0.name.rawName, value: $0.value) }
         let host = request.head.authority ?? "localhost"
@@ -48,7 +49,8 @@ struct ECREndpoint: Sendable {
         } catch let error as RegistryError {
             return ErrorResponse.make(error, method: request.method)
         } catch {
-            return ErrorResponse.json(status: .internalServerError, code: "UNKNOWN", message: "internal server error; see the server log", method: request.method)
+            return ErrorResponse.json(
+                status: .internalServerError, code: "UNKNOWN", message: "internal server error; see the server log", method: request.method)
         }
     }
 

@@ -19,8 +19,9 @@ enum BlobResponse {
             headers[.contentRange] = "bytes \(partial.lowerBound)-\(partial.upperBound)/\(reader.size)"
         case .unsatisfiable:
             try? await reader.close()
-            throw RegistryError(.sizeInvalid, "requested range is not satisfiable for a blob of \(reader.size) bytes",
-                                status: 416, headers: [("Content-Range", "bytes */\(reader.size)")])
+            throw RegistryError(
+                .sizeInvalid, "requested range is not satisfiable for a blob of \(reader.size) bytes",
+                status: 416, headers: [("Content-Range", "bytes */\(reader.size)")])
         }
         let length = range.map { Int($0.upperBound - $0.lowerBound + 1) } ?? Int(reader.size)
         if request.method == .head {

@@ -54,7 +54,8 @@ enum ByteRanges {
         if let slash = value.firstIndex(of: "/") { value = value[..<slash] }
         let parts = value.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, let start = ClientNumber.parse(parts[0], in: 0...ClientNumber.maximumByteOffset),
-              let end = ClientNumber.parse(parts[1], in: 0...ClientNumber.maximumByteOffset) else { return nil }
+            let end = ClientNumber.parse(parts[1], in: 0...ClientNumber.maximumByteOffset)
+        else { return nil }
         return ClientByteRange(first: start, last: end)
     }
 

@@ -49,9 +49,11 @@ final class ConnectionLimiter: Sendable {
         }
         if let refused {
             if refused > 0 {
-                logger.warning("connection refused: too many open connections from one address", metadata: [
-                    "source": "\(source)", "limit": "\(maximumPerSource)", "refusedSoFar": "\(refused)",
-                ])
+                logger.warning(
+                    "connection refused: too many open connections from one address",
+                    metadata: [
+                        "source": "\(source)", "limit": "\(maximumPerSource)", "refusedSoFar": "\(refused)",
+                    ])
             }
             return false
         }

@@ -12,7 +12,8 @@ final class ExpectContinueHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let request) = unwrapInboundIn(data),
-           let expect = request.headerFields[.expect], expect.utf8.count == 12, expect.lowercased() == "100-continue" {
+            let expect = request.headerFields[.expect], expect.utf8.count == 12, expect.lowercased() == "100-continue"
+        {
             context.writeAndFlush(NIOAny(HTTPResponsePart.head(HTTPResponse(status: .continue))), promise: nil)
         }
         context.fireChannelRead(data)

@@ -27,11 +27,13 @@ final class ForwardedHeaderFilter: ChannelInboundHandler, RemovableChannelHandle
             context.fireChannelRead(data)
             return
         }
-        let fromProxy = trusted ?? {
-            let decided = context.channel.remoteAddress?.ipAddress.map(trustedProxies.contains) ?? false
-            trusted = decided
-            return decided
-        }()
+        let fromProxy =
+            trusted
+            ?? {
+                let decided = context.channel.remoteAddress?.ipAddress.map(trustedProxies.contains) ?? false
+                trusted = decided
+                return decided
+            }()
         if !fromProxy, Self.names.contains(where: { request.headerFields[$0] != nil }) {
             for name in Self.names { request.headerFields[name] = nil }
             context.fireChannelRead(wrapInboundOut(.head(request)))

@@ -19,7 +19,8 @@ extension HTTPField.Name {
 /// Renders errors in the distribution spec's JSON shape.
 enum ErrorResponse {
     /// What a client is told when the disk is full, whichever write found it out.
-    static let storageFull = "the registry's storage is full (no space left on device): this write failed and changed nothing; "
+    static let storageFull =
+        "the registry's storage is full (no space left on device): this write failed and changed nothing; "
         + "reads and deletes keep working, and space returns once images are deleted and garbage collection runs"
 
     static func make(_ error: RegistryError, method: HTTPRequest.Method = .get) -> Response {
@@ -27,7 +28,9 @@ enum ErrorResponse {
         for (name, value) in error.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
-        return json(status: HTTPResponse.Status(code: error.status), code: error.code.rawValue, message: error.message, detail: error.detail, headers: headers, method: method)
+        return json(
+            status: HTTPResponse.Status(code: error.status), code: error.code.rawValue, message: error.message, detail: error.detail, headers: headers,
+            method: method)
     }
 
     static func json(

@@ -35,8 +35,10 @@ final class MalformedRequestHandler: ChannelInboundHandler, RemovableChannelHand
     static func describe(_ error: HTTPParserError) -> (HTTPResponse.Status, String) {
         switch error {
         case .headerOverflow:
-            (.init(code: 431, reasonPhrase: "Request Header Fields Too Large"),
-             "the request's headers are too large (at most 80 KiB and 1,000 fields)")
+            (
+                .init(code: 431, reasonPhrase: "Request Header Fields Too Large"),
+                "the request's headers are too large (at most 80 KiB and 1,000 fields)"
+            )
         case .invalidURL, .invalidCharactersUsed:
             (.badRequest, "the request line or a header holds characters HTTP does not allow (paths must be ASCII; percent-encode the rest)")
         default:

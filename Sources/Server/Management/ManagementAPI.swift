@@ -1,5 +1,6 @@
 import Access
 import BlobStore
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Lifecycle
@@ -7,8 +8,6 @@ import Metadata
 import NIOCore
 import OCI
 import UseCases
-
-import Foundation
 
 /// The management REST API under `/api/v1`: users, access tokens, robot accounts, namespaces,
 /// members, the audit log and signing keys. Callers authenticate like on `/v2` (Basic with a
@@ -34,8 +33,10 @@ struct ManagementAPI: Sendable {
         let query: [(name: String, description: String)]
         let handler: Handler
 
-        init(_ method: HTTPRequest.Method, _ path: String, _ summary: String, request: String? = nil, response: String? = nil,
-             status: HTTPResponse.Status = .ok, query: [(name: String, description: String)] = [], _ handler: @escaping Handler) {
+        init(
+            _ method: HTTPRequest.Method, _ path: String, _ summary: String, request: String? = nil, response: String? = nil,
+            status: HTTPResponse.Status = .ok, query: [(name: String, description: String)] = [], _ handler: @escaping Handler
+        ) {
             self.method = method
             self.path = path
             self.summary = summary
@@ -82,24 +83,27 @@ struct ManagementAPI: Sendable {
         do {
             let authenticated = try await authentication.caller(for: request, context: context, challengeScope: nil)
             guard authenticated.identity.kind != .anonymous else {
-                return Self.error(.unauthorized, "UNAUTHORIZED", "sign in with Basic credentials (a password, an access token or a robot secret)",
-                                  headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
+                return Self.error(
+                    .unauthorized, "UNAUTHORIZED", "sign in with Basic credentials (a password, an access token or a robot secret)",
+                    headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
             }
             // Registry bearer tokens and ECR logins are narrow, short-lived grants for /v2: they
             // carry no management rights, whatever their owner may do.
             switch authenticated.credential {
             case .bearerToken, .registryLoginToken, .none:
-                return Self.error(.unauthorized, "UNAUTHORIZED",
-                                  "the management API takes a password, an access token or a robot secret, not \(authenticated.credential.kindDescription)",
-                                  headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
+                return Self.error(
+                    .unauthorized, "UNAUTHORIZED",
+                    "the management API takes a password, an access token or a robot secret, not \(authenticated.credential.kindDescription)",
+                    headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
             case .password, .accessToken, .robotSecret, .accessKey:
                 break
             }
             // The account as it is now, not as a cached credential saw it: a disabled, demoted or
             // deleted account loses its rights with its next request.
             guard let current = try await access.currentIdentity(of: authenticated.identity) else {
-                return Self.error(.unauthorized, "UNAUTHORIZED", "the account behind these credentials is disabled, expired or gone",
-                                  headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
+                return Self.error(
+                    .unauthorized, "UNAUTHORIZED", "the account behind these credentials is disabled, expired or gone",
+                    headers: [.wwwAuthenticate: "Basic realm=\"Wharf\""])
             }
             let caller = Caller(identity: current, credential: authenticated.credential, token: nil, source: authenticated.source)
             return try await route.handler(request, context, caller)
@@ -126,7 +130,7 @@ struct ManagementAPI: Sendable {
             return Self.error(.badRequest, "INVALID", "the request body does not match the schema: \(error)")
         } catch is NIOTooManyBytesError {
             return Self.error(.contentTooLarge, "INVALID", "request body too large")
-        } catch where StorageSpace.isNoSpace(error) {
+        } catch  where StorageSpace.isNoSpace(error) {
             return Self.error(.init(code: 507), "STORAGE_FULL", ErrorResponse.storageFull)
         } catch {
             context.logger.error("management request failed", metadata: ["error": "\(String(reflecting: error))"])
@@ -170,25 +174,32 @@ struct ManagementAPI: Sendable {
         let access = self.access
         let kind = collection == "users" ? "user" : "robot"
         return [
-            Route(.get, "/\(collection)/{name}/access-keys", "List a \(kind)'s access keys (ECR API credentials)", response: "[AccessKey]") { _, context, caller in
+            Route(.get, "/\(collection)/{name}/access-keys", "List a \(kind)'s access keys (ECR API credentials)", response: "[AccessKey]") {
+                _, context, caller in
                 try Self.json(try await access.listAccessKeys(of: owner(try Self.parameter(context, "name")), by: caller.identity).map { API.AccessKey($0) })
             },
-            Route(.post, "/\(collection)/{name}/access-keys", "Create an access key for the ECR API; the secret is shown only in this response",
-                  request: "CreateAccessKey", response: "AccessKey", status: .created) { request, context, caller in
+            Route(
+                .post, "/\(collection)/{name}/access-keys", "Create an access key for the ECR API; the secret is shown only in this response",
+                request: "CreateAccessKey", response: "AccessKey", status: .created
+            ) { request, context, caller in
                 let body = try await Self.decode(API.CreateAccessKey.self, request)
-                let (record, secret) = try await access.createAccessKey(for: owner(try Self.parameter(context, "name")), by: caller.identity,
-                                                                        credential: caller.credential, description: body.description, source: caller.source)
+                let (record, secret) = try await access.createAccessKey(
+                    for: owner(try Self.parameter(context, "name")), by: caller.identity,
+                    credential: caller.credential, description: body.description, source: caller.source)
                 return try Self.json(API.AccessKey(record, secret: secret), status: .created)
             },
-            Route(.patch, "/\(collection)/{name}/access-keys/{key}", "Disable or re-enable an access key", request: "UpdateAccessKey", status: .noContent) { request, context, caller in
+            Route(.patch, "/\(collection)/{name}/access-keys/{key}", "Disable or re-enable an access key", request: "UpdateAccessKey", status: .noContent) {
+                request, context, caller in
                 let body = try await Self.decode(API.UpdateAccessKey.self, request)
-                try await access.setAccessKeyDisabled(try Self.parameter(context, "key"), of: owner(try Self.parameter(context, "name")),
-                                                      disabled: body.disabled, by: caller.identity, source: caller.source)
+                try await access.setAccessKeyDisabled(
+                    try Self.parameter(context, "key"), of: owner(try Self.parameter(context, "name")),
+                    disabled: body.disabled, by: caller.identity, source: caller.source)
                 return Self.noContent()
             },
             Route(.delete, "/\(collection)/{name}/access-keys/{key}", "Delete an access key", status: .noContent) { _, context, caller in
-                try await access.deleteAccessKey(try Self.parameter(context, "key"), of: owner(try Self.parameter(context, "name")),
-                                                 by: caller.identity, source: caller.source)
+                try await access.deleteAccessKey(
+                    try Self.parameter(context, "key"), of: owner(try Self.parameter(context, "name")),
+                    by: caller.identity, source: caller.source)
                 return Self.noContent()
             },
         ]
@@ -209,11 +220,13 @@ struct ManagementAPI: Sendable {
                 let user: UserRecord
                 switch (body.password, body.passwordHash) {
                 case (let password?, nil):
-                    user = try await access.createUser(by: caller.identity, name: body.name, password: password, email: body.email,
-                                                       isAdmin: body.admin ?? false, source: caller.source)
+                    user = try await access.createUser(
+                        by: caller.identity, name: body.name, password: password, email: body.email,
+                        isAdmin: body.admin ?? false, source: caller.source)
                 case (nil, let hash?):
-                    user = try await access.importUser(by: caller.identity, name: body.name, bcryptHash: hash, email: body.email,
-                                                       isAdmin: body.admin ?? false, source: caller.source)
+                    user = try await access.importUser(
+                        by: caller.identity, name: body.name, bcryptHash: hash, email: body.email,
+                        isAdmin: body.admin ?? false, source: caller.source)
                 default:
                     throw AccessError.invalid("give either password or passwordHash (a bcrypt hash from an htpasswd file)")
                 }
@@ -222,35 +235,44 @@ struct ManagementAPI: Sendable {
             Route(.get, "/users/{name}", "Show a user (administrators, or the user)", response: "User") { _, context, caller in
                 try Self.json(API.User(try await access.user(try Self.parameter(context, "name"), by: caller.identity)))
             },
-            Route(.patch, "/users/{name}", "Change a user's email, administrator flag or disabled state", request: "UpdateUser", response: "User") { request, context, caller in
+            Route(.patch, "/users/{name}", "Change a user's email, administrator flag or disabled state", request: "UpdateUser", response: "User") {
+                request, context, caller in
                 let body = try await Self.decode(API.UpdateUser.self, request)
-                let user = try await access.updateUser(try Self.parameter(context, "name"), by: caller.identity, email: body.email.map { .some($0) },
-                                                       isAdmin: body.admin, disabled: body.disabled, source: caller.source)
+                let user = try await access.updateUser(
+                    try Self.parameter(context, "name"), by: caller.identity, email: body.email.map { .some($0) },
+                    isAdmin: body.admin, disabled: body.disabled, source: caller.source)
                 return try Self.json(API.User(user))
             },
             Route(.delete, "/users/{name}", "Delete a user", status: .noContent) { _, context, caller in
                 try await access.deleteUser(try Self.parameter(context, "name"), by: caller.identity, source: caller.source)
                 return Self.noContent()
             },
-            Route(.put, "/users/{name}/password", "Set a password (users give their current one)", request: "SetPassword", status: .noContent) { request, context, caller in
+            Route(.put, "/users/{name}/password", "Set a password (users give their current one)", request: "SetPassword", status: .noContent) {
+                request, context, caller in
                 let body = try await Self.decode(API.SetPassword.self, request)
-                try await access.setPassword(of: try Self.parameter(context, "name"), by: caller.identity, newPassword: body.password,
-                                             currentPassword: body.currentPassword, source: caller.source)
+                try await access.setPassword(
+                    of: try Self.parameter(context, "name"), by: caller.identity, newPassword: body.password,
+                    currentPassword: body.currentPassword, source: caller.source)
                 return Self.noContent()
             },
             // Personal access tokens
             Route(.get, "/users/{name}/tokens", "List a user's access tokens", response: "[AccessToken]") { _, context, caller in
                 try Self.json(try await access.listAccessTokens(for: try Self.parameter(context, "name"), by: caller.identity).map { API.AccessToken($0) })
             },
-            Route(.post, "/users/{name}/tokens", "Create an access token; the token is shown only in this response", request: "CreateAccessToken", response: "AccessToken", status: .created) { request, context, caller in
+            Route(
+                .post, "/users/{name}/tokens", "Create an access token; the token is shown only in this response", request: "CreateAccessToken",
+                response: "AccessToken", status: .created
+            ) { request, context, caller in
                 let body = try await Self.decode(API.CreateAccessToken.self, request)
-                let (record, token) = try await access.createAccessToken(for: try Self.parameter(context, "name"), by: caller.identity, credential: caller.credential, tokenName: body.name,
-                                                                         expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt"), source: caller.source)
+                let (record, token) = try await access.createAccessToken(
+                    for: try Self.parameter(context, "name"), by: caller.identity, credential: caller.credential, tokenName: body.name,
+                    expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt"), source: caller.source)
                 return try Self.json(API.AccessToken(record, token: token), status: .created)
             },
             Route(.delete, "/users/{name}/tokens/{token}", "Revoke an access token", status: .noContent) { _, context, caller in
-                try await access.deleteAccessToken(for: try Self.parameter(context, "name"), by: caller.identity,
-                                                   tokenName: try Self.parameter(context, "token"), source: caller.source)
+                try await access.deleteAccessToken(
+                    for: try Self.parameter(context, "name"), by: caller.identity,
+                    tokenName: try Self.parameter(context, "token"), source: caller.source)
                 return Self.noContent()
             },
             // Access keys (SigV4, for the ECR API) of users and robots
@@ -259,25 +281,32 @@ struct ManagementAPI: Sendable {
             Route(.get, "/robots", "List the robot accounts the caller may manage", response: "[Robot]") { _, _, caller in
                 try Self.json(try await access.listRobots(by: caller.identity).map { API.Robot($0) })
             },
-            Route(.post, "/robots", "Create a robot account; the secret is shown only in this response", request: "CreateRobot", response: "Robot", status: .created) { request, _, caller in
+            Route(
+                .post, "/robots", "Create a robot account; the secret is shown only in this response", request: "CreateRobot", response: "Robot",
+                status: .created
+            ) { request, _, caller in
                 let body = try await Self.decode(API.CreateRobot.self, request)
-                let (robot, secret) = try await access.createRobot(by: caller.identity, credential: caller.credential, name: body.name, description: body.description,
-                                                                   expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt"),
-                                                                   permissions: try body.permissions.map { try $0.model() }, source: caller.source)
+                let (robot, secret) = try await access.createRobot(
+                    by: caller.identity, credential: caller.credential, name: body.name, description: body.description,
+                    expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt"),
+                    permissions: try body.permissions.map { try $0.model() }, source: caller.source)
                 return try Self.json(API.Robot(robot, secret: secret), status: .created)
             },
             Route(.get, "/robots/{name}", "Show a robot account", response: "Robot") { _, context, caller in
                 try Self.json(API.Robot(try await access.robot(try Self.parameter(context, "name"), by: caller.identity)))
             },
-            Route(.patch, "/robots/{name}", "Change a robot's description, expiry, disabled state or permissions", request: "UpdateRobot", response: "Robot") { request, context, caller in
+            Route(.patch, "/robots/{name}", "Change a robot's description, expiry, disabled state or permissions", request: "UpdateRobot", response: "Robot") {
+                request, context, caller in
                 let body = try await Self.decode(API.UpdateRobot.self, request)
-                let robot = try await access.updateRobot(try Self.parameter(context, "name"), by: caller.identity, credential: caller.credential,
-                                                         description: body.description.map { .some($0) },
-                                                         expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt").map { .some($0) },
-                                                         disabled: body.disabled, permissions: try body.permissions?.map { try $0.model() }, source: caller.source)
+                let robot = try await access.updateRobot(
+                    try Self.parameter(context, "name"), by: caller.identity, credential: caller.credential,
+                    description: body.description.map { .some($0) },
+                    expiresAt: try API.parseTime(body.expiresAt, field: "expiresAt").map { .some($0) },
+                    disabled: body.disabled, permissions: try body.permissions?.map { try $0.model() }, source: caller.source)
                 return try Self.json(API.Robot(robot))
             },
-            Route(.post, "/robots/{name}/secret", "Rotate a robot's secret; the new one is shown only in this response", response: "Robot") { _, context, caller in
+            Route(.post, "/robots/{name}/secret", "Rotate a robot's secret; the new one is shown only in this response", response: "Robot") {
+                _, context, caller in
                 let name = try Self.parameter(context, "name")
                 let secret = try await access.rotateRobotSecret(name, by: caller.identity, credential: caller.credential, source: caller.source)
                 return try Self.json(API.Robot(try await access.robot(name, by: caller.identity), secret: secret))
@@ -292,14 +321,20 @@ struct ManagementAPI: Sendable {
             },
             Route(.post, "/namespaces", "Create a namespace", request: "CreateNamespace", response: "Namespace", status: .created) { request, _, caller in
                 let body = try await Self.decode(API.CreateNamespace.self, request)
-                return try Self.json(API.Namespace(try await access.createNamespace(by: caller.identity, name: body.name, isPublic: body.public ?? false, source: caller.source)), status: .created)
+                return try Self.json(
+                    API.Namespace(
+                        try await access.createNamespace(by: caller.identity, name: body.name, isPublic: body.public ?? false, source: caller.source)),
+                    status: .created)
             },
             Route(.get, "/namespaces/{name}", "Show a namespace", response: "Namespace") { _, context, caller in
                 try Self.json(API.Namespace(try await access.namespace(try Self.parameter(context, "name"), by: caller.identity)))
             },
-            Route(.patch, "/namespaces/{name}", "Make a namespace public (anonymous pulls) or private", request: "UpdateNamespace", response: "Namespace") { request, context, caller in
+            Route(.patch, "/namespaces/{name}", "Make a namespace public (anonymous pulls) or private", request: "UpdateNamespace", response: "Namespace") {
+                request, context, caller in
                 let body = try await Self.decode(API.UpdateNamespace.self, request)
-                return try Self.json(API.Namespace(try await access.setNamespacePublic(try Self.parameter(context, "name"), body.public, by: caller.identity, source: caller.source)))
+                return try Self.json(
+                    API.Namespace(
+                        try await access.setNamespacePublic(try Self.parameter(context, "name"), body.public, by: caller.identity, source: caller.source)))
             },
             Route(.delete, "/namespaces/{name}", "Delete an empty namespace", status: .noContent) { _, context, caller in
                 let name = try Self.parameter(context, "name")
@@ -310,20 +345,24 @@ struct ManagementAPI: Sendable {
             Route(.get, "/namespaces/{name}/members", "List a namespace's members", response: "[Member]") { _, context, caller in
                 try Self.json(try await access.members(of: try Self.parameter(context, "name"), by: caller.identity).map(API.Member.init))
             },
-            Route(.put, "/namespaces/{name}/members/{user}", "Add a member or change their role", request: "SetMember", status: .noContent) { request, context, caller in
+            Route(.put, "/namespaces/{name}/members/{user}", "Add a member or change their role", request: "SetMember", status: .noContent) {
+                request, context, caller in
                 let body = try await Self.decode(API.SetMember.self, request)
-                try await access.setMember(try Self.parameter(context, "user"), of: try Self.parameter(context, "name"), role: body.role, by: caller.identity, source: caller.source)
+                try await access.setMember(
+                    try Self.parameter(context, "user"), of: try Self.parameter(context, "name"), role: body.role, by: caller.identity, source: caller.source)
                 return Self.noContent()
             },
             Route(.delete, "/namespaces/{name}/members/{user}", "Remove a member", status: .noContent) { _, context, caller in
-                try await access.removeMember(try Self.parameter(context, "user"), of: try Self.parameter(context, "name"), by: caller.identity, source: caller.source)
+                try await access.removeMember(
+                    try Self.parameter(context, "user"), of: try Self.parameter(context, "name"), by: caller.identity, source: caller.source)
                 return Self.noContent()
             },
             // Audit log
             Route(.get, "/audit", "Query the audit log, newest first", response: "[Event]", query: Self.auditQueryParameters) { request, _, caller in
                 try Self.json(try await access.auditEvents(try Self.auditQuery(request), by: caller.identity).map(API.Event.init))
             },
-            Route(.get, "/audit/export", "Export the audit log as JSON lines (application/x-ndjson)", response: "Event", query: Self.auditQueryParameters) { request, _, caller in
+            Route(.get, "/audit/export", "Export the audit log as JSON lines (application/x-ndjson)", response: "Event", query: Self.auditQueryParameters) {
+                request, _, caller in
                 var query = try Self.auditQuery(request)
                 if request.uri.queryParameters.get("limit") == nil { query.limit = 10_000 }
                 let events = try await access.auditEvents(query, by: caller.identity)
@@ -337,7 +376,8 @@ struct ManagementAPI: Sendable {
                 return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: buffer))
             },
             // Keys
-            Route(.post, "/keys/rotate", "Start signing tokens with a new key (old tokens stay valid until they expire)", response: "SigningKey") { _, _, caller in
+            Route(.post, "/keys/rotate", "Start signing tokens with a new key (old tokens stay valid until they expire)", response: "SigningKey") {
+                _, _, caller in
                 try Self.json(API.SigningKey(kid: try await access.rotateSigningKey(by: caller.identity, source: caller.source)))
             },
         ]
@@ -360,7 +400,8 @@ struct ManagementAPI: Sendable {
         return AuditQuery(
             namespace: parameters.get("namespace"), actor: parameters.get("actor"), action: parameters.get("action"),
             repository: parameters.get("repository"), since: try API.parseTime(parameters.get("since"), field: "since"),
-            until: try API.parseTime(parameters.get("until"), field: "until"), before: try parameters.get("before").map { value -> Int64 in
+            until: try API.parseTime(parameters.get("until"), field: "until"),
+            before: try parameters.get("before").map { value -> Int64 in
                 guard let id = ClientNumber.parse(value, in: 0...Int64.max) else { throw AccessError.invalid("before must be an event id") }
                 return id
             },

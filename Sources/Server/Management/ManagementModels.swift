@@ -1,7 +1,6 @@
 import Access
-import Metadata
-
 import Foundation
+import Metadata
 
 /// The JSON shapes of the management API (`/api/v1`). Times are RFC 3339 strings.
 enum API {

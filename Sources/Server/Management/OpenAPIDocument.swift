@@ -25,7 +25,8 @@ enum OpenAPIDocument {
             "info": [
                 "title": "Wharf management API",
                 "version": "1",
-                "description": "Users, access tokens, robot accounts, namespaces, members, the audit log and token signing keys. Errors are {\"error\":{\"code\",\"message\"}}.",
+                "description":
+                    "Users, access tokens, robot accounts, namespaces, members, the audit log and token signing keys. Errors are {\"error\":{\"code\",\"message\"}}.",
             ],
             "servers": [["url": "/api/v1"]],
             "security": [["basic": []], ["bearer": []]],
@@ -82,86 +83,134 @@ enum OpenAPIDocument {
     private static var integer: [String: Any] { ["type": "integer", "format": "int64"] }
     private static var actions: [String: Any] { ["type": "array", "items": ["type": "string", "enum": ["pull", "push", "delete", "*"]]] }
 
-    private static var schemas: [String: Any] { [
-        "Error": object(["error": object(["code": string, "message": string], required: ["code", "message"])], required: ["error"]),
-        "Identity": object(["name": string, "kind": ["type": "string", "enum": ["user", "robot", "anonymous"]], "admin": boolean], required: ["name", "kind", "admin"]),
-        "User": object(["name": string, "email": string, "admin": boolean, "disabled": boolean, "createdAt": time, "lastLoginAt": time], required: ["name", "admin", "disabled"]),
-        "CreateUser": object(["name": string, "password": ["type": "string", "minLength": 12, "maxLength": 72],
-                              "passwordHash": ["type": "string", "description": "instead of password: a bcrypt hash from an htpasswd file ($2a$, $2b$ or $2y$)"],
-                              "email": string, "admin": boolean], required: ["name"]),
-        "UpdateUser": object(["email": string, "admin": boolean, "disabled": boolean], required: []),
-        "SetPassword": object(["password": ["type": "string", "minLength": 12, "maxLength": 72], "currentPassword": string], required: ["password"]),
-        "AccessToken": object(["name": string, "createdAt": time, "expiresAt": time, "lastUsedAt": time, "token": ["type": "string", "description": "only when created"]], required: ["name"]),
-        "CreateAccessToken": object(["name": string, "expiresAt": time], required: ["name"]),
-        "AccessKey": object([
-            "accessKeyId": string, "owner": string, "ownerKind": ["type": "string", "enum": ["user", "robot"]], "description": string,
-            "disabled": boolean, "createdAt": time, "lastUsedAt": time,
-            "secretAccessKey": ["type": "string", "description": "only when created"],
-        ], required: ["accessKeyId", "owner", "ownerKind", "disabled"]),
-        "CreateAccessKey": object(["description": string], required: []),
-        "UpdateAccessKey": object(["disabled": boolean], required: ["disabled"]),
-        "Permission": object(["scope": ["type": "string", "enum": ["registry", "namespace", "repository"]], "name": string, "actions": actions], required: ["scope", "name", "actions"]),
-        "Robot": object([
-            "name": string, "description": string, "expiresAt": time, "disabled": boolean, "createdBy": string, "createdAt": time,
-            "lastUsedAt": time, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]],
-            "secret": ["type": "string", "description": "only when created or rotated"],
-        ], required: ["name", "disabled", "permissions"]),
-        "CreateRobot": object(["name": string, "description": string, "expiresAt": time, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]]], required: ["name", "permissions"]),
-        "UpdateRobot": object(["description": string, "expiresAt": time, "disabled": boolean, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]]], required: []),
-        "Namespace": object(["name": string, "public": boolean, "createdBy": string, "createdAt": time], required: ["name", "public"]),
-        "CreateNamespace": object(["name": string, "public": boolean], required: ["name"]),
-        "UpdateNamespace": object(["public": boolean], required: ["public"]),
-        "Member": object(["user": string, "role": ["type": "string", "enum": ["reader", "developer", "maintainer", "admin"]], "addedAt": time], required: ["user", "role"]),
-        "SetMember": object(["role": ["type": "string", "enum": ["reader", "developer", "maintainer", "admin"]]], required: ["role"]),
-        "Event": object([
-            "id": integer, "at": time, "actor": string, "actorKind": string, "action": string, "namespace": string, "repository": string,
-            "target": string, "result": ["type": "string", "enum": ["success", "denied", "failure"]], "source": string, "detail": string, "count": integer,
-        ], required: ["actorKind", "action", "result", "count"]),
-        "SigningKey": object(["kid": string], required: ["kid"]),
-        "RepositorySettings": object([
-            "tagMutability": ["type": "string", "enum": ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"]],
-            "tagMutabilityExclusions": ["type": "array", "items": string], "lifecyclePolicy": string, "lifecyclePolicySource": string,
-        ], required: ["tagMutability", "tagMutabilityExclusions"]),
-        "UpdateRepositorySettings": object([
-            "tagMutability": ["type": "string", "enum": ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"]],
-            "tagMutabilityExclusions": ["type": "array", "items": string],
-        ], required: ["tagMutability"]),
-        "LifecyclePolicyText": object(["policy": ["type": "string", "description": "the policy in ECR's JSON language, as text"]], required: ["policy"]),
-        "RegistryPolicy": object(["scope": string, "policy": string, "createdBy": string, "updatedAt": time], required: ["scope", "policy"]),
-        "Expiry": object([
-            "repository": string, "digest": string, "tags": ["type": "array", "items": string], "pushedAt": time, "lastPulledAt": time,
-            "rulePriority": integer, "ruleDescription": string, "alsoDeleted": ["type": "array", "items": string],
-        ], required: ["repository", "digest", "tags", "rulePriority", "alsoDeleted"]),
-        "Usage": object(["namespace": string, "usageBytes": integer, "quotaBytes": integer], required: ["namespace", "usageBytes"]),
-        "SetQuota": object(["quotaBytes": ["type": ["integer", "null"], "format": "int64"]], required: []),
-        "GarbageCollectionReport": object([
-            "trigger": string, "dryRun": boolean, "startedAt": integer, "finishedAt": integer, "phase": string,
-            "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
-            "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer,
-            "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
-        ], required: ["trigger", "dryRun", "startedAt", "phase"]),
-        "ImageScan": object([
-            "digest": string, "status": ["type": "string", "enum": ["PENDING", "IN_PROGRESS", "COMPLETE", "FAILED"]],
-            "description": string, "requestedAt": time, "completedAt": time,
-            "severityCounts": ["type": "object", "additionalProperties": integer],
-            "result": ["type": "object", "description": "platforms (each with inventory: operatingSystem, packages, secrets; and findings), databaseImportedAt, scannedAt"],
-        ], required: ["digest", "status"]),
-        "AdvisoryDatabase": object([
-            "path": string, "error": string,
-            "summary": object(["records": integer, "packages": integer, "ecosystems": ["type": "object", "additionalProperties": integer],
-                               "importedAt": string, "version": string, "sources": ["type": "array", "items": string]], required: ["records"]),
-            "update": object(["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string], required: []),
-        ], required: ["update"]),
-        "PullPolicy": object([
-            "severity": ["type": "string", "enum": ["CRITICAL", "HIGH", "MEDIUM", "LOW"], "description": "refuse images with a finding this severe or worse"],
-            "blockUnscanned": ["type": "boolean", "description": "refuse images whose scan has not completed"],
-            "allowlist": ["type": "array", "items": object([
-                "id": ["type": "string", "description": "vulnerability id or alias (CVE-…, GHSA-…)"], "expiresAt": time, "reason": string,
-            ], required: ["id"])],
-        ], required: []),
-        "GarbageCollectionStatus": object([
-            "running": ["$ref": "#/components/schemas/GarbageCollectionReport"],
-            "recent": ["type": "array", "items": ["$ref": "#/components/schemas/GarbageCollectionReport"]],
-        ], required: ["recent"]),
-    ] }
+    private static var schemas: [String: Any] {
+        [
+            "Error": object(["error": object(["code": string, "message": string], required: ["code", "message"])], required: ["error"]),
+            "Identity": object(
+                ["name": string, "kind": ["type": "string", "enum": ["user", "robot", "anonymous"]], "admin": boolean], required: ["name", "kind", "admin"]),
+            "User": object(
+                ["name": string, "email": string, "admin": boolean, "disabled": boolean, "createdAt": time, "lastLoginAt": time],
+                required: ["name", "admin", "disabled"]),
+            "CreateUser": object(
+                [
+                    "name": string, "password": ["type": "string", "minLength": 12, "maxLength": 72],
+                    "passwordHash": ["type": "string", "description": "instead of password: a bcrypt hash from an htpasswd file ($2a$, $2b$ or $2y$)"],
+                    "email": string, "admin": boolean,
+                ], required: ["name"]),
+            "UpdateUser": object(["email": string, "admin": boolean, "disabled": boolean], required: []),
+            "SetPassword": object(["password": ["type": "string", "minLength": 12, "maxLength": 72], "currentPassword": string], required: ["password"]),
+            "AccessToken": object(
+                ["name": string, "createdAt": time, "expiresAt": time, "lastUsedAt": time, "token": ["type": "string", "description": "only when created"]],
+                required: ["name"]),
+            "CreateAccessToken": object(["name": string, "expiresAt": time], required: ["name"]),
+            "AccessKey": object(
+                [
+                    "accessKeyId": string, "owner": string, "ownerKind": ["type": "string", "enum": ["user", "robot"]], "description": string,
+                    "disabled": boolean, "createdAt": time, "lastUsedAt": time,
+                    "secretAccessKey": ["type": "string", "description": "only when created"],
+                ], required: ["accessKeyId", "owner", "ownerKind", "disabled"]),
+            "CreateAccessKey": object(["description": string], required: []),
+            "UpdateAccessKey": object(["disabled": boolean], required: ["disabled"]),
+            "Permission": object(
+                ["scope": ["type": "string", "enum": ["registry", "namespace", "repository"]], "name": string, "actions": actions],
+                required: ["scope", "name", "actions"]),
+            "Robot": object(
+                [
+                    "name": string, "description": string, "expiresAt": time, "disabled": boolean, "createdBy": string, "createdAt": time,
+                    "lastUsedAt": time, "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]],
+                    "secret": ["type": "string", "description": "only when created or rotated"],
+                ], required: ["name", "disabled", "permissions"]),
+            "CreateRobot": object(
+                [
+                    "name": string, "description": string, "expiresAt": time,
+                    "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]],
+                ], required: ["name", "permissions"]),
+            "UpdateRobot": object(
+                [
+                    "description": string, "expiresAt": time, "disabled": boolean,
+                    "permissions": ["type": "array", "items": ["$ref": "#/components/schemas/Permission"]],
+                ], required: []),
+            "Namespace": object(["name": string, "public": boolean, "createdBy": string, "createdAt": time], required: ["name", "public"]),
+            "CreateNamespace": object(["name": string, "public": boolean], required: ["name"]),
+            "UpdateNamespace": object(["public": boolean], required: ["public"]),
+            "Member": object(
+                ["user": string, "role": ["type": "string", "enum": ["reader", "developer", "maintainer", "admin"]], "addedAt": time],
+                required: ["user", "role"]),
+            "SetMember": object(["role": ["type": "string", "enum": ["reader", "developer", "maintainer", "admin"]]], required: ["role"]),
+            "Event": object(
+                [
+                    "id": integer, "at": time, "actor": string, "actorKind": string, "action": string, "namespace": string, "repository": string,
+                    "target": string, "result": ["type": "string", "enum": ["success", "denied", "failure"]], "source": string, "detail": string,
+                    "count": integer,
+                ], required: ["actorKind", "action", "result", "count"]),
+            "SigningKey": object(["kid": string], required: ["kid"]),
+            "RepositorySettings": object(
+                [
+                    "tagMutability": ["type": "string", "enum": ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"]],
+                    "tagMutabilityExclusions": ["type": "array", "items": string], "lifecyclePolicy": string, "lifecyclePolicySource": string,
+                ], required: ["tagMutability", "tagMutabilityExclusions"]),
+            "UpdateRepositorySettings": object(
+                [
+                    "tagMutability": ["type": "string", "enum": ["MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"]],
+                    "tagMutabilityExclusions": ["type": "array", "items": string],
+                ], required: ["tagMutability"]),
+            "LifecyclePolicyText": object(["policy": ["type": "string", "description": "the policy in ECR's JSON language, as text"]], required: ["policy"]),
+            "RegistryPolicy": object(["scope": string, "policy": string, "createdBy": string, "updatedAt": time], required: ["scope", "policy"]),
+            "Expiry": object(
+                [
+                    "repository": string, "digest": string, "tags": ["type": "array", "items": string], "pushedAt": time, "lastPulledAt": time,
+                    "rulePriority": integer, "ruleDescription": string, "alsoDeleted": ["type": "array", "items": string],
+                ], required: ["repository", "digest", "tags", "rulePriority", "alsoDeleted"]),
+            "Usage": object(["namespace": string, "usageBytes": integer, "quotaBytes": integer], required: ["namespace", "usageBytes"]),
+            "SetQuota": object(["quotaBytes": ["type": ["integer", "null"], "format": "int64"]], required: []),
+            "GarbageCollectionReport": object(
+                [
+                    "trigger": string, "dryRun": boolean, "startedAt": integer, "finishedAt": integer, "phase": string,
+                    "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
+                    "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer,
+                    "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
+                ], required: ["trigger", "dryRun", "startedAt", "phase"]),
+            "ImageScan": object(
+                [
+                    "digest": string, "status": ["type": "string", "enum": ["PENDING", "IN_PROGRESS", "COMPLETE", "FAILED"]],
+                    "description": string, "requestedAt": time, "completedAt": time,
+                    "severityCounts": ["type": "object", "additionalProperties": integer],
+                    "result": [
+                        "type": "object",
+                        "description": "platforms (each with inventory: operatingSystem, packages, secrets; and findings), databaseImportedAt, scannedAt",
+                    ],
+                ], required: ["digest", "status"]),
+            "AdvisoryDatabase": object(
+                [
+                    "path": string, "error": string,
+                    "summary": object(
+                        [
+                            "records": integer, "packages": integer, "ecosystems": ["type": "object", "additionalProperties": integer],
+                            "importedAt": string, "version": string, "sources": ["type": "array", "items": string],
+                        ], required: ["records"]),
+                    "update": object(
+                        ["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string],
+                        required: []),
+                ], required: ["update"]),
+            "PullPolicy": object(
+                [
+                    "severity": [
+                        "type": "string", "enum": ["CRITICAL", "HIGH", "MEDIUM", "LOW"], "description": "refuse images with a finding this severe or worse",
+                    ],
+                    "blockUnscanned": ["type": "boolean", "description": "refuse images whose scan has not completed"],
+                    "allowlist": [
+                        "type": "array",
+                        "items": object(
+                            [
+                                "id": ["type": "string", "description": "vulnerability id or alias (CVE-…, GHSA-…)"], "expiresAt": time, "reason": string,
+                            ], required: ["id"]),
+                    ],
+                ], required: []),
+            "GarbageCollectionStatus": object(
+                [
+                    "running": ["$ref": "#/components/schemas/GarbageCollectionReport"],
+                    "recent": ["type": "array", "items": ["$ref": "#/components/schemas/GarbageCollectionReport"]],
+                ], required: ["recent"]),
+        ]
+    }
 }

@@ -1,4 +1,5 @@
 import Access
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Lifecycle
@@ -9,8 +10,6 @@ import Registry
 import Scanner
 import Scanning
 import UseCases
-
-import Foundation
 
 /// The parts of the registry the management API controls beyond identities: repository settings
 /// (tag immutability), lifecycle policies (per repository and registry-wide, with previews),
@@ -138,17 +137,24 @@ extension ManagementAPI {
                 case .registry(let scope): source = "registry:\(scope)"
                 }
             }
-            return API.RepositorySettings(tagMutability: settings.tagMutability.mode.rawValue, tagMutabilityExclusions: settings.tagMutability.exclusions,
-                                          lifecyclePolicy: settings.lifecyclePolicy, lifecyclePolicySource: source)
+            return API.RepositorySettings(
+                tagMutability: settings.tagMutability.mode.rawValue, tagMutabilityExclusions: settings.tagMutability.exclusions,
+                lifecyclePolicy: settings.lifecyclePolicy, lifecyclePolicySource: source)
         }
         return [
-            Route(.get, Self.repositoryPrefix + "settings", "A repository's tag immutability and lifecycle policy (the name may contain '/')", response: "RepositorySettings") { _, context, caller in
+            Route(
+                .get, Self.repositoryPrefix + "settings", "A repository's tag immutability and lifecycle policy (the name may contain '/')",
+                response: "RepositorySettings"
+            ) { _, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryRead(name, by: caller.identity)
                 return try Self.json(try await settingsBody(name))
             },
-            Route(.put, Self.repositoryPrefix + "settings", "Set tag immutability: MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION with wildcard filters",
-                  request: "UpdateRepositorySettings", response: "RepositorySettings") { request, context, caller in
+            Route(
+                .put, Self.repositoryPrefix + "settings",
+                "Set tag immutability: MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION with wildcard filters",
+                request: "UpdateRepositorySettings", response: "RepositorySettings"
+            ) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
                 let body = try await Self.decode(API.UpdateRepositorySettings.self, request)
@@ -159,23 +165,28 @@ extension ManagementAPI {
                 _ = try await storage.settingsChanges.setTagMutability(policy, of: name, by: caller.requester, ifMissing: .create)
                 return try Self.json(try await settingsBody(name))
             },
-            Route(.put, Self.repositoryPrefix + "lifecycle-policy", "Set the repository's lifecycle policy (ECR's JSON language, validated)",
-                  request: "LifecyclePolicyText", response: "RepositorySettings") { request, context, caller in
+            Route(
+                .put, Self.repositoryPrefix + "lifecycle-policy", "Set the repository's lifecycle policy (ECR's JSON language, validated)",
+                request: "LifecyclePolicyText", response: "RepositorySettings"
+            ) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
                 let body = try await Self.decode(API.LifecyclePolicyText.self, request)
                 _ = try await storage.settingsChanges.setLifecyclePolicy(body.policy, of: name, by: caller.requester, ifMissing: .create)
                 return try Self.json(try await settingsBody(name))
             },
-            Route(.delete, Self.repositoryPrefix + "lifecycle-policy", "Remove the repository's own lifecycle policy", status: .noContent) { _, context, caller in
+            Route(.delete, Self.repositoryPrefix + "lifecycle-policy", "Remove the repository's own lifecycle policy", status: .noContent) {
+                _, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
                 try await storage.settingsChanges.deleteLifecyclePolicy(of: name, by: caller.requester, ifMissing: .create)
                 return Response(status: .noContent)
             },
-            Route(.post, Self.repositoryPrefix + "lifecycle-policy/preview",
-                  "Dry run: the images the given policy (or, without a body, the governing one) would expire now, and the rule for each",
-                  response: "[Expiry]") { request, context, caller in
+            Route(
+                .post, Self.repositoryPrefix + "lifecycle-policy/preview",
+                "Dry run: the images the given policy (or, without a body, the governing one) would expire now, and the rule for each",
+                response: "[Expiry]"
+            ) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryRead(name, by: caller.identity)
                 let body = try await request.body.collect(upTo: 64 * 1024)
@@ -186,15 +197,20 @@ extension ManagementAPI {
                 }
                 return try Self.json(try await storage.lifecycle.preview(name, policyText: text).map(API.Expiry.init))
             },
-            Route(.post, Self.repositoryPrefix + "lifecycle-policy/apply", "Evaluate the governing policy now and expire what it selects", response: "[Expiry]") { _, context, caller in
+            Route(.post, Self.repositoryPrefix + "lifecycle-policy/apply", "Evaluate the governing policy now and expire what it selects", response: "[Expiry]")
+            { _, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryAdministration(name, by: caller.identity)
                 return try Self.json(try await storage.lifecycle.apply(name).map(API.Expiry.init))
             },
-            Route(.post, Self.repositoryPrefix + "scan", "Queue a vulnerability and secret scan of an image (tag or digest); GET the same path for the result",
-                  response: "ImageScan", status: .accepted,
-                  query: [("reference", "the tag or digest to scan"),
-                          ("force", "true to rescan even if the image was just scanned against the current database (namespace admins)")]) { request, context, caller in
+            Route(
+                .post, Self.repositoryPrefix + "scan", "Queue a vulnerability and secret scan of an image (tag or digest); GET the same path for the result",
+                response: "ImageScan", status: .accepted,
+                query: [
+                    ("reference", "the tag or digest to scan"),
+                    ("force", "true to rescan even if the image was just scanned against the current database (namespace admins)"),
+                ]
+            ) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryWrite(name, by: caller.identity)
                 let digest = try await Self.resolve(request, in: name, storage.registry)
@@ -207,8 +223,10 @@ extension ManagementAPI {
                 }
                 return try Self.json(API.ImageScan(try await storage.registry.metadata.scanRecord(digest)), status: .accepted)
             },
-            Route(.get, Self.repositoryPrefix + "scan", "An image's latest scan: status, severity counts, vulnerabilities, secrets and packages",
-                  response: "ImageScan", query: [("reference", "the tag or digest")]) { request, context, caller in
+            Route(
+                .get, Self.repositoryPrefix + "scan", "An image's latest scan: status, severity counts, vulnerabilities, secrets and packages",
+                response: "ImageScan", query: [("reference", "the tag or digest")]
+            ) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryRead(name, by: caller.identity)
                 let digest = try await Self.resolve(request, in: name, storage.registry)
@@ -217,14 +235,19 @@ extension ManagementAPI {
                 }
                 return try Self.json(API.ImageScan(record))
             },
-            Route(.get, Self.repositoryPrefix + "sbom", "The SBOM of a scanned image, CycloneDX 1.5 (with its vulnerabilities) or SPDX 2.3 JSON",
-                  query: [("reference", "the tag or digest"), ("format", "cyclonedx (default) or spdx"),
-                          ("platform", "os/arch of a multi-platform image (default: the first)")]) { request, context, caller in
+            Route(
+                .get, Self.repositoryPrefix + "sbom", "The SBOM of a scanned image, CycloneDX 1.5 (with its vulnerabilities) or SPDX 2.3 JSON",
+                query: [
+                    ("reference", "the tag or digest"), ("format", "cyclonedx (default) or spdx"),
+                    ("platform", "os/arch of a multi-platform image (default: the first)"),
+                ]
+            ) { request, context, caller in
                 let name = try repository(context)
                 try await access.requireRepositoryRead(name, by: caller.identity)
                 let digest = try await Self.resolve(request, in: name, storage.registry)
                 guard let record = try await storage.registry.metadata.scanRecord(digest), record.status == .complete,
-                      let text = record.result, let result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8)) else {
+                    let text = record.result, let result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8))
+                else {
                     throw AccessError.notFound("\(digest) has no completed scan; POST …/scan?reference= first")
                 }
                 let query = request.uri.queryParameters
@@ -247,11 +270,15 @@ extension ManagementAPI {
                 }
                 return Response(status: .ok, headers: [.contentType: mediaType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
             },
-            Route(.get, "/scanner/database", "The vulnerability database: records per ecosystem, import time and version, sources, and the state of automatic updates",
-                  response: "AdvisoryDatabase") { _, _, caller in
+            Route(
+                .get, "/scanner/database",
+                "The vulnerability database: records per ecosystem, import time and version, sources, and the state of automatic updates",
+                response: "AdvisoryDatabase"
+            ) { _, _, caller in
                 // The server's file layout is for administrators only.
-                var body = API.AdvisoryDatabaseState(path: caller.identity.isAdmin ? storage.scans.settings.databasePath : nil,
-                                                     update: storage.advisories.status)
+                var body = API.AdvisoryDatabaseState(
+                    path: caller.identity.isAdmin ? storage.scans.settings.databasePath : nil,
+                    update: storage.advisories.status)
                 do {
                     let database = try await AdvisoryDatabase.open(storage.scans.settings.databasePath)
                     body.summary = try? await database.summary()
@@ -263,12 +290,16 @@ extension ManagementAPI {
             },
             Route(.get, "/lifecycle-policies", "Registry-wide lifecycle policies (system administrators)", response: "[RegistryPolicy]") { _, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
-                return try Self.json(try await storage.registry.metadata.registryLifecyclePolicies().map {
-                    API.RegistryPolicy(scope: $0.scope, policy: $0.policy, createdBy: $0.createdBy, updatedAt: API.time($0.updatedAt))
-                })
+                return try Self.json(
+                    try await storage.registry.metadata.registryLifecyclePolicies().map {
+                        API.RegistryPolicy(scope: $0.scope, policy: $0.policy, createdBy: $0.createdBy, updatedAt: API.time($0.updatedAt))
+                    })
             },
-            Route(.put, "/lifecycle-policies", "Set the registry-wide policy for repositories whose name matches a scope such as team/* or * (a repository's own policy wins)",
-                  request: "RegistryPolicy", status: .noContent) { request, _, caller in
+            Route(
+                .put, "/lifecycle-policies",
+                "Set the registry-wide policy for repositories whose name matches a scope such as team/* or * (a repository's own policy wins)",
+                request: "RegistryPolicy", status: .noContent
+            ) { request, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
                 let body = try await Self.decode(API.RegistryPolicy.self, request)
                 guard !body.scope.isEmpty, body.scope.allSatisfy({ $0 == "*" || $0 == "/" || $0.isLowercase || $0.isNumber || "._-".contains($0) }) else {
@@ -279,9 +310,11 @@ extension ManagementAPI {
                 access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.set", target: body.scope, source: caller.source))
                 return Response(status: .noContent)
             },
-            Route(.delete, "/lifecycle-policies", "Remove a registry-wide policy", status: .noContent, query: [("scope", "the policy's scope")]) { request, _, caller in
+            Route(.delete, "/lifecycle-policies", "Remove a registry-wide policy", status: .noContent, query: [("scope", "the policy's scope")]) {
+                request, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
-                guard let scope = request.uri.queryParameters.get("scope"), try await storage.registry.metadata.deleteRegistryLifecyclePolicy(scope: scope) else {
+                guard let scope = request.uri.queryParameters.get("scope"), try await storage.registry.metadata.deleteRegistryLifecyclePolicy(scope: scope)
+                else {
                     throw AccessError.notFound("no registry-wide policy has that scope")
                 }
                 access.audit.record(AuditEvent(actor: caller.identity, action: "lifecycle.policy.delete", target: scope, source: caller.source))
@@ -291,14 +324,18 @@ extension ManagementAPI {
                 try access.requireSystemAdministrator(caller.identity)
                 return try Self.json(try await storage.lifecycle.applyAll().map(API.Expiry.init))
             },
-            Route(.get, "/namespaces/{name}/usage", "Bytes a namespace stores (each blob counted once) and its quota", response: "Usage") { _, context, caller in
+            Route(.get, "/namespaces/{name}/usage", "Bytes a namespace stores (each blob counted once) and its quota", response: "Usage") {
+                _, context, caller in
                 let namespace = try Self.parameter(context, "name")
                 guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
                 try await access.requireNamespaceMember(namespace, by: caller.identity)
-                return try Self.json(API.Usage(namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace),
-                                               quotaBytes: try await storage.registry.metadata.namespaceQuota(namespace)))
+                return try Self.json(
+                    API.Usage(
+                        namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace),
+                        quotaBytes: try await storage.registry.metadata.namespaceQuota(namespace)))
             },
-            Route(.get, "/namespaces/{name}/pull-policy", "The namespace's pull gate: which scan results refuse a pull", response: "PullPolicy") { _, context, caller in
+            Route(.get, "/namespaces/{name}/pull-policy", "The namespace's pull gate: which scan results refuse a pull", response: "PullPolicy") {
+                _, context, caller in
                 let namespace = try Self.parameter(context, "name")
                 guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
                 try await access.requireNamespaceMember(namespace, by: caller.identity)
@@ -307,9 +344,11 @@ extension ManagementAPI {
                 }
                 return Self.pullPolicyResponse(policy)
             },
-            Route(.put, "/namespaces/{name}/pull-policy",
-                  "Refuse pulls of images with findings at or above a severity, or not yet scanned; allowlisted vulnerabilities (until they expire) do not count. Robots with the scan or replicate permission pass (namespace admins)",
-                  request: "PullPolicy", response: "PullPolicy") { request, context, caller in
+            Route(
+                .put, "/namespaces/{name}/pull-policy",
+                "Refuse pulls of images with findings at or above a severity, or not yet scanned; allowlisted vulnerabilities (until they expire) do not count. Robots with the scan or replicate permission pass (namespace admins)",
+                request: "PullPolicy", response: "PullPolicy"
+            ) { request, context, caller in
                 let namespace = try Self.parameter(context, "name")
                 try await access.requireNamespaceAdministration(namespace, by: caller.identity)
                 let body = try await request.body.collect(upTo: 1 << 20)
@@ -320,7 +359,8 @@ extension ManagementAPI {
                 } catch let error as PullPolicyError {
                     throw AccessError.invalid(error.description)
                 } catch {
-                    throw AccessError.invalid("the body is not a pull policy: \(Self.describeDecoding(error)) (severity is CRITICAL, HIGH, MEDIUM or LOW; expiresAt is RFC 3339)")
+                    throw AccessError.invalid(
+                        "the body is not a pull policy: \(Self.describeDecoding(error)) (severity is CRITICAL, HIGH, MEDIUM or LOW; expiresAt is RFC 3339)")
                 }
                 try await storage.scans.pullGate.setPolicy(policy, for: namespace)
                 let text = String(decoding: try PullPolicy.encoder().encode(policy), as: UTF8.self)
@@ -336,7 +376,10 @@ extension ManagementAPI {
                 access.audit.record(AuditEvent(actor: caller.identity, action: "pull-policy.delete", namespace: namespace, source: caller.source))
                 return Response(status: .noContent)
             },
-            Route(.put, "/namespaces/{name}/quota", "Set or remove a namespace's storage quota in bytes (system administrators)", request: "SetQuota", response: "Usage") { request, context, caller in
+            Route(
+                .put, "/namespaces/{name}/quota", "Set or remove a namespace's storage quota in bytes (system administrators)", request: "SetQuota",
+                response: "Usage"
+            ) { request, context, caller in
                 try access.requireSystemAdministrator(caller.identity)
                 let namespace = try Self.parameter(context, "name")
                 let body = try await Self.decode(API.SetQuota.self, request)
@@ -344,12 +387,17 @@ extension ManagementAPI {
                 guard try await storage.registry.metadata.setNamespaceQuota(namespace, bytes: body.quotaBytes) else {
                     throw AccessError.notFound("namespace '\(namespace)' does not exist")
                 }
-                access.audit.record(AuditEvent(actor: caller.identity, action: "namespace.quota", namespace: namespace, source: caller.source,
-                                               detail: AccessControlJSON.object(["quotaBytes": body.quotaBytes.map(String.init) ?? "none"])))
-                return try Self.json(API.Usage(namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace), quotaBytes: body.quotaBytes))
+                access.audit.record(
+                    AuditEvent(
+                        actor: caller.identity, action: "namespace.quota", namespace: namespace, source: caller.source,
+                        detail: AccessControlJSON.object(["quotaBytes": body.quotaBytes.map(String.init) ?? "none"])))
+                return try Self.json(
+                    API.Usage(namespace: namespace, usageBytes: try await storage.registry.metadata.namespaceUsage(namespace), quotaBytes: body.quotaBytes))
             },
-            Route(.post, "/gc", "Run a complete garbage collection now; dryRun=true only reports", response: "GarbageCollectionReport",
-                  query: [("dryRun", "true to report without deleting"), ("graceSeconds", "override the grace window for this run")]) { request, _, caller in
+            Route(
+                .post, "/gc", "Run a complete garbage collection now; dryRun=true only reports", response: "GarbageCollectionReport",
+                query: [("dryRun", "true to report without deleting"), ("graceSeconds", "override the grace window for this run")]
+            ) { request, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
                 let query = request.uri.queryParameters
                 let grace = try query.get("graceSeconds").map { value -> Duration in
@@ -359,10 +407,15 @@ extension ManagementAPI {
                     return .seconds(seconds)
                 }
                 do {
-                    let report = try await storage.collector.collect(dryRun: query.get("dryRun") == "true", trigger: "api:\(caller.identity.name)", grace: grace)
-                    access.audit.record(AuditEvent(actor: caller.identity, action: "gc.run", source: caller.source,
-                                                   detail: AccessControlJSON.object(["dryRun": String(report.dryRun), "deletedBlobs": String(report.deletedBlobs),
-                                                                                     "reclaimedBytes": String(report.reclaimedBytes + report.orphanBytes)])))
+                    let report = try await storage.collector.collect(
+                        dryRun: query.get("dryRun") == "true", trigger: "api:\(caller.identity.name)", grace: grace)
+                    access.audit.record(
+                        AuditEvent(
+                            actor: caller.identity, action: "gc.run", source: caller.source,
+                            detail: AccessControlJSON.object([
+                                "dryRun": String(report.dryRun), "deletedBlobs": String(report.deletedBlobs),
+                                "reclaimedBytes": String(report.reclaimedBytes + report.orphanBytes),
+                            ])))
                     return try Self.json(report)
                 } catch GarbageCollector.CollectionError.alreadyRunning {
                     throw AccessError.conflict("a garbage collection is already running; GET /api/v1/gc shows its progress")

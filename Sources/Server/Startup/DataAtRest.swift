@@ -1,13 +1,12 @@
 import Access
 import DurableFiles
+import Foundation
 import Logging
 import Metadata
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-import Foundation
 
 /// What Wharf keeps on disk stays readable by its own user only, and the secrets in its database
 /// stay useless without a master key kept beside it.
@@ -61,9 +60,11 @@ enum DataAtRest {
         let mode = info.st_mode & 0o7777
         guard mode & 0o077 != 0 else { return }
         guard chmod(path, mode & ~0o077) == 0 else { throw Failure.unusable(path, "cannot restrict permissions: \(String(cString: strerror(errno)))") }
-        logger.warning("restricted permissions: other local users could read this", metadata: [
-            "path": "\(path)", "was": "\(String(mode, radix: 8))", "now": "\(String(mode & ~0o077, radix: 8))",
-        ])
+        logger.warning(
+            "restricted permissions: other local users could read this",
+            metadata: [
+                "path": "\(path)", "was": "\(String(mode, radix: 8))", "now": "\(String(mode & ~0o077, radix: 8))",
+            ])
     }
 
     /// The master key: `WHARF_MASTER_KEY`, else the key file (created with a new random key on the
