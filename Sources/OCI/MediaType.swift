@@ -17,6 +17,13 @@ public enum MediaType {
     /// Media types of manifests that list other manifests.
     public static let indexes: Set<String> = [ociIndex, dockerManifestList]
     public static let supportedManifests: Set<String> = imageManifests.union(indexes)
+    /// Layers a container runtime unpacks into a filesystem: what a scan reads and a pull gate
+    /// guards. Signatures and attestations (cosign's simplesigning and DSSE layers), SBOMs and helm
+    /// charts use other types, even when their config says "image".
+    public static func isFilesystemLayer(_ mediaType: String) -> Bool {
+        mediaType.hasPrefix("application/vnd.oci.image.layer.") || mediaType.hasPrefix("application/vnd.docker.image.rootfs.")
+    }
+
     /// Configs of runnable container images (not signatures, SBOMs, Helm charts or other artifacts).
     public static let containerImageConfigs: Set<String> = [
         "application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json",
