@@ -394,7 +394,19 @@ def test_roles_and_resource_policies(wharf, admin_key, small_image):
     code, message = error_code(ecr.set_repository_policy, repositoryName="policy/app", policyText=json.dumps(
         {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "ecr:*", "Condition": {"StringEquals": {"a": "b"}}}]}))
     assert code == "InvalidParameterException" and "Condition" in message
+    # An explicit Deny of pulls hides the repository from the maintainer's listings too (issue 23,
+    # defect 15): the catalog and DescribeRepositories show only what the caller may pull.
+    def maintainer_lists():
+        catalog = requests.get(f"{wharf.url}/v2/_catalog", auth=("maintainer", "a-long-password-1"), timeout=30).json()["repositories"]
+        described = [r["repositoryName"] for r in maintainer.describe_repositories()["repositories"]]
+        return "policy/app" in catalog, "policy/app" in described
+    assert maintainer_lists() == (True, True)
+    ecr.set_repository_policy(repositoryName="policy/app", policyText=json.dumps({"Statement": [
+        {"Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{rid}:user/maintainer"}, "Action": "ecr:BatchGetImage"}]}))
+    assert maintainer_lists() == (False, False)
+    assert "policy/app" in [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
     ecr.delete_repository_policy(repositoryName="policy/app")
+    assert maintainer_lists() == (True, True)
     assert error_code(outsider.describe_images, repositoryName="policy/app")[0] == "AccessDeniedException"
     assert maintainer.batch_delete_image(repositoryName="policy/app", imageIds=[{"imageTag": "1"}])["failures"] == []
 

@@ -10,6 +10,7 @@ public final class PolicyStore: Sendable {
 
     private let metadata: MetadataStore
     private let cache = TTLCache<String, [ResourcePolicy]>(timeToLive: .seconds(5))
+    private let anyPolicyCache = TTLCache<String, Bool>(timeToLive: .seconds(5))
     private let currentRegistryID = Mutex("000000000000")
 
     init(database: Database) {
@@ -63,5 +64,18 @@ public final class PolicyStore: Sendable {
             resource: repositoryARN(repository.value, region: "*"))
     }
 
-    public func invalidate() { cache.removeAll() }
+    /// Whether any resource policy exists at all (the registry's, or any repository's): when none
+    /// does, roles alone decide and listings need no per-repository check. Cached like the policies.
+    public func anyPolicy() async throws -> Bool {
+        if let cached = anyPolicyCache.get("") { return cached }
+        var found = try await metadata.registrySetting(Self.registryPolicySetting) != nil
+        if !found { found = try await metadata.anyRepositoryPolicy() }
+        anyPolicyCache.set("", found)
+        return found
+    }
+
+    public func invalidate() {
+        cache.removeAll()
+        anyPolicyCache.removeAll()
+    }
 }

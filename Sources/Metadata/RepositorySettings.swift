@@ -110,6 +110,14 @@ public struct ManifestSummary: Sendable, Equatable {
 extension MetadataStore {
     // MARK: Settings
 
+    /// Whether any repository has its own resource policy: listings skip per-repository policy
+    /// checks when none has (and no registry policy exists).
+    public func anyRepositoryPolicy() async throws -> Bool {
+        try await database.read { sql in
+            try await sql.raw("SELECT 1 AS found FROM repository_settings WHERE repository_policy IS NOT NULL LIMIT 1").first() != nil
+        }
+    }
+
     public func settings(of repository: RepositoryName) async throws -> RepositorySettings {
         try await database.read { sql in
             guard

@@ -92,6 +92,21 @@ public final class ImageScanService: Service, Sendable {
                 )
             }
         }
+        // A scan that failed (a layer bomb, a corrupt layer) fails again: without this, anyone who
+        // may push could re-queue the same expensive failure in a loop.
+        if !force, settings.rescanInterval > .zero, let record = try await registry.metadata.scanRecord(digest), record.status == .failed,
+            let completedAt = record.completedAt
+        {
+            let age = Duration.milliseconds(Timestamp.nowMillis() - completedAt)
+            if age < settings.rescanInterval {
+                let wait = Int((settings.rescanInterval - age).components.seconds) + 1
+                throw RescanRefused(
+                    retryAfterSeconds: wait,
+                    message:
+                        "the scan of \(digest) failed \(age.components.seconds) s ago (\(record.description ?? "no reason recorded")); it would fail the same way. Try again in \(wait) s (or force it)"
+                )
+            }
+        }
         try await registry.metadata.enqueueScan(digest, in: repository)
         wakeUp.yield()
     }

@@ -186,6 +186,19 @@ struct UseCaseTests {
             #expect(events.count == 2)
             #expect(events.allSatisfy { $0.target == digest.description && $0.actor == "alice" && $0.namespace == "team" })
             #expect(events.filter { $0.detail?.contains("force") == true }.count == 1)
+
+            // A failed scan is not re-queued within the rescan interval (issue 23, defect 15) unless forced.
+            try await fixture.store.finishScan(digest.description, status: .failed, description: "layer bomb refused", result: nil)
+            do {
+                try await requests.request(digest, in: repository, by: alice)
+                Issue.record("a failed scan was re-queued at once")
+            } catch let refused as RescanRefused {
+                #expect(refused.retryAfterSeconds >= 1 && refused.message.contains("layer bomb refused"))
+            }
+            #expect(try await fixture.store.scanRecord(digest)?.status == .failed)
+            try await requests.request(digest, in: repository, force: true, by: alice)
+            #expect(try await fixture.store.scanRecord(digest)?.status == .pending)
+            #expect(try await fixture.auditEvents(action: "scan.request").count == 3, "a refused request is not audited as queued")
         }
     }
 

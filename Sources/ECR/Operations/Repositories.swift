@@ -1,6 +1,7 @@
 import Access
 import Metadata
 import OCI
+import UseCases
 
 extension ECRService {
     static let maximumResourceTags = 50
@@ -47,13 +48,13 @@ extension ECRService {
         }
         let size = pageSize(call)
         let after = try Self.pagePosition(call)
-        let filter = try await access.authorizer.catalogFilter(for: call.identity)
-        // One more than a page says whether another page follows.
-        let records = try await metadata.repositoryRecords(after: after, limit: size + 1, filter: filter)
-        let page = records.prefix(size)
+        // Only what the caller may pull, explicit Deny policies included (as /v2/_catalog).
+        let (names, more) = try await RepositoryListings(registry: registry, authorizer: access.authorizer)
+            .names(after: after, limit: size, by: call.requester)
+        let page = try await metadata.repositoryRecords(named: names)
         return .compact([
             "repositories": .array(page.map { repositoryJSON($0, call) }),
-            "nextToken": records.count > size ? .string(Self.pageToken(call.operation, page.last!.name)) : nil,
+            "nextToken": more && !page.isEmpty ? .string(Self.pageToken(call.operation, page.last!.name)) : nil,
         ])
     }
 

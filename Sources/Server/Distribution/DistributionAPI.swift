@@ -439,12 +439,11 @@ struct DistributionAPI: Sendable {
     private func catalog(_ request: Request, _ caller: Caller) async throws -> Response {
         let (limit, requested) = try pageSize(request, default: defaultCatalogPageSize)
         let last = request.uri.queryParameters.get("last")
-        // The catalog lists only what the caller may pull.
-        let filter = try await authentication?.access.authorizer.catalogFilter(for: caller.identity)
-        var names = limit == 0 ? [] : try await registry.catalog(after: last, limit: limit + 1, filter: filter)
+        // The catalog lists only what the caller may pull (explicit Deny policies included).
+        let (names, more) = try await RepositoryListings(registry: registry, authorizer: authentication?.access.authorizer)
+            .names(after: last, limit: limit, by: caller.requester)
         var headers = HTTPFields()
-        if names.count > limit {
-            names.removeLast(names.count - limit)
+        if more {
             headers[.link] = "</v2/_catalog?n=\(requested)&last=\(percentEncode(names[names.count - 1]))>; rel=\"next\""
         }
         var body = ByteBuffer()
