@@ -132,7 +132,7 @@ let package = Package(
         .target(
             name: "UseCases",
             dependencies: [
-                "OCI", "Metadata", "Registry", "Access", "Lifecycle", "Scanning",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning",
             ],
             swiftSettings: swiftSettings
         ),

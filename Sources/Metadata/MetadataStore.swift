@@ -339,6 +339,22 @@ public struct MetadataStore: Sendable {
         }
     }
 
+    /// The manifests of `repository` that use `blob` (as config or layer), newest first, at most
+    /// `limit`: what a pull gate judges before serving the blob.
+    public func manifests(using blob: Digest, in repository: RepositoryName, limit: Int) async throws -> [ManifestRecord] {
+        try await database.read { sql in
+            try await sql.raw(
+                """
+                SELECT m.* FROM manifest_references x
+                JOIN repositories r ON r.id = x.repository_id
+                JOIN manifests m ON m.repository_id = x.repository_id AND m.digest = x.manifest_digest
+                WHERE x.child_digest = \(bind: blob.description) AND x.kind = 'blob' AND r.name = \(bind: repository.value)
+                ORDER BY m.pushed_at DESC LIMIT \(literal: max(1, limit))
+                """
+            ).all().map(Self.manifestRecord)
+        }
+    }
+
     /// The manifest a tag points at, in one query (the cache-miss path of a pull by tag).
     public func manifest(tagged tag: Tag, in repository: RepositoryName) async throws -> ManifestRecord? {
         try await database.read { sql in

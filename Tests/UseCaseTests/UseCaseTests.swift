@@ -228,4 +228,40 @@ struct UseCaseTests {
             #expect(Set(deletes.compactMap(\.target)) == [first.description, "latest"] && deletes.count == 2, "a failed delete is not audited")
         }
     }
+
+    @Test("the pull gate covers layers: a blob only refused images use is refused with them, served once one of them passes")
+    func gatedBlobs() async throws {
+        try await Fixture.with { fixture in
+            let repository = RepositoryName("locked/layers")!
+            let image = try await fixture.pushImage(repository, tag: "v1")
+            let manifest = try #require(try await fixture.store.manifest(image, in: repository))
+            let parsed = try ManifestParser.parse(Array(manifest.content.readableBytesView), contentType: manifest.mediaType)
+            let layer = try #require(parsed.layers.first?.digest)
+            let loose = ByteBuffer(string: "pushed, not yet in any image")
+            let looseDigest = Digest.of(Array(loose.readableBytesView))
+            _ = try await fixture.registry.pushBlob([loose].async, in: repository, digest: looseDigest, length: Int64(loose.readableBytes))
+            let blobs = BlobPulls(registry: fixture.registry, pullGate: fixture.gate, authorizer: nil, audit: fixture.audit)
+
+            // No policy: served.
+            try await blobs.open(layer, in: repository, by: alice).close()
+            try await fixture.gate.setPolicy(PullPolicy(blockUnscanned: true), for: "locked")
+            for refused in [layer, try #require(parsed.config?.digest)] {
+                do {
+                    try await blobs.open(refused, in: repository, by: alice).close()
+                    Issue.record("blob \(refused) of an unscanned image was served although the namespace blocks unscanned images")
+                } catch ManifestPulls.Refusal.gated(let message, _) {
+                    #expect(message.contains("has not been scanned"))
+                }
+            }
+            let denied = try await fixture.auditEvents(action: "pull")
+            #expect(denied.count == 2 && denied.allSatisfy { $0.result == .denied })
+            try await blobs.open(looseDigest, in: repository, by: alice).close()  // no image uses it yet
+
+            // Once the image's scan completes clean, its layers are served.
+            try await fixture.store.enqueueScan(image, in: repository)
+            try await fixture.store.finishScan(image.description, status: .complete, description: nil, result: nil)
+            fixture.gate.forgetScans()
+            try await blobs.open(layer, in: repository, by: alice).close()
+        }
+    }
 }

@@ -5,6 +5,7 @@ import NIOCore
 import OCI
 import Registry
 import Synchronization
+import UseCases
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -107,6 +108,13 @@ extension ECRService {
             throw ECRError(
                 "LayersNotFoundException",
                 "The image layer '\(digest)' does not exist in the repository with name '\(name)' in the registry with id '\(registryID)'")
+        }
+        // The pull gate covers layers as it covers manifests (checked when the URL is issued).
+        do {
+            try await BlobPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit)
+                .checkGate(digest, in: name, by: call.requester)
+        } catch ManifestPulls.Refusal.gated(let message, _) {
+            throw ECRError("AccessDeniedException", message)
         }
         let token = try await downloads.token(repository: name, digest: digest)
         return ["downloadUrl": .string("\(call.scheme)://\(call.host)\(LayerDownloadSigner.pathPrefix)\(token)"), "layerDigest": .string(text)]

@@ -188,7 +188,7 @@ struct DistributionAPI: Sendable {
                 record("delete", by: caller, in: repository, target: digest.description)
                 return emptyResponse(.accepted)
             case .head: return try await headBlob(repository: repository, digest: digest)
-            default: return try await getBlob(request, repository: repository, digest: digest)
+            default: return try await getBlob(request, repository: repository, digest: digest, caller)
             }
         case .uploads(let name):
             try allow(method, [.post])
@@ -221,8 +221,15 @@ struct DistributionAPI: Sendable {
         return Response(status: .ok, headers: headers, body: .init())
     }
 
-    private func getBlob(_ request: Request, repository: RepositoryName, digest: Digest) async throws -> Response {
-        try await BlobResponse.make(request, reader: try await registry.openBlob(digest, in: repository), digest: digest)
+    private func getBlob(_ request: Request, repository: RepositoryName, digest: Digest, _ caller: Caller) async throws -> Response {
+        let reader: any BlobReader
+        do {
+            reader = try await BlobPulls(registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit)
+                .open(digest, in: repository, by: caller.requester)
+        } catch ManifestPulls.Refusal.gated(let message, let detail) {
+            throw RegistryError(.denied, message, detail: detail, status: 403)
+        }
+        return try await BlobResponse.make(request, reader: reader, digest: digest)
     }
 
     private func blobHeaders(_ digest: Digest) -> HTTPFields { BlobResponse.headers(digest) }
