@@ -9,9 +9,9 @@ Environment:
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -41,12 +41,6 @@ def run(args, *, check=True, timeout=900, env=None, input=None, cwd=None):
     return result
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -69,15 +63,17 @@ ADMIN_PASSWORD = "e2e-admin-password"
 
 
 class Wharf:
-    """A `wharf serve` process on a free loopback port with its own data folder.
+    """A `wharf serve` process on a loopback port with its own data folder.
 
-    Authentication is on (the default); the administrator's password is ADMIN_PASSWORD.
+    Authentication is on (the default); the administrator's password is ADMIN_PASSWORD. The first
+    start asks the kernel for a port (`--listen 127.0.0.1:0`) and reads the one it got from the log,
+    so no other process can take it between a pick and the bind; restarts keep that port.
     """
 
     def __init__(self, binary, data_dir, extra_env=None, extra_args=()):
         self.binary = binary
         self.data_dir = Path(data_dir)
-        self.port = free_port()
+        self.port = 0  # learned from the log at the first start
         self.extra_env = {"WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD, **(extra_env or {})}
         self.extra_args = list(extra_args)
         self.process = None
@@ -106,6 +102,7 @@ class Wharf:
         env = dict(os.environ)
         env.update(self.extra_env)
         self.log = open(self.log_path, "ab")
+        log_start = self.log.tell()
         self.process = subprocess.Popen(
             [self.binary, "serve", "--listen", self.host, "--data", str(self.data_dir), *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
@@ -114,6 +111,11 @@ class Wharf:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"wharf exited early ({self.process.returncode}):\n{self.log_text()}")
+            if self.port == 0:
+                self.port = self.bound_port(log_start)
+                if self.port == 0:
+                    time.sleep(0.05)
+                    continue
             try:
                 if requests.get(self.url + "/v2/", timeout=1, verify=self.verify).status_code in (200, 401):
                     return self
@@ -121,6 +123,13 @@ class Wharf:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"wharf did not become ready in {timeout}s:\n{self.log_text()}")
+
+    def bound_port(self, offset):
+        """The port from "listening on 127.0.0.1:<port>" in this start's log, or 0 before it is there."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            found = re.search(rb"listening on 127\.0\.0\.1:(\d+)", log.read())
+        return int(found.group(1)) if found else 0
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Stops the server; returns its exit status."""

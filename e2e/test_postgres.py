@@ -45,9 +45,14 @@ def test_two_nodes_share_postgres_and_storage(wharf_bin, tmp_path, postgres_url,
         # A tag moved on node 2 is seen by node 1 after the cache lifetime.
         before = requests.get(f"{first.url}/v2/pg/app/manifests/1", auth=first.auth).headers["Docker-Content-Digest"]
         skopeo("copy", "--dest-tls-verify=false", "--dest-creds", second.creds, "--format", "v2s2", f"oci:{small_image}", f"docker://{second.host}/pg/app:1")
-        time.sleep(1.5)
-        after = requests.get(f"{first.url}/v2/pg/app/manifests/1", auth=first.auth).headers["Docker-Content-Digest"]
-        assert after != before
+        # Polled (the cache lifetime is 1 s here), with a deadline, instead of one fixed sleep.
+        deadline = time.monotonic() + 30
+        while True:
+            after = requests.get(f"{first.url}/v2/pg/app/manifests/1", auth=first.auth, timeout=30).headers["Docker-Content-Digest"]
+            if after != before or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert after != before, "node 1 still serves the old tag 30 s after node 2 moved it"
         tags = requests.get(f"{second.url}/v2/pg/app/tags/list", auth=second.auth).json()["tags"]
         assert tags == ["1"]
     finally:

@@ -55,15 +55,18 @@ def test_crash_mid_upload_leaves_nothing_half_written(wharf_bin, tmp_path):
     assert requests.patch(f"{server.url}{location}", data=blob[:first], auth=AUTH).status_code == 202
 
     # A second chunk is streaming slowly when the server is killed outright.
+    streaming = threading.Event()
+
     def slow_body():
         yield blob[first:first + 1024 * 1024]
+        streaming.set()  # the first MiB of the chunk is on its way
         time.sleep(30)
         yield blob[first + 1024 * 1024:]
 
     sender = threading.Thread(target=lambda: _ignore_errors(lambda: requests.patch(f"{server.url}{location}", data=slow_body(), timeout=60, auth=AUTH)))
     sender.daemon = True
     sender.start()
-    time.sleep(1.0)
+    assert streaming.wait(timeout=30), "the slow chunk never started"
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     server.process = None
@@ -87,15 +90,19 @@ def test_graceful_shutdown_finishes_in_flight_requests(wharf_bin, tmp_path):
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     location = requests.post(f"{server.url}/v2/e2e/graceful/blobs/uploads/", auth=AUTH).headers["Location"]
 
+    streaming = threading.Event()
+
     def slow_body():
         for i in range(0, len(blob), 512 * 1024):
             yield blob[i:i + 512 * 1024]
+            if i >= 1024 * 1024:
+                streaming.set()  # well into the body: the request is in flight
             time.sleep(0.25)
 
     result = {}
     sender = threading.Thread(target=lambda: result.update(response=requests.put(f"{server.url}{location}?digest={digest}", data=slow_body(), timeout=60, auth=AUTH)))
     sender.start()
-    time.sleep(0.6)
+    assert streaming.wait(timeout=30), "the upload never started"
     server.process.send_signal(signal.SIGTERM)
     sender.join(timeout=60)
     assert result["response"].status_code == 201, result["response"].text
