@@ -98,7 +98,6 @@ let package = Package(
             name: "Lifecycle",
             dependencies: [
                 "OCI", "Metadata", "BlobStore", "Registry",
-                .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -110,7 +109,6 @@ let package = Package(
             dependencies: [
                 "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -2,7 +2,6 @@ import BlobStore
 import Metadata
 import NIOCore
 import OCI
-import SQLKit
 
 /// What `wharf fsck` found (and, with repair, fixed).
 public struct ConsistencyReport: Sendable, Codable, Equatable {
@@ -47,7 +46,6 @@ public struct ConsistencyChecker: Sendable {
 
     public func check(verifyDigests: Bool = true, repair: Bool = false) async throws -> ConsistencyReport {
         var report = ConsistencyReport()
-        let database = metadata.database
 
         // 1. Every recorded blob against its file. `withRows` is what the database records; `recorded`
         // what is recorded and sound (the blobs references may be relinked to).
@@ -55,11 +53,7 @@ public struct ConsistencyChecker: Sendable {
         var recorded = Set<Digest>()
         var lastDigest = ""
         while true {
-            let rows = try await database.read { sql in
-                try await sql.raw("SELECT digest, size FROM blobs WHERE digest > \(bind: lastDigest) ORDER BY digest LIMIT 500").all().map {
-                    (try $0.decode(column: "digest", as: String.self), try $0.decode(column: "size", as: Int64.self))
-                }
-            }
+            let rows = try await metadata.blobRows(after: lastDigest, limit: 500)
             guard let last = rows.last else { break }
             lastDigest = last.0
             for (name, size) in rows {
@@ -91,9 +85,7 @@ public struct ConsistencyChecker: Sendable {
                     try await reader.close()
                 }
                 if reader.size != size, repair {
-                    try await database.transaction { sql in
-                        try await sql.raw("UPDATE blobs SET size = \(bind: reader.size) WHERE digest = \(bind: name)").run()
-                    }
+                    try await metadata.correctBlobSize(digest, to: reader.size)
                     report.repairs.append("corrected the recorded size of \(name) to \(reader.size)")
                 }
                 recorded.insert(digest)
@@ -105,22 +97,7 @@ public struct ConsistencyChecker: Sendable {
         for try await digest in blobs.allBlobs() where !withRows.contains(digest) { orphans.append(digest) }
 
         // 3. References that do not resolve: a manifest's blob not linked in its repository.
-        let dangling = try await database.read { sql in
-            try await sql.raw(
-                """
-                SELECT r.name, mr.manifest_digest, mr.child_digest FROM manifest_references mr
-                JOIN repositories r ON r.id = mr.repository_id
-                WHERE mr.kind = 'blob' AND NOT EXISTS (
-                    SELECT 1 FROM repository_blobs rb WHERE rb.repository_id = mr.repository_id AND rb.digest = mr.child_digest)
-                ORDER BY r.name
-                """
-            ).all().map {
-                (
-                    try $0.decode(column: "name", as: String.self), try $0.decode(column: "manifest_digest", as: String.self),
-                    try $0.decode(column: "child_digest", as: String.self)
-                )
-            }
-        }
+        let dangling = try await metadata.danglingBlobReferences()
         var neededOrphans = Set<Digest>()
         for (repository, manifest, child) in dangling {
             report.danglingReferences.append("\(repository)@\(manifest) → \(child)")
@@ -136,15 +113,7 @@ public struct ConsistencyChecker: Sendable {
                 let size = reader.size
                 try await reader.stream(range: nil) { hasher.update($0) }
                 if hasher.finalize() == digest {
-                    try await database.transaction { sql in
-                        let now = Timestamp.nowMillis()
-                        try await sql.raw(
-                            """
-                            INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: digest.description), \(bind: size), \(bind: now), \(bind: now))
-                            ON CONFLICT (digest) DO NOTHING
-                            """
-                        ).run()
-                    }
+                    try await metadata.recordBlob(digest, size: size)
                     recorded.insert(digest)
                     report.repairs.append("recorded orphan file \(digest), which manifests reference")
                     continue
@@ -157,15 +126,7 @@ public struct ConsistencyChecker: Sendable {
             // Restore links for dangling references whose blob is recorded (and so verified above).
             for (repository, manifest, child) in dangling {
                 guard let digest = Digest(child), recorded.contains(digest), let name = RepositoryName(repository) else { continue }
-                try await database.transaction { sql in
-                    try await sql.raw(
-                        """
-                        INSERT INTO repository_blobs (repository_id, digest, linked_at)
-                        SELECT id, \(bind: child), \(bind: Timestamp.nowMillis()) FROM repositories WHERE name = \(bind: name.value)
-                        ON CONFLICT (repository_id, digest) DO NOTHING
-                        """
-                    ).run()
-                }
+                try await metadata.relinkBlob(child, in: name)
                 report.repairs.append("relinked \(child) in \(repository) (needed by \(manifest))")
             }
         }
@@ -187,22 +148,13 @@ public struct ConsistencyChecker: Sendable {
             }
         }
 
-        report.unlinkedBlobs = try await database.read { sql in
-            try await sql.raw(
-                """
-                SELECT COUNT(*) AS n FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
-                """
-            ).first()?.decode(column: "n", as: Int.self) ?? 0
-        }
+        report.unlinkedBlobs = try await metadata.unlinkedBlobCount()
         return report
     }
 
     /// Removes a blob's row and links: its bytes are gone, so no repository should offer it.
     private func forget(_ digest: Digest, _ report: inout ConsistencyReport, reason: String) async throws {
-        try await metadata.database.transaction { sql in
-            try await sql.raw("DELETE FROM repository_blobs WHERE digest = \(bind: digest.description)").run()
-            try await sql.raw("DELETE FROM blobs WHERE digest = \(bind: digest.description)").run()
-        }
+        try await metadata.forgetBlob(digest)
         report.repairs.append("removed the records of \(reason) blob \(digest)")
     }
 }

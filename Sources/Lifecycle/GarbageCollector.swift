@@ -3,7 +3,6 @@ import Logging
 import Metadata
 import OCI
 import Registry
-import SQLKit
 import ServiceLifecycle
 import Synchronization
 
@@ -279,12 +278,7 @@ public final class GarbageCollector: Service, Sendable {
                 // the same content cannot be publishing it at this moment.
                 if !dryRun {
                     let blobs = self.blobs
-                    try await metadata.database.transaction { sql in
-                        try await metadata.database.lock("blob:\(digest)", in: sql)
-                        if try await sql.raw("SELECT digest FROM blobs WHERE digest = \(bind: digest.description)").first() == nil {
-                            try await blobs.delete(digest)
-                        }
-                    }
+                    try await metadata.whileBlobUnrecorded(digest) { try await blobs.delete(digest) }
                 }
             }
         }
