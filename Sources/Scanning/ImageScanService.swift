@@ -309,10 +309,10 @@ public final class ImageScanService: Service, Sendable {
             while let chunk = try await chunks.nextChunk() { bytes += chunk.readableBytesView }
             config = bytes
         }
-        let layers = manifest.layers.filter { !MediaType.isNonDistributable($0.mediaType) }.map {
-            StoredBlobChunks(registry: registry, digest: $0.digest, repository: repository, size: $0.size)
-        }
-        let inventory = try await Inventory.of(layers: layers, config: config, detectSecrets: settings.detectSecrets)
+        let descriptors = manifest.layers.filter { !MediaType.isNonDistributable($0.mediaType) }
+        let layers = descriptors.map { StoredBlobChunks(registry: registry, digest: $0.digest, repository: repository, size: $0.size) }
+        var inventory = try await Inventory.of(layers: layers, config: config, detectSecrets: settings.detectSecrets)
+        inventory.layerDigests = descriptors.map(\.digest.description)
         let findings = try await VulnerabilityMatcher.match(inventory, database: database)
         return .init(platform: platform, manifestDigest: digest.description, inventory: inventory, findings: findings)
     }

@@ -57,19 +57,22 @@ struct Scan: AsyncParsableCommand {
             return severity
         }
         let started = ContinuousClock.now
-        let inventory: ImageInventory
+        var inventory: ImageInventory
         if RegistryImage.isRegistry(image) {
             var remote = try RegistryImage(image, credentials: creds ?? ProcessInfo.processInfo.environment["WHARF_SCAN_CREDS"], plainHTTP: plainHTTP)
             let (config, layers) = try await remote.resolve(platform: platform)
             inventory = try await Inventory.of(
                 layers: layers.map { remote.layer($0.digest) }, config: config,
                 detectSecrets: !noSecrets && !packagesOnly)
+            inventory.layerDigests = layers.map { "\($0.digest)" }
         } else {
             let local = try await LocalImage.open(image, platform: platform)
             defer { local.close() }
             inventory = try await Inventory.of(
                 layers: try local.layers.map { try $0.chunks() }, config: local.config,
                 detectSecrets: !noSecrets && !packagesOnly)
+            let digests = local.layers.compactMap(\.digest)
+            if digests.count == local.layers.count { inventory.layerDigests = digests }
         }
         let subject = SBOMWriter.Subject(name: image)
         var findings: [Finding] = []

@@ -91,7 +91,7 @@ struct RpmCatalogerTests {
         let libs = try #require(fromSQLite.first { $0.name == "openssl-demo-libs" })
         #expect(
             SBOMWriter.purl(libs, os: OperatingSystem(id: "rocky", versionID: "9.3"))
-                == "pkg:rpm/rocky/openssl-demo-libs@3.0.7-24.el9?arch=noarch&distro=rocky-9.3&epoch=1")
+                == "pkg:rpm/rocky/openssl-demo-libs@3.0.7-24.el9?arch=noarch&distro=rocky-9.3&epoch=1&upstream=openssl-demo")
 
         // The same headers in BerkeleyDB hash files: small pages (every header on overflow pages)
         // and large ones (headers inline on the hash page).

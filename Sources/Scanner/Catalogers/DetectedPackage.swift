@@ -13,10 +13,33 @@ public struct DetectedPackage: Sendable, Equatable, Codable, Hashable {
     public var architecture: String?
     /// The file the package was read from, inside the image.
     public var location: String
+    /// How the package was identified, where more than one way exists (Java archives); nil means
+    /// from the package manager's own record.
+    public var identifiedBy: Identification?
+    /// How sure that identification is.
+    public var confidence: Confidence?
+    /// Index of the image layer (bottom first) that holds the file the package was read from.
+    public var layer: Int?
+
+    /// The evidence a Java library was named from, best first.
+    public enum Identification: String, Sendable, Codable {
+        case pomProperties = "pom.properties"
+        case manifest = "MANIFEST.MF"
+        case fileName = "file-name"
+    }
+
+    public enum Confidence: String, Sendable, Codable {
+        /// The build tool's own record (pom.properties).
+        case high
+        /// The manifest names the version, and the group is known or stated.
+        case medium
+        /// Inferred from the file name or a partial manifest.
+        case low
+    }
 
     public init(
         kind: Kind, name: String, version: String, sourceName: String? = nil, sourceVersion: String? = nil,
-        architecture: String? = nil, location: String
+        architecture: String? = nil, location: String, identifiedBy: Identification? = nil, confidence: Confidence? = nil
     ) {
         self.kind = kind
         self.name = name
@@ -25,6 +48,8 @@ public struct DetectedPackage: Sendable, Equatable, Codable, Hashable {
         self.sourceVersion = sourceVersion
         self.architecture = architecture
         self.location = location
+        self.identifiedBy = identifiedBy
+        self.confidence = confidence
     }
 }
 

@@ -7,6 +7,9 @@ public struct ImageInventory: Sendable, Equatable, Codable {
     public var expandedBytes: Int64
     /// Secrets in layer files and the image config (when detection was asked for).
     public var secrets: [SecretFinding] = []
+    /// Digests of the layers read, bottom first, when the caller knows them: a package's `layer`
+    /// indexes this list (SBOMs name the layer by digest).
+    public var layerDigests: [String]?
 
     public init(operatingSystem: OperatingSystem?, packages: [DetectedPackage], layers: Int = 0, expandedBytes: Int64 = 0) {
         self.operatingSystem = operatingSystem
@@ -56,11 +59,19 @@ public enum Inventory {
     public static func of(_ files: ImageFiles) async -> ImageInventory {
         let os = OperatingSystem.detect { files.text(of: $0) }
         var packages: [DetectedPackage] = []
+        /// Marks the packages found since `start` as read from `path`'s layer.
+        func fromLayer(of path: String, since start: Int) {
+            guard let layer = files.files[path]?.layer else { return }
+            for index in start..<packages.count { packages[index].layer = layer }
+        }
         if let status = files.text(of: "var/lib/dpkg/status") {
             packages += DpkgCataloger.packages(status: status, location: "/var/lib/dpkg/status")
+            fromLayer(of: "var/lib/dpkg/status", since: 0)
         }
         for path in files.files.keys.sorted() {
             let location = "/" + path
+            let start = packages.count
+            defer { fromLayer(of: path, since: start) }
             if path.hasPrefix("var/lib/dpkg/status.d/") {
                 packages += DpkgCataloger.packages(status: files.text(of: path) ?? "", location: location)
             } else if path == "lib/apk/db/installed" {
@@ -75,8 +86,12 @@ public enum Inventory {
                 packages.append(package)
             } else if CargoLockCataloger.wants(path), let text = files.text(of: path) {
                 packages += CargoLockCataloger.packages(lock: text, location: location)
-            } else if JavaArchiveCataloger.wants(path), let bytes = files.content(of: path) {
+            } else if JavaArchiveCataloger.isArchive(path), let bytes = files.content(of: path) {
                 packages += JavaArchiveCataloger.packages(archive: bytes, location: location)
+            } else if JavaArchiveCataloger.wants(path), let text = files.text(of: path),
+                let package = JavaArchiveCataloger.package(properties: text, location: location)
+            {
+                packages.append(package)
             }
         }
         // rpm keeps one database; an image converted from BerkeleyDB may still carry the old file.
@@ -87,11 +102,15 @@ public enum Inventory {
             guard let bytes = files.content(of: path),
                 let found = try? await RpmCataloger.packages(database: bytes, location: "/" + path)
             else { continue }
+            let start = packages.count
             packages += found
+            fromLayer(of: path, since: start)
             break
         }
         for (path, info) in files.goBinaries.sorted(by: { $0.key < $1.key }) {
+            let start = packages.count
             packages += GoBinaryCataloger.packages(info, location: "/" + path)
+            for index in start..<packages.count { packages[index].layer = files.goBinaryLayers[path] }
         }
         return ImageInventory(operatingSystem: os, packages: packages)
     }

@@ -29,6 +29,8 @@ public struct ImageFiles: Sendable {
     public var probeGoBinaries = true
     /// Go build info by executable path, as the final view has them.
     public private(set) var goBinaries: [String: GoBinaryCataloger.BuildInfo] = [:]
+    /// The layer each Go executable in `goBinaries` came from.
+    public private(set) var goBinaryLayers: [String: Int] = [:]
     public private(set) var files: [String: File] = [:]
     public private(set) var symlinks: [String: String] = [:]
     /// Every path present in the final view (files, directories, links), for path-based catalogers.
@@ -92,6 +94,7 @@ public struct ImageFiles: Sendable {
                             var probe = GoBinaryCataloger.Probe()
                             _ = probe.feed(content)
                             goBinaries[path] = probe.result
+                            goBinaryLayers[path] = layer
                         }
                     } else if executable {
                         var probe = GoBinaryCataloger.Probe()
@@ -99,6 +102,7 @@ public struct ImageFiles: Sendable {
                             if probe.feed(chunk) { break }
                         }
                         goBinaries[path] = probe.result
+                        goBinaryLayers[path] = layer
                     }
                 }
                 symlinks.removeValue(forKey: path)

@@ -31,6 +31,14 @@ public enum SBOMWriter {
             qualifiers.append("epoch=\(package.version[..<colon])")
             version = "@" + encode(String(package.version[package.version.index(after: colon)...]))
         }
+        // The source package a distribution's advisories name (`upstream`, as Syft and Trivy
+        // write it): its name, and its version when that differs from the binary's.
+        if [.apk, .dpkg, .rpm].contains(package.kind), let source = package.sourceName,
+            source != package.name || (package.sourceVersion.map { $0 != package.version } ?? false)
+        {
+            let sourceVersion = package.sourceVersion.flatMap { $0 == package.version ? nil : $0 }
+            qualifiers.append("upstream=\(encode(source + (sourceVersion.map { "@" + $0 } ?? "")))")
+        }
         let suffix = qualifiers.isEmpty ? "" : "?" + qualifiers.joined(separator: "&")
         switch package.kind {
         case .apk: return "pkg:apk/\(encode(os?.id ?? "alpine"))/\(encode(package.name))\(version)\(suffix)"
@@ -51,6 +59,42 @@ public enum SBOMWriter {
         }
     }
 
+    /// Packages by purl, in inventory order: one library found in several places is one
+    /// component with several occurrences.
+    static func grouped(_ inventory: ImageInventory) -> [(String, [DetectedPackage])] {
+        var order: [String] = []
+        var byPurl: [String: [DetectedPackage]] = [:]
+        for package in inventory.packages {
+            let purl = purl(package, os: inventory.operatingSystem)
+            if byPurl[purl] == nil { order.append(purl) }
+            byPurl[purl, default: []].append(package)
+        }
+        return order.map { ($0, byPurl[$0]!) }
+    }
+
+    /// What the scan knows of a package beyond its purl, as (name, value) pairs in Wharf's
+    /// property namespace; the CycloneDX properties and the SPDX sourceInfo both carry them.
+    static func properties(_ package: DetectedPackage, inventory: ImageInventory) -> [(String, String)] {
+        var result = [("wharf:package:type", package.kind.rawValue), ("wharf:location", package.location)]
+        if let source = package.sourceName { result.append(("wharf:source-package", source)) }
+        if let version = package.sourceVersion { result.append(("wharf:source-version", version)) }
+        if let layer = package.layer {
+            result.append(("wharf:layer-index", String(layer)))
+            if let digests = inventory.layerDigests, digests.indices.contains(layer) { result.append(("wharf:layer", digests[layer])) }
+        }
+        if let method = package.identifiedBy { result.append(("wharf:identified-by", method.rawValue)) }
+        if let confidence = package.confidence { result.append(("wharf:confidence", confidence.rawValue)) }
+        return result
+    }
+
+    static func confidenceValue(_ confidence: DetectedPackage.Confidence?) -> Double {
+        switch confidence {
+        case .high, nil: 1
+        case .medium: 0.7
+        case .low: 0.4
+        }
+    }
+
     static func timestamp(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime]
@@ -67,16 +111,20 @@ public enum SBOMWriter {
         if let os = inventory.operatingSystem {
             components.append(["type": "operating-system", "bom-ref": "os:\(os.id)", "name": os.id, "version": os.versionID ?? ""])
         }
-        var seen = Set<String>()
-        for package in inventory.packages {
-            let purl = purl(package, os: inventory.operatingSystem)
-            guard seen.insert(purl).inserted else { continue }
+        for (purl, packages) in grouped(inventory) {
+            let package = packages[0]
+            var evidence: [String: Any] = ["occurrences": packages.map { ["location": $0.location] }]
+            if let method = package.identifiedBy {
+                let confidence = confidenceValue(package.confidence)
+                evidence["identity"] = [
+                    "field": "purl", "confidence": confidence,
+                    "methods": [["technique": method == .fileName ? "filename" : "manifest-analysis", "confidence": confidence, "value": method.rawValue]],
+                ]
+            }
             components.append([
                 "type": "library", "bom-ref": purl, "name": package.name, "version": package.version, "purl": purl,
-                "properties": [
-                    ["name": "wharf:package:type", "value": package.kind.rawValue],
-                    ["name": "wharf:location", "value": package.location],
-                ],
+                "properties": properties(package, inventory: inventory).map { ["name": $0.0, "value": $0.1] },
+                "evidence": evidence,
             ])
         }
         var metadataComponent: [String: Any] = ["type": "container", "bom-ref": "image", "name": subject.name]
@@ -131,15 +179,16 @@ public enum SBOMWriter {
             ])
             relationships.append(["spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-OperatingSystem"])
         }
-        var seen = Set<String>()
-        for package in inventory.packages {
-            let purl = purl(package, os: inventory.operatingSystem)
-            guard seen.insert(purl).inserted else { continue }
-            let identifier = "SPDXRef-Package-\(seen.count)"
+        for (index, (purl, found)) in grouped(inventory).enumerated() {
+            let package = found[0]
+            let identifier = "SPDXRef-Package-\(index + 1)"
+            // SPDX 2.3 has no fields for these; sourceInfo is its place for "how this was found".
+            var facts = ["found in " + found.map(\.location).joined(separator: ", ")]
+            facts += properties(package, inventory: inventory).filter { $0.0 != "wharf:location" }.map { "\($0.0.dropFirst("wharf:".count)): \($0.1)" }
             packages.append([
                 "SPDXID": identifier, "name": package.name, "versionInfo": package.version,
                 "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "LIBRARY",
-                "sourceInfo": "found in \(package.location)",
+                "sourceInfo": facts.joined(separator: "; "),
                 "externalRefs": [["referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl]],
             ])
             relationships.append(["spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": identifier])
