@@ -3,6 +3,7 @@ images of ../shared/testdata, and a site-packages tree of old wheels from PyPI. 
 against independent oracles: dpkg-query over the same root filesystem, Python's `packaging` over the
 same OSV records, and the CycloneDX and SPDX libraries' own validators."""
 
+import hashlib
 import json
 import os
 import resource
@@ -820,3 +821,107 @@ def test_multi_platform_index_is_scanned_and_gated_per_platform(scanning_wharf, 
     vulnerable = subprocess.run(["skopeo", "--override-arch", "amd64", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", server.creds,
                                  f"docker://{server.host}/multi/app:latest", f"oci:{tmp_path / 'amd'}:x"], capture_output=True, text=True)
     assert vulnerable.returncode != 0 and "2 CRITICAL" in vulnerable.stderr, vulnerable.stderr
+
+
+def _push_vex_referrer(server, repository, subject_digest, subject_size, document):
+    """An OpenVEX document attached to an image as `oras attach --artifact-type application/vnd.openvex+json` does."""
+    from test_artifact_formats import descriptor, push_blob, push_manifest
+
+    body = json.dumps(document).encode()
+    empty = b"{}"
+    push_blob(server, repository, body)
+    push_blob(server, repository, empty)
+    manifest = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.openvex+json",
+        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
+        "layers": [descriptor("application/vnd.openvex+json", body)],
+        "subject": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": subject_digest, "size": subject_size},
+    }
+    digest = "sha256:" + hashlib.sha256(json.dumps(manifest, separators=(",", ":")).encode()).hexdigest()
+    return push_manifest(server, repository, digest, manifest)
+
+
+def test_vex_suppresses_exactly_what_it_names_for_the_gate_ecr_and_the_api(scanning_wharf, tmp_path):
+    """OpenVEX attached to the image and CycloneDX VEX set for the namespace (issue 22)."""
+    import boto3
+    import requests
+
+    server = scanning_wharf
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "vex/app", "old")   # musl and musl-utils: CVE-2099-0002, CRITICAL
+    push_alpine(server, tmp_path, "alpine-310.tar.gz", "vex/other", "old")  # the same image in another repository
+    for repository in ("vex/app", "vex/other"):
+        server.api("POST", f"/repositories/{repository}/scan", params={"reference": "old"})
+        assert wait_for_scan(server, repository, "old")["status"] == "COMPLETE"
+    assert server.api("PUT", "/namespaces/vex/pull-policy", json={"severity": "HIGH"}).status_code == 200
+    assert _pull(server, "vex/app:old", server.creds, tmp_path).returncode != 0
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    head = requests.head(f"{server.url}/v2/vex/app/manifests/old", auth=server.auth, headers=accept, timeout=30)
+    digest, size = head.headers["Docker-Content-Digest"], int(head.headers["Content-Length"])
+
+    # Attached to the image: not_affected for musl only (the subcomponent), so musl-utils still counts.
+    encoded = digest.replace(":", "%3A")
+    _push_vex_referrer(server, "vex/app", digest, size, {
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/app-1", "author": "platform team",
+        "timestamp": "2026-12-01T00:00:00Z", "version": 1,
+        "statements": [{"vulnerability": {"name": "WHARF-TEST-MUSL", "aliases": ["CVE-2099-0002"]},
+                        "products": [{"@id": f"pkg:oci/app@{encoded}", "subcomponents": [{"@id": "pkg:apk/alpine/musl"}]}],
+                        "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path"}]})
+    deadline = time.monotonic() + 15
+    while True:  # the gate caches verdicts for up to 5 s
+        scan = server.api("GET", "/repositories/vex/app/scan", params={"reference": "old"}).json()
+        if scan.get("suppressedCount") == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    findings = {f["packageName"]: f for f in scan["result"]["platforms"][0]["findings"]}
+    assert findings["musl"]["vex"]["status"] == "not_affected" and "app-1" in findings["musl"]["vex"]["source"]
+    assert "vex" not in findings["musl-utils"]
+    assert scan["severityCounts"] == {"CRITICAL": 1} and scan["suppressedCount"] == 1
+    time.sleep(5.5)
+    still = _pull(server, "vex/app:old", server.creds, tmp_path)
+    assert still.returncode != 0 and "1 CRITICAL" in still.stderr, still.stderr
+    # The referrer belongs to vex/app: the same image in vex/other is untouched.
+    other = server.api("GET", "/repositories/vex/other/scan", params={"reference": "old"}).json()
+    assert other["severityCounts"] == {"CRITICAL": 2} and other.get("suppressedCount", 0) == 0
+
+    # For the namespace: a CycloneDX VEX resolving the vulnerability in musl-utils. Bad ones are refused.
+    assert server.api("POST", "/users", json={"name": "vexdev", "password": "vexdev-password-1"}).status_code == 201
+    assert server.api("PUT", "/namespaces/vex/members/vexdev", json={"role": "developer"}).status_code == 204
+    cyclonedx = {"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+                 "serialNumber": "urn:uuid:0b7a3a55-5a5c-4bd4-9a43-43f3b9ae1f5e",
+                 "vulnerabilities": [{"id": "CVE-2099-0002", "analysis": {"state": "resolved", "detail": "patched in our build"},
+                                      "affects": [{"ref": "pkg:apk/alpine/musl-utils@1.1.22-r3"}]}]}
+    assert server.api("PUT", "/namespaces/vex/vex/musl", json=cyclonedx, auth=("vexdev", "vexdev-password-1")).status_code == 403
+    bad = server.api("PUT", "/namespaces/vex/vex/musl", json={"@context": "https://openvex.dev/ns/v0.2.0",
+                                                              "statements": [{"vulnerability": {"name": "CVE-1"}, "status": "not_affected"}]})
+    assert bad.status_code == 400 and "needs a justification" in bad.text, bad.text
+    assert server.api("PUT", "/namespaces/vex/vex/bad name", json=cyclonedx).status_code in (400, 404)
+    stored = server.api("PUT", "/namespaces/vex/vex/musl", json=cyclonedx)
+    assert stored.status_code == 200 and stored.json()["statements"] == 1, stored.text
+    listed = server.api("GET", "/namespaces/vex/vex", auth=("vexdev", "vexdev-password-1"))
+    assert [d["name"] for d in listed.json()] == ["musl"]
+    assert _pull(server, "vex/app:old", server.creds, tmp_path).returncode == 0
+    scan = server.api("GET", "/repositories/vex/app/scan", params={"reference": "old"}).json()
+    assert scan["severityCounts"] == {} and scan["suppressedCount"] == 2
+    # vex/other: the namespace document covers musl-utils there too, but not musl.
+    assert server.api("GET", "/repositories/vex/other/scan", params={"reference": "old"}).json()["severityCounts"] == {"CRITICAL": 1}
+
+    # ECR reports what the gate counts; the audit log says why the pull passed.
+    key = server.api("POST", "/users/admin/access-keys", json={"description": "vex"}).json()
+    ecr = boto3.client("ecr", endpoint_url=server.url, region_name="us-east-1",
+                       aws_access_key_id=key["accessKeyId"], aws_secret_access_key=key["secretAccessKey"])
+    findings = ecr.describe_image_scan_findings(repositoryName="vex/app", imageId={"imageTag": "old"})["imageScanFindings"]
+    assert findings["findings"] == [] and findings["findingSeverityCounts"] == {}
+    other = ecr.describe_image_scan_findings(repositoryName="vex/other", imageId={"imageTag": "old"})["imageScanFindings"]
+    assert [f["attributes"][0]["value"] for f in other["findings"]] == ["musl"]
+    events = server.api("GET", "/audit", params={"namespace": "vex", "limit": 200}).json()
+    passed = [json.loads(e["detail"]) for e in events if e["action"] == "pull" and e["result"] == "success" and e.get("detail")]
+    assert passed and passed[0]["reason"] == "allowed-by-vex"
+    assert {s["status"] for s in passed[0]["suppressed"]} == {"not_affected", "fixed"}
+    assert {e["action"] for e in events} >= {"vex.set"}
+
+    # Removing the document closes the gate again.
+    assert server.api("DELETE", "/namespaces/vex/vex/musl").status_code == 204
+    assert server.api("DELETE", "/namespaces/vex/vex/musl").status_code == 404
+    time.sleep(5.5)
+    assert _pull(server, "vex/app:old", server.creds, tmp_path).returncode != 0

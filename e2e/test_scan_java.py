@@ -6,6 +6,7 @@ libraries' own validators and field by field against the JSON inventory."""
 
 import io
 import json
+import subprocess
 import zipfile
 
 import pytest
@@ -72,7 +73,7 @@ def shaded_jar():
 
 def osv(identifier, alias, name, introduced, fixed):
     return {"schema_version": "1.6.0", "id": identifier, "modified": "2024-01-01T00:00:00Z", "aliases": [alias],
-            "summary": f"{alias} in {name}",
+            "summary": f"{alias} in {name}", "database_specific": {"severity": "CRITICAL"},
             "affected": [{"package": {"ecosystem": "Maven", "name": name},
                           "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": introduced}, {"fixed": fixed}]}]}]}
 
@@ -177,3 +178,63 @@ def test_sboms_keep_what_the_scan_knows(wharf_bin, java_image, java_db, tmp_path
     for package in inventory["packages"]:
         info = described[package["name"] + "@" + package["version"]]
         assert package["location"] in info and f"identified-by: {package['identifiedBy']}" in info and layers[1] in info
+
+
+def test_wharf_scan_applies_vex_documents_offline(wharf_bin, java_image, java_db, tmp_path):
+    """`wharf scan --vex`: an OpenVEX document naming a package purl and one naming the image by
+    digest with a subcomponent, and a CycloneDX VEX; --fail-on counts only what they leave."""
+    layout, tag = java_image.rsplit(":", 1)
+    index = json.loads(open(f"{layout}/index.json").read())
+    digest = next(m["digest"] for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+    openvex = tmp_path / "app.openvex.json"
+    openvex.write_text(json.dumps({
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/java-1", "author": "app team",
+        "timestamp": "2026-12-01T00:00:00Z", "version": 1,
+        "statements": [
+            {"vulnerability": {"name": "GHSA-mjmj-j48q-9wg2"}, "products": [{"@id": "pkg:maven/org.yaml/snakeyaml@1.29"}],
+             "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path"},
+            {"vulnerability": {"name": "CVE-2022-22965"},
+             "products": [{"@id": f"pkg:oci/java@{digest.replace(':', '%3A')}",
+                           "subcomponents": [{"@id": "pkg:maven/org.springframework/spring-beans@5.3.17"},
+                                             {"@id": "pkg:maven/org.springframework/spring-webmvc@5.3.17"}]}],
+             "status": "not_affected", "justification": "vulnerable_code_cannot_be_controlled_by_adversary",
+             "impact_statement": "runs on JDK 8, which the exploit needs not to"},
+        ]}))
+    cyclonedx = tmp_path / "ops.cdx.json"
+    cyclonedx.write_text(json.dumps({
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "vulnerabilities": [
+            {"id": "CVE-2021-44228", "analysis": {"state": "resolved", "detail": "log4j2.formatMsgNoLookups set"},
+             "affects": [{"ref": "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"}]},
+            {"id": "CVE-2020-36518", "analysis": {"state": "in_triage"},
+             "affects": [{"ref": "pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.13.2"}]}]}))
+    base = [wharf_bin, "scan", f"oci:{java_image}", "--db", str(java_db), "--vex", str(openvex), "--vex", str(cyclonedx)]
+    report = json.loads(run([*base, "--format", "json"]).stdout)
+    verdicts = sorted((f["id"], f["packageName"], f["installedVersion"], f.get("vex", {}).get("status")) for f in report["findings"])
+    assert verdicts == [
+        ("CVE-2020-36518", "com.fasterxml.jackson.core:jackson-databind", "2.13.2", "under_investigation"),
+        ("CVE-2021-44228", "org.apache.logging.log4j:log4j-core", "2.14.1", "fixed"),
+        ("CVE-2022-1471", "org.yaml:snakeyaml", "1.26", None),
+        ("CVE-2022-1471", "org.yaml:snakeyaml", "1.29", "not_affected"),
+        ("CVE-2022-22965", "org.springframework:spring-beans", "5.3.17", "not_affected"),
+        ("CVE-2022-22965", "org.springframework:spring-webmvc", "5.3.17", "not_affected"),
+    ]
+    beans = next(f for f in report["findings"] if f["packageName"].endswith("spring-beans"))
+    assert beans["vex"]["statement"] == "runs on JDK 8, which the exploit needs not to"
+    assert beans["vex"]["source"] == f"https://example.com/vex/java-1 in {openvex}"
+    table = run(base).stdout
+    assert "2 vulnerabilities (CRITICAL: 2), 4 suppressed by VEX" in table, table
+    # snakeyaml 1.26 and jackson-databind (under investigation) still fail the build.
+    assert subprocess.run([*base, "--fail-on", "critical"], capture_output=True).returncode == 3
+    # CycloneDX output carries each verdict as the vulnerability's analysis.
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    document = run([*base, "--format", "cyclonedx"]).stdout
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(document) is None
+    states = sorted(v["analysis"]["state"] for v in json.loads(document)["vulnerabilities"] if "analysis" in v)
+    assert states == ["in_triage", "not_affected", "not_affected", "not_affected", "resolved"]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"@context": "https://openvex.dev/ns/v0.2.0", "statements": [{"vulnerability": {"name": "X"}, "status": "maybe"}]}')
+    failed = subprocess.run([wharf_bin, "scan", f"oci:{java_image}", "--db", str(java_db), "--vex", str(broken)], capture_output=True, text=True)
+    assert failed.returncode != 0 and "status" in failed.stderr and str(broken) in failed.stderr

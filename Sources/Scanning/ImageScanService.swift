@@ -29,10 +29,14 @@ public struct StoredScanResult: Codable, Sendable {
     public var findings: [Finding] { platforms.flatMap(\.findings) }
     public var secrets: [SecretFinding] { platforms.flatMap(\.inventory.secrets) }
 
-    /// Counts per severity, as ECR's `findingSeverityCounts`.
+    /// Counts per severity, as ECR's `findingSeverityCounts`: findings a VEX statement suppresses
+    /// do not count.
     public var severityCounts: [String: Int] {
-        Dictionary(grouping: findings, by: { $0.severity.rawValue }).mapValues(\.count)
+        Dictionary(grouping: findings.filter { !$0.isSuppressed }, by: { $0.severity.rawValue }).mapValues(\.count)
     }
+
+    /// Findings shown as suppressed by VEX.
+    public var suppressedCount: Int { findings.count { $0.isSuppressed } }
 }
 
 public struct ScanSettings: Sendable {
@@ -62,6 +66,8 @@ public final class ImageScanService: Service, Sendable {
     let logger: Logger
     /// Namespaces' pull policies, judged on the results this service stores.
     public let pullGate: PullGate
+    /// VEX documents of namespaces and images, applied when findings are read.
+    public let vex: VEXStore
     private let wakeUp: AsyncStream<Void>.Continuation
     private let wakeUps: AsyncStream<Void>
 
@@ -69,7 +75,8 @@ public final class ImageScanService: Service, Sendable {
         self.registry = registry
         self.settings = settings
         self.logger = logger
-        self.pullGate = PullGate(metadata: registry.metadata)
+        self.vex = VEXStore(registry: registry)
+        self.pullGate = PullGate(metadata: registry.metadata, vex: vex)
         (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 

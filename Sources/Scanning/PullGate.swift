@@ -83,6 +83,9 @@ public struct PullPolicyError: Error, CustomStringConvertible {
 public final class PullGate: Sendable {
     public enum Verdict: Sendable, Equatable {
         case allow
+        /// Allowed only because VEX statements suppress the findings that would refuse it; the
+        /// detail names them, for the audit log.
+        case allowByVEX(detail: String)
         case deny(message: String, detail: String)
     }
 
@@ -90,16 +93,19 @@ public final class PullGate: Sendable {
     private let metadata: MetadataStore
     private let policies = TTLCache<String, PullPolicy?>(timeToLive: .seconds(5))
     private let scans = TTLCache<String, ScanSummary>(timeToLive: .seconds(5))
+    /// VEX statements applied to findings before they are judged; nil judges findings as stored.
+    let vex: VEXStore?
 
-    /// What the gate needs of a scan: its state, and each finding's ids and severity.
+    /// What the gate needs of a scan: its state, and each finding's ids, severity and VEX verdict.
     struct ScanSummary: Sendable {
         var status: ImageScanRecord.Status?
         var statusDescription: String?
-        var findings: [(ids: [String], severity: Severity)]
+        var findings: [(ids: [String], severity: Severity, vex: VEXVerdict?)]
     }
 
-    public init(metadata: MetadataStore) {
+    public init(metadata: MetadataStore, vex: VEXStore? = nil) {
         self.metadata = metadata
+        self.vex = vex
     }
 
     /// Forgets a namespace's cached policy (the namespace was deleted along with its policy).
@@ -144,7 +150,7 @@ public final class PullGate: Sendable {
             // layer: verification must never be blocked by the gate it is meant to satisfy.
             manifest.layers.contains(where: { MediaType.isFilesystemLayer($0.mediaType) })
         else { return .allow }
-        let scan = try await summary(of: digest)
+        let scan = try await summary(of: digest, in: repository)
         let policyName = "the pull policy of namespace '\(namespace)'"
         guard scan.status == .complete else {
             guard policy.blockUnscanned else { return .allow }
@@ -163,12 +169,18 @@ public final class PullGate: Sendable {
         let allowed = Set(policy.allowlist.filter { ($0.expiresAt ?? .distantFuture) > now }.map { $0.id.uppercased() })
         var counts: [Severity: Int] = [:]
         var allowlisted = 0
+        var suppressed: [(ids: [String], severity: Severity, vex: VEXVerdict?)] = []
         for finding in scan.findings where finding.severity >= threshold {
             if finding.ids.contains(where: { allowed.contains($0.uppercased()) }) {
                 allowlisted += 1
+            } else if finding.vex?.status.suppresses == true {
+                suppressed.append(finding)
             } else {
                 counts[finding.severity, default: 0] += 1
             }
+        }
+        if counts.isEmpty, !suppressed.isEmpty {
+            return .allowByVEX(detail: Self.vexDetail(namespace: namespace, suppressed: suppressed))
         }
         guard !counts.isEmpty else { return .allow }
         let listed = Severity.allCases.reversed().compactMap { severity in counts[severity].map { "\($0) \(severity.rawValue)" } }
@@ -181,16 +193,43 @@ public final class PullGate: Sendable {
                 counts: counts, allowlisted: allowlisted))
     }
 
-    private func summary(of digest: Digest) async throws -> ScanSummary {
-        if let cached = scans.get(digest.description) { return cached }
+    private func summary(of digest: Digest, in repository: RepositoryName) async throws -> ScanSummary {
+        // Per repository: VEX referrers and namespace documents differ between repositories.
+        let key = "\(repository.value)@\(digest)"
+        if let cached = scans.get(key) { return cached }
         let record = try await metadata.scanRecord(digest)
         var summary = ScanSummary(status: record?.status, statusDescription: record?.description, findings: [])
         if record?.status == .complete, let text = record?.result {
-            let result = try JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8))
-            summary.findings = result.findings.map { ([$0.id] + $0.aliases, $0.severity) }
+            var result = try JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8))
+            if let vex { result = try await vex.applied(to: result, in: repository) }
+            summary.findings = result.findings.map { ([$0.id] + $0.aliases, $0.severity, $0.vex) }
         }
-        scans.set(digest.description, summary)
+        scans.set(key, summary)
         return summary
+    }
+
+    /// The audit detail of a pull VEX let through: which findings, and which statements.
+    static func vexDetail(namespace: String, suppressed: [(ids: [String], severity: Severity, vex: VEXVerdict?)]) -> String {
+        struct Suppressed: Encodable {
+            var vulnerability: String
+            var severity: String
+            var status: String
+            var justification: String?
+            var source: String
+        }
+        struct Detail: Encodable {
+            var policy: String
+            var reason = "allowed-by-vex"
+            var suppressed: [Suppressed]
+        }
+        let detail = Detail(
+            policy: "namespace:\(namespace)",
+            suppressed: suppressed.prefix(50).map {
+                Suppressed(
+                    vulnerability: $0.ids.first ?? "", severity: $0.severity.rawValue, status: $0.vex?.status.rawValue ?? "",
+                    justification: $0.vex?.justification, source: $0.vex?.source ?? "")
+            })
+        return String(decoding: (try? PullPolicy.encoder().encode(detail)) ?? Data(), as: UTF8.self)
     }
 
     /// The OCI error's `detail`: which policy refused, why, and the counts, for tools to read.

@@ -37,7 +37,7 @@ public struct BlobPulls: Sendable {
             switch try await pullGate.verdict(
                 repository: repository, digest: image.digest, mediaType: image.mediaType, content: Array(image.content.readableBytesView))
             {
-            case .allow: return
+            case .allow, .allowByVEX: return
             case .deny(let message, let detail): refusal = refusal ?? (message, detail)
             }
         }

@@ -49,11 +49,9 @@ public struct ManifestPulls: Sendable {
         let manifest = try await registry.manifest(reference, in: repository, recordPull: false)
         guard accepts(manifest.mediaType) else { throw Refusal.notAcceptable(mediaType: manifest.mediaType) }
         guard purpose == .serve else { return manifest }
-        if let pullGate,
-            case .deny(let message, let detail) = try await pullGate.verdict(
-                repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView)),
-            try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false)
-        {
+        let verdict = try await pullGate?.verdict(
+            repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView))
+        if case .deny(let message, let detail) = verdict, try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false) {
             audit?.record(
                 AuditEvent(
                     actor: requester.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
@@ -61,9 +59,17 @@ public struct ManifestPulls: Sendable {
             throw Refusal.gated(message: message, detail: detail)
         }
         registry.recordPull(manifest.digest, in: repository)
-        audit?.recordPull(
-            by: requester.identity, repository: repository.value, namespace: String(repository.namespace),
-            digest: manifest.digest.description, source: requester.source)
+        if case .allowByVEX(let detail) = verdict {
+            // A pull the gate would refuse but for VEX statements: the audit log says which.
+            audit?.record(
+                AuditEvent(
+                    actor: requester.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
+                    target: manifest.digest.description, result: .success, source: requester.source, detail: detail))
+        } else {
+            audit?.recordPull(
+                by: requester.identity, repository: repository.value, namespace: String(repository.namespace),
+                digest: manifest.digest.description, source: requester.source)
+        }
         return manifest
     }
 }

@@ -17,6 +17,8 @@ struct RegistryImage {
 
     let base: String
     let repository: String
+    /// The digest of the image manifest `resolve` chose (a VEX statement may name the image by it).
+    private(set) var manifestDigest: String?
     let reference: String
     let credentials: (user: String, password: String)?
     private(set) var authorization: String?
@@ -47,7 +49,8 @@ struct RegistryImage {
 
     /// The config and the layers (digest, media type) of the image for `platform`.
     mutating func resolve(platform: String) async throws -> (config: [UInt8], layers: [(digest: String, mediaType: String)]) {
-        var manifest = try await json(get("/manifests/\(reference)", accept: Self.manifestTypes, limit: 4 << 20))
+        var bytes = try await get("/manifests/\(reference)", accept: Self.manifestTypes, limit: 4 << 20)
+        var manifest = try json(bytes)
         if let manifests = manifest["manifests"] as? [[String: Any]] {
             let wanted = platform.split(separator: "/").map(String.init)
             guard
@@ -59,8 +62,10 @@ struct RegistryImage {
             else {
                 throw Failure("\(repository):\(reference) has no \(platform) image")
             }
-            manifest = try await json(get("/manifests/\(digest)", accept: Self.manifestTypes, limit: 4 << 20))
+            bytes = try await get("/manifests/\(digest)", accept: Self.manifestTypes, limit: 4 << 20)
+            manifest = try json(bytes)
         }
+        manifestDigest = Digest.of(bytes).description
         guard let config = manifest["config"] as? [String: Any], let configDigest = config["digest"] as? String,
             let layers = manifest["layers"] as? [[String: Any]]
         else {

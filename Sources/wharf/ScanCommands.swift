@@ -36,6 +36,13 @@ struct Scan: AsyncParsableCommand {
     @Option(name: .customLong("fail-on"), help: "Exit with status 3 if a finding is at least this severe (low, medium, high, critical).")
     var failOn: String?
 
+    @Option(
+        name: .customLong("vex"),
+        help:
+            "An OpenVEX or CycloneDX VEX document (repeatable): findings it marks not_affected or fixed are shown as suppressed and do not count for --fail-on."
+    )
+    var vex: [String] = []
+
     @Flag(name: .customLong("packages-only"), help: "List packages without matching (no database needed).")
     var packagesOnly = false
 
@@ -56,8 +63,18 @@ struct Scan: AsyncParsableCommand {
             guard let severity = Severity(word: word) else { throw ValidationError("--fail-on: expected low, medium, high or critical") }
             return severity
         }
+        // Read before the scan, so a broken document fails fast.
+        var statements: [VEXStatement] = []
+        for path in vex {
+            guard let bytes = FileManager.default.contents(atPath: path) else { throw ValidationError("--vex: cannot read \(path)") }
+            do { statements += try VEXDocument.statements(from: Array(bytes), origin: path) } catch {
+                throw ValidationError("--vex \(path): \(error)")
+            }
+        }
         let started = ContinuousClock.now
         var inventory: ImageInventory
+        var imageDigest: String?
+        var imageRepository: String?
         if RegistryImage.isRegistry(image) {
             var remote = try RegistryImage(image, credentials: creds ?? ProcessInfo.processInfo.environment["WHARF_SCAN_CREDS"], plainHTTP: plainHTTP)
             let (config, layers) = try await remote.resolve(platform: platform)
@@ -65,6 +82,8 @@ struct Scan: AsyncParsableCommand {
                 layers: layers.map { remote.layer($0.digest) }, config: config,
                 detectSecrets: !noSecrets && !packagesOnly)
             inventory.layerDigests = layers.map { "\($0.digest)" }
+            imageDigest = remote.manifestDigest
+            imageRepository = remote.repository
         } else {
             let local = try await LocalImage.open(image, platform: platform)
             defer { local.close() }
@@ -73,6 +92,7 @@ struct Scan: AsyncParsableCommand {
                 detectSecrets: !noSecrets && !packagesOnly)
             let digests = local.layers.compactMap(\.digest)
             if digests.count == local.layers.count { inventory.layerDigests = digests }
+            imageDigest = local.manifestDigest
         }
         let subject = SBOMWriter.Subject(name: image)
         var findings: [Finding] = []
@@ -82,6 +102,8 @@ struct Scan: AsyncParsableCommand {
             let database = try await AdvisoryDatabase.open(path)
             findings = try await VulnerabilityMatcher.match(inventory, database: database)
             try await database.close()
+            findings = VEXApplication.apply(
+                statements, to: findings, inventory: inventory, image: .init(digest: imageDigest, repository: imageRepository))
         }
         let elapsed = ContinuousClock.now - started
         switch format {
@@ -96,7 +118,9 @@ struct Scan: AsyncParsableCommand {
         case .table:
             print(table(inventory, findings: findings, elapsed: elapsed))
         }
-        if let threshold, findings.contains(where: { $0.severity >= threshold }) || inventory.secrets.contains(where: { $0.severity >= threshold }) {
+        if let threshold,
+            findings.contains(where: { $0.severity >= threshold && !$0.isSuppressed }) || inventory.secrets.contains(where: { $0.severity >= threshold })
+        {
             throw ExitCode(3)
         }
     }
@@ -114,14 +138,22 @@ struct Scan: AsyncParsableCommand {
             lines += render([["TYPE", "PACKAGE", "VERSION", "FOUND IN"]] + rows)
             return lines.joined(separator: "\n")
         }
-        let counts = Dictionary(grouping: findings, by: \.severity).mapValues(\.count)
+        let counted = findings.filter { !$0.isSuppressed }
+        let counts = Dictionary(grouping: counted, by: \.severity).mapValues(\.count)
         let summary = Severity.allCases.reversed().compactMap { severity in counts[severity].map { "\(severity.rawValue): \($0)" } }
+        let suppressed = findings.count - counted.count
         lines.append(
-            "\(findings.count) vulnerabilities" + (summary.isEmpty ? "" : " (" + summary.joined(separator: ", ") + ")")
+            "\(counted.count) vulnerabilities" + (summary.isEmpty ? "" : " (" + summary.joined(separator: ", ") + ")")
+                + (suppressed > 0 ? ", \(suppressed) suppressed by VEX" : "")
                 + String(format: ", scanned in %.2f s", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
         if !findings.isEmpty {
-            let rows = findings.map { [$0.severity.rawValue, $0.id, $0.packageName, $0.installedVersion, $0.fixedVersion ?? "(no fix)"] }
-            lines += render([["SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED", "FIXED IN"]] + rows)
+            let rows = findings.map {
+                [
+                    $0.severity.rawValue, $0.id, $0.packageName, $0.installedVersion, $0.fixedVersion ?? "(no fix)",
+                    $0.vex.map { verdict in verdict.status.rawValue + (verdict.justification.map { " (\($0))" } ?? "") } ?? "",
+                ]
+            }
+            lines += render([["SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED", "FIXED IN", "VEX"]] + rows)
         }
         if !noSecrets {
             lines.append("\(inventory.secrets.count) secrets")

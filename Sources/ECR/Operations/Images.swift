@@ -63,7 +63,7 @@ extension ECRService {
             var detail = imageDetail(image, in: name, size: sizes[image.digest] ?? 0)
             if case .object(var fields) = detail, let record = try await metadata.scanRecord(image.digest) {
                 fields["imageScanStatus"] = Self.scanStatus(record)
-                if let result = Self.storedResult(record) {
+                if let result = try await storedResult(record, in: name) {
                     fields["imageScanFindingsSummary"] = .compact([
                         "imageScanCompletedAt": record.completedAt.map { .timestamp(millis: $0) },
                         "vulnerabilitySourceUpdatedAt": Self.millis(result.databaseImportedAt).map { .timestamp(millis: $0) },

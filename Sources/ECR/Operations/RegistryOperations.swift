@@ -101,8 +101,13 @@ extension ECRService {
         return .compact(["status": .string(status), "description": record.description.map(JSONValue.string)])
     }
 
-    static func storedResult(_ record: ImageScanRecord) -> StoredScanResult? {
-        record.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
+    /// The stored scan with the VEX statements of the image's namespace and referrers applied:
+    /// ECR has no "suppressed" state, so suppressed findings are left out of its answers, as the
+    /// pull gate leaves them out of its count.
+    func storedResult(_ record: ImageScanRecord, in repository: RepositoryName) async throws -> StoredScanResult? {
+        guard let stored = record.result.flatMap({ try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }) else { return nil }
+        guard let vex = scans?.vex else { return stored }
+        return try await vex.applied(to: stored, in: repository)
     }
 
     static func millis(_ iso: String?) -> Int64? {
@@ -125,8 +130,8 @@ extension ECRService {
             "imageId": Self.imageID(digest: image.digest, tag: id["imageTag"]?.string),
             "imageScanStatus": Self.scanStatus(record),
         ]
-        if let result = Self.storedResult(record) {
-            let page = try Self.page(result.findings, call, size: pageSize(call))
+        if let result = try await storedResult(record, in: name) {
+            let page = try Self.page(result.findings.filter { !$0.isSuppressed }, call, size: pageSize(call))
             let findings: [JSONValue] = page.items.map { finding in
                 var attributes: [JSONValue] = [
                     .object(["key": .string("package_name"), "value": .string(finding.packageName)]),

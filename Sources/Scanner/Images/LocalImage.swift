@@ -18,6 +18,8 @@ public struct LocalImage: Sendable {
     /// Bottom layer first.
     public var layers: [LayerLocation]
     public var reference: String
+    /// The image manifest's digest, where the format records it (an OCI layout; not `docker save`).
+    public var manifestDigest: String?
     /// A decompressed copy of the archive, removed by `close()`.
     private var scratchFile: String?
 
@@ -128,7 +130,7 @@ public struct LocalImage: Sendable {
                 let found = try member(name)
                 return LayerLocation(path: archive, offset: found.offset, length: found.size)
             }
-            return LocalImage(config: config, layers: layers, reference: reference, scratchFile: scratchFile)
+            return LocalImage(config: config, layers: layers, reference: reference, manifestDigest: nil, scratchFile: scratchFile)
         } catch {
             if let scratchFile { try? FileManager.default.removeItem(atPath: scratchFile) }
             throw error
@@ -214,6 +216,6 @@ public struct LocalImage: Sendable {
         }
         let config = [UInt8](try read(try blobPath(configDescriptor.digest)))
         let layers = try layerDescriptors.map { LayerLocation(path: try blobPath($0.digest), offset: 0, length: nil, digest: $0.digest) }
-        return LocalImage(config: config, layers: layers, reference: reference, scratchFile: nil)
+        return LocalImage(config: config, layers: layers, reference: reference, manifestDigest: descriptor.digest, scratchFile: nil)
     }
 }

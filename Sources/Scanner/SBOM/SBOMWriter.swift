@@ -87,6 +87,39 @@ public enum SBOMWriter {
         return result
     }
 
+    /// A VEX verdict as CycloneDX's vulnerability analysis (its states and justifications are
+    /// its own words; OpenVEX's justifications are mapped to the nearest, and kept in the detail).
+    static func analysis(_ verdict: VEXVerdict) -> [String: Any] {
+        let state: String =
+            switch verdict.status {
+            case .notAffected: "not_affected"
+            case .fixed: "resolved"
+            case .affected: "exploitable"
+            case .underInvestigation: "in_triage"
+            }
+        let cycloneDXJustifications: Set<String> = [
+            "code_not_present", "code_not_reachable", "requires_configuration", "requires_dependency", "requires_environment",
+            "protected_by_compiler", "protected_at_runtime", "protected_at_perimeter", "protected_by_mitigating_control",
+        ]
+        let fromOpenVEX = [
+            "component_not_present": "code_not_present", "vulnerable_code_not_present": "code_not_present",
+            "vulnerable_code_not_in_execute_path": "code_not_reachable",
+            "vulnerable_code_cannot_be_controlled_by_adversary": "requires_environment",
+            "inline_mitigations_already_exist": "protected_by_mitigating_control",
+        ]
+        var result: [String: Any] = ["state": state]
+        if let justification = verdict.justification {
+            if cycloneDXJustifications.contains(justification) {
+                result["justification"] = justification
+            } else if let mapped = fromOpenVEX[justification] {
+                result["justification"] = mapped
+            }
+        }
+        let detail = [verdict.statement, verdict.justification.map { "justification: \($0)" }, "source: \(verdict.source)"].compactMap { $0 }
+        result["detail"] = detail.joined(separator: "; ")
+        return result
+    }
+
     static func confidenceValue(_ confidence: DetectedPackage.Confidence?) -> Double {
         switch confidence {
         case .high, nil: 1
@@ -154,6 +187,7 @@ public enum SBOMWriter {
                 if !finding.aliases.isEmpty { entry["references"] = finding.aliases.map { ["id": $0, "source": ["name": "OSV"]] } }
                 if let summary = finding.summary { entry["description"] = summary }
                 if let fixed = finding.fixedVersion { entry["recommendation"] = "Upgrade \(finding.packageName) to \(fixed)" }
+                if let verdict = finding.vex { entry["analysis"] = analysis(verdict) }
                 vulnerabilities.append(entry)
             }
             document["vulnerabilities"] = vulnerabilities

@@ -339,7 +339,9 @@ struct ManagementAPI: Sendable {
             Route(.delete, "/namespaces/{name}", "Delete an empty namespace", status: .noContent) { _, context, caller in
                 let name = try Self.parameter(context, "name")
                 try await access.deleteNamespace(name, by: caller.identity, source: caller.source)
-                storage?.scans.pullGate.forgetPolicy(of: name)  // removed with the namespace
+                storage?.scans.pullGate.forgetPolicy(of: name)  // removed with the namespace, as are its VEX documents
+                storage?.scans.vex.forget(namespace: name)
+                storage?.scans.pullGate.forgetScans()
                 return Self.noContent()
             },
             Route(.get, "/namespaces/{name}/members", "List a namespace's members", response: "[Member]") { _, context, caller in

@@ -175,6 +175,7 @@ enum OpenAPIDocument {
                     "digest": string, "status": ["type": "string", "enum": ["PENDING", "IN_PROGRESS", "COMPLETE", "FAILED"]],
                     "description": string, "requestedAt": time, "completedAt": time,
                     "severityCounts": ["type": "object", "additionalProperties": integer],
+                    "suppressedCount": ["type": "integer", "description": "findings VEX statements mark not_affected or fixed (not in severityCounts)"],
                     "result": [
                         "type": "object",
                         "description": "platforms (each with inventory: operatingSystem, packages, secrets; and findings), databaseImportedAt, scannedAt",
@@ -192,6 +193,15 @@ enum OpenAPIDocument {
                         ["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string],
                         required: []),
                 ], required: ["update"]),
+            "VEXDocument": object(
+                [
+                    "name": string, "document": ["type": "string", "description": "the OpenVEX or CycloneDX VEX JSON as stored"],
+                    "statements": integer, "updatedBy": string, "updatedAt": time,
+                ], required: ["name", "document", "statements", "updatedAt"]),
+            "VEXDocumentBody": [
+                "type": "object",
+                "description": "an OpenVEX document (@context https://openvex.dev/ns/…, statements) or a CycloneDX BOM whose vulnerabilities carry an analysis",
+            ],
             "PullPolicy": object(
                 [
                     "severity": [

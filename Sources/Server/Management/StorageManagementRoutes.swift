@@ -44,6 +44,15 @@ extension API {
             result = record?.result.flatMap { try? JSONDecoder().decode(StoredScanResult.self, from: Data($0.utf8)) }
             severityCounts = result?.severityCounts
         }
+
+        /// Findings with VEX statements applied: suppressed ones stay, marked, and leave the counts.
+        mutating func apply(_ applied: StoredScanResult) {
+            result = applied
+            severityCounts = applied.severityCounts
+            suppressedCount = applied.suppressedCount
+        }
+
+        var suppressedCount: Int?
     }
 
     struct AdvisoryDatabaseState: Encodable {
@@ -233,7 +242,9 @@ extension ManagementAPI {
                 guard let record = try await storage.registry.metadata.scanRecord(digest) else {
                     throw AccessError.notFound("\(digest) has not been scanned; POST to this path to scan it")
                 }
-                return try Self.json(API.ImageScan(record))
+                var scan = API.ImageScan(record)
+                if let result = scan.result { scan.apply(try await storage.scans.vex.applied(to: result, in: name)) }
+                return try Self.json(scan)
             },
             Route(
                 .get, Self.repositoryPrefix + "sbom", "The SBOM of a scanned image, CycloneDX 1.5 (with its vulnerabilities) or SPDX 2.3 JSON",
@@ -246,10 +257,11 @@ extension ManagementAPI {
                 try await access.requireRepositoryRead(name, by: caller.identity)
                 let digest = try await Self.resolve(request, in: name, storage.registry)
                 guard let record = try await storage.registry.metadata.scanRecord(digest), record.status == .complete,
-                    let text = record.result, let result = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8))
+                    let text = record.result, let stored = try? JSONDecoder().decode(StoredScanResult.self, from: Data(text.utf8))
                 else {
                     throw AccessError.notFound("\(digest) has no completed scan; POST …/scan?reference= first")
                 }
+                let result = try await storage.scans.vex.applied(to: stored, in: name)
                 let query = request.uri.queryParameters
                 let wanted = query.get("platform")
                 guard let platform = wanted.map({ p in result.platforms.first { $0.platform == p } }) ?? result.platforms.first else {
@@ -374,6 +386,49 @@ extension ManagementAPI {
                     throw AccessError.notFound("namespace '\(namespace)' has no pull policy")
                 }
                 access.audit.record(AuditEvent(actor: caller.identity, action: "pull-policy.delete", namespace: namespace, source: caller.source))
+                return Response(status: .noContent)
+            },
+            Route(
+                .get, "/namespaces/{name}/vex", "The namespace's VEX documents (OpenVEX or CycloneDX VEX), applied to every image's findings",
+                response: "[VEXDocument]"
+            ) { _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceMember(namespace, by: caller.identity)
+                return try Self.json(try await storage.scans.vex.documents(of: namespace))
+            },
+            Route(
+                .put, "/namespaces/{name}/vex/{document}",
+                "Store or replace a VEX document (the OpenVEX or CycloneDX VEX JSON itself, up to 4 MiB): findings it marks not_affected or fixed stay visible as suppressed and no longer count for the pull gate or ECR's findings (namespace admins)",
+                request: "VEXDocumentBody", response: "VEXDocument"
+            ) { request, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                let name = try Self.parameter(context, "document")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                let body = try await request.body.collect(upTo: VEXDocument.maximumSize + 1)
+                let stored: VEXStore.NamespaceDocument
+                do {
+                    stored = try await storage.scans.vex.put(Array(body.readableBytesView), named: name, in: namespace, by: caller.identity.name)
+                } catch let error as VEXError {
+                    throw AccessError.invalid(error.description)
+                }
+                storage.scans.pullGate.forgetScans()
+                access.audit.record(
+                    AuditEvent(
+                        actor: caller.identity, action: "vex.set", namespace: namespace, target: name, source: caller.source,
+                        detail: "\(stored.statements) statements"))
+                return try Self.json(stored)
+            },
+            Route(.delete, "/namespaces/{name}/vex/{document}", "Remove a VEX document (namespace admins)", status: .noContent) { _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                let name = try Self.parameter(context, "document")
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                guard try await storage.scans.vex.delete(named: name, in: namespace) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no VEX document '\(name)'")
+                }
+                storage.scans.pullGate.forgetScans()
+                access.audit.record(AuditEvent(actor: caller.identity, action: "vex.delete", namespace: namespace, target: name, source: caller.source))
                 return Response(status: .noContent)
             },
             Route(
