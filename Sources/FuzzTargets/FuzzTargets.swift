@@ -33,6 +33,7 @@ public enum FuzzTargets {
         "layer": layer,
         "packages": packages,
         "osv": osv,
+        "vex": vex,
     ]
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
@@ -173,7 +174,22 @@ public enum FuzzTargets {
         _ = OperatingSystem.parse(lsbRelease: string)
         _ = GoBinaryCataloger.parse(bytes[...])
         _ = JavaArchiveCataloger.packages(archive: bytes, location: "app.jar")
+        _ = JarIdentity.identify(manifest: JarManifest(string), fileName: string)
+        _ = PackageURL(string)
         blocking { _ = try? await RpmCataloger.packages(database: bytes, location: "var/lib/rpm/Packages") }
+    }
+
+    /// VEX documents (OpenVEX, CycloneDX VEX), applied to a finding of each kind of product.
+    static func vex(_ bytes: [UInt8]) {
+        guard let statements = try? VEXDocument.statements(from: bytes, origin: "fuzz") else { return }
+        let package = DetectedPackage(kind: .java, name: "org.yaml:snakeyaml", version: "1.29", location: "/app.jar")
+        let finding = Finding(
+            id: "CVE-2022-1471", aliases: ["GHSA-mjmj-j48q-9wg2"], summary: nil, packageName: package.name, packageKind: .java,
+            installedVersion: package.version, fixedVersion: nil, severity: .high, cvssScore: nil, cvssVector: nil, ecosystem: "Maven",
+            location: package.location)
+        _ = VEXApplication.apply(
+            statements, to: [finding], inventory: ImageInventory(operatingSystem: nil, packages: [package]),
+            image: .init(digest: "sha256:" + String(repeating: "0", count: 64), repository: "team/app"))
     }
 
     /// OSV advisory records.
