@@ -204,6 +204,35 @@ struct JavaCatalogerTests {
         #expect(JavaArchiveCataloger.packages(archive: innermost, location: "/chain.jar", limits: fewArchives).count == 3)
     }
 
+    @Test("archives larger than any kept file are cataloged as they stream; later layers delete, replace and link them")
+    func streamedArchives() async throws {
+        // 2 MiB of incompressible class data: far above the kept-file limit set below.
+        var noise = [UInt8](repeating: 0, count: 2 << 20)
+        for index in noise.indices { noise[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
+        let big = try Self.jar([Self.pom("org.apache.logging.log4j", "log4j-core", "2.14.1"), ("org/x/Big.class", noise)])
+        let small = try Self.jar([Self.pom("org.yaml", "snakeyaml", "2.0")])
+        var base = TarBuilder()
+        base.add("app/big.jar", content: big)
+        base.add("app/gone.jar", content: small)
+        base.add("app/replaced.jar", content: big)
+        var upper = TarBuilder()
+        upper.add("app/.wh.gone.jar")
+        upper.add("app/replaced.jar", content: small)
+        upper.add("app/linked.jar", type: "1", link: "app/big.jar")
+        var limits = ImageFiles.Limits()
+        limits.maximumFileSize = 64 << 10
+        var files = ImageFiles(limits: limits, wanted: Inventory.wants)
+        try await files.apply(layer: ArrayByteSource(base.archive))
+        try await files.apply(layer: ArrayByteSource(upper.archive))
+        let inventory = await Inventory.of(files)
+        #expect(
+            Set(inventory.packages.map { "\($0.name) \($0.version) \($0.location) layer \($0.layer ?? -1)" }) == [
+                "org.apache.logging.log4j:log4j-core 2.14.1 /app/big.jar layer 0",
+                "org.apache.logging.log4j:log4j-core 2.14.1 /app/linked.jar layer 1",
+                "org.yaml:snakeyaml 2.0 /app/replaced.jar layer 1",
+            ])
+    }
+
     @Test("manifests: continuation lines, first value wins, the main section only")
     func manifestParsing() {
         let manifest = JarManifest(

@@ -86,8 +86,6 @@ public enum Inventory {
                 packages.append(package)
             } else if CargoLockCataloger.wants(path), let text = files.text(of: path) {
                 packages += CargoLockCataloger.packages(lock: text, location: location)
-            } else if JavaArchiveCataloger.isArchive(path), let bytes = files.content(of: path) {
-                packages += JavaArchiveCataloger.packages(archive: bytes, location: location)
             } else if JavaArchiveCataloger.wants(path), let text = files.text(of: path),
                 let package = JavaArchiveCataloger.package(properties: text, location: location)
             {
@@ -106,6 +104,13 @@ public enum Inventory {
             packages += found
             fromLayer(of: path, since: start)
             break
+        }
+        for (_, archive) in files.javaArchives.sorted(by: { $0.key < $1.key }) {
+            packages += archive.packages.map { package in
+                var package = package
+                package.layer = archive.layer
+                return package
+            }
         }
         for (path, info) in files.goBinaries.sorted(by: { $0.key < $1.key }) {
             let start = packages.count

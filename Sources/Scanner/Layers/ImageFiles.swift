@@ -1,3 +1,5 @@
+import Foundation
+
 /// The files of an image that cataloging needs, as the image's final filesystem shows them:
 /// layers applied bottom to top, whiteouts (`.wh.<name>`) deleting what lower layers had,
 /// opaque directories (`.wh..wh..opq`) hiding a lower layer's whole directory. Only files a
@@ -18,6 +20,9 @@ public struct ImageFiles: Sendable {
         public var maximumFileSize = 64 << 20
         /// All kept files together.
         public var maximumKeptBytes = 512 << 20
+        /// Largest Java archive cataloged: written to a private temporary file as it streams past,
+        /// never held in memory (a Spring Boot fat jar is often a few hundred MB).
+        public var maximumJavaArchiveSize: Int64 = 4 << 30
 
         public init() {}
     }
@@ -31,6 +36,15 @@ public struct ImageFiles: Sendable {
     public private(set) var goBinaries: [String: GoBinaryCataloger.BuildInfo] = [:]
     /// The layer each Go executable in `goBinaries` came from.
     public private(set) var goBinaryLayers: [String: Int] = [:]
+    /// Catalog Java archives (`.jar`, `.war`, `.ear`, …) as they stream past.
+    public var catalogJavaArchives = true
+    /// The libraries in each Java archive of the final view, and the archive's layer.
+    public private(set) var javaArchives: [String: JavaArchive] = [:]
+
+    public struct JavaArchive: Sendable, Equatable {
+        public var packages: [DetectedPackage]
+        public var layer: Int
+    }
     public private(set) var files: [String: File] = [:]
     public private(set) var symlinks: [String: String] = [:]
     /// Every path present in the final view (files, directories, links), for path-based catalogers.
@@ -77,6 +91,17 @@ public struct ImageFiles: Sendable {
             switch entry.kind {
             case .file:
                 goBinaries.removeValue(forKey: path)
+                javaArchives.removeValue(forKey: path)
+                if catalogJavaArchives, JavaArchiveCataloger.isArchive(path) {
+                    if let old = files.removeValue(forKey: path) { keptBytes -= old.content.count }
+                    symlinks.removeValue(forKey: path)
+                    if entry.size > 0, entry.size <= limits.maximumJavaArchiveSize,
+                        let packages = try await Self.catalogJavaArchive(from: &reader, location: "/" + path)
+                    {
+                        javaArchives[path] = JavaArchive(packages: packages, layer: layer)
+                    }
+                    continue
+                }
                 if wanted(path), entry.size <= Int64(limits.maximumFileSize), keptBytes + Int(entry.size) <= limits.maximumKeptBytes,
                     let content = try await reader.readContent(limit: limits.maximumFileSize)
                 {
@@ -109,11 +134,20 @@ public struct ImageFiles: Sendable {
             case .symlink(let target):
                 symlinks[path] = target
                 goBinaries.removeValue(forKey: path)
+                javaArchives.removeValue(forKey: path)
                 if let old = files.removeValue(forKey: path) { keptBytes -= old.content.count }
             case .hardLink(let target):
                 if let normalised = TarReader<Source>.normalise(target), let file = files[normalised], wanted(path) {
                     files[path] = File(content: file.content, mode: entry.mode, layer: layer)
                     keptBytes += file.content.count
+                }
+                if let normalised = TarReader<Source>.normalise(target), let archive = javaArchives[normalised] {
+                    javaArchives[path] = JavaArchive(
+                        packages: archive.packages.map { package in
+                            var linked = package
+                            linked.location = "/" + path + package.location.dropFirst(normalised.count + 1)
+                            return linked
+                        }, layer: layer)
                 }
             case .directory, .other:
                 break
@@ -127,6 +161,7 @@ public struct ImageFiles: Sendable {
                 if let old = files.removeValue(forKey: key), old.layer != layer { keptBytes -= old.content.count }
                 if symlinks[key] != nil, !addedHere.contains(key) { symlinks.removeValue(forKey: key) }
                 goBinaries.removeValue(forKey: key)
+                javaArchives.removeValue(forKey: key)
             }
         }
         for target in hiddenHere { hide(target) }
@@ -137,10 +172,28 @@ public struct ImageFiles: Sendable {
                 if let old = files[key], old.layer != layer { files.removeValue(forKey: key); keptBytes -= old.content.count }
                 if symlinks[key] != nil { symlinks.removeValue(forKey: key) }
                 goBinaries.removeValue(forKey: key)
+                javaArchives.removeValue(forKey: key)
             }
         }
         paths.formUnion(added)
         return reader.source
+    }
+
+    /// Streams the current entry into a private temporary file and catalogs it there; nil when
+    /// the file cannot be written (the archive is then left out, as an unreadable one is).
+    static func catalogJavaArchive<Source: ByteSource>(from reader: inout TarReader<Source>, location: String) async throws -> [DetectedPackage]? {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("wharf-layer-jar-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let handle = try? FileHandle(forWritingTo: url)
+        else { return nil }
+        defer { try? FileManager.default.removeItem(at: url) }
+        var written = true
+        while let chunk = try await reader.readChunk(maximum: 1 << 20) {
+            if written { written = (try? handle.write(contentsOf: chunk)) != nil }
+        }
+        try? handle.close()
+        guard written else { return nil }
+        return JavaArchiveCataloger.packages(archiveAt: url, location: location)
     }
 
     /// Documentation and translations: full of example keys, never the image's own secrets.

@@ -27,13 +27,14 @@ public enum JavaArchiveCataloger {
         public init() {}
     }
 
+    /// The files kept in memory for this cataloger: an exploded application's
+    /// `META-INF/maven/…/pom.properties` (archives themselves are cataloged as the layer streams
+    /// past, `ImageFiles.javaArchives`).
     public static func wants(_ path: String) -> Bool {
-        if isArchive(path) { return true }
-        // An exploded application (`webapps/ROOT/META-INF/maven/…`) keeps its pom.properties on disk.
-        return path.hasSuffix("/pom.properties") && path.contains("META-INF/maven/")
+        path.hasSuffix("/pom.properties") && path.contains("META-INF/maven/")
     }
 
-    static func isArchive(_ path: String) -> Bool {
+    public static func isArchive(_ path: String) -> Bool {
         guard let dot = path.lastIndex(of: "."), path.lastIndex(of: "/").map({ $0 < dot }) ?? true else { return false }
         return archiveExtensions.contains(path[path.index(after: dot)...].lowercased())
     }
@@ -48,6 +49,11 @@ public enum JavaArchiveCataloger {
         guard let file = temporaryFile() else { return [] }
         defer { try? FileManager.default.removeItem(at: file) }
         guard FileManager.default.createFile(atPath: file.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return [] }
+        return packages(archiveAt: file, location: location, limits: limits)
+    }
+
+    /// Packages of an archive already on disk (the layer reader streams each one to a file).
+    public static func packages(archiveAt file: URL, location: String, limits: Limits = .init()) -> [DetectedPackage] {
         var walk = Walk(limits: limits)
         catalog(file: file, location: location, depth: 0, walk: &walk)
         return walk.packages
