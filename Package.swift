@@ -130,7 +130,7 @@ let package = Package(
         .target(
             name: "UseCases",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner",
             ],
             swiftSettings: swiftSettings
         ),

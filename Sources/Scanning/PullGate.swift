@@ -229,7 +229,9 @@ public final class PullGate: Sendable {
                     vulnerability: $0.ids.first ?? "", severity: $0.severity.rawValue, status: $0.vex?.status.rawValue ?? "",
                     justification: $0.vex?.justification, source: $0.vex?.source ?? "")
             })
-        return String(decoding: (try? PullPolicy.encoder().encode(detail)) ?? Data(), as: UTF8.self)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]  // document ids are URLs
+        return String(decoding: (try? encoder.encode(detail)) ?? Data(), as: UTF8.self)
     }
 
     /// The OCI error's `detail`: which policy refused, why, and the counts, for tools to read.

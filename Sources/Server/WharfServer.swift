@@ -166,7 +166,8 @@ public final class WharfServer: Sendable {
                 authentication: authentication,
                 storage: StorageManagement(
                     registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories,
-                    settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit))
+                    settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit),
+                    scanPolicies: NamespaceScanPolicies(gate: scans.pullGate, vex: scans.vex, audit: authentication.access.audit))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(

@@ -264,4 +264,61 @@ struct UseCaseTests {
             try await blobs.open(layer, in: repository, by: alice).close()
         }
     }
+
+    @Test("VEX documents (NamespaceScanPolicies) let the gate pass exactly the findings they suppress; changes and passes are audited")
+    func vexThroughTheGate() async throws {
+        try await Fixture.with { fixture in
+            let repository = RepositoryName("vexed/app")!
+            let image = try await fixture.pushImage(repository, tag: "v1")
+            let result = """
+                {"platforms":[{"manifestDigest":"\(image)","inventory":{"packages":[
+                  {"kind":"java","name":"org.yaml:snakeyaml","version":"1.29","location":"/app.jar"}],"layers":1,"expandedBytes":0,"secrets":[]},
+                  "findings":[{"id":"CVE-2022-1471","aliases":["GHSA-mjmj-j48q-9wg2"],"packageName":"org.yaml:snakeyaml","packageKind":"java",
+                  "installedVersion":"1.29","severity":"CRITICAL","ecosystem":"Maven","location":"/app.jar"}]}],"scannedAt":"2026-12-07T00:00:00Z"}
+                """
+            try await fixture.store.enqueueScan(image, in: repository)
+            try await fixture.store.finishScan(image.description, status: .complete, description: nil, result: result)
+            let vex = VEXStore(registry: fixture.registry)
+            let gate = PullGate(metadata: fixture.store, vex: vex)
+            let policies = NamespaceScanPolicies(gate: gate, vex: vex, audit: fixture.audit)
+            let pulls = ManifestPulls(registry: fixture.registry, pullGate: gate, authorizer: nil, audit: fixture.audit)
+            try await policies.setPullPolicy(PullPolicy(severity: .high), of: "vexed", by: alice)
+            func pull() async throws -> Bool {
+                do {
+                    _ = try await pulls.pull(.tag(Tag("v1")!), in: repository, by: alice, accepting: { _ in true })
+                    return true
+                } catch ManifestPulls.Refusal.gated { return false }
+            }
+            #expect(try await pull() == false)
+
+            let openVEX = Array(
+                """
+                {"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/1","statements":[
+                  {"vulnerability":{"name":"GHSA-mjmj-j48q-9wg2"},"products":[{"@id":"pkg:maven/org.yaml/snakeyaml@1.29"}],
+                   "status":"not_affected","justification":"vulnerable_code_not_in_execute_path"}]}
+                """.utf8)
+            await #expect(throws: UseCaseError.invalid("OpenVEX statement 1: not_affected needs a justification or an impact_statement")) {
+                _ = try await policies.putVEX(
+                    Array(#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":[{"vulnerability":{"name":"X"},"status":"not_affected"}]}"#.utf8),
+                    named: "bad", in: "vexed", by: alice)
+            }
+            let stored = try await policies.putVEX(openVEX, named: "yaml", in: "vexed", by: alice)
+            #expect(stored.statements == 1 && stored.updatedBy == "alice")
+            #expect(try await pull() == true)
+            let passed = try await fixture.auditEvents(action: "pull").filter { $0.result == .success && $0.detail != nil }
+            #expect(passed.count == 1)
+            #expect(passed.first?.detail?.contains(#""reason":"allowed-by-vex""#) == true)
+            #expect(passed.first?.detail?.contains("https://example.com/vex/1") == true)
+            #expect(try await fixture.auditEvents(action: "vex.set").map(\.target) == ["yaml"])
+
+            // A statement for another version suppresses nothing.
+            _ = try await policies.putVEX(
+                Array(String(decoding: openVEX, as: UTF8.self).replacingOccurrences(of: "@1.29", with: "@1.30").utf8), named: "yaml", in: "vexed",
+                by: alice)
+            #expect(try await pull() == false)
+            #expect(try await policies.deleteVEX(named: "yaml", in: "vexed", by: alice))
+            #expect(try await policies.deleteVEX(named: "yaml", in: "vexed", by: alice) == false)
+            #expect(try await fixture.auditEvents(action: "vex.delete").count == 1)
+        }
+    }
 }

@@ -22,6 +22,8 @@ struct StorageManagement: Sendable {
     let advisories: AdvisoryUpdater
     /// The use-case shared with ECR's settings operations.
     let settingsChanges: RepositorySettingsChanges
+    /// Pull policies and VEX documents of namespaces.
+    let scanPolicies: NamespaceScanPolicies
 }
 
 extension API {
@@ -374,18 +376,15 @@ extension ManagementAPI {
                     throw AccessError.invalid(
                         "the body is not a pull policy: \(Self.describeDecoding(error)) (severity is CRITICAL, HIGH, MEDIUM or LOW; expiresAt is RFC 3339)")
                 }
-                try await storage.scans.pullGate.setPolicy(policy, for: namespace)
-                let text = String(decoding: try PullPolicy.encoder().encode(policy), as: UTF8.self)
-                access.audit.record(AuditEvent(actor: caller.identity, action: "pull-policy.set", namespace: namespace, source: caller.source, detail: text))
+                try await storage.scanPolicies.setPullPolicy(policy, of: namespace, by: caller.requester)
                 return Self.pullPolicyResponse(policy)
             },
             Route(.delete, "/namespaces/{name}/pull-policy", "Remove the namespace's pull gate (namespace admins)", status: .noContent) { _, context, caller in
                 let namespace = try Self.parameter(context, "name")
                 try await access.requireNamespaceAdministration(namespace, by: caller.identity)
-                guard try await storage.scans.pullGate.deletePolicy(for: namespace) else {
+                guard try await storage.scanPolicies.deletePullPolicy(of: namespace, by: caller.requester) else {
                     throw AccessError.notFound("namespace '\(namespace)' has no pull policy")
                 }
-                access.audit.record(AuditEvent(actor: caller.identity, action: "pull-policy.delete", namespace: namespace, source: caller.source))
                 return Response(status: .noContent)
             },
             Route(
@@ -407,28 +406,15 @@ extension ManagementAPI {
                 guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
                 try await access.requireNamespaceAdministration(namespace, by: caller.identity)
                 let body = try await request.body.collect(upTo: VEXDocument.maximumSize + 1)
-                let stored: VEXStore.NamespaceDocument
-                do {
-                    stored = try await storage.scans.vex.put(Array(body.readableBytesView), named: name, in: namespace, by: caller.identity.name)
-                } catch let error as VEXError {
-                    throw AccessError.invalid(error.description)
-                }
-                storage.scans.pullGate.forgetScans()
-                access.audit.record(
-                    AuditEvent(
-                        actor: caller.identity, action: "vex.set", namespace: namespace, target: name, source: caller.source,
-                        detail: "\(stored.statements) statements"))
-                return try Self.json(stored)
+                return try Self.json(try await storage.scanPolicies.putVEX(Array(body.readableBytesView), named: name, in: namespace, by: caller.requester))
             },
             Route(.delete, "/namespaces/{name}/vex/{document}", "Remove a VEX document (namespace admins)", status: .noContent) { _, context, caller in
                 let namespace = try Self.parameter(context, "name")
                 let name = try Self.parameter(context, "document")
                 try await access.requireNamespaceAdministration(namespace, by: caller.identity)
-                guard try await storage.scans.vex.delete(named: name, in: namespace) else {
+                guard try await storage.scanPolicies.deleteVEX(named: name, in: namespace, by: caller.requester) else {
                     throw AccessError.notFound("namespace '\(namespace)' has no VEX document '\(name)'")
                 }
-                storage.scans.pullGate.forgetScans()
-                access.audit.record(AuditEvent(actor: caller.identity, action: "vex.delete", namespace: namespace, target: name, source: caller.source))
                 return Response(status: .noContent)
             },
             Route(
