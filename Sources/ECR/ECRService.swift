@@ -40,7 +40,7 @@ public final class ECRService: Sendable {
     var metadata: MetadataStore { registry.metadata }
     /// The use-cases shared with `/v2` and `/api/v1`.
     var manifestPulls: ManifestPulls { ManifestPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit) }
-    var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: access.audit) }
+    var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: access.audit, pullGate: pullGate) }
     var settingsChanges: RepositorySettingsChanges { RepositorySettingsChanges(metadata: registry.metadata, audit: access.audit) }
     var registryID: String { access.authorizer.policies.registryID }
 

@@ -114,6 +114,17 @@ public final class PullGate: Sendable {
     /// Drops cached verdicts (their scan results changed).
     public func forgetScans() { scans.removeAll() }
 
+    /// A referrer of `subject` (every image when nil) was pushed or deleted: its VEX statements
+    /// and the verdicts they shaped are read again on the next pull.
+    public func referrersChanged(of subject: Digest?, in repository: RepositoryName) {
+        if let subject {
+            scans.remove("\(repository.value)@\(subject)")
+        } else {
+            scans.removeAll()
+        }
+        vex?.forgetReferrers(of: subject, in: repository)
+    }
+
     public func policy(for namespace: String) async throws -> PullPolicy? {
         if let cached = policies.get(namespace) { return cached }
         let policy = try await metadata.registrySetting(Self.settingPrefix + namespace).flatMap {

@@ -88,6 +88,11 @@ public final class VEXStore: Sendable {
         imageStatements.removeAll()
     }
 
+    /// Forgets the cached referrer statements of `subject` (of every image when nil).
+    public func forgetReferrers(of subject: Digest?, in repository: RepositoryName) {
+        if let subject { imageStatements.remove("\(repository.value)@\(subject)") } else { imageStatements.removeAll() }
+    }
+
     /// Every statement that may apply to the image `digest` in `repository`.
     public func statements(for digest: Digest, in repository: RepositoryName) async throws -> [VEXStatement] {
         try await statements(of: String(repository.namespace)) + referrerStatements(for: digest, in: repository)

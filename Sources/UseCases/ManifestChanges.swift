@@ -2,6 +2,7 @@ import Access
 import NIOCore
 import OCI
 import Registry
+import Scanning
 
 /// Pushing and deleting manifests, for every front end: `/v2`'s `PUT` and `DELETE
 /// …/manifests/<reference>`, ECR's PutImage and BatchDeleteImage. The registry validates and
@@ -13,10 +14,13 @@ public struct ManifestChanges: Sendable {
     let registry: Registry
     /// Nil when authentication is off.
     let audit: AuditLog?
+    /// Told when referrers come and go: a VEX document attached to an image changes its verdict.
+    let pullGate: PullGate?
 
-    public init(registry: Registry, audit: AuditLog?) {
+    public init(registry: Registry, audit: AuditLog?, pullGate: PullGate? = nil) {
         self.registry = registry
         self.audit = audit
+        self.pullGate = pullGate
     }
 
     /// Stores `content` under `reference` (a tag, or its own digest) plus `extraTags`.
@@ -25,6 +29,7 @@ public struct ManifestChanges: Sendable {
         extraTags: [Tag] = [], by requester: Requester
     ) async throws -> PushedManifest {
         let pushed = try await registry.putManifest(content, contentType: contentType, in: repository, reference: reference, extraTags: extraTags)
+        if let subject = pushed.subject { pullGate?.referrersChanged(of: subject, in: repository) }
         record("push", repository, reference, requester, detail: AuditDetail.object(["digest": pushed.digest.description]))
         return pushed
     }
@@ -32,6 +37,8 @@ public struct ManifestChanges: Sendable {
     /// A digest removes the manifest and every tag on it; a tag removes that tag only.
     public func delete(_ reference: Reference, in repository: RepositoryName, by requester: Requester) async throws {
         try await registry.deleteManifest(reference, in: repository)
+        // Which image a deleted referrer was attached to is no longer known: judge every image afresh.
+        pullGate?.referrersChanged(of: nil, in: repository)
         record("delete", repository, reference, requester)
     }
 

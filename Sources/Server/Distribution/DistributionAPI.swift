@@ -31,7 +31,7 @@ struct DistributionAPI: Sendable {
 
     private var audit: AuditLog? { authentication?.access.audit }
     /// Commit, then audit (and, later, replicate): shared with ECR's PutImage and BatchDeleteImage.
-    private var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: audit) }
+    private var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: audit, pullGate: pullGate) }
     /// Resolve, negotiate, gate, then count: the steps of a pull, shared with ECR's BatchGetImage.
     private var manifestPulls: ManifestPulls {
         ManifestPulls(registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit)
