@@ -456,7 +456,9 @@ public struct AccessStore: Sendable {
                    OR (scope_kind = 'repository' AND substr(scope_name, 1, \(bind: name.utf8.count + 1)) = \(bind: name + "/"))
                 """
             ).run()
-            try await sql.raw("DELETE FROM registry_settings WHERE name IN (\(bind: "pull_policy:" + name), \(bind: "vex:" + name))").run()
+            try await sql.raw(
+                "DELETE FROM registry_settings WHERE name IN (\(bind: "pull_policy:" + name), \(bind: "vex:" + name), \(bind: "tag_rules:" + name))"
+            ).run()
             return true
         }
     }

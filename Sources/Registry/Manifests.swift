@@ -42,6 +42,9 @@ extension Registry {
             tags.insert(tag, at: 0)
         }
 
+        // Deployment rules before anything is stored: a refused tag leaves no trace.
+        try await tagRules.check(uniqued(tags), in: repository)
+
         // The OCI empty descriptor (`{}`) is well known; accept it even if the client never uploaded it.
         for blob in parsed.requiredBlobs where EmptyJSON.isEmptyJSON(blob.digest) && blob.size == 2 {
             try await ensureEmptyJSON(blob.digest, in: repository)

@@ -44,6 +44,8 @@ public final class Registry: Sendable {
 
     /// Free-space guard of the blob store's filesystem; nil where none applies (tests of other things).
     public let space: StorageSpace?
+    /// Namespaces' tag rules, checked on every push that names a tag.
+    public let tagRules: TagRuleBook
 
     public init(metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger, space: StorageSpace? = nil) {
         self.space = space
@@ -53,6 +55,7 @@ public final class Registry: Sendable {
         self.logger = logger
         self.cache = ManifestCache(maximumBytes: configuration.manifestCacheBytes, timeToLive: configuration.cacheTimeToLive)
         self.pulls = PullRecorder(metadata: metadata, interval: configuration.pullRecordInterval, logger: logger)
+        self.tagRules = TagRuleBook(metadata: metadata)
     }
 }
 

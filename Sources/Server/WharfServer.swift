@@ -167,7 +167,8 @@ public final class WharfServer: Sendable {
                 storage: StorageManagement(
                     registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories,
                     settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit),
-                    scanPolicies: NamespaceScanPolicies(gate: scans.pullGate, vex: scans.vex, audit: authentication.access.audit))
+                    scanPolicies: NamespaceScanPolicies(gate: scans.pullGate, vex: scans.vex, audit: authentication.access.audit),
+                    tagRuleChanges: NamespaceTagRuleChanges(book: registry.tagRules, audit: authentication.access.audit))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(

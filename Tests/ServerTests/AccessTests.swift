@@ -694,7 +694,8 @@ struct AccessFlowTests {
                     registry: server.registry, lifecycle: server.lifecycle, collector: server.collector, scans: server.scans,
                     advisories: server.advisories,
                     settingsChanges: RepositorySettingsChanges(metadata: server.metadata, audit: server.access?.audit),
-                    scanPolicies: NamespaceScanPolicies(gate: server.scans.pullGate, vex: server.scans.vex, audit: server.access?.audit))
+                    scanPolicies: NamespaceScanPolicies(gate: server.scans.pullGate, vex: server.scans.vex, audit: server.access?.audit),
+                    tagRuleChanges: NamespaceTagRuleChanges(book: server.registry.tagRules, audit: server.access?.audit))
             ).routes
             for route in routes {
                 #expect(paths[route.path]?[route.method.rawValue.lowercased()] != nil, "\(route.method) \(route.path) is undocumented")

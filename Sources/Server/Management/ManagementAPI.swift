@@ -341,6 +341,7 @@ struct ManagementAPI: Sendable {
                 try await access.deleteNamespace(name, by: caller.identity, source: caller.source)
                 storage?.scans.pullGate.forgetPolicy(of: name)  // removed with the namespace, as are its VEX documents
                 storage?.scans.vex.forget(namespace: name)
+                storage?.registry.tagRules.forget(name)
                 storage?.scans.pullGate.forgetScans()
                 return Self.noContent()
             },

@@ -193,6 +193,17 @@ enum OpenAPIDocument {
                         ["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string],
                         required: []),
                 ], required: ["update"]),
+            "TagRules": object(
+                [
+                    "deny": [
+                        "type": "array", "items": string,
+                        "description": "tags matching any of these are refused: wildcard patterns (*) or semver",
+                    ],
+                    "require": [
+                        "type": "array", "items": string,
+                        "description": "when given, a tag must match one of these: wildcard patterns (*) or semver (1.2.3, v1.2.3-rc.1)",
+                    ],
+                ], required: []),
             "VEXDocument": object(
                 [
                     "name": string, "document": ["type": "string", "description": "the OpenVEX or CycloneDX VEX JSON as stored"],

@@ -24,6 +24,8 @@ struct StorageManagement: Sendable {
     let settingsChanges: RepositorySettingsChanges
     /// Pull policies and VEX documents of namespaces.
     let scanPolicies: NamespaceScanPolicies
+    /// Tag rules of namespaces.
+    let tagRuleChanges: NamespaceTagRuleChanges
 }
 
 extension API {
@@ -384,6 +386,37 @@ extension ManagementAPI {
                 try await access.requireNamespaceAdministration(namespace, by: caller.identity)
                 guard try await storage.scanPolicies.deletePullPolicy(of: namespace, by: caller.requester) else {
                     throw AccessError.notFound("namespace '\(namespace)' has no pull policy")
+                }
+                return Response(status: .noContent)
+            },
+            Route(.get, "/namespaces/{name}/tag-rules", "The namespace's tag rules: which tags pushes may write", response: "TagRules") {
+                _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceMember(namespace, by: caller.identity)
+                guard let rules = try await storage.registry.tagRules.rules(for: namespace) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no tag rules")
+                }
+                return try Self.json(rules)
+            },
+            Route(
+                .put, "/namespaces/{name}/tag-rules",
+                "Refuse pushes of tags matching a deny pattern (e.g. latest), or not matching any require pattern (wildcards, or semver); pushes by digest are never refused (namespace admins)",
+                request: "TagRules", response: "TagRules"
+            ) { request, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                let rules = try await Self.decode(TagRules.self, request)
+                try await storage.tagRuleChanges.set(rules, of: namespace, by: caller.requester)
+                return try Self.json(rules)
+            },
+            Route(.delete, "/namespaces/{name}/tag-rules", "Remove the namespace's tag rules (namespace admins)", status: .noContent) {
+                _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                guard try await storage.tagRuleChanges.delete(of: namespace, by: caller.requester) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no tag rules")
                 }
                 return Response(status: .noContent)
             },
