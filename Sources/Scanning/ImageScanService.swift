@@ -186,6 +186,16 @@ public final class ImageScanService: Service, Sendable {
             encoder.outputFormatting = [.sortedKeys]
             let text = String(decoding: try encoder.encode(result), as: UTF8.self)
             let counts = result.severityCounts
+            // SBOMs first: a client that waits for COMPLETE finds them attached.
+            if settings.attachSBOMs {
+                for platform in result.platforms {
+                    do {
+                        try await SBOMReferrers(registry: registry).attach(platform, in: repository)
+                    } catch {
+                        logger.warning("could not attach the SBOMs", metadata: ["digest": "\(platform.manifestDigest)", "error": "\(error)"])
+                    }
+                }
+            }
             try await registry.metadata.finishScan(
                 job.digest, status: .complete,
                 description: Self.describe(result), result: text, databaseVersion: result.databaseVersion)
@@ -199,15 +209,6 @@ public final class ImageScanService: Service, Sendable {
                         description: Self.describe(single),
                         result: String(decoding: try encoder.encode(single), as: UTF8.self),
                         databaseVersion: single.databaseVersion)
-                }
-            }
-            if settings.attachSBOMs {
-                for platform in result.platforms {
-                    do {
-                        try await SBOMReferrers(registry: registry).attach(platform, in: repository)
-                    } catch {
-                        logger.warning("could not attach the SBOMs", metadata: ["digest": "\(platform.manifestDigest)", "error": "\(error)"])
-                    }
                 }
             }
             logger.info(
