@@ -107,10 +107,22 @@ let package = Package(
         .target(
             name: "ECR",
             dependencies: [
-                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases",
+                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases", "Signatures",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Image signatures: cosign's key-based format verified against namespaces' signature
+        // policies, the signed-only pull gate.
+        .target(
+            name: "Signatures",
+            dependencies: [
+                "OCI", "Metadata", "Registry",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -130,7 +142,7 @@ let package = Package(
         .target(
             name: "UseCases",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures",
             ],
             swiftSettings: swiftSettings
         ),
@@ -139,6 +151,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
+                "Signatures",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -249,9 +262,11 @@ let package = Package(
         .testTarget(
             name: "UseCaseTests",
             dependencies: [
-                "UseCases", "Registry", "Access", "Metadata", "BlobStore", "Scanning", "OCI",
+                "UseCases", "Registry", "Access", "Metadata", "BlobStore", "Scanning", "OCI", "Signatures",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -457,7 +457,7 @@ public struct AccessStore: Sendable {
                 """
             ).run()
             try await sql.raw(
-                "DELETE FROM registry_settings WHERE name IN (\(bind: "pull_policy:" + name), \(bind: "vex:" + name), \(bind: "tag_rules:" + name))"
+                "DELETE FROM registry_settings WHERE name IN (\(bind: "pull_policy:" + name), \(bind: "vex:" + name), \(bind: "tag_rules:" + name), \(bind: "signature_policy:" + name))"
             ).run()
             return true
         }

@@ -6,6 +6,7 @@ import Metadata
 import OCI
 import Registry
 import Scanning
+import Signatures
 import Synchronization
 import UseCases
 
@@ -29,6 +30,7 @@ public final class ECRService: Sendable {
     let scans: ImageScanService?
     /// Namespaces' pull policies, which BatchGetImage obeys as `/v2` manifest pulls do.
     let pullGate: PullGate?
+    let signatureGate: SignatureGate?
     public let downloads: LayerDownloadSigner
     let logger: Logger
     private let verifier: SigV4Verifier
@@ -39,20 +41,25 @@ public final class ECRService: Sendable {
 
     var metadata: MetadataStore { registry.metadata }
     /// The use-cases shared with `/v2` and `/api/v1`.
-    var manifestPulls: ManifestPulls { ManifestPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit) }
-    var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: access.audit, pullGate: pullGate) }
+    var manifestPulls: ManifestPulls {
+        ManifestPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit, signatureGate: signatureGate)
+    }
+    var manifestChanges: ManifestChanges {
+        ManifestChanges(registry: registry, audit: access.audit, pullGate: pullGate, signatureGate: signatureGate)
+    }
     var settingsChanges: RepositorySettingsChanges { RepositorySettingsChanges(metadata: registry.metadata, audit: access.audit) }
     var registryID: String { access.authorizer.policies.registryID }
 
     public init(
         registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil,
-        pullGate: PullGate? = nil, logger: Logger
+        pullGate: PullGate? = nil, signatureGate: SignatureGate? = nil, logger: Logger
     ) {
         self.registry = registry
         self.access = access
         self.lifecycle = lifecycle
         self.scans = scans
         self.pullGate = pullGate
+        self.signatureGate = signatureGate
         self.logger = logger
         self.downloads = LayerDownloadSigner(metadata: registry.metadata, sealer: access.store.sealer)
         let store = access.store

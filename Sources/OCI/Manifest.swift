@@ -205,3 +205,13 @@ private struct RawManifest: Decodable {
 
     struct FSLayer: Decodable {}
 }
+
+extension ParsedManifest {
+    /// A container image someone runs: an image config and at least one filesystem layer, and no
+    /// subject. Signatures, attestations, SBOMs, helm charts and cosign's tag-scheme signatures
+    /// (an image config but no filesystem layer) are not; pull policies judge only images.
+    public var isRunnableImage: Bool {
+        subject == nil && MediaType.containerImageConfigs.contains(config?.mediaType ?? "")
+            && layers.contains(where: { MediaType.isFilesystemLayer($0.mediaType) })
+    }
+}

@@ -93,11 +93,7 @@ extension Registry {
         // Scan on push (ECR's scanOnPush): container images and indexes, not signatures, attestations
         // or SBOMs (cosign's tag-scheme ones included: an image config, but no filesystem layer).
         // The queue is a table, so the scanner of any node picks the job up.
-        if settings.scanOnPush, parsed.subject == nil,
-            parsed.kind == .index
-                || (MediaType.containerImageConfigs.contains(parsed.config?.mediaType ?? "")
-                    && parsed.layers.contains(where: { MediaType.isFilesystemLayer($0.mediaType) }))
-        {
+        if settings.scanOnPush, parsed.subject == nil, parsed.kind == .index || parsed.isRunnableImage {
             do { try await metadata.enqueueScan(digest, in: repository, keepCompleted: true) } catch {
                 logger.warning("could not queue the scan on push", metadata: ["digest": "\(digest)", "error": "\(error)"])
             }

@@ -156,10 +156,9 @@ public final class PullGate: Sendable {
         guard let policy = try await policy(for: namespace) else { return .allow }
         guard MediaType.imageManifests.contains(mediaType),
             let manifest = try? ManifestParser.parse(content, contentType: mediaType),
-            manifest.subject == nil, MediaType.containerImageConfigs.contains(manifest.config?.mediaType ?? ""),
             // cosign's tag-scheme signatures and attestations have an image config but no filesystem
             // layer: verification must never be blocked by the gate it is meant to satisfy.
-            manifest.layers.contains(where: { MediaType.isFilesystemLayer($0.mediaType) })
+            manifest.isRunnableImage
         else { return .allow }
         let scan = try await summary(of: digest, in: repository)
         let policyName = "the pull policy of namespace '\(namespace)'"

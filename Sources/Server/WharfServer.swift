@@ -14,6 +14,7 @@ import OCI
 import Registry
 import Scanning
 import ServiceLifecycle
+import Signatures
 import UseCases
 
 /// A running Wharf: its stores, its use-cases and the HTTP application in front of them.
@@ -24,6 +25,8 @@ public final class WharfServer: Sendable {
     public let registry: Registry
     public let collector: GarbageCollector
     public let scans: ImageScanService
+    /// Namespaces' signature policies (signed-only pulls).
+    public let signatures: SignatureGate
     public let advisories: AdvisoryUpdater
     public let lifecycle: LifecycleService
     /// Nil when authentication is turned off.
@@ -136,6 +139,7 @@ public final class WharfServer: Sendable {
         self.metadata = metadata
         self.blobStore = blobStore
         self.registry = registry
+        self.signatures = SignatureGate(registry: registry)
         self.collector = collector
         self.lifecycle = lifecycle
         self.scans = scans
@@ -153,7 +157,7 @@ public final class WharfServer: Sendable {
         let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm, scheme: scheme) }
         let api = DistributionAPI(
             registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize,
-            pullGate: scans.pullGate)
+            pullGate: scans.pullGate, signatureGate: signatures)
         for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete] {
             router.on("/v2", method: method) { request, context in await api.respond(to: request, context: context) }
             router.on("/v2/**", method: method) { request, context in await api.respond(to: request, context: context) }
@@ -168,13 +172,14 @@ public final class WharfServer: Sendable {
                     registry: registry, lifecycle: lifecycle, collector: collector, scans: scans, advisories: advisories,
                     settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit),
                     scanPolicies: NamespaceScanPolicies(gate: scans.pullGate, vex: scans.vex, audit: authentication.access.audit),
-                    tagRuleChanges: NamespaceTagRuleChanges(book: registry.tagRules, audit: authentication.access.audit))
+                    tagRuleChanges: NamespaceTagRuleChanges(book: registry.tagRules, audit: authentication.access.audit),
+                    signatures: signatures, signaturePolicies: NamespaceSignaturePolicies(gate: signatures, audit: authentication.access.audit))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(
                 service: ECRService(
                     registry: registry, access: authentication.access, lifecycle: lifecycle,
-                    scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate,
+                    scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate, signatureGate: signatures,
                     logger: logger), registry: registry, scheme: scheme)
             router.post("/") { request, context in await ecr.respond(to: request, context: context) }
             router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in

@@ -3,6 +3,7 @@ import NIOCore
 import OCI
 import Registry
 import Scanning
+import Signatures
 
 /// Pushing and deleting manifests, for every front end: `/v2`'s `PUT` and `DELETE
 /// …/manifests/<reference>`, ECR's PutImage and BatchDeleteImage. The registry validates and
@@ -16,11 +17,14 @@ public struct ManifestChanges: Sendable {
     let audit: AuditLog?
     /// Told when referrers come and go: a VEX document attached to an image changes its verdict.
     let pullGate: PullGate?
+    /// Told when signatures come and go (a `sha256-<hex>.sig` tag or a referrer).
+    let signatureGate: SignatureGate?
 
-    public init(registry: Registry, audit: AuditLog?, pullGate: PullGate? = nil) {
+    public init(registry: Registry, audit: AuditLog?, pullGate: PullGate? = nil, signatureGate: SignatureGate? = nil) {
         self.registry = registry
         self.audit = audit
         self.pullGate = pullGate
+        self.signatureGate = signatureGate
     }
 
     /// Stores `content` under `reference` (a tag, or its own digest) plus `extraTags`.
@@ -29,7 +33,13 @@ public struct ManifestChanges: Sendable {
         extraTags: [Tag] = [], by requester: Requester
     ) async throws -> PushedManifest {
         let pushed = try await registry.putManifest(content, contentType: contentType, in: repository, reference: reference, extraTags: extraTags)
-        if let subject = pushed.subject { pullGate?.referrersChanged(of: subject, in: repository) }
+        if let subject = pushed.subject {
+            pullGate?.referrersChanged(of: subject, in: repository)
+            signatureGate?.signaturesChanged(of: subject, in: repository)
+        }
+        for tag in pushed.tags {
+            if let signed = CosignSignature.subject(ofTag: tag) { signatureGate?.signaturesChanged(of: signed, in: repository) }
+        }
         record("push", repository, reference, requester, detail: AuditDetail.object(["digest": pushed.digest.description]))
         return pushed
     }
@@ -39,6 +49,7 @@ public struct ManifestChanges: Sendable {
         try await registry.deleteManifest(reference, in: repository)
         // Which image a deleted referrer was attached to is no longer known: judge every image afresh.
         pullGate?.referrersChanged(of: nil, in: repository)
+        signatureGate?.signaturesChanged(of: nil, in: repository)
         record("delete", repository, reference, requester)
     }
 

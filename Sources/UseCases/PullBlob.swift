@@ -3,6 +3,7 @@ import BlobStore
 import OCI
 import Registry
 import Scanning
+import Signatures
 
 /// Pulling a blob, for every front end: `/v2`'s blob GET and ECR's GetDownloadUrlForLayer. In a
 /// namespace with a pull policy, a layer or config is served only if at least one image of the
@@ -20,26 +21,32 @@ public struct BlobPulls: Sendable {
     /// How many of the newest images using the blob are judged before it is refused.
     static let imagesJudged = 200
 
-    public init(registry: Registry, pullGate: PullGate?, authorizer: Authorizer?, audit: AuditLog?) {
+    /// Namespaces' signature policies: an image must pass both gates for its blobs to be served.
+    let signatureGate: SignatureGate?
+
+    public init(registry: Registry, pullGate: PullGate?, authorizer: Authorizer?, audit: AuditLog?, signatureGate: SignatureGate? = nil) {
         self.registry = registry
         self.pullGate = pullGate
         self.authorizer = authorizer
         self.audit = audit
+        self.signatureGate = signatureGate
     }
 
     /// Throws `ManifestPulls.Refusal.gated` when every image using the blob is refused.
     public func checkGate(_ digest: Digest, in repository: RepositoryName, by requester: Requester) async throws {
-        guard let pullGate, try await pullGate.policy(for: String(repository.namespace)) != nil else { return }
+        let namespace = String(repository.namespace)
+        let scanPolicy = try await pullGate?.policy(for: namespace)
+        let signaturePolicy = try await signatureGate?.policy(for: namespace)
+        guard scanPolicy != nil || signaturePolicy?.mode == .enforce else { return }
         let images = try await registry.metadata.manifests(using: digest, in: repository, limit: Self.imagesJudged)
         guard !images.isEmpty else { return }
         var refusal: (message: String, detail: String)?
         for image in images {
-            switch try await pullGate.verdict(
-                repository: repository, digest: image.digest, mediaType: image.mediaType, content: Array(image.content.readableBytesView))
-            {
-            case .allow, .allowByVEX: return
-            case .deny(let message, let detail): refusal = refusal ?? (message, detail)
-            }
+            let content = Array(image.content.readableBytesView)
+            let scans = try await pullGate?.verdict(repository: repository, digest: image.digest, mediaType: image.mediaType, content: content)
+            let signatures = try await signatureGate?.verdict(repository: repository, digest: image.digest, mediaType: image.mediaType, content: content)
+            guard let refused = scans?.refusal ?? signatures?.refusal else { return }  // this image passes both gates
+            refusal = refusal ?? refused
         }
         guard let refusal, try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false) else { return }
         audit?.record(

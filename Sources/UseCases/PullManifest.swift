@@ -2,6 +2,7 @@ import Access
 import OCI
 import Registry
 import Scanning
+import Signatures
 
 /// Pulling a manifest, end to end, for every front end: `/v2`'s GET and HEAD and ECR's
 /// BatchGetImage. The steps run in one order everywhere: resolve the reference, check the
@@ -17,12 +18,15 @@ public struct ManifestPulls: Sendable {
     /// Nil when authentication is off: nobody bypasses the gate and nothing is audited.
     let authorizer: Authorizer?
     let audit: AuditLog?
+    /// Namespaces' signature policies (signed-only pulls), judged after the pull gate.
+    let signatureGate: SignatureGate?
 
-    public init(registry: Registry, pullGate: PullGate?, authorizer: Authorizer?, audit: AuditLog?) {
+    public init(registry: Registry, pullGate: PullGate?, authorizer: Authorizer?, audit: AuditLog?, signatureGate: SignatureGate? = nil) {
         self.registry = registry
         self.pullGate = pullGate
         self.authorizer = authorizer
         self.audit = audit
+        self.signatureGate = signatureGate
     }
 
     /// Why a manifest that exists was not served.
@@ -49,14 +53,23 @@ public struct ManifestPulls: Sendable {
         let manifest = try await registry.manifest(reference, in: repository, recordPull: false)
         guard accepts(manifest.mediaType) else { throw Refusal.notAcceptable(mediaType: manifest.mediaType) }
         guard purpose == .serve else { return manifest }
-        let verdict = try await pullGate?.verdict(
-            repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: Array(manifest.content.readableBytesView))
-        if case .deny(let message, let detail) = verdict, try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false) {
+        let content = Array(manifest.content.readableBytesView)
+        let verdict = try await pullGate?.verdict(repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: content)
+        let signatures = try await signatureGate?.verdict(repository: repository, digest: manifest.digest, mediaType: manifest.mediaType, content: content)
+        for case .some(let (message, detail)) in [verdict?.refusal, signatures?.refusal] {
+            guard try await !(authorizer?.bypassesPullGate(requester.identity, on: repository) ?? false) else { break }
             audit?.record(
                 AuditEvent(
                     actor: requester.identity, action: "pull", namespace: String(repository.namespace), repository: repository.value,
                     target: manifest.digest.description, result: .denied, source: requester.source, detail: detail))
             throw Refusal.gated(message: message, detail: detail)
+        }
+        if case .allowAudited(let detail) = signatures {
+            // An audit-mode signature policy: served, and written down as a pull it would refuse.
+            audit?.record(
+                AuditEvent(
+                    actor: requester.identity, action: "pull.unsigned", namespace: String(repository.namespace), repository: repository.value,
+                    target: manifest.digest.description, result: .success, source: requester.source, detail: detail))
         }
         registry.recordPull(manifest.digest, in: repository)
         if case .allowByVEX(let detail) = verdict {
@@ -71,5 +84,19 @@ public struct ManifestPulls: Sendable {
                 digest: manifest.digest.description, source: requester.source)
         }
         return manifest
+    }
+}
+
+extension PullGate.Verdict {
+    var refusal: (message: String, detail: String)? {
+        if case .deny(let message, let detail) = self { return (message, detail) }
+        return nil
+    }
+}
+
+extension SignatureGate.Verdict {
+    var refusal: (message: String, detail: String)? {
+        if case .deny(let message, let detail) = self { return (message, detail) }
+        return nil
     }
 }

@@ -7,6 +7,7 @@ import NIOCore
 import OCI
 import Registry
 import Scanning
+import Signatures
 import Testing
 import UseCases
 
@@ -17,6 +18,7 @@ struct Fixture {
     let registry: Registry
     let audit: AuditLog
     let gate: PullGate
+    let signatures: SignatureGate
     let directory: URL
 
     static let logger: Logger = {
@@ -34,9 +36,10 @@ struct Fixture {
         try await blobs.prepare()
         var configuration = RegistryConfiguration()
         configuration.pullRecordInterval = .seconds(3600)  // flushed by hand below
+        let registry = Registry(metadata: store, blobs: blobs, configuration: configuration, logger: logger)
         let fixture = Fixture(
-            store: store, registry: Registry(metadata: store, blobs: blobs, configuration: configuration, logger: logger),
-            audit: AuditLog(database: store.database, logger: logger), gate: PullGate(metadata: store), directory: directory)
+            store: store, registry: registry, audit: AuditLog(database: store.database, logger: logger), gate: PullGate(metadata: store),
+            signatures: SignatureGate(registry: registry), directory: directory)
         do {
             let result = try await body(fixture)
             await store.close()

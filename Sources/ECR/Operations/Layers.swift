@@ -111,7 +111,7 @@ extension ECRService {
         }
         // The pull gate covers layers as it covers manifests (checked when the URL is issued).
         do {
-            try await BlobPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit)
+            try await BlobPulls(registry: registry, pullGate: pullGate, authorizer: access.authorizer, audit: access.audit, signatureGate: signatureGate)
                 .checkGate(digest, in: name, by: call.requester)
         } catch ManifestPulls.Refusal.gated(let message, _) {
             throw ECRError("AccessDeniedException", message)

@@ -8,6 +8,7 @@ import NIOCore
 import OCI
 import Registry
 import Scanning
+import Signatures
 import UseCases
 
 #if canImport(FoundationEssentials)
@@ -26,15 +27,18 @@ struct DistributionAPI: Sendable {
     let maximumPageSize: Int
     /// Namespaces' pull policies, judged on scan results.
     let pullGate: PullGate?
+    /// Namespaces' signature policies.
+    let signatureGate: SignatureGate?
     /// Page size for the catalog when the client does not ask for one.
     let defaultCatalogPageSize = 1000
 
     private var audit: AuditLog? { authentication?.access.audit }
     /// Commit, then audit (and, later, replicate): shared with ECR's PutImage and BatchDeleteImage.
-    private var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: audit, pullGate: pullGate) }
+    private var manifestChanges: ManifestChanges { ManifestChanges(registry: registry, audit: audit, pullGate: pullGate, signatureGate: signatureGate) }
     /// Resolve, negotiate, gate, then count: the steps of a pull, shared with ECR's BatchGetImage.
     private var manifestPulls: ManifestPulls {
-        ManifestPulls(registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit)
+        ManifestPulls(
+            registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit, signatureGate: signatureGate)
     }
 
     func respond(to request: Request, context: WharfRequestContext) async -> Response {
@@ -224,8 +228,10 @@ struct DistributionAPI: Sendable {
     private func getBlob(_ request: Request, repository: RepositoryName, digest: Digest, _ caller: Caller) async throws -> Response {
         let reader: any BlobReader
         do {
-            reader = try await BlobPulls(registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit)
-                .open(digest, in: repository, by: caller.requester)
+            reader = try await BlobPulls(
+                registry: registry, pullGate: pullGate, authorizer: authentication?.access.authorizer, audit: audit, signatureGate: signatureGate
+            )
+            .open(digest, in: repository, by: caller.requester)
         } catch ManifestPulls.Refusal.gated(let message, let detail) {
             throw RegistryError(.denied, message, detail: detail, status: 403)
         }

@@ -342,6 +342,7 @@ struct ManagementAPI: Sendable {
                 storage?.scans.pullGate.forgetPolicy(of: name)  // removed with the namespace, as are its VEX documents
                 storage?.scans.vex.forget(namespace: name)
                 storage?.registry.tagRules.forget(name)
+                storage?.signatures.forget(namespace: name)
                 storage?.scans.pullGate.forgetScans()
                 return Self.noContent()
             },

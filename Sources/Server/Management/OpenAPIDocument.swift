@@ -193,6 +193,18 @@ enum OpenAPIDocument {
                         ["lastCheckAt": string, "lastUpdateAt": string, "lastError": string, "installedArtifact": string, "publishedArtifact": string],
                         required: []),
                 ], required: ["update"]),
+            "SignaturePolicy": object(
+                [
+                    "mode": ["type": "string", "enum": ["enforce", "audit"], "description": "enforce refuses unsigned pulls; audit serves and logs them"],
+                    "keys": [
+                        "type": "array",
+                        "items": object(
+                            ["name": string, "publicKey": ["type": "string", "description": "PEM public key: ECDSA P-256/P-384, Ed25519 or RSA"]],
+                            required: ["name", "publicKey"]),
+                    ],
+                ], required: ["mode", "keys"]),
+            "SignatureVerdict": object(
+                ["digest": string, "verified": boolean, "key": string, "signature": string, "reason": string], required: ["digest", "verified"]),
             "TagRules": object(
                 [
                     "deny": [

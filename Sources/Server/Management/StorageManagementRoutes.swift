@@ -9,6 +9,7 @@ import OCI
 import Registry
 import Scanner
 import Scanning
+import Signatures
 import UseCases
 
 /// The parts of the registry the management API controls beyond identities: repository settings
@@ -26,6 +27,9 @@ struct StorageManagement: Sendable {
     let scanPolicies: NamespaceScanPolicies
     /// Tag rules of namespaces.
     let tagRuleChanges: NamespaceTagRuleChanges
+    /// Signature policies of namespaces, and the verdicts they give.
+    let signatures: SignatureGate
+    let signaturePolicies: NamespaceSignaturePolicies
 }
 
 extension API {
@@ -57,6 +61,16 @@ extension API {
         }
 
         var suppressedCount: Int?
+    }
+
+    struct SignatureVerdict: Encodable {
+        var digest: String
+        var verified: Bool
+        /// The policy key that verified it, and the signature manifest.
+        var key: String?
+        var signature: String?
+        /// Why no signature was accepted.
+        var reason: String?
     }
 
     struct AdvisoryDatabaseState: Encodable {
@@ -388,6 +402,56 @@ extension ManagementAPI {
                     throw AccessError.notFound("namespace '\(namespace)' has no pull policy")
                 }
                 return Response(status: .noContent)
+            },
+            Route(
+                .get, "/namespaces/{name}/signature-policy", "The namespace's signature policy: which keys' cosign signatures its images need",
+                response: "SignaturePolicy"
+            ) { _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceMember(namespace, by: caller.identity)
+                guard let policy = try await storage.signatures.policy(for: namespace) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no signature policy")
+                }
+                return try Self.json(policy)
+            },
+            Route(
+                .put, "/namespaces/{name}/signature-policy",
+                "Signed-only pulls: images must carry a cosign signature (tag sha256-<hex>.sig or a referrer) that one of the keys verifies; enforce refuses others, audit serves and logs them. Robots with the scan or replicate permission pass (namespace admins)",
+                request: "SignaturePolicy", response: "SignaturePolicy"
+            ) { request, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                guard try await access.store.namespace(named: namespace) != nil else { throw AccessError.notFound("namespace '\(namespace)' does not exist") }
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                let policy = try await Self.decode(SignaturePolicy.self, request)
+                try await storage.signaturePolicies.set(policy, of: namespace, by: caller.requester)
+                return try Self.json(policy)
+            },
+            Route(.delete, "/namespaces/{name}/signature-policy", "Remove the namespace's signature policy (namespace admins)", status: .noContent) {
+                _, context, caller in
+                let namespace = try Self.parameter(context, "name")
+                try await access.requireNamespaceAdministration(namespace, by: caller.identity)
+                guard try await storage.signaturePolicies.delete(of: namespace, by: caller.requester) else {
+                    throw AccessError.notFound("namespace '\(namespace)' has no signature policy")
+                }
+                return Response(status: .noContent)
+            },
+            Route(
+                .get, Self.repositoryPrefix + "signatures", "An image's signature verdict under its namespace's signature policy",
+                response: "SignatureVerdict", query: [("reference", "the tag or digest")]
+            ) { request, context, caller in
+                let name = try repository(context)
+                try await access.requireRepositoryRead(name, by: caller.identity)
+                let digest = try await Self.resolve(request, in: name, storage.registry)
+                guard let policy = try await storage.signatures.policy(for: String(name.namespace)) else {
+                    throw AccessError.notFound("namespace '\(name.namespace)' has no signature policy to judge signatures by")
+                }
+                switch try await storage.signatures.imageVerdict(digest, in: name, policy: policy) {
+                case .verified(let key, let signature):
+                    return try Self.json(API.SignatureVerdict(digest: digest.description, verified: true, key: key, signature: signature, reason: nil))
+                case .unverified(let reason):
+                    return try Self.json(API.SignatureVerdict(digest: digest.description, verified: false, key: nil, signature: nil, reason: reason))
+                }
             },
             Route(.get, "/namespaces/{name}/tag-rules", "The namespace's tag rules: which tags pushes may write", response: "TagRules") {
                 _, context, caller in
