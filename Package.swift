@@ -227,7 +227,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server",
+                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),

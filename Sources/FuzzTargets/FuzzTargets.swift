@@ -11,6 +11,7 @@ import NIOCore
 @testable import OCI
 @testable import Scanner
 @testable import Server
+@testable import Signatures
 
 /// Every parser of outside input behind one entry point per target, for libFuzzer (the `Fuzz/`
 /// package links these into one binary; `WHARF_FUZZ_TARGET` picks the target) and for the test
@@ -34,6 +35,7 @@ public enum FuzzTargets {
         "packages": packages,
         "osv": osv,
         "vex": vex,
+        "signatures": signatures,
     ]
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
@@ -190,6 +192,16 @@ public enum FuzzTargets {
         _ = VEXApplication.apply(
             statements, to: [finding], inventory: ImageInventory(operatingSystem: nil, packages: [package]),
             image: .init(digest: "sha256:" + String(repeating: "0", count: 64), repository: "team/app"))
+    }
+
+    /// Signature material: PEM public keys (a namespace admin's policy), cosign simple signing
+    /// payloads and signature tags (from pushers), and verification of arbitrary bytes.
+    static func signatures(_ bytes: [UInt8]) {
+        let string = text(bytes)
+        if let key = try? VerificationKey(pem: string) { _ = key.isValid(signature: bytes, for: bytes) }
+        _ = try? CosignSignature.signedDigest(payload: bytes)
+        _ = CosignSignature.subject(ofTag: string)
+        _ = try? JSONDecoder().decode(SignaturePolicy.self, from: Data(bytes)).verificationKeys()
     }
 
     /// OSV advisory records.

@@ -86,6 +86,12 @@ struct SignatureTests {
                 } catch ManifestPulls.Refusal.gated(let message, _) { return message }
             }
             #expect(try await refusal("v1")?.contains("no cosign signature is attached") == true)
+            // Nor are the unsigned image's layers served to whoever knows their digests.
+            let stored = try #require(try await fixture.store.manifest(image, in: repository))
+            let parsed = try ManifestParser.parse(Array(stored.content.readableBytesView), contentType: MediaType.ociManifest)
+            let layer = try #require(parsed.layers.first?.digest)
+            let blobs = BlobPulls(registry: fixture.registry, pullGate: nil, authorizer: nil, audit: nil, signatureGate: fixture.signatures)
+            await #expect(throws: ManifestPulls.Refusal.self) { try await blobs.open(layer, in: repository, by: alice).close() }
 
             // A stranger's signature, then a trusted signature of the other image, then a tampered payload.
             try await Self.pushSignature(
@@ -107,6 +113,7 @@ struct SignatureTests {
                 fixture, repository, image: image, payload: Self.payload(for: image),
                 signature: Array(try trusted.signature(for: Self.payload(for: image)).derRepresentation))
             #expect(try await refusal("v1") == nil)
+            try await blobs.open(layer, in: repository, by: alice).close()
             #expect(try await refusal("v2") != nil)
             try await Self.pushSignature(
                 fixture, repository, image: other, payload: Self.payload(for: other),
