@@ -126,16 +126,22 @@ def test_kill_9_in_a_loop_loses_no_acknowledged_push(wharf_bin, tmp_path):
         assert len(acknowledged) >= cycles, f"the loop acknowledged only {len(acknowledged)} pushes"
         # Upload files the kills cut off belong to no session: the collector removes them once
         # they are older than the grace window (5 s here), as it does in its continuous passes.
-        time.sleep(6)
-        deadline = time.monotonic() + 60
-        while True:  # 409 while a continuous pass is running: ask again when it is done
-            collected = requests.post(f"{server.url}/api/v1/gc", auth=AUTH, timeout=120)
-            if collected.status_code != 409 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert collected.status_code == 200, collected.text
+        collect_after_grace(server.url)
         verify(server.url, acknowledged, deleted)
     finally:
         assert server.stop() == 0, server.log_text()
     report = run([wharf_bin, "fsck", "--data", str(data), "--json"], check=False)
     assert report.returncode == 0, f"fsck after {cycles} crashes is not clean:\n{report.stdout}\n{report.stderr}"
+
+
+def collect_after_grace(url, grace_seconds=5):
+    """Waits out the collector's grace window, then runs a full collection (asking again while a
+    continuous pass holds it: 409) and checks it succeeded."""
+    time.sleep(grace_seconds + 1)
+    deadline = time.monotonic() + 60
+    while True:
+        collected = requests.post(f"{url}/api/v1/gc", auth=AUTH, timeout=120)
+        if collected.status_code != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert collected.status_code == 200, collected.text

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from conftest import ADMIN_PASSWORD, Wharf, run
-from test_crash_loop import verify, worker
+from test_crash_loop import collect_after_grace, verify, worker
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 AUTH = ("admin", ADMIN_PASSWORD)
@@ -206,14 +206,7 @@ def test_power_cuts_at_random_moments_lose_no_acknowledged_push(wharf_bin, disk,
         assert len(acknowledged) >= cycles, f"the loop acknowledged only {len(acknowledged)} pushes"
         # Upload files the cuts orphaned (their session row never committed) are removed by the
         # collector once older than the grace window (5 s here); fsck would list them otherwise.
-        time.sleep(6)
-        deadline = time.monotonic() + 60
-        while True:  # 409 while a continuous pass is running: ask again when it is done
-            collected = requests.post(f"{server.url}/api/v1/gc", auth=AUTH, timeout=120)
-            if collected.status_code != 409 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert collected.status_code == 200, collected.text
+        collect_after_grace(server.url)
         verify(server.url, acknowledged, deleted)
     finally:
         assert server.stop() == 0, server.log_text()
