@@ -74,3 +74,34 @@ def test_gc_keeps_untagged_manifests_unless_configured_and_dry_run_deletes_nothi
                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).status_code == 200
     finally:
         assert deleting.stop() == 0
+
+
+def test_http10_connections_close_after_the_response_unless_kept_alive(wharf):
+    """RFC 9112 §9.3: ApacheBench, health checks and probes speak HTTP/1.0 and wait for the close."""
+
+    def exchange(request, reads_until_close):
+        with socket.create_connection(("127.0.0.1", wharf.port), timeout=5) as connection:
+            connection.sendall(request)
+            received = b""
+            try:
+                while True:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        return received, True
+                    received += chunk
+                    if not reads_until_close and b"\r\n\r\n" in received and received.endswith(b"}"):
+                        return received, False
+            except socket.timeout:
+                return received, False
+
+    response, closed = exchange(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", reads_until_close=True)
+    assert response.startswith(b"HTTP/1.1 401") and closed, response
+    response, closed = exchange(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", reads_until_close=False)
+    assert response.startswith(b"HTTP/1.1 401") and not closed, response
+    with socket.create_connection(("127.0.0.1", wharf.port), timeout=5) as connection:  # HTTP/1.0 keep-alive: two requests
+        for _ in range(2):
+            connection.sendall(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n")
+            received = b""
+            while not received.endswith(b"}"):
+                received += connection.recv(4096)
+            assert received.startswith(b"HTTP/1.1 401"), received

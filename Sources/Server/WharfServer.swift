@@ -208,7 +208,7 @@ public final class WharfServer: Sendable {
             configuration: .init(
                 additionalChannelHandlers: [
                     connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
-                    ExpectContinueHandler(),
+                    ExpectContinueHandler(), HTTP10ConnectionClose(),
                 ],
                 // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
                 idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
