@@ -85,14 +85,34 @@ public final class Database: Sendable {
         }
         let sslMode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable"
         let tls: PostgresClient.Configuration.TLS
+        let probeTLS: PostgresConnection.Configuration.TLS
         switch sslMode {
-        case "disable": tls = .disable
-        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
-        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        case "disable": (tls, probeTLS) = (.disable, .disable)
+        case "prefer", "allow":
+            (tls, probeTLS) = (.prefer(.makeClientConfiguration()), .prefer(try NIOSSLContext(configuration: .makeClientConfiguration())))
+        case "require", "verify-ca", "verify-full":
+            (tls, probeTLS) = (.require(.makeClientConfiguration()), .require(try NIOSSLContext(configuration: .makeClientConfiguration())))
         default: throw DatabaseError.invalidURL("unknown sslmode '\(sslMode)' in \(url)")
         }
         var database = components.path
         if database.hasPrefix("/") { database.removeFirst() }
+        // One direct connection first: the pool retries a failing connection forever (Wharf hung at
+        // start-up on a wrong host, port or sslmode), while a single attempt fails within its
+        // connect timeout and says why.
+        var probe = PostgresConnection.Configuration(
+            host: host, port: components.port ?? 5432, username: components.user?.removingPercentEncoding ?? "postgres",
+            password: components.password?.removingPercentEncoding, database: database.isEmpty ? nil : database, tls: probeTLS)
+        probe.options.connectTimeout = .seconds(10)
+        do {
+            let connection = try await PostgresConnection.connect(configuration: probe, id: 0, logger: logger)
+            try await connection.close()
+        } catch {
+            var reason = String(reflecting: error)
+            if let error = error as? PSQLError, error.code == .sslUnsupported {
+                reason = "the server does not offer TLS, and sslmode=\(sslMode) requires it (use sslmode=disable or prefer)"
+            }
+            throw DatabaseError.connectionFailed(url: redact(url), underlying: reason)
+        }
         var configuration = PostgresClient.Configuration(
             host: host,
             port: components.port ?? 5432,
