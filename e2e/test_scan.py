@@ -6,8 +6,8 @@ same OSV records, and the CycloneDX and SPDX libraries' own validators."""
 import hashlib
 import json
 import os
-import resource
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +33,19 @@ def advisory_db(wharf_bin, tmp_path_factory):
 
 def test_debian_packages_match_dpkg_query(wharf_bin, debian_image, debian_rootfs, advisory_db):
     """Every installed package dpkg knows, with its version and source, and nothing else."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    report = wharf_json(wharf_bin, "scan", f"oci:{debian_image}", "--format", "json", "--db", str(advisory_db))
+    # wait4 gives this process's own peak: RUSAGE_CHILDREN is the largest child so far, often a
+    # server another test ran under load.
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen([wharf_bin, "scan", f"oci:{debian_image}", "--format", "json", "--db", str(advisory_db)],
+                                   stdout=output, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == 0, process.stderr.read().decode()
+        output.seek(0)
+        report = json.loads(output.read())
     elapsed = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak = usage.ru_maxrss
     inventory = report["inventory"]
     assert inventory["operatingSystem"]["id"] == "debian"
     assert inventory["operatingSystem"]["versionID"] == "12"
@@ -54,8 +62,8 @@ def test_debian_packages_match_dpkg_query(wharf_bin, debian_image, debian_rootfs
     assert found == expected
     # A stock Debian holds no secrets: the detector must not cry wolf on a real operating system.
     assert inventory["secrets"] == []
-    print(f"Debian 12 minbase: {len(found)} packages, scan {elapsed:.2f} s (debug build), peak RSS {max(peak, before) / 1024:.0f} MiB")
-    # The peak of any child so far; the scan itself keeps only catalog files in memory.
+    print(f"Debian 12 minbase: {len(found)} packages, scan {elapsed:.2f} s (debug build), peak RSS {peak / 1024:.0f} MiB")
+    # The scan keeps only catalog files in memory (a bound on streaming, not a speed figure).
     assert peak / 1024 < 200
 
 
