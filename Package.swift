@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation.git", from: "0.9.20"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // Digests, names, media types, manifest models and validation, OCI error codes. Imports nothing of ours.
@@ -45,6 +46,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // Every metric Wharf exports (one declaration each) and its Prometheus registry. Imports nothing of ours.
+        .target(
+            name: "Monitoring",
+            dependencies: [.product(name: "Prometheus", package: "swift-prometheus")],
             swiftSettings: swiftSettings
         ),
         // Files and folders that survive a power cut: fsync of the folder that gains each new name.
@@ -97,7 +104,7 @@ let package = Package(
         .target(
             name: "Lifecycle",
             dependencies: [
-                "OCI", "Metadata", "BlobStore", "Registry",
+                "OCI", "Metadata", "BlobStore", "Registry", "Monitoring",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -107,7 +114,7 @@ let package = Package(
         .target(
             name: "ECR",
             dependencies: [
-                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases", "Signatures",
+                "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases", "Signatures", "Monitoring",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -130,7 +137,7 @@ let package = Package(
         .target(
             name: "Registry",
             dependencies: [
-                "OCI", "BlobStore", "Metadata",
+                "OCI", "BlobStore", "Metadata", "Monitoring",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -151,7 +158,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
-                "Signatures",
+                "Signatures", "Monitoring",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -212,7 +219,7 @@ let package = Package(
         .target(
             name: "Scanning",
             dependencies: [
-                "Scanner", "OCI", "Metadata", "BlobStore", "Registry",
+                "Scanner", "OCI", "Metadata", "BlobStore", "Registry", "Monitoring",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -283,7 +290,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases",
+                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases", "Monitoring",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -125,10 +125,11 @@ class Wharf:
         raise AssertionError(f"wharf did not become ready in {timeout}s:\n{self.log_text()}")
 
     def bound_port(self, offset):
-        """The port from "listening on 127.0.0.1:<port>" in this start's log, or 0 before it is there."""
+        """The port of "Wharf is listening" in this start's log, or 0 before it is there. (A separate
+        metrics listener, when configured, logs "Wharf metrics are served" with its own port.)"""
         with open(self.log_path, "rb") as log:
             log.seek(offset)
-            found = re.search(rb"listening on 127\.0\.0\.1:(\d+)", log.read())
+            found = re.search(rb"127\.0\.0\.1:(\d+)[^\n]*Wharf is listening", log.read())
         return int(found.group(1)) if found else 0
 
     def stop(self, sig=signal.SIGTERM, timeout=60):

@@ -17,6 +17,7 @@ apt_packages=(
   golang-go                     # builds a real Go binary for the build-info cataloger test
   db5.3-util                    # writes a BerkeleyDB rpm database (RHEL 7/8 style) for the rpm cataloger test
   apache2-utils                 # htpasswd: the files CNCF Distribution users migrate from
+  prometheus                    # scrapes /metrics in the monitoring tests; brings promtool
   fuse3 libfuse2                # fusermount and the library of the power-cut tests' filesystem (e2e/powercut_fs.py)
 )
 missing=()

@@ -39,6 +39,14 @@ public final class StorageSpace: Sendable {
         return overflow ? Int64.max : bytes
     }
 
+    /// Size of the filesystem holding `root`.
+    public func volumeBytes() -> Int64? {
+        var stats = statvfs()
+        guard statvfs(root, &stats) == 0 else { return nil }
+        let (bytes, overflow) = Int64(clamping: stats.f_blocks).multipliedReportingOverflow(by: Int64(clamping: stats.f_frsize))
+        return overflow ? Int64.max : bytes
+    }
+
     public enum SpaceError: Error, CustomStringConvertible {
         case belowMinimum(free: Int64, minimum: Int64, path: String)
 

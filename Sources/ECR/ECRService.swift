@@ -3,6 +3,7 @@ import BlobStore
 import Lifecycle
 import Logging
 import Metadata
+import Monitoring
 import OCI
 import Registry
 import Scanning
@@ -71,7 +72,7 @@ public final class ECRService: Sendable {
 
     /// Answers one request; never throws: every failure is an AWS JSON error.
     public func handle(_ request: AWSJSONRequest, now: Int64 = Timestamp.nowMillis()) async -> AWSJSONResponse {
-        let requestID = UUID().uuidString.lowercased()
+        let requestID = request.requestID ?? UUID().uuidString.lowercased()
         var operation = "?"
         var identity: Identity?
         do {
@@ -88,7 +89,14 @@ public final class ECRService: Sendable {
             if let contentType = request.header("Content-Type"), !contentType.hasPrefix("application/x-amz-json-1.1") {
                 throw ECRError.serialization("Content-Type must be application/x-amz-json-1.1, not \(contentType)")
             }
-            let verified = try await verifier.verify(request, now: now / 1000)
+            let verified: SigV4Verifier.Verified
+            do {
+                verified = try await verifier.verify(request, now: now / 1000)
+                registry.metrics.recordAuthentication(scheme: .sigv4, succeeded: true)
+            } catch {
+                registry.metrics.recordAuthentication(scheme: .sigv4, succeeded: false)
+                throw error
+            }
             identity = verified.identity
             if recentlyTouchedKeys.insert(verified.accessKeyID) { try? await access.store.touchAccessKey(verified.accessKeyID) }
 

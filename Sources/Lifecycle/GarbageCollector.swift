@@ -1,6 +1,7 @@
 import BlobStore
 import Logging
 import Metadata
+import Monitoring
 import OCI
 import Registry
 import ServiceLifecycle
@@ -137,22 +138,35 @@ public final class GarbageCollector: Service, Sendable {
             try await removeSessionsWithoutFiles()
         }
         defer { registry.space?.holdReserve() }
-        var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
-        let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)
-        // A grace window given for this run also shortens how long an idle upload session is kept
-        // (`gc --grace-seconds 0` once left a failed session's file for its full 24 hours).
-        let uploadCutoff = grace.map { _ in
-            max(cutoff, ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.uploadTimeout.components.seconds))
+        let started = ContinuousClock.now
+        do {
+            var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
+            let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)
+            // A grace window given for this run also shortens how long an idle upload session is kept
+            // (`gc --grace-seconds 0` once left a failed session's file for its full 24 hours).
+            let uploadCutoff = grace.map { _ in
+                max(cutoff, ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.uploadTimeout.components.seconds))
+            }
+            for _ in 0..<1000 {
+                let before = report
+                let started = ContinuousClock.now
+                try await pass(&report, cutoff: cutoff, uploadCutoff: uploadCutoff, dryRun: dryRun)
+                if dryRun || report == before { break }
+                try await rest(after: ContinuousClock.now - started)
+            }
+            try await scanOrphanFiles(&report, cutoff: cutoff, dryRun: dryRun)
+            let finished = try await finish(report)
+            registry.metrics.recordGarbageCollection(
+                failed: false, dryRun: dryRun, deletedBlobs: finished.deletedBlobs + finished.orphanFiles,
+                deletedManifests: finished.deletedManifests, deletedUploads: finished.deletedUploads,
+                reclaimedBytes: finished.reclaimedBytes + finished.orphanBytes, duration: ContinuousClock.now - started)
+            return finished
+        } catch {
+            registry.metrics.recordGarbageCollection(
+                failed: true, dryRun: dryRun, deletedBlobs: 0, deletedManifests: 0, deletedUploads: 0, reclaimedBytes: 0,
+                duration: ContinuousClock.now - started)
+            throw error
         }
-        for _ in 0..<1000 {
-            let before = report
-            let started = ContinuousClock.now
-            try await pass(&report, cutoff: cutoff, uploadCutoff: uploadCutoff, dryRun: dryRun)
-            if dryRun || report == before { break }
-            try await rest(after: ContinuousClock.now - started)
-        }
-        try await scanOrphanFiles(&report, cutoff: cutoff, dryRun: dryRun)
-        return try await finish(report)
     }
 
     private func finish(_ report: GarbageCollectionReport) async throws -> GarbageCollectionReport {

@@ -1,5 +1,6 @@
 import Logging
 import Metadata
+import Monitoring
 import OCI
 import Registry
 import ServiceLifecycle
@@ -88,6 +89,7 @@ public final class LifecycleService: Service, Sendable {
             guard deleted.contains(digest) else { continue }  // someone deleted it meanwhile
             expiry.alsoDeleted = deleted.filter { $0 != digest }.map(\.description)
             onExpire(expiry)
+            registry.metrics.recordLifecycleExpiration()
             applied.append(expiry)
         }
         if !applied.isEmpty {

@@ -1,5 +1,6 @@
 import BlobStore
 import Metadata
+import Monitoring
 import NIOCore
 import OCI
 
@@ -125,7 +126,9 @@ extension Registry {
         case .digest(let digest):
             if let cached = cache.manifest(digest, in: repository.value) {
                 served = cached
+                metrics.recordManifestCache(hit: true)
             } else {
+                metrics.recordManifestCache(hit: false)
                 guard let record = try await metadata.manifest(digest, in: repository) else {
                     throw RegistryError.manifestUnknown(digest)
                 }
@@ -137,7 +140,9 @@ extension Registry {
                 let cached = cache.manifest(digest, in: repository.value)
             {
                 served = cached
+                metrics.recordManifestCache(hit: true)
             } else {
+                metrics.recordManifestCache(hit: false)
                 guard let record = try await metadata.manifest(tagged: tag, in: repository) else {
                     throw RegistryError.manifestUnknown(tag)
                 }

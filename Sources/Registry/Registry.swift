@@ -1,6 +1,7 @@
 import BlobStore
 import Logging
 import Metadata
+import Monitoring
 import NIOCore
 import OCI
 import Synchronization
@@ -46,8 +47,14 @@ public final class Registry: Sendable {
     public let space: StorageSpace?
     /// Namespaces' tag rules, checked on every push that names a tag.
     public let tagRules: TagRuleBook
+    /// Where this registry and the services built on it (GC, lifecycle, scanning) count what they do.
+    public let metrics: WharfMetrics
 
-    public init(metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger, space: StorageSpace? = nil) {
+    public init(
+        metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger, space: StorageSpace? = nil,
+        metrics: WharfMetrics = WharfMetrics()
+    ) {
+        self.metrics = metrics
         self.space = space
         self.metadata = metadata
         self.blobs = blobs

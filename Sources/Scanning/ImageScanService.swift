@@ -2,6 +2,7 @@ import BlobStore
 import Foundation
 import Logging
 import Metadata
+import Monitoring
 import NIOCore
 import OCI
 import Registry
@@ -217,7 +218,9 @@ public final class ImageScanService: Service, Sendable {
                     "repository": "\(job.repository)", "digest": "\(job.digest)", "findings": "\(result.findings.count)",
                     "critical": "\(counts["CRITICAL"] ?? 0)", "seconds": "\(ContinuousClock.now - started)",
                 ])
+            registry.metrics.recordScan(failed: false, duration: ContinuousClock.now - started, findingsBySeverity: counts)
         } catch {
+            registry.metrics.recordScan(failed: true, duration: ContinuousClock.now - started)
             logger.warning("image scan failed", metadata: ["digest": "\(job.digest)", "error": "\(error)"])
             try? await registry.metadata.finishScan(job.digest, status: .failed, description: "\(error)", result: nil)
         }

@@ -8,6 +8,7 @@ import HummingbirdTLS
 import Lifecycle
 import Logging
 import Metadata
+import Monitoring
 import NIOCore
 import NIOPosix
 import OCI
@@ -31,12 +32,17 @@ public final class WharfServer: Sendable {
     public let lifecycle: LifecycleService
     /// Nil when authentication is turned off.
     public let access: AccessControl?
+    /// What this Wharf counts; exported at `/metrics` unless `metrics.enabled` is false.
+    public let metrics: WharfMetrics
+    /// The token `/metrics` accepts (`metrics.tokenFile` or `WHARF_METRICS_TOKEN`).
+    let metricsToken: String?
     /// The administrator password generated at this start (first start only), to show once.
     public let generatedAdministratorPassword: String?
     /// The certificate and key when Wharf serves HTTPS itself (`tls.certificateFile`, `tls.keyFile`).
     let tls: TLSCertificates?
     private let ioThreadPool: NIOThreadPool
     private let logger: Logger
+    let space: StorageSpace
 
     /// Opens (and migrates) the database and prepares the blob store. Nothing listens yet.
     public static func open(configuration: WharfConfiguration, logger: Logger) async throws -> WharfServer {
@@ -47,6 +53,7 @@ public final class WharfServer: Sendable {
         }
         // Blob I/O gets its own threads: disk latency must not stall database work, and more
         // threads than cores is right for blocking file I/O.
+        let metricsToken = try configuration.loadMetricsToken()
         let ioThreadPool = NIOThreadPool(numberOfThreads: max(4, System.coreCount * 2))
         ioThreadPool.start()
         let blobStore = FileSystemBlobStore(root: configuration.resolvedStoragePath, threadPool: ioThreadPool)
@@ -95,7 +102,9 @@ public final class WharfServer: Sendable {
             root: configuration.resolvedStoragePath, minimumFreeBytes: Int64(configuration.storageMinimumFreeMiB) << 20,
             reserveBytes: Int64(configuration.storageReserveMiB) << 20, logger: logger)
         space.holdReserve()
-        let registry = Registry(metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space)
+        let metrics = WharfMetrics()
+        let registry = Registry(
+            metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space, metrics: metrics)
         let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
         // An interrupted collection may have left blobs in the trash: put them back before serving.
         try await collector.recoverTrash()
@@ -126,15 +135,19 @@ public final class WharfServer: Sendable {
         return WharfServer(
             configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
             lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls,
-            ioThreadPool: ioThreadPool, logger: logger)
+            space: space, metrics: metrics, metricsToken: metricsToken, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(
         configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
         collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
-        access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, ioThreadPool: NIOThreadPool, logger: Logger
+        access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, space: StorageSpace, metrics: WharfMetrics,
+        metricsToken: String?, ioThreadPool: NIOThreadPool, logger: Logger
     ) {
         self.tls = tls
+        self.space = space
+        self.metrics = metrics
+        self.metricsToken = metricsToken
         self.configuration = configuration
         self.metadata = metadata
         self.blobStore = blobStore
@@ -153,8 +166,18 @@ public final class WharfServer: Sendable {
     /// The HTTP routes: the Distribution API under `/v2` and the token endpoint.
     public func makeRouter() -> Router<WharfRequestContext> {
         let router = Router(context: WharfRequestContext.self)
+        // First, so every route (and the 404 of no route) is counted and gets a request id.
+        router.add(middleware: RequestObservation(metrics: configuration.metricsEnabled ? metrics : nil))
         let scheme = tls == nil ? "http" : "https"
-        let authentication = access.map { RequestAuthentication(access: $0, configuredRealm: configuration.authRealm, scheme: scheme) }
+        let authentication = access.map {
+            RequestAuthentication(access: $0, configuredRealm: configuration.authRealm, scheme: scheme, metrics: configuration.metricsEnabled ? metrics : nil)
+        }
+        // Metrics on this listener need the token or an administrator; on a separate listener
+        // (`metrics.listen`) they are served there instead, to whoever reaches it.
+        let metricsAccess: OperationsEndpoints.MetricsAccess? =
+            !configuration.metricsEnabled || configuration.metricsListen != nil
+            ? nil : authentication.map { .tokenOrAdministrator(token: metricsToken, authentication: $0) } ?? .open
+        operations.register(on: router, metricsAccess: metricsAccess)
         let api = DistributionAPI(
             registry: registry, authentication: authentication, maximumPageSize: configuration.maximumPageSize,
             pullGate: scans.pullGate, signatureGate: signatures)
@@ -204,12 +227,13 @@ public final class WharfServer: Sendable {
         let connections = ConnectionLimiter(maximumPerSource: configuration.maximumConnectionsPerSource, logger: logger)
         ConnectionLimiter.raiseOpenFileLimit(logger: logger)
         let trustedProxies = Set(configuration.trustedProxies)
+        let metrics = configuration.metricsEnabled ? self.metrics : nil
         let http1 = HTTPServerBuilder.http1(
             configuration: .init(
                 additionalChannelHandlers: [
                     connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
                     ExpectContinueHandler(), HTTP10ConnectionClose(),
-                ],
+                ] + (metrics.map { [BodyByteCounter(metrics: $0)] } ?? []),
                 // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
                 idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
             ))
@@ -227,8 +251,36 @@ public final class WharfServer: Sendable {
         )
     }
 
+    var operations: OperationsEndpoints {
+        OperationsEndpoints(metrics: configuration.metricsEnabled ? metrics : nil, metadata: metadata, blobs: blobStore, space: space)
+    }
+
+    /// The separate listener of `metrics.listen`: `/metrics`, `/healthz` and `/readyz` only, for a
+    /// network only monitoring reaches (Prometheus, probes), with no credentials.
+    func makeMetricsApplication() throws -> (some ApplicationProtocol)? {
+        guard configuration.metricsEnabled, let listen = configuration.metricsListen else { return nil as Application<RouterResponder<WharfRequestContext>>? }
+        var address = configuration
+        address.listen = listen
+        let (host, port) = try address.listenAddress()
+        let router = Router(context: WharfRequestContext.self)
+        router.add(middleware: RequestObservation(metrics: metrics))
+        operations.register(on: router, metricsAccess: .open)
+        let logger = self.logger
+        return Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "Wharf"),
+            onServerRunning: { channel in
+                logger.info("Wharf metrics are served", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
+            }, logger: logger)
+    }
+
     private var backgroundServices: [any Service] {
         var services: [any Service] = [registry.pulls]
+        if configuration.metricsEnabled {
+            services.append(
+                MetricsSampler(
+                    metrics: metrics, metadata: metadata, space: space, advisoryDatabasePath: configuration.resolvedScannerDatabase,
+                    interval: .seconds(configuration.metricsSampleIntervalSeconds), logger: logger))
+        }
         if let access { services.append(access.audit) }
         if configuration.gcEnabled { services.append(collector) }
         if configuration.lifecycleEnabled { services.append(lifecycle) }
@@ -241,7 +293,15 @@ public final class WharfServer: Sendable {
     public func run() async throws {
         let application = try makeApplication()
         do {
-            try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+            if let metricsApplication = try makeMetricsApplication() {
+                let group = ServiceGroup(
+                    configuration: .init(
+                        services: [.init(service: application), .init(service: metricsApplication)], gracefulShutdownSignals: [.sigterm, .sigint],
+                        logger: logger))
+                try await group.run()
+            } else {
+                try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+            }
         } catch {
             await close()
             throw error

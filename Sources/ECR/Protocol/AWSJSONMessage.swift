@@ -12,11 +12,15 @@ public struct AWSJSONRequest: Sendable {
     public var scheme: String
     public var host: String
     public var source: String?
+    /// The id the HTTP edge gave this request (`X-Request-Id`); answered as `x-amzn-RequestId`, so
+    /// the log, the audit log and the client all name the same request.
+    public var requestID: String?
 
     public init(
         method: String, path: String, query: String, headers: [(name: String, value: String)], body: [UInt8],
-        scheme: String, host: String, source: String?
+        scheme: String, host: String, source: String?, requestID: String? = nil
     ) {
+        self.requestID = requestID
         self.method = method
         self.path = path
         self.query = query

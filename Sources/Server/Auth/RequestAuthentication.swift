@@ -1,6 +1,7 @@
 import Access
 import HTTPTypes
 import Hummingbird
+import Monitoring
 import NIOCore
 import OCI
 import UseCases
@@ -35,6 +36,8 @@ struct RequestAuthentication: Sendable {
     /// The scheme this server answers on (`https` when it serves TLS itself), unless a trusted
     /// proxy says otherwise in `X-Forwarded-Proto`.
     var scheme = "http"
+    /// Counts credential checks (successes and failures by scheme) when metrics are on.
+    var metrics: WharfMetrics? = nil
 
     enum Credentials {
         case none
@@ -76,8 +79,10 @@ struct RequestAuthentication: Sendable {
         case .basic(let username, let password):
             switch try await access.authenticator.authenticate(username: username, password: password, source: source) {
             case .authenticated(let identity, let credential):
+                metrics?.recordAuthentication(scheme: .basic, succeeded: true)
                 return Caller(identity: identity, credential: credential, token: nil, source: source)
             case .invalid:
+                metrics?.recordAuthentication(scheme: .basic, succeeded: false)
                 access.audit.record(AuditEvent(actor: nil, action: "login", target: username, result: .failure, source: source))
                 throw unauthorized(request, scope: challengeScope, message: "invalid username or password")
             case .throttled(let retryAfter):
@@ -86,8 +91,10 @@ struct RequestAuthentication: Sendable {
         case .bearer(let token):
             do {
                 let verified = try await access.tokens.verify(token)
+                metrics?.recordAuthentication(scheme: .bearer, succeeded: true)
                 return Caller(identity: verified.identity, credential: .bearerToken, token: verified, source: source)
             } catch {
+                metrics?.recordAuthentication(scheme: .bearer, succeeded: false)
                 throw unauthorized(request, scope: challengeScope, message: error.description, error: "invalid_token")
             }
         }

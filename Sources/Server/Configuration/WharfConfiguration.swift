@@ -5,6 +5,9 @@ import OCI
 import Registry
 import Yams
 
+#if canImport(Glibc)
+import Glibc
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -54,6 +57,19 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Upload sessions one identity may hold open at once.
     public var maximumUploadsPerIdentity = 256
     public var logLevel: Logger.Level = .info
+
+    /// Prometheus metrics at `/metrics`, `/healthz` and `/readyz` probes.
+    public var metricsEnabled = true
+    /// `HOST:PORT` of a separate listener for `/metrics` (and the probes), served without
+    /// credentials; nil serves `/metrics` on the main listener to the metrics token or an administrator.
+    public var metricsListen: String?
+    /// A file (mode 0600 or 0400) holding the bearer token `/metrics` accepts on the main listener.
+    public var metricsTokenFile: String?
+    /// The token itself, from `WHARF_METRICS_TOKEN` (takes precedence over the file). Never from YAML.
+    public var metricsToken: String?
+    /// How often storage figures (blobs, bytes per namespace, open uploads, scan queue) are read
+    /// from the database for the gauges; scrapes never query.
+    public var metricsSampleIntervalSeconds = 30
 
     /// Authentication and authorization. On by default; turning it off leaves the registry open to
     /// anyone who can reach it (meant for benchmarks and throw-away test setups).
@@ -204,6 +220,14 @@ public struct WharfConfiguration: Sendable, Equatable {
         var server: ServerSection?
         var tls: TLSSection?
         var scanner: ScannerSection?
+        var metrics: MetricsSection?
+
+        struct MetricsSection: Decodable {
+            var enabled: Bool?
+            var listen: String?
+            var tokenFile: String?
+            var sampleIntervalSeconds: Int?
+        }
 
         struct ScannerSection: Decodable {
             var enabled: Bool?
@@ -335,6 +359,12 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.rescanIntervalSeconds { scannerRescanIntervalSeconds = value }
             if let value = scanner.publishDatabase { scannerPublishDatabase = value }
         }
+        if let metrics = file.metrics {
+            if let value = metrics.enabled { metricsEnabled = value }
+            if let value = metrics.listen { metricsListen = value }
+            if let value = metrics.tokenFile { metricsTokenFile = value }
+            if let value = metrics.sampleIntervalSeconds { metricsSampleIntervalSeconds = value }
+        }
         if let auth = file.auth {
             if let value = auth.enabled { authEnabled = value }
             if let value = auth.realm { authRealm = value }
@@ -366,6 +396,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
+        "metrics", "metrics.enabled", "metrics.listen", "metrics.tokenFile", "metrics.sampleIntervalSeconds",
     ]
 
     private static func checkKnownKeys(_ node: Node, path: String, source: String) throws {
@@ -394,6 +425,9 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_ECR_REGISTRY_ID"], !value.isEmpty { ecrRegistryID = value }
         if let value = environment["WHARF_MASTER_KEY"], !value.isEmpty { masterKey = value }
         if let value = environment["WHARF_MASTER_KEY_FILE"], !value.isEmpty { masterKeyFile = value }
+        if let value = environment["WHARF_METRICS_TOKEN"], !value.isEmpty { metricsToken = value }
+        if let value = environment["WHARF_METRICS_LISTEN"], !value.isEmpty { metricsListen = value }
+        if let value = environment["WHARF_METRICS_ENABLED"] { metricsEnabled = !["0", "false", "no", "off"].contains(value.lowercased()) }
         if let value = environment["WHARF_TLS_CERTIFICATE"], !value.isEmpty { tlsCertificateFile = value }
         if let value = environment["WHARF_TLS_KEY"], !value.isEmpty { tlsKeyFile = value }
         if let value = environment["WHARF_GC_GRACE_SECONDS"] {
@@ -407,6 +441,18 @@ public struct WharfConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         _ = try listenAddress()
+        if let metricsListen {
+            var other = self
+            other.listen = metricsListen
+            guard (try? other.listenAddress()) != nil else { throw ConfigurationError.invalid("metrics.listen (HOST:PORT)", metricsListen) }
+            guard metricsListen != listen else { throw ConfigurationError.invalid("metrics.listen (must differ from listen)", metricsListen) }
+        }
+        guard (1...3600).contains(metricsSampleIntervalSeconds) else {
+            throw ConfigurationError.invalid("metrics.sampleIntervalSeconds (1 to 3600)", "\(metricsSampleIntervalSeconds)")
+        }
+        if let metricsToken, metricsToken.utf8.count < 16 {
+            throw ConfigurationError.invalid("WHARF_METRICS_TOKEN (at least 16 characters)", "(\(metricsToken.utf8.count) characters)")
+        }
         guard manifestCacheMiB >= 0 else { throw ConfigurationError.invalid("registry.manifestCacheMiB", "\(manifestCacheMiB)") }
         guard cacheTTLSeconds >= 0 else { throw ConfigurationError.invalid("registry.cacheTTLSeconds", "\(cacheTTLSeconds)") }
         guard maximumPageSize >= 1 else { throw ConfigurationError.invalid("registry.maximumPageSize", "\(maximumPageSize)") }
@@ -478,6 +524,23 @@ public struct WharfConfiguration: Sendable, Equatable {
         guard (60...86_400).contains(tokenLifetimeSeconds) else {
             throw ConfigurationError.invalid("auth.tokenLifetimeSeconds (60 to 86400)", "\(tokenLifetimeSeconds)")
         }
+    }
+
+    /// The metrics token: `WHARF_METRICS_TOKEN`, else the first line of `metrics.tokenFile`, which
+    /// must be readable by Wharf's user alone (a token others can read is no secret).
+    public func loadMetricsToken() throws -> String? {
+        if let metricsToken { return metricsToken }
+        guard let path = metricsTokenFile else { return nil }
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw ConfigurationError.unreadable(path, "metrics.tokenFile does not exist or cannot be read") }
+        guard info.st_mode & 0o077 == 0 else {
+            throw ConfigurationError.unreadable(
+                path, "metrics.tokenFile is readable by other users (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 on it")
+        }
+        guard let data = FileManager.default.contents(atPath: path),
+            let token = String(data: data, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(String.init), token.utf8.count >= 16
+        else { throw ConfigurationError.unreadable(path, "metrics.tokenFile must hold a token of at least 16 characters") }
+        return token
     }
 
     public static func parseLogLevel(_ value: String, source: String) throws -> Logger.Level {

@@ -1,3 +1,5 @@
+import Monitoring
+
 /// The endpoint a `/v2` path names. Repository names contain slashes, so the operation is found by
 /// matching from the end of the path (`…/manifests/<ref>`, `…/blobs/uploads/<id>`, …) and the
 /// rest is the name. References and digests never contain a slash, so this is unambiguous.
@@ -29,5 +31,24 @@ enum DistributionRoute: Equatable {
         if n >= 3, c[n - 2] == "blobs" { return .blob(name: name(n - 2), digest: String(c[n - 1])) }
         if n >= 3, c[n - 2] == "referrers" { return .referrers(name: name(n - 2), digest: String(c[n - 1])) }
         return nil
+    }
+
+    /// The metrics route of a `/v2` path, found like `parse` but without building names.
+    static func metricRoute(path: String) -> HTTPRoute {
+        var components = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard components.count >= 2 else { return .v2Other }
+        components.removeFirst(2)
+        if components.last?.isEmpty == true { components.removeLast() }
+        let n = components.count
+        func isWord(_ index: Int, _ word: String) -> Bool { components[index].elementsEqual(word.utf8) }
+        if n == 0 { return .v2Base }
+        if n == 1, isWord(0, "_catalog") { return .catalog }
+        if n >= 3, isWord(n - 2, "tags"), isWord(n - 1, "list") { return .tags }
+        if n >= 3, isWord(n - 2, "blobs"), isWord(n - 1, "uploads") { return .blobUpload }
+        if n >= 4, isWord(n - 3, "blobs"), isWord(n - 2, "uploads") { return .blobUpload }
+        if n >= 3, isWord(n - 2, "manifests") { return .manifest }
+        if n >= 3, isWord(n - 2, "blobs") { return .blob }
+        if n >= 3, isWord(n - 2, "referrers") { return .referrers }
+        return .v2Other
     }
 }

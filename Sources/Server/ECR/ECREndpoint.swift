@@ -32,7 +32,8 @@ struct ECREndpoint: Sendable {
         let message = AWSJSONRequest(
             method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "", headers: headers,
             body: Array(body.readableBytesView), scheme: forwardedProto ?? scheme,
-            host: request.headers[HTTPField.Name("X-Forwarded-Host")!] ?? host, source: context.sourceAddress)
+            host: request.headers[HTTPField.Name("X-Forwarded-Host")!] ?? host, source: context.sourceAddress,
+            requestID: context.logger[metadataKey: "hb.request.id"].map { "\($0)" })
         let answer = await service.handle(message)
         var fields = HTTPFields()
         for (name, value) in answer.headers { if let field = HTTPField.Name(name) { fields.append(HTTPField(name: field, value: value)) } }

@@ -1,0 +1,84 @@
+import HTTPTypes
+import Hummingbird
+import Monitoring
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// First in every request's path: gives the request its id (`X-Request-Id`, the client's when it
+/// sends a usable one) for the response and the log, and, when metrics are on, counts it by route,
+/// method and status and times it until its last body byte is handed to the connection.
+struct RequestObservation: RouterMiddleware {
+    typealias Context = WharfRequestContext
+    let metrics: WharfMetrics?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let id = Self.requestID(request.headers[.requestID])
+        context.logger[metadataKey: "hb.request.id"] = .string(id)
+        guard let metrics else {
+            var response = try await Self.respond(request, context: context, next: next)
+            response.headers[.requestID] = id
+            return response
+        }
+        let started = ContinuousClock.now
+        let route = Self.route(request.uri.path)
+        let method = request.method.rawValue
+        metrics.requestStarted(route)
+        var response: Response
+        do {
+            response = try await Self.respond(request, context: context, next: next)
+        } catch {
+            metrics.recordRequest(route: route, method: method, status: 500, duration: ContinuousClock.now - started)
+            throw error
+        }
+        response.headers[.requestID] = id
+        let status = response.status.code
+        // The count and the duration are recorded once the body is written (or its writing failed):
+        // for a layer download that is when the last byte left, not when the headers did.
+        let body = response.body
+        response.body = ResponseBody(contentLength: body.contentLength) { writer in
+            defer { metrics.recordRequest(route: route, method: method, status: status, duration: ContinuousClock.now - started) }
+            try await body.write(writer)
+        }
+        return response
+    }
+
+    /// Runs the rest of the chain; an error that knows its HTTP response becomes that response, so it
+    /// too carries the request id.
+    private static func respond(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            return try error.response(from: request, context: context)
+        }
+    }
+
+    /// The client's id when it is short and plain (it is echoed and logged), else a new one.
+    static func requestID(_ offered: String?) -> String {
+        if let offered, (1...128).contains(offered.utf8.count),
+            offered.utf8.allSatisfy({ byte in
+                (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45 || byte == 46 || byte == 95
+                    || byte == 58
+            })
+        {
+            return offered
+        }
+        return UUID().uuidString.lowercased()
+    }
+
+    /// The route label of a path: a fixed set of values whatever the client sends.
+    static func route(_ path: String) -> HTTPRoute {
+        if path == "/v2" || path.hasPrefix("/v2/") { return DistributionRoute.metricRoute(path: path) }
+        if path == "/" { return .ecr }
+        if path == "/auth/token" { return .token }
+        if path.hasPrefix("/api/") { return .management }
+        if path == "/metrics" { return .metrics }
+        if path == "/healthz" || path == "/readyz" { return .health }
+        if path.hasPrefix("/ecr/layers/") { return .ecrLayerDownload }
+        return .other
+    }
+}

@@ -1,0 +1,51 @@
+import NIOCore
+import OCI
+import Testing
+
+@testable import Metadata
+
+/// The figures behind `/metrics`' storage gauges (issue 19), on both engines: physical bytes count a
+/// blob once per namespace, logical bytes count it once per manifest that references it.
+@Suite("Storage totals on SQLite and PostgreSQL")
+struct StorageTotalsTests {
+    func manifest(_ content: String, in repository: String, blobs: [BlobRecord], tags: [String] = []) -> NewManifest {
+        NewManifest(
+            repository: RepositoryName(repository)!, digest: Digest.of(Array(content.utf8)), mediaType: MediaType.ociManifest,
+            content: ByteBuffer(string: content), artifactType: nil, subject: nil, annotationsJSON: nil,
+            blobs: blobs.map { Descriptor(mediaType: "application/octet-stream", digest: $0.digest, size: $0.size) },
+            children: [], allowMissingChildren: false, tags: tags.map { Tag($0)! })
+    }
+
+    @Test("blobs, bytes, repositories, manifests, uploads and per-namespace bytes", arguments: Engine.available)
+    func totals(_ engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            #expect(try await store.storageTotals() == MetadataStore.StorageTotals())
+            let shared = BlobRecord(digest: Digest.of(Array("shared layer".utf8)), size: 1000)
+            let own = BlobRecord(digest: Digest.of(Array("own layer".utf8)), size: 300)
+            let other = BlobRecord(digest: Digest.of(Array("other team".utf8)), size: 50)
+            for (blob, repository) in [(shared, "team/a"), (shared, "team/b"), (own, "team/b"), (shared, "ops/x"), (other, "ops/x")] {
+                try await store.linkBlob(blob, to: RepositoryName(repository)!)
+            }
+            let first = "first manifest", second = "second manifest", third = "ops manifest!"
+            _ = try await store.putManifest(manifest(first, in: "team/a", blobs: [shared], tags: ["v1"]))
+            _ = try await store.putManifest(manifest(second, in: "team/b", blobs: [shared, own]))
+            _ = try await store.putManifest(manifest(third, in: "ops/x", blobs: [shared, other]))
+            try await store.createUpload(UploadRecord(id: "u1", repository: "team/a", size: 0, algorithm: .sha256, createdAt: 1, updatedAt: 1))
+
+            let totals = try await store.storageTotals()
+            #expect(totals.blobs == 3)
+            #expect(totals.blobBytes == 1350)
+            #expect(totals.repositories == 3)
+            #expect(totals.manifests == 3)
+            #expect(totals.uploadSessions == 1)
+            #expect(totals.scanQueue == 0)
+            // team: the shared layer once plus its own layer; ops: the shared layer again plus its own.
+            #expect(totals.namespaces["team"]?.physicalBytes == 1300)
+            #expect(totals.namespaces["ops"]?.physicalBytes == 1050)
+            // Logical: every manifest's blobs and its own bytes.
+            #expect(totals.namespaces["team"]?.logicalBytes == Int64(1000 + first.utf8.count + 1000 + 300 + second.utf8.count))
+            #expect(totals.namespaces["ops"]?.logicalBytes == Int64(1000 + 50 + third.utf8.count))
+            try await store.ping()
+        }
+    }
+}
