@@ -197,6 +197,7 @@ public final class ECRService: Sendable {
         "DescribeRepositories", "ListImages", "DescribeImages", "BatchGetImage", "GetLifecyclePolicy", "GetLifecyclePolicyPreview",
         "GetRepositoryPolicy", "GetRegistryPolicy", "DescribeRegistry", "DescribeImageScanFindings", "ListTagsForResource",
         "BatchCheckLayerAvailability", "GetDownloadUrlForLayer", "UploadLayerPart", "GetAuthorizationToken",
+        "ListPullTimeUpdateExclusions", "GetAccountSetting",
     ]
 
     typealias Handler = @Sendable (ECRService) -> @Sendable (ECRCall) async throws -> JSONValue
@@ -236,6 +237,11 @@ public final class ECRService: Sendable {
         "TagResource": { $0.tagResource },
         "UntagResource": { $0.untagResource },
         "ListTagsForResource": { $0.listTagsForResource },
+        "RegisterPullTimeUpdateExclusion": { $0.registerPullTimeUpdateExclusion },
+        "DeregisterPullTimeUpdateExclusion": { $0.deregisterPullTimeUpdateExclusion },
+        "ListPullTimeUpdateExclusions": { $0.listPullTimeUpdateExclusions },
+        "GetAccountSetting": { $0.getAccountSetting },
+        "PutAccountSetting": { $0.putAccountSetting },
     ]
 }
 

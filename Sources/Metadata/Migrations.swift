@@ -367,6 +367,18 @@ enum Migrations {
                 "ALTER TABLE upload_sessions ADD COLUMN owner TEXT",
                 "CREATE INDEX upload_sessions_by_owner ON upload_sessions (owner)",
             ]),
+        Migration(
+            version: 10, name: "pull time update exclusions",
+            statements: [
+                // Principals (ECR-style ARNs) whose pulls leave an image's last-pull time alone:
+                // scanners and replicators must not keep stale images looking used.
+                """
+                CREATE TABLE pull_time_exclusions (
+                    principal_arn {name} PRIMARY KEY,
+                    created_at BIGINT NOT NULL
+                )
+                """
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -49,6 +49,8 @@ public final class Registry: Sendable {
     public let tagRules: TagRuleBook
     /// Where this registry and the services built on it (GC, lifecycle, scanning) count what they do.
     public let metrics: WharfMetrics
+    /// Account settings and pull-time exclusions, cached for the paths that read them per request.
+    public let settings: RegistryWideSettings
 
     public init(
         metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger, space: StorageSpace? = nil,
@@ -63,6 +65,7 @@ public final class Registry: Sendable {
         self.cache = ManifestCache(maximumBytes: configuration.manifestCacheBytes, timeToLive: configuration.cacheTimeToLive)
         self.pulls = PullRecorder(metadata: metadata, interval: configuration.pullRecordInterval, logger: logger)
         self.tagRules = TagRuleBook(metadata: metadata)
+        self.settings = RegistryWideSettings(metadata: metadata, timeToLive: configuration.cacheTimeToLive ?? .seconds(5))
     }
 }
 
@@ -103,7 +106,9 @@ extension Registry {
     }
 
     /// Cross-repository mount. Nil when `source` does not hold the blob (the caller then starts an upload).
+    /// Also nil when the registry's `BLOB_MOUNTING` account setting is `DISABLED`.
     public func mountBlob(_ digest: Digest, from source: RepositoryName, into target: RepositoryName) async throws -> BlobRecord? {
+        guard try await settings.blobMountingEnabled() else { return nil }
         if let blob = try await metadata.blob(digest, in: source) {
             try await checkQuota(adding: blob, to: target)
         }

@@ -71,7 +71,7 @@ public struct ManifestPulls: Sendable {
                     actor: requester.identity, action: "pull.unsigned", namespace: String(repository.namespace), repository: repository.value,
                     target: manifest.digest.description, result: .success, source: requester.source, detail: detail))
         }
-        registry.recordPull(manifest.digest, in: repository)
+        if try await !excludedFromPullTimes(requester) { registry.recordPull(manifest.digest, in: repository) }
         if case .allowByVEX(let detail) = verdict {
             // A pull the gate would refuse but for VEX statements: the audit log says which.
             audit?.record(
@@ -84,6 +84,15 @@ public struct ManifestPulls: Sendable {
                 digest: manifest.digest.description, source: requester.source)
         }
         return manifest
+    }
+}
+
+extension ManifestPulls {
+    /// Pulls by principals on the registry's pull time update exclusion list (scanners,
+    /// replicators) are served and audited but leave the image's last-pull time alone.
+    func excludedFromPullTimes(_ requester: Requester) async throws -> Bool {
+        guard let registryID = authorizer?.policies.registryID, let arn = requester.identity.principalARN(registryID: registryID) else { return false }
+        return try await registry.settings.excludesFromPullTimes(arn)
     }
 }
 

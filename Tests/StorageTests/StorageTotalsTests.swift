@@ -49,3 +49,26 @@ struct StorageTotalsTests {
         }
     }
 }
+
+@Suite("Pull time update exclusions on SQLite and PostgreSQL")
+struct PullTimeExclusionTests {
+    @Test("added once, bounded by the limit in the same transaction, removed once", arguments: Engine.available)
+    func exclusions(_ engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            let scanner = "arn:aws:iam::123456789012:role/robot/scanner"
+            #expect(try await store.addPullTimeExclusion(scanner, limit: 2, now: 5) == .added(.init(principalARN: scanner, createdAt: 5)))
+            #expect(try await store.addPullTimeExclusion(scanner, limit: 2) == .alreadyExists)
+            let second = try await store.addPullTimeExclusion("arn:aws:iam::123456789012:user/b", limit: 2)
+            #expect(second != .limitReached)
+            #expect(try await store.addPullTimeExclusion("arn:aws:iam::123456789012:user/c", limit: 2) == .limitReached)
+            #expect(
+                try await store.pullTimeExclusions().map(\.principalARN) == [
+                    "arn:aws:iam::123456789012:role/robot/scanner", "arn:aws:iam::123456789012:user/b",
+                ])
+            #expect(try await store.removePullTimeExclusion(scanner))
+            let again = try await store.removePullTimeExclusion(scanner)
+            #expect(!again)
+            #expect(try await store.pullTimeExclusions().count == 1)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+"""ECR's registry-wide settings through boto3 (issue 19): pull time update exclusions keep a
+scanner's pulls from making a stale image look used, and the account settings Wharf acts on
+(BLOB_MOUNTING switches cross-repository mounts on /v2 off and on)."""
+
+import hashlib
+import time
+
+import boto3
+import botocore.exceptions
+import pytest
+import requests
+
+from conftest import Wharf, skopeo
+
+
+@pytest.fixture(scope="module")
+def server(wharf_bin, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ecr-settings")
+    config = base / "wharf.yaml"
+    config.write_text("registry:\n  pullRecordIntervalSeconds: 1\n")
+    started = Wharf(wharf_bin, base / "data", extra_args=["--config", str(config)]).start()
+    yield started
+    assert started.stop() == 0, started.log_text()
+
+
+def ecr_client(server, user="admin"):
+    key = server.api("POST", f"/users/{user}/access-keys", json={"description": "settings"}).json()
+    return boto3.client("ecr", endpoint_url=server.url, region_name="us-east-1",
+                        aws_access_key_id=key["accessKeyId"], aws_secret_access_key=key["secretAccessKey"])
+
+
+def error_code(call, **kwargs):
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        call(**kwargs)
+    return raised.value.response["Error"]["Code"], raised.value.response["Error"]["Message"]
+
+
+def last_pull(ecr, repository, tag):
+    return ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])["imageDetails"][0].get("lastRecordedPullTime")
+
+
+def test_pull_time_update_exclusions(server, small_image):
+    ecr = ecr_client(server)
+    registry_id = ecr.describe_registry()["registryId"]
+    robot = server.api("POST", "/robots", json={
+        "name": "scanner", "permissions": [{"scope": "namespace", "name": "stale", "actions": ["pull"]}]}).json()
+    robot_arn = f"arn:aws:iam::{registry_id}:role/robot/scanner"
+    skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}",
+           f"docker://{server.host}/stale/app:v1")
+
+    registered = ecr.register_pull_time_update_exclusion(principalArn=robot_arn)
+    assert registered["principalArn"] == robot_arn and registered["createdAt"].year >= 2026
+    assert error_code(ecr.register_pull_time_update_exclusion, principalArn=robot_arn)[0] == "ExclusionAlreadyExistsException"
+    code, message = error_code(ecr.register_pull_time_update_exclusion, principalArn="arn:aws:iam::999999999999:user/someone")
+    assert code == "InvalidParameterException" and registry_id in message
+
+    # The scanner robot pulls: served, but the image stays "never pulled".
+    robot_creds = f"{robot['name']}:{robot['secret']}"
+    for _ in range(2):
+        skopeo("inspect", "--raw", "--tls-verify=false", "--creds", robot_creds, f"docker://{server.host}/stale/app:v1")
+    time.sleep(3)  # more than the 1 s pull-record interval
+    assert last_pull(ecr, "stale/app", "v1") is None
+    # A person's pull still counts.
+    skopeo("inspect", "--raw", "--tls-verify=false", "--creds", server.creds, f"docker://{server.host}/stale/app:v1")
+    deadline = time.monotonic() + 30
+    while last_pull(ecr, "stale/app", "v1") is None:
+        assert time.monotonic() < deadline, "the administrator's pull was never recorded"
+        time.sleep(0.5)
+
+    # Listing pages; only system administrators may see or change the list.
+    second = f"arn:aws:iam::{registry_id}:user/replicator"
+    ecr.register_pull_time_update_exclusion(principalArn=second)
+    first_page = ecr.list_pull_time_update_exclusions(maxResults=1)
+    assert len(first_page["pullTimeUpdateExclusions"]) == 1 and "nextToken" in first_page
+    rest = ecr.list_pull_time_update_exclusions(maxResults=1, nextToken=first_page["nextToken"])
+    assert sorted(first_page["pullTimeUpdateExclusions"] + rest["pullTimeUpdateExclusions"]) == sorted([robot_arn, second])
+    assert server.api("POST", "/users", json={"name": "settingsdev", "password": "settingsdev-password-1"}).status_code == 201
+    developer = ecr_client(server, "settingsdev")
+    assert error_code(developer.list_pull_time_update_exclusions)[0] == "AccessDeniedException"
+    assert error_code(developer.register_pull_time_update_exclusion, principalArn=second)[0] == "AccessDeniedException"
+
+    assert ecr.deregister_pull_time_update_exclusion(principalArn=robot_arn)["principalArn"] == robot_arn
+    assert error_code(ecr.deregister_pull_time_update_exclusion, principalArn=robot_arn)[0] == "ExclusionNotFoundException"
+    assert ecr.list_pull_time_update_exclusions()["pullTimeUpdateExclusions"] == [second]
+
+
+def test_account_settings_and_blob_mounting(server):
+    ecr = ecr_client(server)
+    setting = ecr.get_account_setting(name="BLOB_MOUNTING")
+    assert (setting["name"], setting["value"]) == ("BLOB_MOUNTING", "ENABLED")
+    assert ecr.get_account_setting(name="REGISTRY_POLICY_SCOPE")["value"] == "V2"
+    assert ecr.get_account_setting(name="BASIC_SCAN_TYPE_VERSION")["value"] == "AWS_NATIVE"
+    code, message = error_code(ecr.put_account_setting, name="REGISTRY_POLICY_SCOPE", value="V1")
+    assert code == "InvalidParameterException" and "V2" in message
+    assert error_code(ecr.get_account_setting, name="NO_SUCH_SETTING")[0] == "InvalidParameterException"
+
+    content = b"a layer to mount " + str(time.time()).encode()
+    digest = "sha256:" + hashlib.sha256(content).hexdigest()
+    pushed = requests.post(f"{server.url}/v2/mount/source/blobs/uploads/?digest={digest}", data=content, auth=server.auth, timeout=30)
+    assert pushed.status_code == 201
+
+    def mount(target):
+        return requests.post(f"{server.url}/v2/mount/{target}/blobs/uploads/?mount={digest}&from=mount/source", auth=server.auth, timeout=30)
+
+    assert mount("first").status_code == 201
+    assert ecr.put_account_setting(name="BLOB_MOUNTING", value="DISABLED")["value"] == "DISABLED"
+    refused = mount("second")
+    assert refused.status_code == 202 and "/blobs/uploads/" in refused.headers["Location"]  # an ordinary upload instead
+    assert requests.head(f"{server.url}/v2/mount/second/blobs/{digest}", auth=server.auth, timeout=30).status_code == 404
+    ecr.put_account_setting(name="BLOB_MOUNTING", value="ENABLED")
+    assert mount("third").status_code == 201
