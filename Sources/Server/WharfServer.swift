@@ -232,8 +232,8 @@ public final class WharfServer: Sendable {
             configuration: .init(
                 additionalChannelHandlers: [
                     connections.handler(), MalformedRequestHandler(), ForwardedHeaderFilter(trustedProxies: trustedProxies),
-                    ExpectContinueHandler(), HTTP10ConnectionClose(),
-                ] + (metrics.map { [BodyByteCounter(metrics: $0)] } ?? []),
+                    ExpectContinueHandler(metrics: metrics), HTTP10ConnectionClose(),
+                ],
                 // Closes a connection whose request headers or body stop arriving, and a kept-alive one left idle.
                 idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
             ))

@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import Monitoring
+import NIOCore
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -42,9 +43,24 @@ struct RequestObservation: RouterMiddleware {
         let body = response.body
         response.body = ResponseBody(contentLength: body.contentLength) { writer in
             defer { metrics.recordRequest(route: route, method: method, status: status, duration: ContinuousClock.now - started) }
-            try await body.write(writer)
+            try await body.write(CountingWriter(inner: writer, metrics: metrics))
         }
         return response
+    }
+
+    /// Passes a response body on, counting its bytes.
+    struct CountingWriter: ResponseBodyWriter {
+        var inner: any ResponseBodyWriter
+        let metrics: WharfMetrics
+
+        mutating func write(_ buffer: ByteBuffer) async throws {
+            metrics.recordSentBody(bytes: buffer.readableBytes)
+            try await inner.write(buffer)
+        }
+
+        consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+            try await inner.finish(trailingHeaders)
+        }
     }
 
     /// Runs the rest of the chain; an error that knows its HTTP response becomes that response, so it
