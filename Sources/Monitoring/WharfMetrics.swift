@@ -207,15 +207,20 @@ public final class WharfMetrics: Sendable {
 
     // MARK: Sampled figures (set by `MetricsSampler` from the database and the disk)
 
-    public func setStorage(_ figures: StorageFigures) {
-        gauge("wharf_storage_blobs", "Blobs stored (unique content).").set(figures.blobs)
-        gauge("wharf_storage_blob_bytes", "Bytes of unique blobs stored: what the disk holds.").set(figures.blobBytes)
-        gauge("wharf_repositories", "Repositories.").set(figures.repositories)
-        gauge("wharf_manifests", "Manifests stored, across repositories.").set(figures.manifests)
-        gauge("wharf_upload_sessions", "Upload sessions open (started, not yet finished or abandoned).").set(figures.uploadSessions)
-        gauge("wharf_scan_queue_depth", "Images waiting to be scanned.").set(figures.scanQueue)
+    /// Whole-registry counts, from the database.
+    public func setStorageCounts(blobs: Int64, blobBytes: Int64, repositories: Int64, manifests: Int64, uploadSessions: Int64, scanQueue: Int64) {
+        gauge("wharf_storage_blobs", "Blobs stored (unique content).").set(blobs)
+        gauge("wharf_storage_blob_bytes", "Bytes of unique blobs stored: what the disk holds.").set(blobBytes)
+        gauge("wharf_repositories", "Repositories.").set(repositories)
+        gauge("wharf_manifests", "Manifests stored, across repositories.").set(manifests)
+        gauge("wharf_upload_sessions", "Upload sessions open (started, not yet finished or abandoned).").set(uploadSessions)
+        gauge("wharf_scan_queue_depth", "Images waiting to be scanned.").set(scanQueue)
+    }
+
+    /// Bytes per namespace; namespaces missing from `usage` (deleted since the last sampling) leave the exposition.
+    public func setNamespaceUsage(_ usage: [String: (logicalBytes: Int64, physicalBytes: Int64)]) {
         let gone = namespaces.withLock { known -> [String] in
-            let current = Set(figures.namespaces.keys)
+            let current = Set(usage.keys)
             let gone = known.subtracting(current)
             known = current
             return Array(gone)
@@ -224,9 +229,9 @@ public final class WharfMetrics: Sendable {
             registry.unregisterGauge(logicalGauge(namespace))
             registry.unregisterGauge(physicalGauge(namespace))
         }
-        for (namespace, usage) in figures.namespaces {
-            logicalGauge(namespace).set(usage.logicalBytes)
-            physicalGauge(namespace).set(usage.physicalBytes)
+        for (namespace, bytes) in usage {
+            logicalGauge(namespace).set(bytes.logicalBytes)
+            physicalGauge(namespace).set(bytes.physicalBytes)
         }
     }
 
@@ -262,24 +267,4 @@ public final class WharfMetrics: Sendable {
             name: "wharf_namespace_physical_bytes", labels: [("namespace", namespace)],
             help: "Bytes of the distinct blobs a namespace's repositories hold (what its quota counts).")
     }
-}
-
-/// What the sampler reads from the database.
-public struct StorageFigures: Sendable, Equatable {
-    public struct NamespaceUsage: Sendable, Equatable {
-        public var logicalBytes: Int64
-        public var physicalBytes: Int64
-        public init(logicalBytes: Int64, physicalBytes: Int64) {
-            self.logicalBytes = logicalBytes
-            self.physicalBytes = physicalBytes
-        }
-    }
-    public var blobs: Int64 = 0
-    public var blobBytes: Int64 = 0
-    public var repositories: Int64 = 0
-    public var manifests: Int64 = 0
-    public var uploadSessions: Int64 = 0
-    public var scanQueue: Int64 = 0
-    public var namespaces: [String: NamespaceUsage] = [:]
-    public init() {}
 }

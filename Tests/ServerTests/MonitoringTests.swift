@@ -70,12 +70,9 @@ struct MonitoringTests {
     @Test("namespaces that disappear leave the exposition")
     func namespaceSeries() {
         let metrics = WharfMetrics()
-        var figures = StorageFigures()
-        figures.namespaces = ["team": .init(logicalBytes: 10, physicalBytes: 5), "gone": .init(logicalBytes: 1, physicalBytes: 1)]
-        metrics.setStorage(figures)
+        metrics.setNamespaceUsage(["team": (10, 5), "gone": (1, 1)])
         #expect(String(decoding: metrics.exposition(), as: UTF8.self).contains(#"namespace="gone""#))
-        figures.namespaces["gone"] = nil
-        metrics.setStorage(figures)
+        metrics.setNamespaceUsage(["team": (10, 5)])
         let text = String(decoding: metrics.exposition(), as: UTF8.self)
         #expect(!text.contains(#"namespace="gone""#))
         #expect(text.contains(#"wharf_namespace_physical_bytes{namespace="team"} 5"#))

@@ -42,17 +42,10 @@ final class MetricsSampler: Service, Sendable {
         let started = ContinuousClock.now
         do {
             let totals = try await metadata.storageTotals()
-            var figures = StorageFigures()
-            figures.blobs = totals.blobs
-            figures.blobBytes = totals.blobBytes
-            figures.repositories = totals.repositories
-            figures.manifests = totals.manifests
-            figures.uploadSessions = totals.uploadSessions
-            figures.scanQueue = totals.scanQueue
-            figures.namespaces = totals.namespaces.mapValues {
-                StorageFigures.NamespaceUsage(logicalBytes: $0.logicalBytes, physicalBytes: $0.physicalBytes)
-            }
-            metrics.setStorage(figures)
+            metrics.setStorageCounts(
+                blobs: totals.blobs, blobBytes: totals.blobBytes, repositories: totals.repositories, manifests: totals.manifests,
+                uploadSessions: totals.uploadSessions, scanQueue: totals.scanQueue)
+            metrics.setNamespaceUsage(totals.namespaces.mapValues { ($0.logicalBytes, $0.physicalBytes) })
         } catch {
             logger.warning("could not read storage figures for metrics", metadata: ["error": "\(error)"])
         }
