@@ -129,8 +129,9 @@ class Wharf:
         metrics listener, when configured, logs "Wharf metrics are served" with its own port.)"""
         with open(self.log_path, "rb") as log:
             log.seek(offset)
-            found = re.search(rb"127\.0\.0\.1:(\d+)[^\n]*Wharf is listening", log.read())
-        return int(found.group(1)) if found else 0
+            # Text lines put the address first; JSON lines (log.format: json) put the message first.
+            found = re.search(rb"127\.0\.0\.1:(\d+)[^\n]*Wharf is listening|Wharf is listening[^\n]*127\.0\.0\.1:(\d+)", log.read())
+        return int(found.group(1) or found.group(2)) if found else 0
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Stops the server; returns its exit status."""

@@ -249,3 +249,21 @@ def test_ecr_calls_share_the_request_id_and_count_signature_checks(monitored):
     assert sample(text, "wharf_auth_attempts_total", scheme="sigv4", result="success") >= 1
     assert sample(text, "wharf_auth_attempts_total", scheme="sigv4", result="failure") >= 1
     assert sample(text, "wharf_http_requests_total", route="ecr", method="POST", code="200") >= 1
+
+
+def test_json_log_lines_carry_the_request_id(wharf_bin, tmp_path):
+    server = Wharf(wharf_bin, tmp_path / "data", extra_env={"WHARF_LOG_FORMAT": "json", "WHARF_LOG_LEVEL": "debug"}).start()
+    try:
+        assert requests.get(f"{server.url}/v2/", headers={"X-Request-Id": "json-log-7"}, timeout=10).status_code == 401
+        download = requests.get(f"{server.url}/ecr/layers/secret-download-token", timeout=10)
+        assert download.status_code in (400, 403, 404)
+    finally:
+        assert server.stop() == 0
+    lines = [line for line in server.log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "source", "message"} <= record.keys() for record in records)
+    answered = [record for record in records if record.get("requestId") == "json-log-7"]
+    assert answered and answered[0]["message"] == "request answered" and answered[0]["status"] == "401"
+    assert answered[0]["path"] == "/v2/" and answered[0]["method"] == "GET"
+    # A layer download URL is a credential: its path is never logged.
+    assert "secret-download-token" not in server.log_path.read_text()

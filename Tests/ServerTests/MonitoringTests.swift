@@ -2,9 +2,11 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import Monitoring
 import NIOCore
 import OCI
+import Synchronization
 import Testing
 
 @testable import Server
@@ -127,5 +129,25 @@ struct MonitoringTests {
         #expect(try withFile.loadMetricsToken() == "a-metrics-token-of-some-length")
         withFile.metricsToken = "from-the-environment-1234"
         #expect(try withFile.loadMetricsToken() == "from-the-environment-1234")
+    }
+
+    @Test("JSON log lines: one object per line, escaped, the request id named requestId")
+    func jsonLogLines() throws {
+        let lines = Mutex<[String]>([])
+        var handler = JSONLogHandler(label: "wharf") { line in lines.withLock { $0.append(line) } }
+        handler[metadataKey: "hb.request.id"] = "req-1"
+        handler[metadataKey: "message"] = "shadowing a fixed key"
+        var logger = Logger(label: "wharf") { _ in handler }
+        logger.logLevel = .debug
+        logger.info("quote \" backslash \\ newline \n tab \t bell \u{7} é", metadata: ["repository": "team/app"])
+        logger.trace("below the level")
+        let written = lines.withLock { $0 }
+        #expect(written.count == 1 && written[0].hasSuffix("}\n") && written[0].filter { $0 == "\n" }.count == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(written[0].utf8)) as? [String: String])
+        #expect(object["message"] == "quote \" backslash \\ newline \n tab \t bell \u{7} é")
+        #expect(object["requestId"] == "req-1" && object["hb.request.id"] == nil)
+        #expect(object["metadata.message"] == "shadowing a fixed key")
+        #expect(object["level"] == "info" && object["logger"] == "wharf" && object["repository"] == "team/app")
+        #expect(object["time"]?.count == 24 && object["time"]?.hasSuffix("Z") == true)
     }
 }

@@ -57,6 +57,12 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Upload sessions one identity may hold open at once.
     public var maximumUploadsPerIdentity = 256
     public var logLevel: Logger.Level = .info
+    /// `text` (swift-log's lines) or `json` (one object per line, `JSONLogHandler`).
+    public var logFormat: LogFormat = .text
+
+    public enum LogFormat: String, Sendable, Equatable, Decodable {
+        case text, json
+    }
 
     /// Prometheus metrics at `/metrics`, `/healthz` and `/readyz` probes.
     public var metricsEnabled = true
@@ -292,7 +298,10 @@ public struct WharfConfiguration: Sendable, Equatable {
             var chunkMinimumLength: Int?
             var maximumUploadsPerIdentity: Int?
         }
-        struct Log: Decodable { var level: String? }
+        struct Log: Decodable {
+            var level: String?
+            var format: String?
+        }
         struct ServerSection: Decodable {
             var idleTimeoutSeconds: Int?
             var maximumConnectionsPerSource: Int?
@@ -327,6 +336,7 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = registry.maximumUploadsPerIdentity { maximumUploadsPerIdentity = value }
         }
         if let value = file.log?.level { logLevel = try Self.parseLogLevel(value, source: "\(source): log.level") }
+        if let value = file.log?.format { logFormat = try Self.parseLogFormat(value, source: "\(source): log.format") }
         if let gc = file.gc {
             if let value = gc.enabled { gcEnabled = value }
             if let value = gc.graceSeconds { gcGraceSeconds = value }
@@ -386,7 +396,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "storage.reserveMiB",
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
-        "log", "log.level",
+        "log", "log.level", "log.format",
         "auth", "auth.enabled", "auth.realm", "auth.service", "auth.issuer", "auth.tokenLifetimeSeconds", "auth.namespaceCreation",
         "auth.loginFailuresBeforeDelay", "auth.loginFirstDelaySeconds", "auth.loginMaximumDelaySeconds", "auth.passwordCost",
         "gc", "gc.enabled", "gc.graceSeconds", "gc.intervalSeconds", "gc.deleteUntaggedManifests", "gc.deleteOrphanReferrers", "gc.uploadTimeoutSeconds",
@@ -418,6 +428,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_DATABASE_URL"] { databaseURL = value }
         if let value = environment["WHARF_STORAGE_PATH"] { storagePath = value }
         if let value = environment["WHARF_LOG_LEVEL"] { logLevel = try Self.parseLogLevel(value, source: "WHARF_LOG_LEVEL") }
+        if let value = environment["WHARF_LOG_FORMAT"] { logFormat = try Self.parseLogFormat(value, source: "WHARF_LOG_FORMAT") }
         if let value = environment["WHARF_ALLOW_SPARSE_INDEXES"] { allowSparseIndexes = ["1", "true", "yes"].contains(value.lowercased()) }
         if let value = environment["WHARF_AUTH_ENABLED"] { authEnabled = !["0", "false", "no", "off"].contains(value.lowercased()) }
         if let value = environment["WHARF_AUTH_REALM"] { authRealm = value }
@@ -541,6 +552,11 @@ public struct WharfConfiguration: Sendable, Equatable {
             let token = String(data: data, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(String.init), token.utf8.count >= 16
         else { throw ConfigurationError.unreadable(path, "metrics.tokenFile must hold a token of at least 16 characters") }
         return token
+    }
+
+    public static func parseLogFormat(_ value: String, source: String) throws -> LogFormat {
+        guard let format = LogFormat(rawValue: value.lowercased()) else { throw ConfigurationError.invalid("\(source) (text or json)", value) }
+        return format
     }
 
     public static func parseLogLevel(_ value: String, source: String) throws -> Logger.Level {

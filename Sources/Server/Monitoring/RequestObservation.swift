@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import Logging
 import Monitoring
 import NIOCore
 
@@ -23,6 +24,7 @@ struct RequestObservation: RouterMiddleware {
         guard let metrics else {
             var response = try await Self.respond(request, context: context, next: next)
             response.headers[.requestID] = id
+            Self.log(request, status: response.status.code, context: context)
             return response
         }
         let started = ContinuousClock.now
@@ -38,6 +40,7 @@ struct RequestObservation: RouterMiddleware {
         }
         response.headers[.requestID] = id
         let status = response.status.code
+        Self.log(request, status: status, context: context)
         // The count and the duration are recorded once the body is written (or its writing failed):
         // for a layer download that is when the last byte left, not when the headers did.
         let body = response.body
@@ -46,6 +49,17 @@ struct RequestObservation: RouterMiddleware {
             try await body.write(CountingWriter(inner: writer, metrics: metrics))
         }
         return response
+    }
+
+    /// One line per request at debug level, and a warning for a server error, carrying the request
+    /// id; the path of a layer download is left out (it is the credential).
+    static func log(_ request: Request, status: Int, context: Context) {
+        let level: Logger.Level = status >= 500 ? .warning : .debug
+        guard context.logger.logLevel <= level else { return }
+        let path = request.uri.path.hasPrefix("/ecr/layers/") ? "/ecr/layers/…" : request.uri.path
+        context.logger.log(
+            level: level, "request answered",
+            metadata: ["method": "\(request.method.rawValue)", "path": "\(path)", "status": "\(status)", "client": "\(context.sourceAddress ?? "?")"])
     }
 
     /// Passes a response body on, counting its bytes.

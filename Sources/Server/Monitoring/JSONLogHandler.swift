@@ -1,0 +1,109 @@
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// One JSON object per log line (`log.format: json`), for log shippers: `time` (RFC 3339 UTC,
+/// milliseconds), `level`, `logger`, `source` (the module), `message`, then the metadata as
+/// string fields. The request id Hummingbird files as `hb.request.id` is written as `requestId`, the
+/// same value the client sees in `X-Request-Id`.
+public struct JSONLogHandler: LogHandler {
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    private let label: String
+    private let write: @Sendable (String) -> Void
+
+    /// Lines go to standard error, like the text format's.
+    public init(label: String) {
+        self.init(label: label) { line in Self.standardError(line) }
+    }
+
+    /// For tests: lines go to `write`.
+    public init(label: String, write: @escaping @Sendable (String) -> Void) {
+        self.label = label
+        self.write = write
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var fields = metadata
+        if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
+        if let extra = event.metadata { fields.merge(extra) { _, new in new } }
+        var line = "{\"time\":\(Self.quoted(Self.timestamp())),\"level\":\(Self.quoted(event.level.rawValue))"
+        line += ",\"logger\":\(Self.quoted(label)),\"source\":\(Self.quoted(event.source)),\"message\":\(Self.quoted(event.message.description))"
+        if let error = event.error { line += ",\"error\":\(Self.quoted(String(describing: error)))" }
+        let fixed: Set<String> = ["time", "level", "logger", "source", "message", "error"]
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            var name = key == "hb.request.id" ? "requestId" : key
+            if fixed.contains(name) { name = "metadata." + name }
+            line += ",\(Self.quoted(name)):\(Self.quoted(value.description))"
+        }
+        write(line + "}\n")
+    }
+
+    /// A JSON string literal: quotes, backslashes and control characters escaped.
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    static func timestamp() -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        var time = spec.tv_sec
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(spec.tv_nsec / 1_000_000), 3))Z"
+    }
+
+    private static let outputLock = Mutex(())
+
+    private static func standardError(_ line: String) {
+        outputLock.withLock { _ in
+            var line = line
+            line.withUTF8 { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Glibc.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written > 0 {
+                        offset += written
+                    } else if written < 0, errno == EINTR {
+                        continue
+                    } else {
+                        return
+                    }
+                }
+            }
+        }
+    }
+}
