@@ -133,6 +133,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Events: webhooks fed from the outbox, their bodies (Distribution's envelope, CloudEvents),
+        // signatures and deliveries with retries.
+        .target(
+            name: "Events",
+            dependencies: [
+                "OCI", "Metadata", "Access", "Monitoring",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Distribution API use-cases: uploads, mounts, manifests, tags, catalog, referrers.
         .target(
             name: "Registry",
@@ -149,7 +163,8 @@ let package = Package(
         .target(
             name: "UseCases",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures", "Events",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -158,7 +173,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
-                "Signatures", "Monitoring",
+                "Signatures", "Monitoring", "Events",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -290,7 +305,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases", "Monitoring",
+                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases", "Monitoring", "Events",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

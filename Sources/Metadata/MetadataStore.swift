@@ -430,6 +430,19 @@ public struct MetadataStore: Sendable {
                     changes.append(change)
                 }
             }
+            // The events, in the same transaction: a push once (naming its first tag), and each
+            // tag that left another manifest for this one.
+            let size = Int64(manifest.content.readableBytes)
+            try await Self.appendEvent(
+                RegistryEvent(
+                    kind: .push, repository: manifest.repository.value, digest: digest, tag: manifest.tags.first?.value,
+                    mediaType: manifest.mediaType, size: size, actor: manifest.actor, occurredAt: now), sql)
+            for change in changes where change.previous != nil && change.previous != manifest.digest {
+                try await Self.appendEvent(
+                    RegistryEvent(
+                        kind: .tagMove, repository: manifest.repository.value, digest: digest, tag: change.tag, mediaType: manifest.mediaType,
+                        size: size, actor: manifest.actor, occurredAt: now), sql)
+            }
             return changes
         }
     }
@@ -506,7 +519,7 @@ public struct MetadataStore: Sendable {
 
     /// Deletes a manifest and every tag pointing at it. Returns the removed tags, or nil if the
     /// repository did not hold the manifest. Blob bytes stay until garbage collection.
-    public func deleteManifest(_ digest: Digest, in repository: RepositoryName) async throws -> [String]? {
+    public func deleteManifest(_ digest: Digest, in repository: RepositoryName, actor: String? = nil) async throws -> [String]? {
         try await database.transaction { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
             let exists = try await sql.raw(
@@ -539,6 +552,8 @@ public struct MetadataStore: Sendable {
                 DELETE FROM manifests WHERE repository_id = \(bind: repositoryID) AND digest = \(bind: digest.description)
                 """
             ).run()
+            try await Self.appendEvent(
+                RegistryEvent(kind: .delete, repository: repository.value, digest: digest.description, actor: actor, occurredAt: now), sql)
             return removedTags.sorted()
         }
     }
@@ -558,7 +573,7 @@ public struct MetadataStore: Sendable {
     }
 
     /// Removes a tag (the manifest stays). Returns the digest it pointed at, or nil if there was no such tag.
-    public func deleteTag(_ tag: Tag, in repository: RepositoryName) async throws -> Digest? {
+    public func deleteTag(_ tag: Tag, in repository: RepositoryName, actor: String? = nil) async throws -> Digest? {
         try await database.transaction { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
             let row = try await sql.raw(
@@ -573,6 +588,10 @@ public struct MetadataStore: Sendable {
                 VALUES (\(bind: repositoryID), \(bind: tag.value), NULL, \(bind: digest.description), \(bind: Timestamp.nowMillis()))
                 """
             ).run()
+            try await Self.appendEvent(
+                RegistryEvent(
+                    kind: .delete, repository: repository.value, digest: digest.description, tag: tag.value, actor: actor,
+                    occurredAt: Timestamp.nowMillis()), sql)
             return digest
         }
     }

@@ -379,6 +379,58 @@ enum Migrations {
                 )
                 """
             ]),
+        Migration(
+            version: 11, name: "events and webhooks",
+            statements: [
+                // The outbox: a push, tag move or delete writes its event in the transaction that
+                // commits the change, so a crash can never lose one. The dispatcher turns each
+                // event into deliveries and deletes it.
+                """
+                CREATE TABLE event_outbox (
+                    id {id},
+                    kind TEXT NOT NULL,
+                    namespace {name} NOT NULL,
+                    repository {name} NOT NULL,
+                    digest TEXT,
+                    tag TEXT,
+                    media_type TEXT,
+                    size BIGINT,
+                    actor TEXT,
+                    occurred_at BIGINT NOT NULL
+                )
+                """,
+                // Receivers: registry-wide (namespace NULL) or one namespace's. The secret is sealed.
+                """
+                CREATE TABLE webhooks (
+                    id {id},
+                    namespace {name},
+                    url TEXT NOT NULL,
+                    secret TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    events TEXT NOT NULL,
+                    enabled BOOLEAN NOT NULL,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE webhook_deliveries (
+                    id {id},
+                    webhook_id BIGINT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+                    event_kind TEXT NOT NULL,
+                    repository {name} NOT NULL,
+                    body TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    next_attempt_at BIGINT NOT NULL,
+                    last_status INTEGER,
+                    last_error TEXT,
+                    created_at BIGINT NOT NULL,
+                    delivered_at BIGINT
+                )
+                """,
+                "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)",
+                "CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, repository, id)",
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

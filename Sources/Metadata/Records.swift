@@ -83,6 +83,8 @@ public struct NewManifest: Sendable {
     public var tags: [Tag]
     /// Which of the tags may not move to another manifest.
     public var tagMutability: TagMutabilityPolicy
+    /// Who pushed it, for the push event.
+    public var actor: String? = nil
 
     public init(
         repository: RepositoryName, digest: Digest, mediaType: String, content: ByteBuffer,

@@ -205,6 +205,16 @@ public final class WharfMetrics: Sendable {
     /// The severities scans report (ECR's words): a fixed set, so the label stays bounded.
     static let severities = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED"]
 
+    // MARK: Webhooks
+
+    /// One delivery attempt: delivered, failed (to be retried) or failed for good.
+    public func recordWebhookDelivery(succeeded: Bool, gaveUp: Bool) {
+        registry.makeCounter(
+            name: "wharf_webhook_deliveries_total", labels: [("result", succeeded ? "delivered" : gaveUp ? "failed" : "retrying")],
+            help: "Webhook delivery attempts, by outcome (delivered, retrying, failed after the last attempt)."
+        ).increment()
+    }
+
     // MARK: Sampled figures (set by `MetricsSampler` from the database and the disk)
 
     /// Whole-registry counts, from the database.

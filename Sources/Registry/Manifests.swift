@@ -22,7 +22,7 @@ extension Registry {
     /// `reference` is the tag or digest from the URL; `extraTags` come from `?tag=` parameters.
     public func putManifest(
         _ content: ByteBuffer, contentType: String?, in repository: RepositoryName,
-        reference: Reference, extraTags: [Tag] = []
+        reference: Reference, extraTags: [Tag] = [], actor: String? = nil
     ) async throws -> PushedManifest {
         guard content.readableBytes <= ManifestParser.maximumSize else {
             throw RegistryError(.manifestInvalid, "manifest is \(content.readableBytes) bytes; the limit is \(ManifestParser.maximumSize)", status: 413)
@@ -61,14 +61,14 @@ extension Registry {
         let settings = try await metadata.settings(of: repository)
         let changes: [TagChange]
         do {
-            changes = try await metadata.putManifest(
-                NewManifest(
-                    repository: repository, digest: digest, mediaType: parsed.mediaType, content: content,
-                    artifactType: parsed.referrerArtifactType, subject: parsed.subject?.digest,
-                    annotationsJSON: annotationsJSON, blobs: parsed.requiredBlobs,
-                    children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
-                    tags: uniqued(tags), tagMutability: settings.tagMutability
-                ))
+            var manifest = NewManifest(
+                repository: repository, digest: digest, mediaType: parsed.mediaType, content: content,
+                artifactType: parsed.referrerArtifactType, subject: parsed.subject?.digest,
+                annotationsJSON: annotationsJSON, blobs: parsed.requiredBlobs,
+                children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
+                tags: uniqued(tags), tagMutability: settings.tagMutability)
+            manifest.actor = actor
+            changes = try await metadata.putManifest(manifest)
         } catch let error as MetadataError {
             switch error {
             case .missingBlob(let blob):
@@ -155,17 +155,17 @@ extension Registry {
     }
 
     /// DELETE manifest: by digest removes the manifest and every tag on it; by tag removes only the tag.
-    public func deleteManifest(_ reference: Reference, in repository: RepositoryName) async throws {
+    public func deleteManifest(_ reference: Reference, in repository: RepositoryName, actor: String? = nil) async throws {
         space?.releaseReserveIfLow()  // room for the database to record the deletion on a full disk
         switch reference {
         case .digest(let digest):
-            guard let removedTags = try await metadata.deleteManifest(digest, in: repository) else {
+            guard let removedTags = try await metadata.deleteManifest(digest, in: repository, actor: actor) else {
                 throw RegistryError.manifestUnknown(digest)
             }
             cache.invalidate(manifest: digest, in: repository.value)
             for tag in removedTags { cache.invalidate(tag: tag, in: repository.value) }
         case .tag(let tag):
-            guard try await metadata.deleteTag(tag, in: repository) != nil else {
+            guard try await metadata.deleteTag(tag, in: repository, actor: actor) != nil else {
                 throw RegistryError.manifestUnknown(tag)
             }
             cache.invalidate(tag: tag.value, in: repository.value)

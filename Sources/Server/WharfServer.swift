@@ -1,6 +1,7 @@
 import Access
 import BlobStore
 import ECR
+import Events
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -196,7 +197,8 @@ public final class WharfServer: Sendable {
                     settingsChanges: RepositorySettingsChanges(metadata: metadata, audit: authentication.access.audit),
                     scanPolicies: NamespaceScanPolicies(gate: scans.pullGate, vex: scans.vex, audit: authentication.access.audit),
                     tagRuleChanges: NamespaceTagRuleChanges(book: registry.tagRules, audit: authentication.access.audit),
-                    signatures: signatures, signaturePolicies: NamespaceSignaturePolicies(gate: signatures, audit: authentication.access.audit))
+                    signatures: signatures, signaturePolicies: NamespaceSignaturePolicies(gate: signatures, audit: authentication.access.audit),
+                    webhooks: WebhookChanges(metadata: metadata, sealer: authentication.access.store.sealer, audit: authentication.access.audit))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(
@@ -275,6 +277,14 @@ public final class WharfServer: Sendable {
 
     private var backgroundServices: [any Service] {
         var services: [any Service] = [registry.pulls]
+        if let access {
+            var settings = WebhookDispatcher.Settings()
+            settings.maximumAttempts = configuration.webhookMaximumAttempts
+            settings.firstBackoff = .seconds(configuration.webhookFirstRetrySeconds)
+            settings.timeout = .seconds(configuration.webhookTimeoutSeconds)
+            settings.registryAddress = configuration.webhookRegistryAddress ?? configuration.listen
+            services.append(WebhookDispatcher(metadata: metadata, sealer: access.store.sealer, settings: settings, metrics: metrics, logger: logger))
+        }
         if configuration.metricsEnabled {
             services.append(
                 MetricsSampler(

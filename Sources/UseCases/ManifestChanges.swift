@@ -32,7 +32,8 @@ public struct ManifestChanges: Sendable {
         _ content: ByteBuffer, contentType: String?, in repository: RepositoryName, reference: Reference,
         extraTags: [Tag] = [], by requester: Requester
     ) async throws -> PushedManifest {
-        let pushed = try await registry.putManifest(content, contentType: contentType, in: repository, reference: reference, extraTags: extraTags)
+        let pushed = try await registry.putManifest(
+            content, contentType: contentType, in: repository, reference: reference, extraTags: extraTags, actor: requester.actorName)
         if let subject = pushed.subject {
             pullGate?.referrersChanged(of: subject, in: repository)
             signatureGate?.signaturesChanged(of: subject, in: repository)
@@ -46,7 +47,7 @@ public struct ManifestChanges: Sendable {
 
     /// A digest removes the manifest and every tag on it; a tag removes that tag only.
     public func delete(_ reference: Reference, in repository: RepositoryName, by requester: Requester) async throws {
-        try await registry.deleteManifest(reference, in: repository)
+        try await registry.deleteManifest(reference, in: repository, actor: requester.actorName)
         // Which image a deleted referrer was attached to is no longer known: judge every image afresh.
         pullGate?.referrersChanged(of: nil, in: repository)
         signatureGate?.signaturesChanged(of: nil, in: repository)

@@ -12,6 +12,9 @@ public struct Requester: Sendable {
         self.identity = identity
         self.source = source
     }
+
+    /// The name events carry as their actor; nil for anonymous callers (authentication off).
+    var actorName: String? { identity.kind == .anonymous ? nil : identity.name }
 }
 
 /// Why a use-case refused, in words every front end translates into its own protocol's error

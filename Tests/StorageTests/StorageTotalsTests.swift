@@ -1,5 +1,6 @@
 import NIOCore
 import OCI
+import Synchronization
 import Testing
 
 @testable import Metadata
@@ -69,6 +70,63 @@ struct PullTimeExclusionTests {
             let again = try await store.removePullTimeExclusion(scanner)
             #expect(!again)
             #expect(try await store.pullTimeExclusions().count == 1)
+        }
+    }
+}
+
+@Suite("Event outbox and webhook deliveries on SQLite and PostgreSQL")
+struct EventOutboxTests {
+    @Test("events are written with the change, fanned out once, and delivered in order per repository", arguments: Engine.available)
+    func outbox(_ engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            let repository = RepositoryName("team/app")!
+            let config = BlobRecord(digest: Digest.of(Array("config".utf8)), size: 6)
+            try await store.linkBlob(config, to: repository)
+            func manifest(_ text: String, tag: String) -> NewManifest {
+                var manifest = NewManifest(
+                    repository: repository, digest: Digest.of(Array(text.utf8)), mediaType: MediaType.ociManifest,
+                    content: ByteBuffer(string: text), artifactType: nil, subject: nil, annotationsJSON: nil,
+                    blobs: [Descriptor(mediaType: "application/octet-stream", digest: config.digest, size: 6)], children: [],
+                    allowMissingChildren: false, tags: [Tag(tag)!])
+                manifest.actor = "alice"
+                return manifest
+            }
+            _ = try await store.putManifest(manifest("one", tag: "v1"))
+            _ = try await store.putManifest(manifest("two", tag: "v1"))  // moves v1: a push and a tag move
+            _ = try await store.deleteTag(Tag("v1")!, in: repository, actor: "bob")
+            // A refused change writes no event.
+            await #expect(throws: MetadataError.self) {
+                var missing = manifest("three", tag: "v3")
+                missing.blobs = [Descriptor(mediaType: "x", digest: Digest.of(Array("absent".utf8)), size: 1)]
+                _ = try await store.putManifest(missing)
+            }
+            let hook = try await store.createWebhook(namespace: "team", url: "http://h/x", sealedSecret: "s", format: "distribution", events: ["push"])
+            let seen = Mutex<[RegistryEvent]>([])
+            let taken = try await store.fanOutEvents(limit: 100) { event in
+                seen.withLock { $0.append(event) }
+                return [.init(webhookID: hook.id, body: "\(event.kind.rawValue) \(event.tag ?? "")")]
+            }
+            #expect(taken == 4)
+            let events = seen.withLock { $0 }
+            #expect(events.map(\.kind) == [.push, .push, .tagMove, .delete])
+            #expect(events.map(\.actor) == ["alice", "alice", "alice", "bob"] && events.allSatisfy { $0.namespace == "team" })
+            #expect(try await store.fanOutEvents(limit: 100) { _ in [] } == 0)  // taken once only
+
+            // One due delivery per webhook and repository at a time, oldest first.
+            var due = try await store.dueDeliveries(now: Timestamp.nowMillis(), limit: 10)
+            #expect(due.map(\.body) == ["push v1"])
+            try await store.recordDeliveryAttempt(due[0].id, delivered: false, status: 500, error: "the receiver answered 500", retryAt: 0)
+            due = try await store.dueDeliveries(now: Timestamp.nowMillis(), limit: 10)
+            #expect(due.map(\.body) == ["push v1"] && due[0].attempts == 1 && due[0].lastStatus == 500)
+            try await store.recordDeliveryAttempt(due[0].id, delivered: true, status: 204, error: nil, retryAt: nil)
+            let delivered = due[0].id
+            due = try await store.dueDeliveries(now: Timestamp.nowMillis(), limit: 10)
+            #expect(due.map(\.body) == ["push v1"] && due[0].id != delivered)  // the second push's delivery, next in line
+            let log = try await store.deliveries(of: hook.id, limit: 10)
+            #expect(log.count == 4 && log.last?.status == .delivered)
+            #expect(try await store.redeliver(log.last!.id, of: hook.id))
+            #expect(try await store.deleteWebhook(hook.id))
+            #expect(try await store.deliveries(of: hook.id, limit: 10).isEmpty)
         }
     }
 }

@@ -64,6 +64,13 @@ public struct WharfConfiguration: Sendable, Equatable {
         case text, json
     }
 
+    /// Webhook deliveries: attempts before one is given up, the first retry's wait (doubling after
+    /// that, up to an hour), how long a receiver has to answer, and the registry address bodies name.
+    public var webhookMaximumAttempts = 12
+    public var webhookFirstRetrySeconds = 1
+    public var webhookTimeoutSeconds = 10
+    public var webhookRegistryAddress: String?
+
     /// Prometheus metrics at `/metrics`, `/healthz` and `/readyz` probes.
     public var metricsEnabled = true
     /// `HOST:PORT` of a separate listener for `/metrics` (and the probes), served without
@@ -227,6 +234,14 @@ public struct WharfConfiguration: Sendable, Equatable {
         var tls: TLSSection?
         var scanner: ScannerSection?
         var metrics: MetricsSection?
+        var webhooks: WebhooksSection?
+
+        struct WebhooksSection: Decodable {
+            var maximumAttempts: Int?
+            var firstRetrySeconds: Int?
+            var timeoutSeconds: Int?
+            var registryAddress: String?
+        }
 
         struct MetricsSection: Decodable {
             var enabled: Bool?
@@ -369,6 +384,12 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.rescanIntervalSeconds { scannerRescanIntervalSeconds = value }
             if let value = scanner.publishDatabase { scannerPublishDatabase = value }
         }
+        if let webhooks = file.webhooks {
+            if let value = webhooks.maximumAttempts { webhookMaximumAttempts = value }
+            if let value = webhooks.firstRetrySeconds { webhookFirstRetrySeconds = value }
+            if let value = webhooks.timeoutSeconds { webhookTimeoutSeconds = value }
+            if let value = webhooks.registryAddress { webhookRegistryAddress = value }
+        }
         if let metrics = file.metrics {
             if let value = metrics.enabled { metricsEnabled = value }
             if let value = metrics.listen { metricsListen = value }
@@ -406,6 +427,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
+        "webhooks", "webhooks.maximumAttempts", "webhooks.firstRetrySeconds", "webhooks.timeoutSeconds", "webhooks.registryAddress",
         "metrics", "metrics.enabled", "metrics.listen", "metrics.tokenFile", "metrics.sampleIntervalSeconds",
     ]
 
@@ -457,6 +479,12 @@ public struct WharfConfiguration: Sendable, Equatable {
             other.listen = metricsListen
             guard (try? other.listenAddress()) != nil else { throw ConfigurationError.invalid("metrics.listen (HOST:PORT)", metricsListen) }
             guard metricsListen != listen else { throw ConfigurationError.invalid("metrics.listen (must differ from listen)", metricsListen) }
+        }
+        guard (1...100).contains(webhookMaximumAttempts), (1...3600).contains(webhookFirstRetrySeconds), (1...300).contains(webhookTimeoutSeconds)
+        else {
+            throw ConfigurationError.invalid(
+                "webhooks.maximumAttempts (1 to 100) / firstRetrySeconds (1 to 3600) / timeoutSeconds (1 to 300)",
+                "\(webhookMaximumAttempts) / \(webhookFirstRetrySeconds) / \(webhookTimeoutSeconds)")
         }
         guard (1...3600).contains(metricsSampleIntervalSeconds) else {
             throw ConfigurationError.invalid("metrics.sampleIntervalSeconds (1 to 3600)", "\(metricsSampleIntervalSeconds)")

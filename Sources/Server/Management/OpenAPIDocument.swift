@@ -205,6 +205,28 @@ enum OpenAPIDocument {
                 ], required: ["mode", "keys"]),
             "SignatureVerdict": object(
                 ["digest": string, "verified": boolean, "key": string, "signature": string, "reason": string], required: ["digest", "verified"]),
+            "CreateWebhook": object(
+                [
+                    "namespace": ["type": "string", "description": "this namespace's events only; leave out for every namespace (system administrators)"],
+                    "url": ["type": "string", "description": "http or https URL that receives POSTs"],
+                    "secret": [
+                        "type": "string", "minLength": 16, "maxLength": 256, "description": "HMAC-SHA256 key of X-Wharf-Signature; generated when left out",
+                    ],
+                    "format": ["type": "string", "enum": ["distribution", "cloudevents"]],
+                    "events": ["type": "array", "items": ["type": "string", "enum": ["push", "tag", "delete"]]],
+                ], required: ["url", "events"]),
+            "Webhook": object(
+                [
+                    "id": integer, "namespace": string, "url": string, "format": string, "events": ["type": "array", "items": string], "enabled": boolean,
+                    "createdAt": time, "secret": ["type": "string", "description": "only in the answer to the creation"],
+                ], required: ["id", "url", "format", "events", "enabled", "createdAt"]),
+            "UpdateWebhook": object(["enabled": boolean], required: ["enabled"]),
+            "WebhookDelivery": object(
+                [
+                    "id": integer, "event": string, "repository": string,
+                    "status": ["type": "string", "enum": ["PENDING", "DELIVERED", "FAILED"]], "attempts": integer, "lastStatus": integer,
+                    "lastError": string, "createdAt": time, "nextAttemptAt": time, "deliveredAt": time, "body": string,
+                ], required: ["id", "event", "repository", "status", "attempts", "createdAt", "body"]),
             "TagRules": object(
                 [
                     "deny": [

@@ -30,6 +30,8 @@ struct StorageManagement: Sendable {
     /// Signature policies of namespaces, and the verdicts they give.
     let signatures: SignatureGate
     let signaturePolicies: NamespaceSignaturePolicies
+    /// Webhooks and their delivery logs.
+    let webhooks: WebhookChanges
 }
 
 extension API {

@@ -1,0 +1,165 @@
+import Access
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Metadata
+import Monitoring
+import NIOCore
+import OCI
+import ServiceLifecycle
+import Synchronization
+
+/// Delivers events to webhooks, on its own schedule: a push only wrote its event to the outbox, so
+/// a slow or dead receiver never slows a push. Each pass moves events from the outbox into
+/// per-webhook deliveries (one transaction), then sends what is due, at most one delivery per
+/// webhook and repository at a time, so each repository's events arrive in order. A failed attempt
+/// (an answer other than 2xx, a refused connection, a timeout) is retried with exponential backoff
+/// and jitter until `maximumAttempts`, then marked FAILED; the delivery log keeps every outcome and
+/// a delivery can be sent again by hand.
+public final class WebhookDispatcher: Service, Sendable {
+    public struct Settings: Sendable {
+        /// Attempts before a delivery is given up as FAILED.
+        public var maximumAttempts = 12
+        /// The first retry waits this long; each further one twice as long, up to `maximumBackoff`.
+        public var firstBackoff: Duration = .seconds(1)
+        public var maximumBackoff: Duration = .seconds(3600)
+        /// How long a receiver has to answer.
+        public var timeout: Duration = .seconds(10)
+        /// How often the outbox and the due deliveries are looked at when nothing wakes the dispatcher.
+        public var pollInterval: Duration = .seconds(1)
+        /// Deliveries sent at once.
+        public var concurrency = 8
+        /// This registry's address as clients use it (`host:port`), for target URLs in bodies.
+        public var registryAddress = "localhost"
+        public init() {}
+    }
+
+    let metadata: MetadataStore
+    let sealer: SecretSealer
+    let settings: Settings
+    let metrics: WharfMetrics
+    let logger: Logger
+    private let wakeUp: AsyncStream<Void>.Continuation
+    private let wakeUps: AsyncStream<Void>
+    /// Webhooks as last read, refreshed every pass (a change on any node shows within a second).
+    private let webhooks = Mutex<[Int64: WebhookRecord]>([:])
+
+    public init(metadata: MetadataStore, sealer: SecretSealer, settings: Settings, metrics: WharfMetrics, logger: Logger) {
+        self.metadata = metadata
+        self.sealer = sealer
+        self.settings = settings
+        self.metrics = metrics
+        self.logger = logger
+        (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public func run() async throws {
+        // Made here, not at init, so a dispatcher that never runs leaves no client to shut down.
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow  // a receiver must not bounce signed bodies elsewhere
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(Int64(settings.timeout.components.seconds)))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: settings.pollInterval)
+                wakeUp.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        await withGracefulShutdownHandler {
+            for await _ in wakeUps {
+                await pass(client)
+            }
+        } onGracefulShutdown: {
+            self.wakeUp.finish()
+        }
+        try? await client.shutdown()
+    }
+
+    /// One pass: fan out the outbox, then send everything due.
+    public func pass(_ client: HTTPClient) async {
+        do {
+            let current = try await metadata.webhooks()
+            webhooks.withLock { $0 = Dictionary(uniqueKeysWithValues: current.map { ($0.id, $0) }) }
+            let address = settings.registryAddress
+            while try await metadata.fanOutEvents(limit: 200, plan: { event in Self.plan(event, webhooks: current, registry: address) }) > 0 {}
+            while !Task.isShuttingDownGracefully {
+                let due = try await metadata.dueDeliveries(now: Timestamp.nowMillis(), limit: settings.concurrency * 4)
+                guard !due.isEmpty else { break }
+                await withTaskGroup(of: Void.self) { group in
+                    var running = 0
+                    for delivery in due {
+                        if running == settings.concurrency {
+                            await group.next()
+                            running -= 1
+                        }
+                        group.addTask { await self.attempt(delivery, client) }
+                        running += 1
+                    }
+                }
+            }
+        } catch {
+            logger.warning("webhook dispatch failed; retrying", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The deliveries one event makes: every enabled webhook of its namespace (or of the whole
+    /// registry) whose filter names its kind.
+    static func plan(_ event: RegistryEvent, webhooks: [WebhookRecord], registry: String) -> [MetadataStore.PlannedDelivery] {
+        webhooks.compactMap { webhook in
+            guard webhook.enabled, webhook.namespace == nil || webhook.namespace == event.namespace,
+                webhook.events.contains(where: { WebhookEventFilter(rawValue: $0)?.kind == event.kind }),
+                let format = WebhookFormat(rawValue: webhook.format)
+            else { return nil }
+            return MetadataStore.PlannedDelivery(webhookID: webhook.id, body: WebhookPayloads.body(for: event, format: format, registry: registry))
+        }
+    }
+
+    func attempt(_ delivery: WebhookDelivery, _ client: HTTPClient) async {
+        guard let webhook = webhooks.withLock({ $0[delivery.webhookID] }) else { return }
+        let format = WebhookFormat(rawValue: webhook.format) ?? .distribution
+        var status: Int?
+        var failure: String?
+        do {
+            let secret = try sealer.open(webhook.sealedSecret)
+            var request = HTTPClientRequest(url: webhook.url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: format.contentType)
+            request.headers.add(name: "User-Agent", value: "Wharf-Webhooks/1")
+            request.headers.add(name: "X-Wharf-Delivery", value: String(delivery.id))
+            request.headers.add(name: "X-Wharf-Event", value: delivery.eventKind)
+            request.headers.add(
+                name: WebhookSignature.header, value: WebhookSignature.value(body: delivery.body, secret: secret, timestamp: Timestamp.nowMillis() / 1000))
+            request.body = .bytes(ByteBuffer(string: delivery.body))
+            let response = try await client.execute(request, timeout: .seconds(Int64(settings.timeout.components.seconds)))
+            status = Int(response.status.code)
+            _ = try? await response.body.collect(upTo: 64 * 1024)  // drain, so the connection can be reused
+            if !(200..<300).contains(Int(response.status.code)) { failure = "the receiver answered \(response.status.code)" }
+        } catch {
+            failure = "\(error)"
+        }
+        let delivered = failure == nil
+        let attempts = delivery.attempts + 1
+        let retryAt: Int64? =
+            delivered || attempts >= settings.maximumAttempts ? nil : Timestamp.nowMillis() + Self.backoffMillis(attempt: attempts, settings)
+        metrics.recordWebhookDelivery(succeeded: delivered, gaveUp: !delivered && retryAt == nil)
+        do {
+            try await metadata.recordDeliveryAttempt(delivery.id, delivered: delivered, status: status, error: failure, retryAt: retryAt)
+        } catch {
+            logger.warning("could not record a webhook delivery", metadata: ["delivery": "\(delivery.id)", "error": "\(error)"])
+        }
+        if !delivered {
+            logger.info(
+                "webhook delivery failed",
+                metadata: ["webhook": "\(webhook.id)", "delivery": "\(delivery.id)", "attempt": "\(attempts)", "error": "\(failure ?? "")"])
+        }
+    }
+
+    /// first × 2^(attempt−1), capped, with up to 25 % jitter so many retries do not arrive together.
+    static func backoffMillis(attempt: Int, _ settings: Settings) -> Int64 {
+        let first = Double(settings.firstBackoff.components.seconds) * 1000 + Double(settings.firstBackoff.components.attoseconds) / 1e15
+        let cap = Double(settings.maximumBackoff.components.seconds) * 1000
+        let base = min(cap, first * pow(2, Double(min(attempt - 1, 30))))
+        return Int64(base * Double.random(in: 1.0...1.25))
+    }
+}

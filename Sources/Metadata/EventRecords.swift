@@ -1,0 +1,270 @@
+import OCI
+import SQLKit
+
+/// Something that happened to stored content, as the outbox holds it.
+public struct RegistryEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// A manifest was pushed (by tag or by digest), whether or not its bytes were new.
+        case push
+        /// A tag that pointed at one manifest now points at another.
+        case tagMove = "tag"
+        /// A manifest, or only a tag, was deleted.
+        case delete
+    }
+
+    public var id: Int64 = 0
+    public var kind: Kind
+    public var repository: String
+    public var digest: String?
+    public var tag: String?
+    public var mediaType: String?
+    public var size: Int64?
+    public var actor: String?
+    public var occurredAt: Int64
+
+    public var namespace: String { RepositoryName(repository).map { String($0.namespace) } ?? repository }
+
+    public init(
+        kind: Kind, repository: String, digest: String?, tag: String? = nil, mediaType: String? = nil, size: Int64? = nil, actor: String?,
+        occurredAt: Int64
+    ) {
+        self.kind = kind
+        self.repository = repository
+        self.digest = digest
+        self.tag = tag
+        self.mediaType = mediaType
+        self.size = size
+        self.actor = actor
+        self.occurredAt = occurredAt
+    }
+}
+
+public struct WebhookRecord: Sendable, Equatable {
+    public var id: Int64
+    /// Nil: every namespace's events.
+    public var namespace: String?
+    public var url: String
+    /// Sealed with the master key.
+    public var sealedSecret: String
+    public var format: String
+    public var events: [String]
+    public var enabled: Bool
+    public var createdAt: Int64
+
+    public init(
+        id: Int64, namespace: String?, url: String, sealedSecret: String, format: String, events: [String], enabled: Bool, createdAt: Int64
+    ) {
+        self.id = id
+        self.namespace = namespace
+        self.url = url
+        self.sealedSecret = sealedSecret
+        self.format = format
+        self.events = events
+        self.enabled = enabled
+        self.createdAt = createdAt
+    }
+}
+
+public struct WebhookDelivery: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case pending = "PENDING"
+        case delivered = "DELIVERED"
+        case failed = "FAILED"
+    }
+    public var id: Int64
+    public var webhookID: Int64
+    public var eventKind: String
+    public var repository: String
+    public var body: String
+    public var status: Status
+    public var attempts: Int
+    public var nextAttemptAt: Int64
+    public var lastStatus: Int?
+    public var lastError: String?
+    public var createdAt: Int64
+    public var deliveredAt: Int64?
+}
+
+/// The outbox, webhooks and their deliveries. Events are appended inside the transactions of
+/// `putManifest`, `deleteManifest` and `deleteTag`; everything else here is the dispatcher's.
+extension MetadataStore {
+    static func appendEvent(_ event: RegistryEvent, _ sql: any SQLDatabase) async throws {
+        try await sql.raw(
+            """
+            INSERT INTO event_outbox (kind, namespace, repository, digest, tag, media_type, size, actor, occurred_at)
+            VALUES (\(bind: event.kind.rawValue), \(bind: event.namespace), \(bind: event.repository), \(bind: event.digest), \(bind: event.tag),
+                    \(bind: event.mediaType), \(bind: event.size), \(bind: event.actor), \(bind: event.occurredAt))
+            """
+        ).run()
+    }
+
+    // MARK: Webhooks
+
+    public func createWebhook(namespace: String?, url: String, sealedSecret: String, format: String, events: [String]) async throws -> WebhookRecord {
+        let now = Timestamp.nowMillis()
+        return try await database.transaction { sql in
+            let row = try await sql.raw(
+                """
+                INSERT INTO webhooks (namespace, url, secret, format, events, enabled, created_at)
+                VALUES (\(bind: namespace), \(bind: url), \(bind: sealedSecret), \(bind: format), \(bind: events.joined(separator: ",")), \(bind: true), \(bind: now))
+                RETURNING id
+                """
+            ).first()
+            return WebhookRecord(
+                id: try row!.decode(column: "id", as: Int64.self), namespace: namespace, url: url, sealedSecret: sealedSecret, format: format,
+                events: events, enabled: true, createdAt: now)
+        }
+    }
+
+    /// Every webhook, or those of one namespace (`.some(nil)`: the registry-wide ones).
+    public func webhooks(namespace: String?? = .none) async throws -> [WebhookRecord] {
+        try await database.read { sql in
+            let query: SQLQueryString =
+                switch namespace {
+                case .none: "SELECT * FROM webhooks ORDER BY id"
+                case .some(.none): "SELECT * FROM webhooks WHERE namespace IS NULL ORDER BY id"
+                case .some(.some(let name)): "SELECT * FROM webhooks WHERE namespace = \(bind: name) ORDER BY id"
+                }
+            return try await sql.raw(query).all().map(Self.webhook)
+        }
+    }
+
+    public func webhook(_ id: Int64) async throws -> WebhookRecord? {
+        try await database.read { sql in try await sql.raw("SELECT * FROM webhooks WHERE id = \(bind: id)").first().map(Self.webhook) }
+    }
+
+    public func setWebhookEnabled(_ id: Int64, _ enabled: Bool) async throws -> Bool {
+        try await database.transaction { sql in
+            try await !sql.raw("UPDATE webhooks SET enabled = \(bind: enabled) WHERE id = \(bind: id) RETURNING id").all().isEmpty
+        }
+    }
+
+    /// Deletes the webhook and its delivery log.
+    public func deleteWebhook(_ id: Int64) async throws -> Bool {
+        try await database.transaction { sql in
+            try await sql.raw("DELETE FROM webhook_deliveries WHERE webhook_id = \(bind: id)").run()
+            return try await !sql.raw("DELETE FROM webhooks WHERE id = \(bind: id) RETURNING id").all().isEmpty
+        }
+    }
+
+    private static func webhook(_ row: any SQLRow) throws -> WebhookRecord {
+        WebhookRecord(
+            id: try row.decode(column: "id", as: Int64.self), namespace: try row.decode(column: "namespace", as: String?.self),
+            url: try row.decode(column: "url", as: String.self), sealedSecret: try row.decode(column: "secret", as: String.self),
+            format: try row.decode(column: "format", as: String.self),
+            events: try row.decode(column: "events", as: String.self).split(separator: ",").map(String.init),
+            enabled: try row.decode(column: "enabled", as: Bool.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
+    }
+
+    // MARK: Dispatching
+
+    /// A delivery to create for an event: which webhook, and the body it gets.
+    public struct PlannedDelivery: Sendable {
+        public var webhookID: Int64
+        public var body: String
+        public init(webhookID: Int64, body: String) {
+            self.webhookID = webhookID
+            self.body = body
+        }
+    }
+
+    /// Takes up to `limit` of the oldest events off the outbox and, in the same transaction, files
+    /// the deliveries `plan` makes of each: an event is never lost and never fanned out twice, even
+    /// with several nodes dispatching. Returns how many events were taken.
+    public func fanOutEvents(limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery]) async throws -> Int {
+        try await database.transaction { sql in
+            let rows = try await sql.raw(
+                """
+                DELETE FROM event_outbox WHERE id IN (SELECT id FROM event_outbox ORDER BY id LIMIT \(literal: limit))
+                RETURNING id, kind, repository, digest, tag, media_type, size, actor, occurred_at
+                """
+            ).all()
+            var events: [RegistryEvent] = []
+            for row in rows {
+                guard let kind = RegistryEvent.Kind(rawValue: try row.decode(column: "kind", as: String.self)) else { continue }
+                var event = RegistryEvent(
+                    kind: kind, repository: try row.decode(column: "repository", as: String.self),
+                    digest: try row.decode(column: "digest", as: String?.self), tag: try row.decode(column: "tag", as: String?.self),
+                    mediaType: try row.decode(column: "media_type", as: String?.self), size: try row.decode(column: "size", as: Int64?.self),
+                    actor: try row.decode(column: "actor", as: String?.self), occurredAt: try row.decode(column: "occurred_at", as: Int64.self))
+                event.id = try row.decode(column: "id", as: Int64.self)
+                events.append(event)
+            }
+            let now = Timestamp.nowMillis()
+            for event in events.sorted(by: { $0.id < $1.id }) {
+                for delivery in plan(event) {
+                    try await sql.raw(
+                        """
+                        INSERT INTO webhook_deliveries (webhook_id, event_kind, repository, body, status, attempts, next_attempt_at, created_at)
+                        VALUES (\(bind: delivery.webhookID), \(bind: event.kind.rawValue), \(bind: event.repository), \(bind: delivery.body),
+                                \(bind: WebhookDelivery.Status.pending.rawValue), 0, \(bind: now), \(bind: now))
+                        """
+                    ).run()
+                }
+            }
+            return rows.count
+        }
+    }
+
+    /// Deliveries due now, at most one per webhook and repository (the oldest pending one), so a
+    /// receiver sees each repository's events in the order they happened.
+    public func dueDeliveries(now: Int64, limit: Int) async throws -> [WebhookDelivery] {
+        try await database.read { sql in
+            try await sql.raw(
+                """
+                SELECT * FROM webhook_deliveries d
+                WHERE d.status = 'PENDING' AND d.next_attempt_at <= \(bind: now)
+                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                                  WHERE e.webhook_id = d.webhook_id AND e.repository = d.repository AND e.status = 'PENDING' AND e.id < d.id)
+                ORDER BY d.id LIMIT \(literal: limit)
+                """
+            ).all().map(Self.delivery)
+        }
+    }
+
+    /// Records one attempt: delivered, or failed with the next try at `retryAt` (nil: given up).
+    public func recordDeliveryAttempt(_ id: Int64, delivered: Bool, status: Int?, error: String?, retryAt: Int64?) async throws {
+        let now = Timestamp.nowMillis()
+        let state: WebhookDelivery.Status = delivered ? .delivered : (retryAt == nil ? .failed : .pending)
+        try await database.transaction { sql in
+            try await sql.raw(
+                """
+                UPDATE webhook_deliveries SET status = \(bind: state.rawValue), attempts = attempts + 1, last_status = \(bind: status),
+                    last_error = \(bind: error), next_attempt_at = \(bind: retryAt ?? now), delivered_at = \(bind: delivered ? now : nil)
+                WHERE id = \(bind: id)
+                """
+            ).run()
+        }
+    }
+
+    /// The newest deliveries of a webhook first.
+    public func deliveries(of webhookID: Int64, limit: Int) async throws -> [WebhookDelivery] {
+        try await database.read { sql in
+            try await sql.raw("SELECT * FROM webhook_deliveries WHERE webhook_id = \(bind: webhookID) ORDER BY id DESC LIMIT \(literal: limit)")
+                .all().map(Self.delivery)
+        }
+    }
+
+    /// Queues a delivery again now, from its first attempt. False when it does not belong to the webhook.
+    public func redeliver(_ id: Int64, of webhookID: Int64) async throws -> Bool {
+        try await database.transaction { sql in
+            try await !sql.raw(
+                """
+                UPDATE webhook_deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = \(bind: Timestamp.nowMillis()), delivered_at = NULL
+                WHERE id = \(bind: id) AND webhook_id = \(bind: webhookID) RETURNING id
+                """
+            ).all().isEmpty
+        }
+    }
+
+    private static func delivery(_ row: any SQLRow) throws -> WebhookDelivery {
+        WebhookDelivery(
+            id: try row.decode(column: "id", as: Int64.self), webhookID: try row.decode(column: "webhook_id", as: Int64.self),
+            eventKind: try row.decode(column: "event_kind", as: String.self), repository: try row.decode(column: "repository", as: String.self),
+            body: try row.decode(column: "body", as: String.self),
+            status: WebhookDelivery.Status(rawValue: try row.decode(column: "status", as: String.self)) ?? .failed,
+            attempts: try row.decode(column: "attempts", as: Int.self), nextAttemptAt: try row.decode(column: "next_attempt_at", as: Int64.self),
+            lastStatus: try row.decode(column: "last_status", as: Int?.self), lastError: try row.decode(column: "last_error", as: String?.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self), deliveredAt: try row.decode(column: "delivered_at", as: Int64?.self))
+    }
+}
