@@ -306,6 +306,7 @@ let package = Package(
             name: "ServerTests",
             dependencies: [
                 "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases", "Monitoring", "Events",
+                .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -172,7 +172,10 @@ extension MetadataStore {
     /// the deliveries `plan` makes of each: an event is never lost and never fanned out twice, even
     /// with several nodes dispatching. Returns how many events were taken.
     public func fanOutEvents(limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery]) async throws -> Int {
-        try await database.transaction { sql in
+        // A read first: an empty outbox (the usual case) costs no write transaction.
+        let waiting = try await database.read { sql in try await sql.raw("SELECT id FROM event_outbox LIMIT 1").first() != nil }
+        guard waiting else { return 0 }
+        return try await database.transaction { sql in
             let rows = try await sql.raw(
                 """
                 DELETE FROM event_outbox WHERE id IN (SELECT id FROM event_outbox ORDER BY id LIMIT \(literal: limit))

@@ -37,6 +37,8 @@ public final class WharfServer: Sendable {
     public let metrics: WharfMetrics
     /// The token `/metrics` accepts (`metrics.tokenFile` or `WHARF_METRICS_TOKEN`).
     let metricsToken: String?
+    /// Seals and opens secrets kept in the database (webhook secrets here; Access has its own).
+    let sealer: SecretSealer
     /// The administrator password generated at this start (first start only), to show once.
     public let generatedAdministratorPassword: String?
     /// The certificate and key when Wharf serves HTTPS itself (`tls.certificateFile`, `tls.keyFile`).
@@ -136,15 +138,16 @@ public final class WharfServer: Sendable {
         return WharfServer(
             configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
             lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls,
-            space: space, metrics: metrics, metricsToken: metricsToken, ioThreadPool: ioThreadPool, logger: logger)
+            space: space, metrics: metrics, metricsToken: metricsToken, sealer: sealer, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(
         configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
         collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
         access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, space: StorageSpace, metrics: WharfMetrics,
-        metricsToken: String?, ioThreadPool: NIOThreadPool, logger: Logger
+        metricsToken: String?, sealer: SecretSealer, ioThreadPool: NIOThreadPool, logger: Logger
     ) {
+        self.sealer = sealer
         self.tls = tls
         self.space = space
         self.metrics = metrics
@@ -277,14 +280,14 @@ public final class WharfServer: Sendable {
 
     private var backgroundServices: [any Service] {
         var services: [any Service] = [registry.pulls]
-        if let access {
-            var settings = WebhookDispatcher.Settings()
-            settings.maximumAttempts = configuration.webhookMaximumAttempts
-            settings.firstBackoff = .seconds(configuration.webhookFirstRetrySeconds)
-            settings.timeout = .seconds(configuration.webhookTimeoutSeconds)
-            settings.registryAddress = configuration.webhookRegistryAddress ?? configuration.listen
-            services.append(WebhookDispatcher(metadata: metadata, sealer: access.store.sealer, settings: settings, metrics: metrics, logger: logger))
-        }
+        // Always runs: with authentication off no webhook can be created, but the outbox still
+        // fills with every push and must be drained.
+        var settings = WebhookDispatcher.Settings()
+        settings.maximumAttempts = configuration.webhookMaximumAttempts
+        settings.firstBackoff = .seconds(configuration.webhookFirstRetrySeconds)
+        settings.timeout = .seconds(configuration.webhookTimeoutSeconds)
+        settings.registryAddress = configuration.webhookRegistryAddress ?? configuration.listen
+        services.append(WebhookDispatcher(metadata: metadata, sealer: sealer, settings: settings, metrics: metrics, logger: logger))
         if configuration.metricsEnabled {
             services.append(
                 MetricsSampler(

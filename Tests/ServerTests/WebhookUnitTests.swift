@@ -1,5 +1,9 @@
 import Foundation
+import HTTPTypes
 import Metadata
+import NIOCore
+import OCI
+import SQLKit
 import Testing
 
 @testable import Events
@@ -69,6 +73,25 @@ struct WebhookUnitTests {
         for (attempt, base) in [(1, 1000.0), (2, 2000), (3, 4000), (7, 60000), (40, 60000)] {
             let wait = Double(WebhookDispatcher.backoffMillis(attempt: attempt, settings))
             #expect(wait >= base && wait <= base * 1.25, "attempt \(attempt): \(wait)")
+        }
+    }
+
+    @Test("with authentication off no webhook can exist, and the outbox is still drained")
+    func outboxDrainedWithoutAuthentication() async throws {
+        try await Harness.withServer { client, server in
+            let (manifest, _) = try await client.configOnlyManifest(in: "drain/app")
+            let put = try await client.request(
+                .put, "/v2/drain/app/manifests/v1", headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(string: manifest))
+            #expect(put.status == .created)
+            let deadline = ContinuousClock.now + .seconds(20)
+            var waiting = 1
+            while waiting > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                waiting = try await server.metadata.database.read { sql in
+                    try await sql.raw("SELECT COUNT(*) AS n FROM event_outbox").first()?.decode(column: "n", as: Int.self) ?? 0
+                }
+            }
+            #expect(waiting == 0)
         }
     }
 }
