@@ -34,10 +34,7 @@ public enum WebhookPayloads {
     /// `registry` is this registry's address as clients use it (`host:port`), for target URLs and
     /// the CloudEvents `source`.
     public static func body(for event: RegistryEvent, format: WebhookFormat, registry: String) -> String {
-        let time = Date(timeIntervalSince1970: Double(event.occurredAt) / 1000)
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let timestamp = formatter.string(from: time)
+        let timestamp = Timestamp.rfc3339(millis: event.occurredAt)
         let id = "\(event.id)"
         var target: [String: Any] = ["repository": event.repository]
         if let digest = event.digest {

@@ -168,45 +168,50 @@ extension MetadataStore {
         }
     }
 
-    /// Takes up to `limit` of the oldest events off the outbox and, in the same transaction, files
-    /// the deliveries `plan` makes of each: an event is never lost and never fanned out twice, even
-    /// with several nodes dispatching. Returns how many events were taken.
+    /// Takes up to `limit` of the oldest events off the outbox and files the deliveries `plan`
+    /// makes of each. The bodies are made before the write transaction (it holds SQLite's single
+    /// writer, which pushes wait for); inside it, only events this call actually deleted get their
+    /// deliveries, so an event is never lost and never fanned out twice, even with several nodes
+    /// dispatching. Returns how many events were taken.
     public func fanOutEvents(limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery]) async throws -> Int {
-        // A read first: an empty outbox (the usual case) costs no write transaction.
-        let waiting = try await database.read { sql in try await sql.raw("SELECT id FROM event_outbox LIMIT 1").first() != nil }
-        guard waiting else { return 0 }
-        return try await database.transaction { sql in
-            let rows = try await sql.raw(
+        let events = try await database.read { sql in
+            try await sql.raw(
                 """
-                DELETE FROM event_outbox WHERE id IN (SELECT id FROM event_outbox ORDER BY id LIMIT \(literal: limit))
-                RETURNING id, kind, repository, digest, tag, media_type, size, actor, occurred_at
+                SELECT id, kind, repository, digest, tag, media_type, size, actor, occurred_at FROM event_outbox ORDER BY id LIMIT \(literal: limit)
                 """
-            ).all()
-            var events: [RegistryEvent] = []
-            for row in rows {
-                guard let kind = RegistryEvent.Kind(rawValue: try row.decode(column: "kind", as: String.self)) else { continue }
-                var event = RegistryEvent(
-                    kind: kind, repository: try row.decode(column: "repository", as: String.self),
-                    digest: try row.decode(column: "digest", as: String?.self), tag: try row.decode(column: "tag", as: String?.self),
-                    mediaType: try row.decode(column: "media_type", as: String?.self), size: try row.decode(column: "size", as: Int64?.self),
-                    actor: try row.decode(column: "actor", as: String?.self), occurredAt: try row.decode(column: "occurred_at", as: Int64.self))
-                event.id = try row.decode(column: "id", as: Int64.self)
-                events.append(event)
-            }
-            let now = Timestamp.nowMillis()
-            for event in events.sorted(by: { $0.id < $1.id }) {
-                for delivery in plan(event) {
-                    try await sql.raw(
-                        """
-                        INSERT INTO webhook_deliveries (webhook_id, event_kind, repository, body, status, attempts, next_attempt_at, created_at)
-                        VALUES (\(bind: delivery.webhookID), \(bind: event.kind.rawValue), \(bind: event.repository), \(bind: delivery.body),
-                                \(bind: WebhookDelivery.Status.pending.rawValue), 0, \(bind: now), \(bind: now))
-                        """
-                    ).run()
-                }
-            }
-            return rows.count
+            ).all().map(Self.event)
         }
+        guard !events.isEmpty else { return 0 }
+        let planned = events.map { (id: $0.id, kind: $0.kind, repository: $0.repository, deliveries: plan($0)) }
+        let now = Timestamp.nowMillis()
+        return try await database.transaction { sql in
+            let taken = Set(
+                try await sql.raw("DELETE FROM event_outbox WHERE id IN (\(binds: events.map(\.id))) RETURNING id").all().map {
+                    try $0.decode(column: "id", as: Int64.self)
+                })
+            let rows = planned.filter { taken.contains($0.id) }.flatMap { event in event.deliveries.map { (event, $0) } }
+            for chunk in rows.chunked(100) {
+                var query: SQLQueryString =
+                    "INSERT INTO webhook_deliveries (webhook_id, event_kind, repository, body, status, attempts, next_attempt_at, created_at) VALUES "
+                for (index, (event, delivery)) in chunk.enumerated() {
+                    query += "\(unsafeRaw: index == 0 ? "" : ", ")(\(bind: delivery.webhookID), \(bind: event.kind.rawValue), \(bind: event.repository), "
+                    query += "\(bind: delivery.body), 'PENDING', 0, \(bind: now), \(bind: now))"
+                }
+                try await sql.raw(query).run()
+            }
+            return taken.count
+        }
+    }
+
+    private static func event(_ row: any SQLRow) throws -> RegistryEvent {
+        var event = RegistryEvent(
+            kind: RegistryEvent.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .push,
+            repository: try row.decode(column: "repository", as: String.self), digest: try row.decode(column: "digest", as: String?.self),
+            tag: try row.decode(column: "tag", as: String?.self), mediaType: try row.decode(column: "media_type", as: String?.self),
+            size: try row.decode(column: "size", as: Int64?.self), actor: try row.decode(column: "actor", as: String?.self),
+            occurredAt: try row.decode(column: "occurred_at", as: Int64.self))
+        event.id = try row.decode(column: "id", as: Int64.self)
+        return event
     }
 
     /// Deliveries due now, at most one per webhook and repository (the oldest pending one), so a

@@ -130,3 +130,12 @@ struct EventOutboxTests {
         }
     }
 }
+
+@Test("RFC 3339 timestamps from Unix milliseconds, against Python's datetime")
+func rfc3339Timestamps() {
+    let expected: [(Int64, String)] = [
+        (0, "1970-01-01T00:00:00.000Z"), (951_782_400_000, "2000-02-29T00:00:00.000Z"), (1_796_600_000_123, "2026-12-06T23:33:20.123Z"),
+        (-1, "1969-12-31T23:59:59.999Z"), (4_102_444_799_999, "2099-12-31T23:59:59.999Z"), (1_709_164_800_500, "2024-02-29T00:00:00.500Z"),
+    ]
+    for (millis, text) in expected { #expect(Timestamp.rfc3339(millis: millis) == text, "\(millis)") }
+}

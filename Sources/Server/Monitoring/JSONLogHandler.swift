@@ -1,4 +1,5 @@
 import Logging
+import Metadata
 import Synchronization
 
 #if canImport(Glibc)
@@ -41,7 +42,7 @@ public struct JSONLogHandler: LogHandler {
         var fields = metadata
         if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
         if let extra = event.metadata { fields.merge(extra) { _, new in new } }
-        var line = "{\"time\":\(Self.quoted(Self.timestamp())),\"level\":\(Self.quoted(event.level.rawValue))"
+        var line = "{\"time\":\(Self.quoted(Timestamp.rfc3339(millis: Timestamp.nowMillis()))),\"level\":\(Self.quoted(event.level.rawValue))"
         line += ",\"logger\":\(Self.quoted(label)),\"source\":\(Self.quoted(event.source)),\"message\":\(Self.quoted(event.message.description))"
         if let error = event.error { line += ",\"error\":\(Self.quoted(String(describing: error)))" }
         let fixed: Set<String> = ["time", "level", "logger", "source", "message", "error"]
@@ -70,20 +71,6 @@ public struct JSONLogHandler: LogHandler {
             }
         }
         return out + "\""
-    }
-
-    static func timestamp() -> String {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        var time = spec.tv_sec
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(spec.tv_nsec / 1_000_000), 3))Z"
     }
 
     private static let outputLock = Mutex(())
