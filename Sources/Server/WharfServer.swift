@@ -201,7 +201,10 @@ public final class WharfServer: Sendable {
                     scanPolicies: NamespaceScanPolicies(gate: scans.pullGate, vex: scans.vex, audit: authentication.access.audit),
                     tagRuleChanges: NamespaceTagRuleChanges(book: registry.tagRules, audit: authentication.access.audit),
                     signatures: signatures, signaturePolicies: NamespaceSignaturePolicies(gate: signatures, audit: authentication.access.audit),
-                    webhooks: WebhookChanges(metadata: metadata, sealer: authentication.access.store.sealer, audit: authentication.access.audit))
+                    webhooks: WebhookChanges(metadata: metadata, sealer: authentication.access.store.sealer, audit: authentication.access.audit),
+                    reports: StorageReports(
+                        metadata: metadata,
+                        prices: .init(storagePerGBMonth: configuration.costStoragePerGBMonth, currency: configuration.costCurrency)))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(

@@ -13,7 +13,7 @@ struct Admin: AsyncParsableCommand {
             http://127.0.0.1:5000); credentials: --username (or WHARF_USERNAME, default admin) and the password \
             from WHARF_PASSWORD, --password-file, or --password-stdin. An access token works as the password.
             """,
-        subcommands: [Users.self, Tokens.self, AccessKeys.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self]
+        subcommands: [Users.self, Tokens.self, AccessKeys.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self, Storage.self]
     )
 }
 
@@ -81,7 +81,8 @@ struct ManagementClient {
             throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase): \(message)")
         }
         if data.isEmpty { return nil }
-        if response.headers.first(name: "Content-Type") == "application/x-ndjson" { return String(decoding: data, as: UTF8.self) }
+        let contentType = response.headers.first(name: "Content-Type") ?? ""
+        if contentType == "application/x-ndjson" || contentType.hasPrefix("text/csv") { return String(decoding: data, as: UTF8.self) }
         let value = try JSONSerialization.jsonObject(with: data)
         if printJSON {
             let pretty = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
@@ -630,6 +631,41 @@ struct Keys: AsyncParsableCommand {
         func run() async throws {
             let result = try await connection.client().call(.POST, "/keys/rotate") as? [String: Any]
             if !connection.json { print("signing key is now \(result?["kid"] as? String ?? "?")") }
+        }
+    }
+}
+
+struct Storage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Storage and cost.", subcommands: [Report.self])
+
+    struct Report: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "What is stored and what it costs: per namespace and repository, deduplication, what could be freed, recommendations.")
+        @OptionGroup var connection: Connection
+        @Option(name: .customLong("stale-days"), help: "Images neither pushed nor pulled for this many days count as stale (default 90).")
+        var staleDays: Int?
+        @Flag(help: "One CSV row per repository.") var csv = false
+
+        func run() async throws {
+            let client = try connection.client()
+            let query = "?staleDays=\(staleDays ?? 90)" + (csv ? "&format=csv" : "")
+            let report = try await client.call(.GET, "/storage/report" + query)
+            if csv {
+                print(report as? String ?? "", terminator: "")
+                return
+            }
+            guard !connection.json, let object = report as? [String: Any] else { return }
+            if let registry = object["registry"] as? [String: Any] {
+                print(
+                    "registry: \(ManagementClient.text(registry["physicalBytes"])) bytes stored, \(ManagementClient.text(registry["logicalBytes"])) as images add up, "
+                        + "\(ManagementClient.text(registry["deduplicationSavedBytes"])) saved by sharing, \(ManagementClient.text(registry["unreferencedBytes"])) in no image; "
+                        + "\(ManagementClient.text(registry["monthlyCost"])) \((object["prices"] as? [String: Any])?["currency"] as? String ?? "")/month")
+            }
+            client.table(
+                object["repositories"], columns: ["repository", "images", "untaggedImages", "physicalBytes", "logicalBytes", "staleImages", "monthlyCost"])
+            for recommendation in object["recommendations"] as? [[String: Any]] ?? [] {
+                print("- " + (recommendation["message"] as? String ?? ""))
+            }
         }
     }
 }

@@ -64,6 +64,10 @@ public struct WharfConfiguration: Sendable, Equatable {
         case text, json
     }
 
+    /// Prices the storage report's cost estimate uses: per GB-month (2^30 bytes) stored, and its currency.
+    public var costStoragePerGBMonth = 0.10
+    public var costCurrency = "USD"
+
     /// Webhook deliveries: attempts before one is given up, the first retry's wait (doubling after
     /// that, up to an hour), how long a receiver has to answer, and the registry address bodies name.
     public var webhookMaximumAttempts = 12
@@ -235,6 +239,12 @@ public struct WharfConfiguration: Sendable, Equatable {
         var scanner: ScannerSection?
         var metrics: MetricsSection?
         var webhooks: WebhooksSection?
+        var cost: CostSection?
+
+        struct CostSection: Decodable {
+            var storagePerGBMonth: Double?
+            var currency: String?
+        }
 
         struct WebhooksSection: Decodable {
             var maximumAttempts: Int?
@@ -384,6 +394,10 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.rescanIntervalSeconds { scannerRescanIntervalSeconds = value }
             if let value = scanner.publishDatabase { scannerPublishDatabase = value }
         }
+        if let cost = file.cost {
+            if let value = cost.storagePerGBMonth { costStoragePerGBMonth = value }
+            if let value = cost.currency { costCurrency = value }
+        }
         if let webhooks = file.webhooks {
             if let value = webhooks.maximumAttempts { webhookMaximumAttempts = value }
             if let value = webhooks.firstRetrySeconds { webhookFirstRetrySeconds = value }
@@ -427,6 +441,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
+        "cost", "cost.storagePerGBMonth", "cost.currency",
         "webhooks", "webhooks.maximumAttempts", "webhooks.firstRetrySeconds", "webhooks.timeoutSeconds", "webhooks.registryAddress",
         "metrics", "metrics.enabled", "metrics.listen", "metrics.tokenFile", "metrics.sampleIntervalSeconds",
     ]
@@ -479,6 +494,10 @@ public struct WharfConfiguration: Sendable, Equatable {
             other.listen = metricsListen
             guard (try? other.listenAddress()) != nil else { throw ConfigurationError.invalid("metrics.listen (HOST:PORT)", metricsListen) }
             guard metricsListen != listen else { throw ConfigurationError.invalid("metrics.listen (must differ from listen)", metricsListen) }
+        }
+        guard costStoragePerGBMonth.isFinite, (0...1_000_000).contains(costStoragePerGBMonth), (1...8).contains(costCurrency.count) else {
+            throw ConfigurationError.invalid(
+                "cost.storagePerGBMonth (0 to 1000000) / cost.currency (1 to 8 characters)", "\(costStoragePerGBMonth) / \(costCurrency)")
         }
         guard (1...100).contains(webhookMaximumAttempts), (1...3600).contains(webhookFirstRetrySeconds), (1...300).contains(webhookTimeoutSeconds)
         else {

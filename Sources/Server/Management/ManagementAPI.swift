@@ -166,7 +166,7 @@ struct ManagementAPI: Sendable {
     // MARK: Routes
 
     var routes: [Route] {
-        identityRoutes + (storage.map(storageRoutes) ?? []) + (storage.map(webhookRoutes) ?? [])
+        identityRoutes + (storage.map(storageRoutes) ?? []) + (storage.map(webhookRoutes) ?? []) + (storage.map(reportRoutes) ?? [])
     }
 
     /// List, create, disable/enable and delete the access keys of a user or a robot.

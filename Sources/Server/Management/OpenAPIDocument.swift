@@ -205,6 +205,11 @@ enum OpenAPIDocument {
                 ], required: ["mode", "keys"]),
             "SignatureVerdict": object(
                 ["digest": string, "verified": boolean, "key": string, "signature": string, "reason": string], required: ["digest", "verified"]),
+            "StorageReport": [
+                "type": "object",
+                "description":
+                    "registry totals (physical, logical, deduplication, unreferenced), namespaces, repositories, largestImages, largestLayers, recommendations; bytes are integers, costs in prices.currency per month",
+            ],
             "CreateWebhook": object(
                 [
                     "namespace": ["type": "string", "description": "this namespace's events only; leave out for every namespace (system administrators)"],

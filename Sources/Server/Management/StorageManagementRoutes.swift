@@ -32,6 +32,8 @@ struct StorageManagement: Sendable {
     let signaturePolicies: NamespaceSignaturePolicies
     /// Webhooks and their delivery logs.
     let webhooks: WebhookChanges
+    /// The storage and cost report.
+    let reports: StorageReports
 }
 
 extension API {
