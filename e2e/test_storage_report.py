@@ -3,10 +3,12 @@ repositories, an image left untagged by a tag move, a blob no image references. 
 computed here, independently, from what was pushed, and must equal the report's."""
 
 import csv
+import datetime
 import hashlib
 import io
 import json
 import os
+import time
 
 import requests
 
@@ -91,3 +93,27 @@ def test_report_equals_figures_computed_from_what_was_pushed(wharf, wharf_bin, s
     assert server.api("POST", "/users", json={"name": "reportuser", "password": "reportuser-password-1"}).status_code == 201
     assert server.api("GET", "/storage/report", auth=("reportuser", "reportuser-password-1")).status_code == 403
     assert server.api("GET", "/storage/report?staleDays=0").status_code == 400
+
+
+def test_egress_and_growth(wharf):
+    server = wharf
+    content = os.urandom(100_000)
+    digest = "sha256:" + hashlib.sha256(content).hexdigest()
+    assert requests.post(f"{server.url}/v2/egress/app/blobs/uploads/?digest={digest}", data=content, auth=server.auth, timeout=30).status_code == 201
+    whole = requests.get(f"{server.url}/v2/egress/app/blobs/{digest}", auth=server.auth, timeout=30)
+    assert whole.status_code == 200 and whole.content == content
+    part = requests.get(f"{server.url}/v2/egress/app/blobs/{digest}", auth=server.auth, timeout=30, headers={"Range": "bytes=0-999"})
+    assert part.status_code == 206 and len(part.content) == 1000
+    assert requests.head(f"{server.url}/v2/egress/app/blobs/{digest}", auth=server.auth, timeout=30).status_code == 200  # sends no body
+    deadline = time.monotonic() + 30  # served bytes are written in batches every 10 s
+    while True:
+        report = server.api("GET", "/storage/report").json()
+        served = {r["repository"]: r["egressBytes30d"] for r in report["repositories"]}
+        if served.get("egress/app") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert served["egress/app"] == 101_000
+    assert report["registry"]["egressBytes30d"] >= 101_000
+    assert abs(report["registry"]["egressCost30d"] - report["registry"]["egressBytes30d"] / 2**30 * 0.09) < 1e-9
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    assert report["growth"] and report["growth"][-1]["day"] == today

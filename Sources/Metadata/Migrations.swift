@@ -431,6 +431,30 @@ enum Migrations {
                 "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)",
                 "CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, repository, id)",
             ]),
+        Migration(
+            version: 12, name: "storage history and egress",
+            statements: [
+                // One row per day and namespace ('' for the whole registry), the day's latest
+                // figures: the storage report's growth over time.
+                """
+                CREATE TABLE storage_snapshots (
+                    day TEXT NOT NULL,
+                    namespace {name} NOT NULL,
+                    logical_bytes BIGINT NOT NULL,
+                    physical_bytes BIGINT NOT NULL,
+                    PRIMARY KEY (day, namespace)
+                )
+                """,
+                // Blob bytes served per repository and day (written in batches, like pull times).
+                """
+                CREATE TABLE repository_egress (
+                    day TEXT NOT NULL,
+                    repository {name} NOT NULL,
+                    bytes BIGINT NOT NULL,
+                    PRIMARY KEY (day, repository)
+                )
+                """,
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -238,3 +238,70 @@ extension MetadataStore {
         }
     }
 }
+
+/// Growth over time and egress, for the storage report.
+extension MetadataStore {
+    /// `YYYY-MM-DD` (UTC) of a Unix-millisecond time.
+    public static func day(_ millis: Int64) -> String { String(Timestamp.rfc3339(millis: millis).prefix(10)) }
+
+    /// Stores today's figures (replacing earlier ones of the same day): the registry under
+    /// namespace '', then each namespace.
+    public func recordSnapshot(day: String, totals: StorageTotals) async throws {
+        let logical = totals.namespaces.values.reduce(0) { $0 + $1.logicalBytes }
+        let rows = [("", logical, totals.blobBytes)] + totals.namespaces.map { ($0.key, $0.value.logicalBytes, $0.value.physicalBytes) }
+        try await database.transaction { sql in
+            for chunk in rows.chunked(200) {
+                var query: SQLQueryString = "INSERT INTO storage_snapshots (day, namespace, logical_bytes, physical_bytes) VALUES "
+                for (index, row) in chunk.enumerated() {
+                    query += "\(unsafeRaw: index == 0 ? "" : ", ")(\(bind: day), \(bind: row.0), \(bind: row.1), \(bind: row.2))"
+                }
+                query += " ON CONFLICT (day, namespace) DO UPDATE SET logical_bytes = excluded.logical_bytes, physical_bytes = excluded.physical_bytes"
+                try await sql.raw(query).run()
+            }
+        }
+    }
+
+    /// The registry's daily figures since `day` (inclusive), oldest first.
+    public func registrySnapshots(since day: String) async throws -> [(day: String, logicalBytes: Int64, physicalBytes: Int64)] {
+        try await database.read { sql in
+            try await sql.raw(
+                """
+                SELECT day, logical_bytes, physical_bytes FROM storage_snapshots WHERE namespace = '' AND day >= \(bind: day) ORDER BY day
+                """
+            ).all().map {
+                (
+                    try $0.decode(column: "day", as: String.self), try $0.decode(column: "logical_bytes", as: Int64.self),
+                    try $0.decode(column: "physical_bytes", as: Int64.self)
+                )
+            }
+        }
+    }
+
+    /// Adds served bytes to each repository's count for `day`.
+    public func addEgress(_ bytes: [String: Int64], day: String) async throws {
+        guard !bytes.isEmpty else { return }
+        try await database.transaction { sql in
+            for chunk in Array(bytes).chunked(200) {
+                var query: SQLQueryString = "INSERT INTO repository_egress (day, repository, bytes) VALUES "
+                for (index, entry) in chunk.enumerated() {
+                    query += "\(unsafeRaw: index == 0 ? "" : ", ")(\(bind: day), \(bind: entry.key), \(bind: entry.value))"
+                }
+                query += " ON CONFLICT (day, repository) DO UPDATE SET bytes = repository_egress.bytes + excluded.bytes"
+                try await sql.raw(query).run()
+            }
+        }
+    }
+
+    /// Bytes served per repository since `day` (inclusive).
+    public func egress(since day: String) async throws -> [String: Int64] {
+        try await database.read { sql in
+            var result: [String: Int64] = [:]
+            for row in try await sql.raw(
+                "SELECT repository, CAST(SUM(bytes) AS BIGINT) AS bytes FROM repository_egress WHERE day >= \(bind: day) GROUP BY repository"
+            ).all() {
+                result[try row.decode(column: "repository", as: String.self)] = try row.decode(column: "bytes", as: Int64.self)
+            }
+            return result
+        }
+    }
+}

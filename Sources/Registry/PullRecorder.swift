@@ -13,6 +13,8 @@ public final class PullRecorder: Service, Sendable {
     }
 
     private let pending = Mutex<[Key: Int64]>([:])
+    /// Blob bytes served per repository since the last flush.
+    private let egress = Mutex<[String: Int64]>([:])
     private let metadata: MetadataStore
     private let interval: Duration
     private let logger: Logger
@@ -28,8 +30,25 @@ public final class PullRecorder: Service, Sendable {
         pending.withLock { $0[Key(repository: repository, digest: digest)] = now }
     }
 
+    /// Counts blob bytes sent to a client (the storage report's egress).
+    public func recordEgress(_ bytes: Int64, in repository: String) {
+        guard bytes > 0 else { return }
+        egress.withLock { $0[repository, default: 0] += bytes }
+    }
+
     /// Writes everything recorded so far.
     public func flush() async {
+        let served = egress.withLock { egress -> [String: Int64] in
+            let batch = egress
+            egress.removeAll(keepingCapacity: true)
+            return batch
+        }
+        do {
+            try await metadata.addEgress(served, day: MetadataStore.day(Timestamp.nowMillis()))
+        } catch {
+            logger.warning("could not record egress; will retry", metadata: ["error": "\(error)"])
+            egress.withLock { egress in for (repository, bytes) in served { egress[repository, default: 0] += bytes } }
+        }
         let batch = pending.withLock { pending -> [Key: Int64] in
             let batch = pending
             pending.removeAll(keepingCapacity: true)

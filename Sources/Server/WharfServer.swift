@@ -204,7 +204,9 @@ public final class WharfServer: Sendable {
                     webhooks: WebhookChanges(metadata: metadata, sealer: authentication.access.store.sealer, audit: authentication.access.audit),
                     reports: StorageReports(
                         metadata: metadata,
-                        prices: .init(storagePerGBMonth: configuration.costStoragePerGBMonth, currency: configuration.costCurrency)))
+                        prices: .init(
+                            storagePerGBMonth: configuration.costStoragePerGBMonth, egressPerGB: configuration.costEgressPerGB,
+                            currency: configuration.costCurrency)))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(
@@ -291,12 +293,10 @@ public final class WharfServer: Sendable {
         settings.timeout = .seconds(configuration.webhookTimeoutSeconds)
         settings.registryAddress = configuration.webhookRegistryAddress ?? configuration.listen
         services.append(WebhookDispatcher(metadata: metadata, sealer: sealer, settings: settings, metrics: metrics, logger: logger))
-        if configuration.metricsEnabled {
-            services.append(
-                MetricsSampler(
-                    metrics: metrics, metadata: metadata, space: space, advisoryDatabasePath: configuration.resolvedScannerDatabase,
-                    interval: .seconds(configuration.metricsSampleIntervalSeconds), logger: logger))
-        }
+        services.append(
+            MetricsSampler(
+                metrics: metrics, metadata: metadata, space: space, advisoryDatabasePath: configuration.resolvedScannerDatabase,
+                interval: .seconds(configuration.metricsSampleIntervalSeconds), logger: logger))
         if let access { services.append(access.audit) }
         if configuration.gcEnabled { services.append(collector) }
         if configuration.lifecycleEnabled { services.append(lifecycle) }

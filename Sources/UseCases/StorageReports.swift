@@ -9,9 +9,12 @@ public struct StorageReports: Sendable {
     /// Price per GB-month (GB = 2^30 bytes, as AWS bills) of stored bytes.
     public struct Prices: Sendable, Codable, Equatable {
         public var storagePerGBMonth: Double
+        /// Per GB of blob bytes served to clients.
+        public var egressPerGB: Double
         public var currency: String
-        public init(storagePerGBMonth: Double = 0.10, currency: String = "USD") {
+        public init(storagePerGBMonth: Double = 0.10, egressPerGB: Double = 0.09, currency: String = "USD") {
             self.storagePerGBMonth = storagePerGBMonth
+            self.egressPerGB = egressPerGB
             self.currency = currency
         }
     }
@@ -36,6 +39,14 @@ public struct StorageReports: Sendable {
             public var unreferencedBlobs: Int64
             public var unreferencedBytes: Int64
             public var monthlyCost: Double
+            /// Blob bytes served to clients in the last 30 days, and what that cost.
+            public var egressBytes30d: Int64
+            public var egressCost30d: Double
+        }
+        public struct Day: Sendable, Codable, Equatable {
+            public var day: String
+            public var logicalBytes: Int64
+            public var physicalBytes: Int64
         }
         public struct Namespace: Sendable, Codable, Equatable {
             public var namespace: String
@@ -58,6 +69,7 @@ public struct StorageReports: Sendable {
             public var lastPushedAt: String?
             public var lastPulledAt: String?
             public var monthlyCost: Double
+            public var egressBytes30d: Int64
         }
         public struct Image: Sendable, Codable, Equatable {
             public var repository: String
@@ -82,6 +94,8 @@ public struct StorageReports: Sendable {
         public var registry: Totals
         public var namespaces: [Namespace]
         public var repositories: [Repository]
+        /// The registry's figures per day over the last 30 days (recorded by the sampler).
+        public var growth: [Day]
         public var largestImages: [Image]
         public var largestLayers: [Layer]
         public var recommendations: [Recommendation]
@@ -92,6 +106,9 @@ public struct StorageReports: Sendable {
         let totals = try await metadata.storageTotals()
         let repositories = try await metadata.repositoryStorage(staleBefore: cutoff)
         let unreferenced = try await metadata.unreferencedBlobBytes()
+        let monthAgo = MetadataStore.day(now - 29 * 86_400_000)
+        let egress = try await metadata.egress(since: monthAgo)
+        let egressBytes = egress.values.reduce(0, +)
         let logical = totals.namespaces.values.reduce(0) { $0 + $1.logicalBytes }
         var byNamespace: [String: [MetadataStore.RepositoryStorage]] = [:]
         for repository in repositories { byNamespace[repository.namespace, default: []].append(repository) }
@@ -135,7 +152,8 @@ public struct StorageReports: Sendable {
             registry: Report.Totals(
                 blobs: totals.blobs, physicalBytes: totals.blobBytes, logicalBytes: logical,
                 deduplicationSavedBytes: max(0, logical - totals.blobBytes), unreferencedBlobs: unreferenced.blobs,
-                unreferencedBytes: unreferenced.bytes, monthlyCost: cost(totals.blobBytes)),
+                unreferencedBytes: unreferenced.bytes, monthlyCost: cost(totals.blobBytes), egressBytes30d: egressBytes,
+                egressCost30d: Double(egressBytes) / Double(1 << 30) * prices.egressPerGB),
             namespaces: namespaces,
             repositories: repositories.map { repository in
                 Report.Repository(
@@ -143,7 +161,10 @@ public struct StorageReports: Sendable {
                     logicalBytes: repository.logicalBytes, physicalBytes: repository.physicalBytes, staleImages: repository.staleImages,
                     staleLogicalBytes: repository.staleLogicalBytes, untaggedReclaimableBytes: repository.untaggedReclaimableBytes,
                     lastPushedAt: repository.lastPushedAt.map(Timestamp.rfc3339), lastPulledAt: repository.lastPulledAt.map(Timestamp.rfc3339),
-                    monthlyCost: cost(repository.physicalBytes))
+                    monthlyCost: cost(repository.physicalBytes), egressBytes30d: egress[repository.repository] ?? 0)
+            },
+            growth: try await metadata.registrySnapshots(since: monthAgo).map {
+                Report.Day(day: $0.day, logicalBytes: $0.logicalBytes, physicalBytes: $0.physicalBytes)
             },
             largestImages: try await metadata.largestImages(limit: 10).map {
                 Report.Image(repository: $0.repository, digest: $0.digest, tags: $0.tags, bytes: $0.bytes)
@@ -155,14 +176,14 @@ public struct StorageReports: Sendable {
     /// One row per repository, for spreadsheets.
     public static func csv(_ report: Report) -> String {
         var lines = [
-            "repository,images,untagged_images,logical_bytes,physical_bytes,stale_images,stale_logical_bytes,untagged_reclaimable_bytes,last_pushed_at,last_pulled_at,monthly_cost"
+            "repository,images,untagged_images,logical_bytes,physical_bytes,stale_images,stale_logical_bytes,untagged_reclaimable_bytes,last_pushed_at,last_pulled_at,monthly_cost,egress_bytes_30d"
         ]
         for r in report.repositories {
             lines.append(
                 [
                     r.repository, "\(r.images)", "\(r.untaggedImages)", "\(r.logicalBytes)", "\(r.physicalBytes)", "\(r.staleImages)",
                     "\(r.staleLogicalBytes)", "\(r.untaggedReclaimableBytes)", r.lastPushedAt ?? "", r.lastPulledAt ?? "",
-                    String(format: "%.4f", r.monthlyCost),
+                    String(format: "%.4f", r.monthlyCost), "\(r.egressBytes30d)",
                 ].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"

@@ -139,3 +139,28 @@ func rfc3339Timestamps() {
     ]
     for (millis, text) in expected { #expect(Timestamp.rfc3339(millis: millis) == text, "\(millis)") }
 }
+
+@Suite("Storage history and egress on SQLite and PostgreSQL")
+struct StorageHistoryTests {
+    @Test("egress adds up per day and repository; a day's snapshot keeps its latest figures", arguments: Engine.available)
+    func history(_ engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            try await store.addEgress(["team/a": 100, "team/b": 5], day: "2026-12-01")
+            try await store.addEgress(["team/a": 50], day: "2026-12-01")
+            try await store.addEgress(["team/a": 7], day: "2026-12-02")
+            #expect(try await store.egress(since: "2026-12-01") == ["team/a": 157, "team/b": 5])
+            #expect(try await store.egress(since: "2026-12-02") == ["team/a": 7])
+            var totals = MetadataStore.StorageTotals()
+            totals.blobBytes = 10
+            totals.namespaces = ["team": .init(logicalBytes: 30, physicalBytes: 10)]
+            try await store.recordSnapshot(day: "2026-12-01", totals: totals)
+            totals.blobBytes = 12
+            totals.namespaces = ["team": .init(logicalBytes: 40, physicalBytes: 12)]
+            try await store.recordSnapshot(day: "2026-12-01", totals: totals)
+            try await store.recordSnapshot(day: "2026-12-02", totals: totals)
+            let days = try await store.registrySnapshots(since: "2026-11-01")
+            #expect(days.map(\.day) == ["2026-12-01", "2026-12-02"] && days[0].physicalBytes == 12 && days[0].logicalBytes == 40)
+            #expect(MetadataStore.day(1_796_600_000_123) == "2026-12-06")
+        }
+    }
+}

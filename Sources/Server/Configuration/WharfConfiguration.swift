@@ -66,6 +66,7 @@ public struct WharfConfiguration: Sendable, Equatable {
 
     /// Prices the storage report's cost estimate uses: per GB-month (2^30 bytes) stored, and its currency.
     public var costStoragePerGBMonth = 0.10
+    public var costEgressPerGB = 0.09
     public var costCurrency = "USD"
 
     /// Webhook deliveries: attempts before one is given up, the first retry's wait (doubling after
@@ -243,6 +244,7 @@ public struct WharfConfiguration: Sendable, Equatable {
 
         struct CostSection: Decodable {
             var storagePerGBMonth: Double?
+            var egressPerGB: Double?
             var currency: String?
         }
 
@@ -396,6 +398,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         if let cost = file.cost {
             if let value = cost.storagePerGBMonth { costStoragePerGBMonth = value }
+            if let value = cost.egressPerGB { costEgressPerGB = value }
             if let value = cost.currency { costCurrency = value }
         }
         if let webhooks = file.webhooks {
@@ -441,7 +444,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
-        "cost", "cost.storagePerGBMonth", "cost.currency",
+        "cost", "cost.storagePerGBMonth", "cost.egressPerGB", "cost.currency",
         "webhooks", "webhooks.maximumAttempts", "webhooks.firstRetrySeconds", "webhooks.timeoutSeconds", "webhooks.registryAddress",
         "metrics", "metrics.enabled", "metrics.listen", "metrics.tokenFile", "metrics.sampleIntervalSeconds",
     ]
@@ -495,7 +498,9 @@ public struct WharfConfiguration: Sendable, Equatable {
             guard (try? other.listenAddress()) != nil else { throw ConfigurationError.invalid("metrics.listen (HOST:PORT)", metricsListen) }
             guard metricsListen != listen else { throw ConfigurationError.invalid("metrics.listen (must differ from listen)", metricsListen) }
         }
-        guard costStoragePerGBMonth.isFinite, (0...1_000_000).contains(costStoragePerGBMonth), (1...8).contains(costCurrency.count) else {
+        guard costStoragePerGBMonth.isFinite, (0...1_000_000).contains(costStoragePerGBMonth), costEgressPerGB.isFinite,
+            (0...1_000_000).contains(costEgressPerGB), (1...8).contains(costCurrency.count)
+        else {
             throw ConfigurationError.invalid(
                 "cost.storagePerGBMonth (0 to 1000000) / cost.currency (1 to 8 characters)", "\(costStoragePerGBMonth) / \(costCurrency)")
         }

@@ -235,7 +235,8 @@ struct DistributionAPI: Sendable {
         } catch ManifestPulls.Refusal.gated(let message, let detail) {
             throw RegistryError(.denied, message, detail: detail, status: 403)
         }
-        return try await BlobResponse.make(request, reader: reader, digest: digest)
+        let pulls = registry.pulls
+        return try await BlobResponse.make(request, reader: reader, digest: digest) { pulls.recordEgress($0, in: repository.value) }
     }
 
     private func blobHeaders(_ digest: Digest) -> HTTPFields { BlobResponse.headers(digest) }

@@ -46,7 +46,10 @@ struct ECREndpoint: Sendable {
             guard let (repository, digest) = try await service.downloads.verify(token) else {
                 throw RegistryError(.denied, "this download URL is invalid or has expired; ask GetDownloadUrlForLayer for a new one", status: 403)
             }
-            return try await BlobResponse.make(request, reader: try await registry.openBlob(digest, in: repository), digest: digest)
+            let pulls = registry.pulls
+            return try await BlobResponse.make(request, reader: try await registry.openBlob(digest, in: repository), digest: digest) {
+                pulls.recordEgress($0, in: repository.value)
+            }
         } catch let error as RegistryError {
             return ErrorResponse.make(error, method: request.method)
         } catch {

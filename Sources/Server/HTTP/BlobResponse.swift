@@ -5,7 +5,10 @@ import OCI
 /// A blob as an HTTP response: streamed, with `Range` support (206, or 416 when unsatisfiable).
 /// Shared by `/v2/…/blobs/…` and ECR's layer download URLs.
 enum BlobResponse {
-    static func make(_ request: Request, reader: any BlobReader, digest: Digest) async throws -> Response {
+    /// `sent` is told how many body bytes went out (egress), also when the client went away early.
+    static func make(
+        _ request: Request, reader: any BlobReader, digest: Digest, sent: @escaping @Sendable (Int64) -> Void = { _ in }
+    ) async throws -> Response {
         var headers = self.headers(digest)
         let range: ClosedRange<Int64>?
         let status: HTTPResponse.Status
@@ -30,7 +33,12 @@ enum BlobResponse {
             return Response(status: status, headers: headers, body: .init())
         }
         let body = ResponseBody(contentLength: length) { writer in
-            try await reader.stream(range: range) { chunk in try await writer.write(chunk) }
+            var count: Int64 = 0
+            defer { sent(count) }
+            try await reader.stream(range: range) { chunk in
+                try await writer.write(chunk)
+                count += Int64(chunk.readableBytes)
+            }
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)

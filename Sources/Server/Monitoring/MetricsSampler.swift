@@ -12,7 +12,8 @@ import Foundation
 
 /// Reads the figures that live in the database and on the disk (blobs, bytes per namespace, open
 /// uploads, the scan queue, free space, the vulnerability database's age) on a schedule and sets
-/// the gauges, so a scrape never queries anything: its cost does not grow with the registry.
+/// the gauges, so a scrape never queries anything: its cost does not grow with the registry. It also
+/// keeps each day's storage figures for the storage report's growth, so it runs with metrics off too.
 final class MetricsSampler: Service, Sendable {
     let metrics: WharfMetrics
     let metadata: MetadataStore
@@ -46,6 +47,8 @@ final class MetricsSampler: Service, Sendable {
                 blobs: totals.blobs, blobBytes: totals.blobBytes, repositories: totals.repositories, manifests: totals.manifests,
                 uploadSessions: totals.uploadSessions, scanQueue: totals.scanQueue)
             metrics.setNamespaceUsage(totals.namespaces.mapValues { ($0.logicalBytes, $0.physicalBytes) })
+            // The day's figures for the storage report's growth (the latest sampling of a day wins).
+            try await metadata.recordSnapshot(day: MetadataStore.day(Timestamp.nowMillis()), totals: totals)
         } catch {
             logger.warning("could not read storage figures for metrics", metadata: ["error": "\(error)"])
         }
