@@ -224,3 +224,30 @@ def test_webhook_permissions_and_validation(server):
     assert server.api("GET", f"/webhooks/{hook['id']}").status_code == 404
     actions = [event["action"] for event in server.api("GET", "/audit?namespace=hooks").json()]
     assert {"webhook.create", "webhook.disable", "webhook.delete"} <= set(actions)
+
+
+def test_scan_events(server):
+    receiver = Receiver()
+    try:
+        hook = create(server, namespace="hooks", url=receiver.url("/scans"), secret=SECRET, format="cloudevents", events=["scan"])
+        digest = push_config_image(server, "hooks/scanned", "v1", "scan-me")
+        assert server.api("POST", "/repositories/hooks/scanned/scan", params={"reference": "v1"}).status_code in (200, 201, 202)
+        delivery = receiver.wait_for(1, timeout=60, path="/scans")[0]
+        verify_signature(delivery)
+        body = json.loads(delivery["body"])
+        assert body["type"] == "dev.wharf.image.scanned" and body["subject"] == f"hooks/scanned@{digest}"
+        scan = body["data"]["scan"]
+        # This server has no vulnerability database, so the scan fails, and the event says why.
+        status = server.api("GET", "/repositories/hooks/scanned/scan", params={"reference": "v1"}).json()["status"]
+        assert scan["status"] == status and (status == "COMPLETE" or scan["reason"])
+        # minimumSeverity needs vulnerability events, and must be a severity.
+        bad = server.api("POST", "/webhooks", json={"url": receiver.url(), "events": ["scan"], "minimumSeverity": "HIGH"})
+        assert bad.status_code == 400 and "vulnerability" in bad.text
+        bad = server.api("POST", "/webhooks", json={"url": receiver.url(), "events": ["vulnerability"], "minimumSeverity": "SEVERE"})
+        assert bad.status_code == 400 and "CRITICAL" in bad.text
+        assert create(server, url=receiver.url(), events=["vulnerability"])["minimumSeverity"] == "HIGH"
+        server.api("DELETE", f"/webhooks/{hook['id']}")
+    finally:
+        receiver.stop()
+        for hook in server.api("GET", "/webhooks").json():
+            server.api("DELETE", f"/webhooks/{hook['id']}")

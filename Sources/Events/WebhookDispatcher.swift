@@ -108,7 +108,7 @@ public final class WebhookDispatcher: Service, Sendable {
     static func plan(_ event: RegistryEvent, webhooks: [WebhookRecord], registry: String) -> [MetadataStore.PlannedDelivery] {
         webhooks.compactMap { webhook in
             guard webhook.enabled, webhook.namespace == nil || webhook.namespace == event.namespace,
-                webhook.events.contains(where: { WebhookEventFilter(rawValue: $0)?.kind == event.kind }),
+                webhook.events.contains(where: { WebhookEventFilter(rawValue: $0)?.matches(event, minimumSeverity: webhook.minimumSeverity) == true }),
                 let format = WebhookFormat(rawValue: webhook.format)
             else { return nil }
             return MetadataStore.PlannedDelivery(webhookID: webhook.id, body: WebhookPayloads.body(for: event, format: format, registry: registry))

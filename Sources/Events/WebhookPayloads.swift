@@ -20,12 +20,21 @@ public enum WebhookFormat: String, Sendable, CaseIterable, Codable {
 /// Which events a webhook asks for (its filter), in the names the management API uses.
 public enum WebhookEventFilter: String, Sendable, CaseIterable, Codable {
     case push, tag, delete
+    /// Every finished scan (completed or failed).
+    case scan
+    /// A completed scan that found a vulnerability at or above the webhook's minimum severity.
+    case vulnerability
 
-    public var kind: RegistryEvent.Kind {
+    public func matches(_ event: RegistryEvent, minimumSeverity: String?) -> Bool {
         switch self {
-        case .push: .push
-        case .tag: .tagMove
-        case .delete: .delete
+        case .push: event.kind == .push
+        case .tag: event.kind == .tagMove
+        case .delete: event.kind == .delete
+        case .scan: event.kind == .scan
+        case .vulnerability:
+            event.kind == .scan
+                && (ScanDetail.severities.firstIndex(of: ScanDetail(event.detail)?.highestSeverity ?? "") ?? -1)
+                    >= (ScanDetail.severities.firstIndex(of: minimumSeverity ?? "HIGH") ?? ScanDetail.severities.count)
         }
     }
 }
@@ -47,23 +56,31 @@ public enum WebhookPayloads {
             target["size"] = size
             target["length"] = size
         }
+        let detail = event.detail.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }
         let object: [String: Any]
         switch format {
         case .distribution:
-            // Distribution's actions are push, pull and delete; a tag move is a push of that tag.
-            let action = event.kind == .delete ? "delete" : "push"
+            // Distribution's actions are push, pull and delete; a tag move is a push of that tag,
+            // and a scan (which Distribution does not have) is action "scan" with the outcome.
+            let action =
+                switch event.kind {
+                case .delete: "delete"
+                case .scan: "scan"
+                case .push, .tagMove: "push"
+                }
             object = [
                 "events": [
                     [
                         "id": id, "timestamp": timestamp, "action": action, "target": target,
                         "actor": ["name": event.actor ?? ""], "source": ["addr": registry],
                         "request": ["host": registry],
-                    ] as [String: Any]
+                    ].merging(detail.map { ["scan": $0] } ?? [:]) { first, _ in first } as [String: Any]
                 ]
             ]
         case .cloudevents:
             var data = target
             data["actor"] = event.actor ?? ""
+            if let detail { data["scan"] = detail }
             object = [
                 "specversion": "1.0", "id": id, "source": "wharf://\(registry)/\(event.repository)", "type": cloudEventType(event.kind),
                 "time": timestamp, "datacontenttype": "application/json",
@@ -79,6 +96,7 @@ public enum WebhookPayloads {
         case .push: "dev.wharf.image.pushed"
         case .tagMove: "dev.wharf.tag.moved"
         case .delete: "dev.wharf.image.deleted"
+        case .scan: "dev.wharf.image.scanned"
         }
     }
 }

@@ -1,6 +1,12 @@
 import OCI
 import SQLKit
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// Something that happened to stored content, as the outbox holds it.
 public struct RegistryEvent: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
@@ -10,6 +16,8 @@ public struct RegistryEvent: Sendable, Equatable {
         case tagMove = "tag"
         /// A manifest, or only a tag, was deleted.
         case delete
+        /// A scan finished (`detail`: status, severity counts, the highest severity found).
+        case scan
     }
 
     public var id: Int64 = 0
@@ -21,13 +29,16 @@ public struct RegistryEvent: Sendable, Equatable {
     public var size: Int64?
     public var actor: String?
     public var occurredAt: Int64
+    /// A JSON object with what else the event says (a scan's outcome), or nil.
+    public var detail: String?
 
     public var namespace: String { RepositoryName(repository).map { String($0.namespace) } ?? repository }
 
     public init(
         kind: Kind, repository: String, digest: String?, tag: String? = nil, mediaType: String? = nil, size: Int64? = nil, actor: String?,
-        occurredAt: Int64
+        occurredAt: Int64, detail: String? = nil
     ) {
+        self.detail = detail
         self.kind = kind
         self.repository = repository
         self.digest = digest
@@ -36,6 +47,39 @@ public struct RegistryEvent: Sendable, Equatable {
         self.size = size
         self.actor = actor
         self.occurredAt = occurredAt
+    }
+}
+
+/// What a scan event's `detail` holds.
+public struct ScanDetail: Sendable, Codable, Equatable {
+    /// Severities from lowest to highest, ECR's words.
+    public static let severities = ["UNDEFINED", "INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+
+    /// COMPLETE or FAILED.
+    public var status: String
+    /// Findings per severity (VEX-suppressed ones excluded).
+    public var findings: [String: Int]
+    /// The highest severity among them, or nil when there are none.
+    public var highestSeverity: String?
+    /// Why a scan failed.
+    public var reason: String?
+
+    public init(status: String, findings: [String: Int], reason: String? = nil) {
+        self.status = status
+        self.findings = findings.filter { $0.value > 0 }
+        self.highestSeverity = Self.severities.last { (findings[$0] ?? 0) > 0 }
+        self.reason = reason
+    }
+
+    public init?(_ json: String?) {
+        guard let json, let decoded = try? JSONDecoder().decode(ScanDetail.self, from: Data(json.utf8)) else { return nil }
+        self = decoded
+    }
+
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }
 
@@ -50,10 +94,14 @@ public struct WebhookRecord: Sendable, Equatable {
     public var events: [String]
     public var enabled: Bool
     public var createdAt: Int64
+    /// For `vulnerability` events: the lowest severity that triggers one.
+    public var minimumSeverity: String?
 
     public init(
-        id: Int64, namespace: String?, url: String, sealedSecret: String, format: String, events: [String], enabled: Bool, createdAt: Int64
+        id: Int64, namespace: String?, url: String, sealedSecret: String, format: String, events: [String], enabled: Bool, createdAt: Int64,
+        minimumSeverity: String? = nil
     ) {
+        self.minimumSeverity = minimumSeverity
         self.id = id
         self.namespace = namespace
         self.url = url
@@ -91,28 +139,31 @@ extension MetadataStore {
     static func appendEvent(_ event: RegistryEvent, _ sql: any SQLDatabase) async throws {
         try await sql.raw(
             """
-            INSERT INTO event_outbox (kind, namespace, repository, digest, tag, media_type, size, actor, occurred_at)
+            INSERT INTO event_outbox (kind, namespace, repository, digest, tag, media_type, size, actor, occurred_at, detail)
             VALUES (\(bind: event.kind.rawValue), \(bind: event.namespace), \(bind: event.repository), \(bind: event.digest), \(bind: event.tag),
-                    \(bind: event.mediaType), \(bind: event.size), \(bind: event.actor), \(bind: event.occurredAt))
+                    \(bind: event.mediaType), \(bind: event.size), \(bind: event.actor), \(bind: event.occurredAt), \(bind: event.detail))
             """
         ).run()
     }
 
     // MARK: Webhooks
 
-    public func createWebhook(namespace: String?, url: String, sealedSecret: String, format: String, events: [String]) async throws -> WebhookRecord {
+    public func createWebhook(
+        namespace: String?, url: String, sealedSecret: String, format: String, events: [String], minimumSeverity: String? = nil
+    ) async throws -> WebhookRecord {
         let now = Timestamp.nowMillis()
         return try await database.transaction { sql in
             let row = try await sql.raw(
                 """
-                INSERT INTO webhooks (namespace, url, secret, format, events, enabled, created_at)
-                VALUES (\(bind: namespace), \(bind: url), \(bind: sealedSecret), \(bind: format), \(bind: events.joined(separator: ",")), \(bind: true), \(bind: now))
+                INSERT INTO webhooks (namespace, url, secret, format, events, enabled, created_at, minimum_severity)
+                VALUES (\(bind: namespace), \(bind: url), \(bind: sealedSecret), \(bind: format), \(bind: events.joined(separator: ",")), \(bind: true), \(bind: now),
+                        \(bind: minimumSeverity))
                 RETURNING id
                 """
             ).first()
             return WebhookRecord(
                 id: try row!.decode(column: "id", as: Int64.self), namespace: namespace, url: url, sealedSecret: sealedSecret, format: format,
-                events: events, enabled: true, createdAt: now)
+                events: events, enabled: true, createdAt: now, minimumSeverity: minimumSeverity)
         }
     }
 
@@ -153,7 +204,8 @@ extension MetadataStore {
             url: try row.decode(column: "url", as: String.self), sealedSecret: try row.decode(column: "secret", as: String.self),
             format: try row.decode(column: "format", as: String.self),
             events: try row.decode(column: "events", as: String.self).split(separator: ",").map(String.init),
-            enabled: try row.decode(column: "enabled", as: Bool.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
+            enabled: try row.decode(column: "enabled", as: Bool.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
+            minimumSeverity: try row.decode(column: "minimum_severity", as: String?.self))
     }
 
     // MARK: Dispatching
@@ -177,7 +229,7 @@ extension MetadataStore {
         let events = try await database.read { sql in
             try await sql.raw(
                 """
-                SELECT id, kind, repository, digest, tag, media_type, size, actor, occurred_at FROM event_outbox ORDER BY id LIMIT \(literal: limit)
+                SELECT id, kind, repository, digest, tag, media_type, size, actor, occurred_at, detail FROM event_outbox ORDER BY id LIMIT \(literal: limit)
                 """
             ).all().map(Self.event)
         }
@@ -209,7 +261,7 @@ extension MetadataStore {
             repository: try row.decode(column: "repository", as: String.self), digest: try row.decode(column: "digest", as: String?.self),
             tag: try row.decode(column: "tag", as: String?.self), mediaType: try row.decode(column: "media_type", as: String?.self),
             size: try row.decode(column: "size", as: Int64?.self), actor: try row.decode(column: "actor", as: String?.self),
-            occurredAt: try row.decode(column: "occurred_at", as: Int64.self))
+            occurredAt: try row.decode(column: "occurred_at", as: Int64.self), detail: try row.decode(column: "detail", as: String?.self))
         event.id = try row.decode(column: "id", as: Int64.self)
         return event
     }

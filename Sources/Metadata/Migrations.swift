@@ -455,6 +455,14 @@ enum Migrations {
                 )
                 """,
             ]),
+        Migration(
+            version: 13, name: "scan events",
+            statements: [
+                // Facts an event carries beyond its image (a scan's outcome and severity counts), as JSON.
+                "ALTER TABLE event_outbox ADD COLUMN detail TEXT",
+                // A webhook asking for vulnerability events names the lowest severity it wants.
+                "ALTER TABLE webhooks ADD COLUMN minimum_severity TEXT",
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

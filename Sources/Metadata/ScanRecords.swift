@@ -62,9 +62,10 @@ extension MetadataStore {
     }
 
     /// Ends a job. `databaseVersion` is the vulnerability database the result was matched against.
+    /// Stores a scan's outcome and, in the same transaction, its event (webhooks: `scan`, `vulnerability`).
     public func finishScan(
         _ digest: String, status: ImageScanRecord.Status, description: String?, result: String?,
-        databaseVersion: String? = nil
+        databaseVersion: String? = nil, event: RegistryEvent? = nil
     ) async throws {
         try await database.transaction { sql in
             try await sql.raw(
@@ -74,6 +75,7 @@ extension MetadataStore {
                 WHERE digest = \(bind: digest)
                 """
             ).run()
+            if let event { try await Self.appendEvent(event, sql) }
         }
     }
 

@@ -199,7 +199,10 @@ public final class ImageScanService: Service, Sendable {
             }
             try await registry.metadata.finishScan(
                 job.digest, status: .complete,
-                description: Self.describe(result), result: text, databaseVersion: result.databaseVersion)
+                description: Self.describe(result), result: text, databaseVersion: result.databaseVersion,
+                event: RegistryEvent(
+                    kind: .scan, repository: job.repository, digest: job.digest, actor: nil, occurredAt: Timestamp.nowMillis(),
+                    detail: ScanDetail(status: "COMPLETE", findings: counts).json))
             if result.platforms.count > 1 || result.platforms.first?.manifestDigest != job.digest {
                 // An index: each platform's manifest gets its own result, which its pulls are judged on.
                 for platform in result.platforms {
@@ -222,7 +225,11 @@ public final class ImageScanService: Service, Sendable {
         } catch {
             registry.metrics.recordScan(failed: true, duration: ContinuousClock.now - started)
             logger.warning("image scan failed", metadata: ["digest": "\(job.digest)", "error": "\(error)"])
-            try? await registry.metadata.finishScan(job.digest, status: .failed, description: "\(error)", result: nil)
+            try? await registry.metadata.finishScan(
+                job.digest, status: .failed, description: "\(error)", result: nil,
+                event: RegistryEvent(
+                    kind: .scan, repository: job.repository, digest: job.digest, actor: nil, occurredAt: Timestamp.nowMillis(),
+                    detail: ScanDetail(status: "FAILED", findings: [:], reason: "\(error)").json))
         }
     }
 

@@ -27,6 +27,8 @@ public struct WebhookChanges: Sendable {
         public var secret: String?
         public var format: String?
         public var events: [String]
+        /// For `vulnerability`: the lowest severity that triggers an event (default HIGH).
+        public var minimumSeverity: String?
     }
 
     /// The created webhook and its secret (the only time it is shown).
@@ -44,12 +46,21 @@ public struct WebhookChanges: Sendable {
         guard WebhookFormat(rawValue: format) != nil else {
             throw UseCaseError.invalid("format must be \(WebhookFormat.allCases.map(\.rawValue).joined(separator: " or "))")
         }
+        if let severity = new.minimumSeverity {
+            guard ScanDetail.severities.contains(severity) else {
+                throw UseCaseError.invalid("minimumSeverity must be one of \(ScanDetail.severities.joined(separator: ", "))")
+            }
+            guard new.events.contains(WebhookEventFilter.vulnerability.rawValue) else {
+                throw UseCaseError.invalid("minimumSeverity applies to vulnerability events; add \"vulnerability\" to events")
+            }
+        }
         if let secret = new.secret, !(16...256).contains(secret.utf8.count) {
             throw UseCaseError.invalid("secret must be 16 to 256 characters (or leave it out and one is generated)")
         }
         let secret = new.secret ?? Self.generatedSecret()
         let record = try await metadata.createWebhook(
-            namespace: new.namespace, url: new.url, sealedSecret: try sealer.seal(secret), format: format, events: Array(Set(new.events)).sorted())
+            namespace: new.namespace, url: new.url, sealedSecret: try sealer.seal(secret), format: format, events: Array(Set(new.events)).sorted(),
+            minimumSeverity: new.events.contains(WebhookEventFilter.vulnerability.rawValue) ? (new.minimumSeverity ?? "HIGH") : nil)
         audit?.record(
             AuditEvent(
                 actor: requester.identity, action: "webhook.create", namespace: new.namespace, target: String(record.id), source: requester.source,

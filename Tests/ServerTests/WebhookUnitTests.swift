@@ -65,6 +65,28 @@ struct WebhookUnitTests {
         #expect(WebhookDispatcher.plan(moved, webhooks: hooks, registry: "r").map(\.webhookID) == [6])
     }
 
+    @Test("scan events: every one for `scan`, those at or above the minimum severity for `vulnerability`")
+    func scanFilters() {
+        func hook(_ id: Int64, _ events: [String], _ minimum: String? = nil) -> WebhookRecord {
+            WebhookRecord(
+                id: id, namespace: nil, url: "http://h", sealedSecret: "", format: "cloudevents", events: events, enabled: true, createdAt: 0,
+                minimumSeverity: minimum)
+        }
+        let hooks = [hook(1, ["scan"]), hook(2, ["vulnerability"], "HIGH"), hook(3, ["vulnerability"], "CRITICAL"), hook(4, ["push"])]
+        func scanned(_ findings: [String: Int], status: String = "COMPLETE") -> RegistryEvent {
+            RegistryEvent(
+                kind: .scan, repository: "team/app", digest: event.digest, actor: nil, occurredAt: 0,
+                detail: ScanDetail(status: status, findings: findings).json)
+        }
+        #expect(ScanDetail(status: "COMPLETE", findings: ["LOW": 2, "HIGH": 1, "CRITICAL": 0]).highestSeverity == "HIGH")
+        #expect(WebhookDispatcher.plan(scanned(["LOW": 2, "HIGH": 1]), webhooks: hooks, registry: "r").map(\.webhookID) == [1, 2])
+        #expect(WebhookDispatcher.plan(scanned(["CRITICAL": 1]), webhooks: hooks, registry: "r").map(\.webhookID) == [1, 2, 3])
+        #expect(WebhookDispatcher.plan(scanned([:]), webhooks: hooks, registry: "r").map(\.webhookID) == [1])
+        #expect(WebhookDispatcher.plan(scanned([:], status: "FAILED"), webhooks: hooks, registry: "r").map(\.webhookID) == [1])
+        let body = WebhookPayloads.body(for: scanned(["HIGH": 1]), format: .distribution, registry: "r")
+        #expect(body.contains(#""action":"scan""#) && body.contains(#""highestSeverity":"HIGH""#))
+    }
+
     @Test("backoff doubles from the first wait, with at most 25 % jitter, up to the cap")
     func backoff() {
         var settings = WebhookDispatcher.Settings()

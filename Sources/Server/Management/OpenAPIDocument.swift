@@ -218,12 +218,16 @@ enum OpenAPIDocument {
                         "type": "string", "minLength": 16, "maxLength": 256, "description": "HMAC-SHA256 key of X-Wharf-Signature; generated when left out",
                     ],
                     "format": ["type": "string", "enum": ["distribution", "cloudevents"]],
-                    "events": ["type": "array", "items": ["type": "string", "enum": ["push", "tag", "delete"]]],
+                    "events": ["type": "array", "items": ["type": "string", "enum": ["push", "tag", "delete", "scan", "vulnerability"]]],
+                    "minimumSeverity": [
+                        "type": "string", "enum": ["UNDEFINED", "INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"],
+                        "description": "for vulnerability events: the lowest severity that triggers one (default HIGH)",
+                    ],
                 ], required: ["url", "events"]),
             "Webhook": object(
                 [
                     "id": integer, "namespace": string, "url": string, "format": string, "events": ["type": "array", "items": string], "enabled": boolean,
-                    "createdAt": time, "secret": ["type": "string", "description": "only in the answer to the creation"],
+                    "createdAt": time, "minimumSeverity": string, "secret": ["type": "string", "description": "only in the answer to the creation"],
                 ], required: ["id", "url", "format", "events", "enabled", "createdAt"]),
             "UpdateWebhook": object(["enabled": boolean], required: ["enabled"]),
             "WebhookDelivery": object(

@@ -15,6 +15,7 @@ extension API {
         var events: [String]
         var enabled: Bool
         var createdAt: Date
+        var minimumSeverity: String?
         /// Only in the answer to its creation.
         var secret: String?
 
@@ -26,6 +27,7 @@ extension API {
             events = record.events
             enabled = record.enabled
             createdAt = Date(timeIntervalSince1970: Double(record.createdAt) / 1000)
+            minimumSeverity = record.minimumSeverity
             self.secret = secret
         }
     }
