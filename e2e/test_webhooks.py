@@ -5,6 +5,7 @@ down, redelivery by hand, and that events written before a restart are delivered
 import hashlib
 import hmac
 import json
+import os
 import socket
 import threading
 import time
@@ -251,3 +252,33 @@ def test_scan_events(server):
         receiver.stop()
         for hook in server.api("GET", "/webhooks").json():
             server.api("DELETE", f"/webhooks/{hook['id']}")
+
+
+def test_quota_alerts_fire_and_resolve(wharf_bin, tmp_path):
+    config = tmp_path / "wharf.yaml"
+    config.write_text("metrics:\n  sampleIntervalSeconds: 1\nalerts:\n  quotaShare: 0.5\n")
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+    receiver = Receiver()
+    try:
+        assert server.api("POST", "/namespaces", json={"name": "full"}).status_code == 201
+        create(server, namespace="full", url=receiver.url("/alerts"), secret=SECRET, format="cloudevents", events=["alert"])
+        content = os.urandom(60_000)
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        assert server.api("PUT", "/namespaces/full/quota", json={"quotaBytes": 100_000}).status_code == 200
+        assert requests.post(f"{server.url}/v2/full/app/blobs/uploads/?digest={digest}", data=content, auth=server.auth, timeout=30).status_code == 201
+        firing = receiver.wait_for(1, timeout=30, path="/alerts")[0]
+        verify_signature(firing)
+        alert = json.loads(firing["body"])
+        assert alert["type"] == "dev.wharf.alert"
+        detail = alert["data"]["alert"]
+        assert (detail["alert"], detail["state"], detail["namespace"], detail["usedBytes"], detail["quotaBytes"]) == (
+            "quota", "firing", "full", 60_000, 100_000)
+        # Raising the quota resolves it, once.
+        assert server.api("PUT", "/namespaces/full/quota", json={"quotaBytes": 1_000_000}).status_code == 200
+        resolved = receiver.wait_for(2, timeout=30, path="/alerts")[1]
+        assert json.loads(resolved["body"])["data"]["alert"]["state"] == "resolved"
+        time.sleep(3)
+        assert len(receiver.deliveries) == 2
+    finally:
+        receiver.stop()
+        assert server.stop() == 0

@@ -24,6 +24,8 @@ public enum WebhookEventFilter: String, Sendable, CaseIterable, Codable {
     case scan
     /// A completed scan that found a vulnerability at or above the webhook's minimum severity.
     case vulnerability
+    /// Alerts: a namespace near its quota, the disk nearly full, an old vulnerability database.
+    case alert
 
     public func matches(_ event: RegistryEvent, minimumSeverity: String?) -> Bool {
         switch self {
@@ -31,6 +33,7 @@ public enum WebhookEventFilter: String, Sendable, CaseIterable, Codable {
         case .tag: event.kind == .tagMove
         case .delete: event.kind == .delete
         case .scan: event.kind == .scan
+        case .alert: event.kind == .alert
         case .vulnerability:
             event.kind == .scan
                 && (ScanDetail.severities.firstIndex(of: ScanDetail(event.detail)?.highestSeverity ?? "") ?? -1)
@@ -66,6 +69,7 @@ public enum WebhookPayloads {
                 switch event.kind {
                 case .delete: "delete"
                 case .scan: "scan"
+                case .alert: "alert"
                 case .push, .tagMove: "push"
                 }
             object = [
@@ -74,13 +78,13 @@ public enum WebhookPayloads {
                         "id": id, "timestamp": timestamp, "action": action, "target": target,
                         "actor": ["name": event.actor ?? ""], "source": ["addr": registry],
                         "request": ["host": registry],
-                    ].merging(detail.map { ["scan": $0] } ?? [:]) { first, _ in first } as [String: Any]
+                    ].merging(detail.map { [event.kind == .alert ? "alert" : "scan": $0] } ?? [:]) { first, _ in first } as [String: Any]
                 ]
             ]
         case .cloudevents:
             var data = target
             data["actor"] = event.actor ?? ""
-            if let detail { data["scan"] = detail }
+            if let detail { data[event.kind == .alert ? "alert" : "scan"] = detail }
             object = [
                 "specversion": "1.0", "id": id, "source": "wharf://\(registry)/\(event.repository)", "type": cloudEventType(event.kind),
                 "time": timestamp, "datacontenttype": "application/json",
@@ -97,6 +101,7 @@ public enum WebhookPayloads {
         case .tagMove: "dev.wharf.tag.moved"
         case .delete: "dev.wharf.image.deleted"
         case .scan: "dev.wharf.image.scanned"
+        case .alert: "dev.wharf.alert"
         }
     }
 }

@@ -18,6 +18,10 @@ public struct RegistryEvent: Sendable, Equatable {
         case delete
         /// A scan finished (`detail`: status, severity counts, the highest severity found).
         case scan
+        /// A condition operators must act on started or ended (`detail`: which, its figures and
+        /// `state` firing or resolved): a namespace near its quota (repository = the namespace), the
+        /// disk nearly full or the vulnerability database too old (repository empty: registry-wide).
+        case alert
     }
 
     public var id: Int64 = 0
@@ -326,5 +330,23 @@ extension MetadataStore {
             attempts: try row.decode(column: "attempts", as: Int.self), nextAttemptAt: try row.decode(column: "next_attempt_at", as: Int64.self),
             lastStatus: try row.decode(column: "last_status", as: Int?.self), lastError: try row.decode(column: "last_error", as: String?.self),
             createdAt: try row.decode(column: "created_at", as: Int64.self), deliveredAt: try row.decode(column: "delivered_at", as: Int64?.self))
+    }
+}
+
+extension MetadataStore {
+    /// Namespaces with a storage quota, and the quota.
+    public func namespaceQuotas() async throws -> [String: Int64] {
+        try await database.read { sql in
+            var quotas: [String: Int64] = [:]
+            for row in try await sql.raw("SELECT name, quota_bytes FROM namespaces WHERE quota_bytes IS NOT NULL").all() {
+                quotas[try row.decode(column: "name", as: String.self)] = try row.decode(column: "quota_bytes", as: Int64.self)
+            }
+            return quotas
+        }
+    }
+
+    /// An event that belongs to no change (an alert): written on its own.
+    public func appendEvent(_ event: RegistryEvent) async throws {
+        try await database.transaction { sql in try await Self.appendEvent(event, sql) }
     }
 }

@@ -296,7 +296,11 @@ public final class WharfServer: Sendable {
         services.append(
             MetricsSampler(
                 metrics: metrics, metadata: metadata, space: space, advisoryDatabasePath: configuration.resolvedScannerDatabase,
-                interval: .seconds(configuration.metricsSampleIntervalSeconds), logger: logger))
+                interval: .seconds(configuration.metricsSampleIntervalSeconds),
+                thresholds: .init(
+                    quotaShare: configuration.alertQuotaShare, diskFreePercent: configuration.alertDiskFreePercent,
+                    scanDatabaseMaxAge: .seconds(configuration.alertScanDatabaseMaxAgeHours * 3600)),
+                logger: logger))
         if let access { services.append(access.audit) }
         if configuration.gcEnabled { services.append(collector) }
         if configuration.lifecycleEnabled { services.append(lifecycle) }

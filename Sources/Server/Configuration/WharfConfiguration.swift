@@ -69,6 +69,12 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var costEgressPerGB = 0.09
     public var costCurrency = "USD"
 
+    /// Alerts (webhook `alert` events): a namespace using this share of its quota, the blob volume
+    /// with less than this percentage free, a vulnerability database older than this.
+    public var alertQuotaShare = 0.9
+    public var alertDiskFreePercent = 10.0
+    public var alertScanDatabaseMaxAgeHours = 48
+
     /// Webhook deliveries: attempts before one is given up, the first retry's wait (doubling after
     /// that, up to an hour), how long a receiver has to answer, and the registry address bodies name.
     public var webhookMaximumAttempts = 12
@@ -241,6 +247,13 @@ public struct WharfConfiguration: Sendable, Equatable {
         var metrics: MetricsSection?
         var webhooks: WebhooksSection?
         var cost: CostSection?
+        var alerts: AlertsSection?
+
+        struct AlertsSection: Decodable {
+            var quotaShare: Double?
+            var diskFreePercent: Double?
+            var scanDatabaseMaxAgeHours: Int?
+        }
 
         struct CostSection: Decodable {
             var storagePerGBMonth: Double?
@@ -396,6 +409,11 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = scanner.rescanIntervalSeconds { scannerRescanIntervalSeconds = value }
             if let value = scanner.publishDatabase { scannerPublishDatabase = value }
         }
+        if let alerts = file.alerts {
+            if let value = alerts.quotaShare { alertQuotaShare = value }
+            if let value = alerts.diskFreePercent { alertDiskFreePercent = value }
+            if let value = alerts.scanDatabaseMaxAgeHours { alertScanDatabaseMaxAgeHours = value }
+        }
         if let cost = file.cost {
             if let value = cost.storagePerGBMonth { costStoragePerGBMonth = value }
             if let value = cost.egressPerGB { costEgressPerGB = value }
@@ -444,6 +462,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         "server.trustedProxies", "tls", "tls.certificateFile", "tls.keyFile",
         "scanner", "scanner.enabled", "scanner.database", "scanner.workers", "scanner.secrets", "scanner.attachSBOMs",
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
+        "alerts", "alerts.quotaShare", "alerts.diskFreePercent", "alerts.scanDatabaseMaxAgeHours",
         "cost", "cost.storagePerGBMonth", "cost.egressPerGB", "cost.currency",
         "webhooks", "webhooks.maximumAttempts", "webhooks.firstRetrySeconds", "webhooks.timeoutSeconds", "webhooks.registryAddress",
         "metrics", "metrics.enabled", "metrics.listen", "metrics.tokenFile", "metrics.sampleIntervalSeconds",
@@ -497,6 +516,12 @@ public struct WharfConfiguration: Sendable, Equatable {
             other.listen = metricsListen
             guard (try? other.listenAddress()) != nil else { throw ConfigurationError.invalid("metrics.listen (HOST:PORT)", metricsListen) }
             guard metricsListen != listen else { throw ConfigurationError.invalid("metrics.listen (must differ from listen)", metricsListen) }
+        }
+        guard alertQuotaShare > 0, alertQuotaShare <= 1, (0...100).contains(alertDiskFreePercent), (1...87_600).contains(alertScanDatabaseMaxAgeHours)
+        else {
+            throw ConfigurationError.invalid(
+                "alerts.quotaShare (above 0, at most 1) / diskFreePercent (0 to 100) / scanDatabaseMaxAgeHours (1 to 87600)",
+                "\(alertQuotaShare) / \(alertDiskFreePercent) / \(alertScanDatabaseMaxAgeHours)")
         }
         guard costStoragePerGBMonth.isFinite, (0...1_000_000).contains(costStoragePerGBMonth), costEgressPerGB.isFinite,
             (0...1_000_000).contains(costEgressPerGB), (1...8).contains(costCurrency.count)

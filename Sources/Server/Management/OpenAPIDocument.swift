@@ -218,7 +218,7 @@ enum OpenAPIDocument {
                         "type": "string", "minLength": 16, "maxLength": 256, "description": "HMAC-SHA256 key of X-Wharf-Signature; generated when left out",
                     ],
                     "format": ["type": "string", "enum": ["distribution", "cloudevents"]],
-                    "events": ["type": "array", "items": ["type": "string", "enum": ["push", "tag", "delete", "scan", "vulnerability"]]],
+                    "events": ["type": "array", "items": ["type": "string", "enum": ["push", "tag", "delete", "scan", "vulnerability", "alert"]]],
                     "minimumSeverity": [
                         "type": "string", "enum": ["UNDEFINED", "INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"],
                         "description": "for vulnerability events: the lowest severity that triggers one (default HIGH)",
