@@ -267,3 +267,17 @@ def test_json_log_lines_carry_the_request_id(wharf_bin, tmp_path):
     assert answered[0]["path"] == "/v2/" and answered[0]["method"] == "GET"
     # A layer download URL is a credential: its path is never logged.
     assert "secret-download-token" not in server.log_path.read_text()
+
+
+def test_audit_events_name_the_request_that_caused_them(monitored):
+    server = monitored
+    created = requests.post(f"{server.url}/api/v1/users", auth=server.auth, timeout=10, headers={"X-Request-Id": "create-user-77"},
+                            json={"name": "traced", "password": "traced-password-1"})
+    assert created.status_code == 201 and created.headers["X-Request-Id"] == "create-user-77"
+    deadline = time.monotonic() + 30  # the audit log is written in batches
+    while True:
+        events = server.api("GET", "/audit", params={"requestId": "create-user-77"}).json()
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(e["action"], e["target"], e["requestId"]) for e in events] == [("user.create", "traced", "create-user-77")]

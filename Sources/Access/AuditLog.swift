@@ -5,6 +5,12 @@ import ServiceLifecycle
 import Synchronization
 
 /// One thing that happened: who did what, to what, when, from where, and how it ended.
+/// The id of the request being answered (`X-Request-Id`), set by the HTTP edge for the request's
+/// task, so an audit event records it without every use-case passing it along.
+public enum RequestTrace {
+    @TaskLocal public static var requestID: String?
+}
+
 public struct AuditEvent: Sendable, Equatable, Codable {
     public enum Result: String, Sendable, Codable {
         case success
@@ -30,6 +36,8 @@ public struct AuditEvent: Sendable, Equatable, Codable {
     public var detail: String?
     /// How many identical events this row stands for (pulls are aggregated).
     public var count: Int64
+    /// The request that caused it (`X-Request-Id`); nil for aggregated pulls and background work.
+    public var requestID: String?
 
     public init(
         at: Int64 = Timestamp.nowMillis(), actor: Identity?, action: String, namespace: String? = nil, repository: String? = nil,
@@ -46,6 +54,7 @@ public struct AuditEvent: Sendable, Equatable, Codable {
         self.source = source
         self.detail = detail
         self.count = count
+        self.requestID = RequestTrace.requestID
     }
 }
 
@@ -58,12 +67,15 @@ public struct AuditQuery: Sendable {
     public var until: Int64?
     /// Only events with an id below this (for paging backwards through the log).
     public var before: Int64?
+    /// Only what one request did.
+    public var requestID: String?
     public var limit: Int
 
     public init(
         namespace: String? = nil, actor: String? = nil, action: String? = nil, repository: String? = nil,
-        since: Int64? = nil, until: Int64? = nil, before: Int64? = nil, limit: Int = 100
+        since: Int64? = nil, until: Int64? = nil, before: Int64? = nil, limit: Int = 100, requestID: String? = nil
     ) {
+        self.requestID = requestID
         self.namespace = namespace
         self.actor = actor
         self.action = action
@@ -157,10 +169,10 @@ public final class AuditLog: Service, Sendable {
                 for event in batch {
                     try await sql.raw(
                         """
-                        INSERT INTO audit_events (at, actor, actor_kind, action, namespace, repository, target, result, source, detail, count)
+                        INSERT INTO audit_events (at, actor, actor_kind, action, namespace, repository, target, result, source, detail, count, request_id)
                         VALUES (\(bind: event.at), \(bind: event.actor), \(bind: event.actorKind), \(bind: event.action), \(bind: event.namespace),
                                 \(bind: event.repository), \(bind: event.target), \(bind: event.result.rawValue), \(bind: event.source),
-                                \(bind: event.detail), \(bind: event.count))
+                                \(bind: event.detail), \(bind: event.count), \(bind: event.requestID))
                         """
                     ).run()
                 }
@@ -190,6 +202,7 @@ public final class AuditLog: Service, Sendable {
             if let since = query.since { conditions.append("at >= \(bind: since)") }
             if let until = query.until { conditions.append("at < \(bind: until)") }
             if let before = query.before { conditions.append("id < \(bind: before)") }
+            if let requestID = query.requestID { conditions.append("request_id = \(bind: requestID)") }
             var statement: SQLQueryString = "SELECT * FROM audit_events"
             if !conditions.isEmpty { statement += " WHERE " + conditions.joined(separator: " AND ") }
             statement += " ORDER BY id DESC LIMIT \(literal: max(1, min(query.limit, 10_000)))"
@@ -208,6 +221,7 @@ public final class AuditLog: Service, Sendable {
                 event.id = try row.decode(column: "id", as: Int64.self)
                 event.actor = try row.decode(column: "actor", as: String?.self)
                 event.actorKind = try row.decode(column: "actor_kind", as: String.self)
+                event.requestID = try row.decode(column: "request_id", as: String?.self)
                 return event
             }
         }

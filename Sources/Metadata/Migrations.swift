@@ -463,6 +463,12 @@ enum Migrations {
                 // A webhook asking for vulnerability events names the lowest severity it wants.
                 "ALTER TABLE webhooks ADD COLUMN minimum_severity TEXT",
             ]),
+        Migration(
+            version: 14, name: "audit events name their request",
+            statements: [
+                // The X-Request-Id of the request that caused an event: from a client's error report to what it did.
+                "ALTER TABLE audit_events ADD COLUMN request_id TEXT"
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

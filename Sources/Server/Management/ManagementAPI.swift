@@ -392,6 +392,7 @@ struct ManagementAPI: Sendable {
         ("action", "only this action, e.g. push, pull, delete, login, token, user.create"), ("repository", "only this repository"),
         ("since", "RFC 3339 time: events at or after"), ("until", "RFC 3339 time: events before"),
         ("before", "event id: events older than this one (paging)"), ("limit", "at most this many events (default 100, at most 10000)"),
+        ("requestId", "only what the request with this X-Request-Id did"),
     ]
 
     private static func auditQuery(_ request: Request) throws -> AuditQuery {
@@ -409,7 +410,7 @@ struct ManagementAPI: Sendable {
                 guard let id = ClientNumber.parse(value, in: 0...Int64.max) else { throw AccessError.invalid("before must be an event id") }
                 return id
             },
-            limit: limit
+            limit: limit, requestID: parameters.get("requestId")
         )
     }
 }

@@ -224,8 +224,10 @@ enum API {
         var source: String?
         var detail: String?
         var count: Int64
+        var requestId: String?
 
         init(_ event: AuditEvent) {
+            requestId = event.requestID
             id = event.id
             at = API.time(event.at)
             actor = event.actor

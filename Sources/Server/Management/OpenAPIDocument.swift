@@ -141,7 +141,7 @@ enum OpenAPIDocument {
                 [
                     "id": integer, "at": time, "actor": string, "actorKind": string, "action": string, "namespace": string, "repository": string,
                     "target": string, "result": ["type": "string", "enum": ["success", "denied", "failure"]], "source": string, "detail": string,
-                    "count": integer,
+                    "count": integer, "requestId": ["type": "string", "description": "the X-Request-Id of the request that caused it"],
                 ], required: ["actorKind", "action", "result", "count"]),
             "SigningKey": object(["kid": string], required: ["kid"]),
             "RepositorySettings": object(

@@ -1,3 +1,4 @@
+import Access
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -91,7 +92,10 @@ struct RequestObservation: RouterMiddleware {
     /// too carries the request id.
     private static func respond(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
-            return try await next(request, context)
+            // The id travels with the request's task: audit events made while answering record it.
+            return try await RequestTrace.$requestID.withValue(context.logger[metadataKey: "hb.request.id"].map { "\($0)" }) {
+                try await next(request, context)
+            }
         } catch let error as any HTTPResponseError {
             return try error.response(from: request, context: context)
         }
