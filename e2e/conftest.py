@@ -12,9 +12,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,32 @@ def skopeo(*args, **kwargs):
 
 def inspect_raw(ref, creds):
     return skopeo("inspect", "--raw", "--tls-verify=false", "--creds", creds, ref).stdout
+
+
+def free_port():
+    """A port nothing listens on right now (for servers that need one named in advance)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PushedImage(typing.NamedTuple):
+    manifest_size: int
+    digest: str
+    config_size: int
+
+
+def push_config_image(server, repository, tag, marker):
+    """The smallest image (a config, no layers), pushed with requests; `marker` makes its digest unique."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "marker": marker, "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    assert requests.post(f"{server.url}/v2/{repository}/blobs/uploads/?digest={config_digest}", data=config, auth=server.auth,
+                         timeout=30).status_code == 201
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
+                           "layers": []}).encode()
+    put = requests.put(f"{server.url}/v2/{repository}/manifests/{tag}", data=manifest, auth=server.auth, timeout=30,
+                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert put.status_code == 201, put.text
+    return PushedImage(len(manifest), put.headers["Docker-Content-Digest"], len(config))
+

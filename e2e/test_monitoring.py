@@ -5,23 +5,15 @@ ids and the separate metrics listener behave as documented."""
 
 import json
 import os
-import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import Wharf, layout_manifest, skopeo
+from conftest import Wharf, free_port, layout_manifest, skopeo
 
 TOKEN = "e2e-metrics-token-0123456789abcdef"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def image_sizes(layout_ref):

@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from conftest import layout_manifest, run, skopeo
+from conftest import layout_manifest, push_config_image, run, skopeo
 
 
 def image_sizes(layout_ref):
@@ -21,19 +21,6 @@ def image_sizes(layout_ref):
     blobs = {manifest["config"]["digest"]: manifest["config"]["size"]}
     blobs.update({layer["digest"]: layer["size"] for layer in manifest["layers"]})
     return len(raw), blobs
-
-
-def push_config_image(server, repository, tag, marker):
-    config = json.dumps({"architecture": "amd64", "os": "linux", "marker": marker, "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    assert requests.post(f"{server.url}/v2/{repository}/blobs/uploads/?digest={digest}", data=config, auth=server.auth, timeout=30).status_code == 201
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": len(config)},
-                           "layers": []}).encode()
-    put = requests.put(f"{server.url}/v2/{repository}/manifests/{tag}", data=manifest, auth=server.auth, timeout=30,
-                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-    assert put.status_code == 201, put.text
-    return len(manifest), digest, len(config)
 
 
 def test_report_equals_figures_computed_from_what_was_pushed(wharf, wharf_bin, small_image):

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import Wharf, skopeo
+from conftest import Wharf, free_port, push_config_image, skopeo
 
 SECRET = "e2e-webhook-secret-0123456789"
 
@@ -74,27 +73,6 @@ def verify_signature(delivery, secret=SECRET):
     assert abs(time.time() - int(fields["t"])) < 300
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def push_config_image(server, repository, tag, marker):
-    """A small image (config only) whose digest differs by `marker`; returns its digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "marker": marker, "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    assert requests.post(f"{server.url}/v2/{repository}/blobs/uploads/?digest={config_digest}", data=config, auth=server.auth,
-                         timeout=30).status_code == 201
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
-                           "layers": []}).encode()
-    put = requests.put(f"{server.url}/v2/{repository}/manifests/{tag}", data=manifest, auth=server.auth, timeout=30,
-                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-    assert put.status_code == 201, put.text
-    return put.headers["Docker-Content-Digest"]
-
-
 @pytest.fixture(scope="module")
 def server(wharf_bin, tmp_path_factory):
     base = tmp_path_factory.mktemp("webhooks")
@@ -137,8 +115,8 @@ def test_both_formats_signed_in_order(server, small_image):
         assert body["subject"] == f"hooks/app@{event['target']['digest']}" and body["data"]["tag"] == "v1"
 
         # Many events in one repository arrive in the order they happened; a tag move is its own event.
-        digests = [push_config_image(server, "hooks/ordered", f"t{index}", index) for index in range(6)]
-        moved = push_config_image(server, "hooks/ordered", "t0", "moved")
+        digests = [push_config_image(server, "hooks/ordered", f"t{index}", index).digest for index in range(6)]
+        moved = push_config_image(server, "hooks/ordered", "t0", "moved").digest
         assert requests.delete(f"{server.url}/v2/hooks/ordered/manifests/t1", auth=server.auth, timeout=30).status_code == 202
         received = receiver.wait_for(1 + 6 + 2 + 1, path="/all")
         ordered = [json.loads(d["body"])["events"][0] for d in received if json.loads(d["body"])["events"][0]["target"]["repository"] == "hooks/ordered"]
@@ -164,7 +142,7 @@ def test_retries_after_500_and_after_the_receiver_was_down_and_across_a_restart(
     try:
         retried = create(server, url=flaky.url(), secret=SECRET, events=["push"])
         later = create(server, namespace="hooks", url=f"http://127.0.0.1:{down_port}/late", secret=SECRET, events=["push"])
-        digest = push_config_image(server, "hooks/retry", "v1", "retry")
+        digest = push_config_image(server, "hooks/retry", "v1", "retry").digest
         delivered = flaky.wait_for(1, timeout=30)[0]
         assert json.loads(delivered["body"])["events"][0]["target"]["digest"] == digest
         entry = server.api("GET", f"/webhooks/{retried['id']}/deliveries").json()[0]
@@ -231,7 +209,7 @@ def test_scan_events(server):
     receiver = Receiver()
     try:
         hook = create(server, namespace="hooks", url=receiver.url("/scans"), secret=SECRET, format="cloudevents", events=["scan"])
-        digest = push_config_image(server, "hooks/scanned", "v1", "scan-me")
+        digest = push_config_image(server, "hooks/scanned", "v1", "scan-me").digest
         assert server.api("POST", "/repositories/hooks/scanned/scan", params={"reference": "v1"}).status_code in (200, 201, 202)
         delivery = receiver.wait_for(1, timeout=60, path="/scans")[0]
         verify_signature(delivery)
