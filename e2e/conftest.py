@@ -112,7 +112,9 @@ class Wharf:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"wharf exited early ({self.process.returncode}):\n{self.log_text()}")
+                code, self.process = self.process.returncode, None
+                self.log.close()
+                raise AssertionError(f"wharf exited early ({code}):\n{self.log_text()}")
             if self.port == 0:
                 self.port = self.bound_port(log_start)
                 if self.port == 0:
@@ -124,6 +126,11 @@ class Wharf:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
+        # Not ready: stop it, so a failed start leaves no server behind holding a port and the binary.
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        self.log.close()
         raise AssertionError(f"wharf did not become ready in {timeout}s:\n{self.log_text()}")
 
     def bound_port(self, offset):

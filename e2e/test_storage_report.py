@@ -104,3 +104,4 @@ def test_egress_and_growth(wharf):
     assert abs(report["registry"]["egressCost30d"] - report["registry"]["egressBytes30d"] / 2**30 * 0.09) < 1e-9
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     assert report["growth"] and report["growth"][-1]["day"] == today
+

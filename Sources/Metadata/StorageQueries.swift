@@ -261,19 +261,27 @@ extension MetadataStore {
         }
     }
 
+    public typealias DayFigures = (day: String, logicalBytes: Int64, physicalBytes: Int64)
+
     /// The registry's daily figures since `day` (inclusive), oldest first.
-    public func registrySnapshots(since day: String) async throws -> [(day: String, logicalBytes: Int64, physicalBytes: Int64)] {
+    public func registrySnapshots(since day: String) async throws -> [DayFigures] {
+        try await snapshots(since: day)[""] ?? []
+    }
+
+    /// Daily figures since `day` (inclusive) of the registry (key '') and of every namespace, oldest first.
+    public func snapshots(since day: String) async throws -> [String: [DayFigures]] {
         try await database.read { sql in
-            try await sql.raw(
-                """
-                SELECT day, logical_bytes, physical_bytes FROM storage_snapshots WHERE namespace = '' AND day >= \(bind: day) ORDER BY day
-                """
-            ).all().map {
-                (
-                    try $0.decode(column: "day", as: String.self), try $0.decode(column: "logical_bytes", as: Int64.self),
-                    try $0.decode(column: "physical_bytes", as: Int64.self)
-                )
+            var series: [String: [DayFigures]] = [:]
+            for row in try await sql.raw(
+                "SELECT day, namespace, logical_bytes, physical_bytes FROM storage_snapshots WHERE day >= \(bind: day) ORDER BY day"
+            ).all() {
+                series[try row.decode(column: "namespace", as: String.self), default: []].append(
+                    (
+                        try row.decode(column: "day", as: String.self), try row.decode(column: "logical_bytes", as: Int64.self),
+                        try row.decode(column: "physical_bytes", as: Int64.self)
+                    ))
             }
+            return series
         }
     }
 

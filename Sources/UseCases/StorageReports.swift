@@ -56,6 +56,8 @@ public struct StorageReports: Sendable {
             /// Its distinct blobs (a blob shared with another namespace counts in both).
             public var physicalBytes: Int64
             public var monthlyCost: Double
+            /// Its figures per day over the last 30 days.
+            public var growth: [Day]
         }
         public struct Repository: Sendable, Codable, Equatable {
             public var repository: String
@@ -109,6 +111,9 @@ public struct StorageReports: Sendable {
         let monthAgo = MetadataStore.day(now - 29 * 86_400_000)
         let egress = try await metadata.egress(since: monthAgo)
         let egressBytes = egress.values.reduce(0, +)
+        let history = try await metadata.snapshots(since: monthAgo).mapValues { days in
+            days.map { Report.Day(day: $0.day, logicalBytes: $0.logicalBytes, physicalBytes: $0.physicalBytes) }
+        }
         let logical = totals.namespaces.values.reduce(0) { $0 + $1.logicalBytes }
         var byNamespace: [String: [MetadataStore.RepositoryStorage]] = [:]
         for repository in repositories { byNamespace[repository.namespace, default: []].append(repository) }
@@ -116,7 +121,8 @@ public struct StorageReports: Sendable {
             let usage = totals.namespaces[name]!
             return Report.Namespace(
                 namespace: name, repositories: byNamespace[name]?.count ?? 0, images: byNamespace[name]?.reduce(0) { $0 + $1.images } ?? 0,
-                logicalBytes: usage.logicalBytes, physicalBytes: usage.physicalBytes, monthlyCost: cost(usage.physicalBytes))
+                logicalBytes: usage.logicalBytes, physicalBytes: usage.physicalBytes, monthlyCost: cost(usage.physicalBytes),
+                growth: history[name] ?? [])
         }
         var recommendations: [Report.Recommendation] = []
         for repository in repositories where repository.untaggedReclaimableBytes > 0 {

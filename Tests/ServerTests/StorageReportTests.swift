@@ -27,6 +27,12 @@ struct StorageReportTests {
             #expect(abs(later.registry.monthlyCost - Double(later.registry.physicalBytes) / Double(1 << 30) * 2.0) < 1e-12)
             #expect(later.prices.currency == "EUR")
             #expect(StorageReports.csv(later).hasPrefix("repository,images,untagged_images"))
+            // Growth: the day's snapshot shows in the registry's series and the namespace's own.
+            try await server.metadata.recordSnapshot(day: MetadataStore.day(now), totals: try await server.metadata.storageTotals())
+            let grown = try await reports.report(staleDays: 30, now: now)
+            let namespace = try #require(grown.namespaces.first { $0.namespace == "old" })
+            #expect(namespace.growth.last?.day == MetadataStore.day(now) && namespace.growth.last?.physicalBytes == namespace.physicalBytes)
+            #expect(grown.growth.last?.physicalBytes == grown.registry.physicalBytes)
         }
     }
 }

@@ -160,6 +160,8 @@ struct StorageHistoryTests {
             try await store.recordSnapshot(day: "2026-12-02", totals: totals)
             let days = try await store.registrySnapshots(since: "2026-11-01")
             #expect(days.map(\.day) == ["2026-12-01", "2026-12-02"] && days[0].physicalBytes == 12 && days[0].logicalBytes == 40)
+            let team = try await store.snapshots(since: "2026-12-02")["team"]
+            #expect(team?.count == 1 && team?.first?.day == "2026-12-02" && team?.first?.physicalBytes == 12)
             #expect(MetadataStore.day(1_796_600_000_123) == "2026-12-06")
         }
     }
