@@ -84,10 +84,16 @@ final class ManifestCache: Sendable {
         }
     }
 
-    func store(_ manifest: ServedManifest, in repository: String, tag: String? = nil) {
+    /// Stores a manifest, and with `tag` the tag's digest, unless the repository's tags changed
+    /// since `generation` was taken before the database was read: a read that raced a tag move
+    /// must not put the old digest back after the move invalidated it (it would be served until
+    /// this node moved the tag again).
+    func store(_ manifest: ServedManifest, in repository: String, tag: String? = nil, generation: Generation? = nil) {
         guard maximumBytes > 0, manifest.content.readableBytes <= maximumBytes / 8 else { return }
         let expires = expiry
         state.withLock { state in
+            let current = (state.epoch, state.tagGenerations[repository] ?? 0)
+            let tag = tag.flatMap { tag in generation.map { $0 == current } == true ? tag : nil }
             let key = Key(repository: repository, reference: manifest.digest.description)
             if let old = state.manifests.updateValue(Entry(value: manifest, expires: expires), forKey: key) {
                 state.bytes -= old.value.content.readableBytes

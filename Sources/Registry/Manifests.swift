@@ -143,11 +143,12 @@ extension Registry {
                 metrics.recordManifestCache(hit: true)
             } else {
                 metrics.recordManifestCache(hit: false)
+                let generation = cache.tagListGeneration(repository.value)
                 guard let record = try await metadata.manifest(tagged: tag, in: repository) else {
                     throw RegistryError.manifestUnknown(tag)
                 }
                 served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: record.content)
-                cache.store(served, in: repository.value, tag: tag.value)
+                cache.store(served, in: repository.value, tag: tag.value, generation: generation)
             }
         }
         if recordPull { pulls.record(served.digest, in: repository.value) }
