@@ -1,5 +1,6 @@
 import Logging
 import Metadata
+import OCI
 import Synchronization
 
 #if canImport(Glibc)
@@ -42,35 +43,17 @@ public struct JSONLogHandler: LogHandler {
         var fields = metadata
         if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
         if let extra = event.metadata { fields.merge(extra) { _, new in new } }
-        var line = "{\"time\":\(Self.quoted(Timestamp.rfc3339(millis: Timestamp.nowMillis()))),\"level\":\(Self.quoted(event.level.rawValue))"
-        line += ",\"logger\":\(Self.quoted(label)),\"source\":\(Self.quoted(event.source)),\"message\":\(Self.quoted(event.message.description))"
-        if let error = event.error { line += ",\"error\":\(Self.quoted(String(describing: error)))" }
+        var line = "{\"time\":\(JSONString.literal(Timestamp.rfc3339(millis: Timestamp.nowMillis()))),\"level\":\(JSONString.literal(event.level.rawValue))"
+        line +=
+            ",\"logger\":\(JSONString.literal(label)),\"source\":\(JSONString.literal(event.source)),\"message\":\(JSONString.literal(event.message.description))"
+        if let error = event.error { line += ",\"error\":\(JSONString.literal(String(describing: error)))" }
         let fixed: Set<String> = ["time", "level", "logger", "source", "message", "error"]
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
             var name = key == "hb.request.id" ? "requestId" : key
             if fixed.contains(name) { name = "metadata." + name }
-            line += ",\(Self.quoted(name)):\(Self.quoted(value.description))"
+            line += ",\(JSONString.literal(name)):\(JSONString.literal(value.description))"
         }
         write(line + "}\n")
-    }
-
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 
     private static let outputLock = Mutex(())
