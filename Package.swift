@@ -68,6 +68,27 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // AWS Signature Version 4: the canonical request and signing key both sides share, the
+        // verifier's header parsing (ECR) and the signer (S3, KMS). Imports nothing of ours but OCI.
+        .target(
+            name: "AWSSigning",
+            dependencies: ["OCI", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        // Blobs in an S3 bucket (AWS or S3-compatible): uploads as part-sized objects, published by
+        // server-side multipart copy; SigV4-signed calls over async-http-client with retries.
+        .target(
+            name: "S3BlobStore",
+            dependencies: [
+                "OCI", "BlobStore", "AWSSigning",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The metadata database: schema, migrations and queries, on SQLite or PostgreSQL through SQLKit.
         .target(
             name: "Metadata",
@@ -115,6 +136,7 @@ let package = Package(
             name: "ECR",
             dependencies: [
                 "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases", "Signatures", "Monitoring",
+                "AWSSigning",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,7 +195,8 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
-                "Signatures", "Monitoring", "Events",
+                "Signatures", "Monitoring", "Events", "S3BlobStore", "AWSSigning",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -249,7 +272,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures",
+                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures", "AWSSigning", "S3BlobStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -292,11 +315,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
+        .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", "AWSSigning", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: [
-                "OCI", "BlobStore", "Metadata",
+                "OCI", "BlobStore", "Metadata", "S3BlobStore", "AWSSigning",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SQLKit", package: "sql-kit"),
             ],

@@ -32,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python_packages=(pytest requests "oras==0.2.43" awscli boto3 packaging "cyclonedx-python-lib[json-validation]" spdx-tools fusepy openapi-spec-validator pytest-timeout cryptography jsonschema)
+python_packages=(pytest requests "oras==0.2.43" awscli boto3 packaging "cyclonedx-python-lib[json-validation]" spdx-tools fusepy openapi-spec-validator pytest-timeout cryptography jsonschema "moto[server]==5.2.6")
 python3 - "${python_packages[@]}" <<'PY' || python3 -m pip install -q --root-user-action=ignore "${python_packages[@]}"
 import importlib.metadata, sys
 for requirement in sys.argv[1:]:

@@ -2,7 +2,7 @@
 # Runs every Wharf test, on a fresh machine too:
 #   1. installs what the tests need (Debian and Python packages),
 #   2. builds Wharf and its tests once (debug),
-#   3. starts a private PostgreSQL on 127.0.0.1,
+#   3. starts a private PostgreSQL and a private S3 API (moto, signatures checked) on 127.0.0.1,
 #   4. `swift test`: unit and HTTP integration tests, the metadata suite on SQLite and PostgreSQL,
 #   5. end-to-end tests driving the built binary with real clients (skopeo, podman, buildah,
 #      umoci, the oras CLI, a private Docker engine).
@@ -23,6 +23,7 @@ work=$(mktemp -d /tmp/wharf-test.XXXXXX)
 chmod 755 "$work"  # the PostgreSQL server runs as the postgres user and needs to reach its folder
 cleanup() {
   scripts/postgres.sh stop "$work/postgres" || true
+  scripts/s3.sh stop "$work/s3" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,6 +35,11 @@ echo "== starting PostgreSQL"
 postgres_env=$(scripts/postgres.sh start "$work/postgres")  # an assignment, so a failure stops the script
 eval "$postgres_env"
 export WHARF_TEST_POSTGRES_URL
+
+echo "== starting the S3 server"
+s3_env=$(scripts/s3.sh start "$work/s3")
+eval "$s3_env"
+export WHARF_TEST_S3_ENDPOINT WHARF_TEST_S3_ACCESS_KEY WHARF_TEST_S3_SECRET_KEY WHARF_TEST_S3_BUCKET
 
 echo "== swift test"
 swift test 2>&1 | tee "$work/swift-test.log"

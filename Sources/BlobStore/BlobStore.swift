@@ -96,9 +96,17 @@ extension BlobStore {
 public protocol BlobReader: Sendable {
     var size: Int64 { get }
     /// Streams `range` (inclusive; nil means the whole blob) to `consume` in chunks, then closes the reader.
+    /// A range reaching outside the blob throws `BlobStoreError.invalidRange` before any byte is read.
     func stream(range: ClosedRange<Int64>?, consume: (ByteBuffer) async throws -> Void) async throws
     /// Closes a reader that will not be streamed.
     func close() async throws
+    /// A URL the client may fetch these bytes from directly (a presigned URL of an object store),
+    /// or nil when they are served through Wharf.
+    var redirectURL: String? { get }
+}
+
+extension BlobReader {
+    public var redirectURL: String? { nil }
 }
 
 /// Sequential writer for one upload. Not shared between tasks.

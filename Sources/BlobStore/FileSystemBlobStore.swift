@@ -321,6 +321,10 @@ struct FileBlobReader: BlobReader {
     let chunkSize: Int
 
     func stream(range: ClosedRange<Int64>?, consume: (ByteBuffer) async throws -> Void) async throws {
+        if let range, range.lowerBound < 0 || range.upperBound >= size {
+            try? await handle.close()
+            throw BlobStoreError.invalidRange
+        }
         let readRange = range.map { $0.lowerBound..<($0.upperBound + 1) } ?? 0..<size
         do {
             for try await chunk in handle.readChunks(in: readRange, chunkLength: .bytes(Int64(chunkSize))) {

@@ -1,3 +1,4 @@
+import AWSSigning
 import Dispatch
 import Foundation
 import HTTPTypes

@@ -23,7 +23,8 @@ import UseCases
 public final class WharfServer: Sendable {
     public let configuration: WharfConfiguration
     public let metadata: MetadataStore
-    public let blobStore: FileSystemBlobStore
+    public let blobStore: any BlobStore
+    private let storage: BlobStorage
     public let registry: Registry
     public let collector: GarbageCollector
     public let scans: ImageScanService
@@ -59,7 +60,7 @@ public final class WharfServer: Sendable {
         let metricsToken = try configuration.loadMetricsToken()
         let ioThreadPool = NIOThreadPool(numberOfThreads: max(4, System.coreCount * 2))
         ioThreadPool.start()
-        let blobStore = FileSystemBlobStore(root: configuration.resolvedStoragePath, threadPool: ioThreadPool)
+        let storage: BlobStorage
         let metadata: MetadataStore
         let sealer: SecretSealer
         do {
@@ -72,14 +73,21 @@ public final class WharfServer: Sendable {
             if configuration.resolvedStoragePath != configuration.dataDirectory {
                 try DataAtRest.secure(folder: configuration.resolvedStoragePath, files: ["blobs", "uploads", "trash"], logger: logger)
             }
-            try await blobStore.prepare()
-            metadata = try await MetadataStore.open(url: configuration.resolvedDatabaseURL, logger: logger)
+            storage = try await BlobStorage.open(
+                configuration: configuration, environment: ProcessInfo.processInfo.environment, threadPool: ioThreadPool, logger: logger)
+            do {
+                metadata = try await MetadataStore.open(url: configuration.resolvedDatabaseURL, logger: logger)
+            } catch {
+                await storage.close()
+                throw error
+            }
             do {
                 let (loaded, source) = try DataAtRest.sealer(configuration: configuration, logger: logger)
                 try await DataAtRest.checkKey(loaded, source: source, metadata: metadata)
                 sealer = loaded
             } catch {
                 await metadata.close()
+                await storage.close()
                 throw error
             }
         } catch {
@@ -94,6 +102,7 @@ public final class WharfServer: Sendable {
                 generatedPassword = try await control.start(dataDirectory: configuration.dataDirectory, administratorPassword: configuration.adminPassword)
             } catch {
                 await metadata.close()
+                await storage.close()
                 try? await ioThreadPool.shutdownGracefully()
                 throw error
             }
@@ -106,6 +115,7 @@ public final class WharfServer: Sendable {
             reserveBytes: Int64(configuration.storageReserveMiB) << 20, logger: logger)
         space.holdReserve()
         let metrics = WharfMetrics()
+        let blobStore = storage.store
         let registry = Registry(
             metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space, metrics: metrics)
         let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
@@ -136,13 +146,13 @@ public final class WharfServer: Sendable {
         updateSettings.publish = configuration.scannerPublishDatabase
         let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
         return WharfServer(
-            configuration: configuration, metadata: metadata, blobStore: blobStore, registry: registry, collector: collector,
+            configuration: configuration, metadata: metadata, blobStore: blobStore, storage: storage, registry: registry, collector: collector,
             lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls,
             space: space, metrics: metrics, metricsToken: metricsToken, sealer: sealer, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(
-        configuration: WharfConfiguration, metadata: MetadataStore, blobStore: FileSystemBlobStore, registry: Registry,
+        configuration: WharfConfiguration, metadata: MetadataStore, blobStore: any BlobStore, storage: BlobStorage, registry: Registry,
         collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
         access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, space: StorageSpace, metrics: WharfMetrics,
         metricsToken: String?, sealer: SecretSealer, ioThreadPool: NIOThreadPool, logger: Logger
@@ -155,6 +165,7 @@ public final class WharfServer: Sendable {
         self.configuration = configuration
         self.metadata = metadata
         self.blobStore = blobStore
+        self.storage = storage
         self.registry = registry
         self.signatures = SignatureGate(registry: registry)
         self.collector = collector
@@ -334,6 +345,7 @@ public final class WharfServer: Sendable {
         await registry.pulls.flush()
         await access?.audit.flush()
         await metadata.close()
+        await storage.close()
         try? await ioThreadPool.shutdownGracefully()
         logger.info("Wharf stopped")
     }

@@ -69,17 +69,24 @@ struct Fsck: AsyncParsableCommand {
         let configuration = try options.resolve()
         var logger = Logger(label: "wharf-fsck")
         logger.logLevel = .warning
-        let store = FileSystemBlobStore(root: configuration.resolvedStoragePath)
-        try await store.prepare()
-        let metadata = try await MetadataStore.open(url: configuration.resolvedDatabaseURL, logger: logger)
+        let storage = try await BlobStorage.open(configuration: configuration, environment: ProcessInfo.processInfo.environment, logger: logger)
+        let metadata: MetadataStore
+        do {
+            metadata = try await MetadataStore.open(url: configuration.resolvedDatabaseURL, logger: logger)
+        } catch {
+            await storage.close()
+            throw error
+        }
         let report: ConsistencyReport
         do {
-            report = try await ConsistencyChecker(metadata: metadata, blobs: store).check(verifyDigests: !skipDigests, repair: repair)
+            report = try await ConsistencyChecker(metadata: metadata, blobs: storage.store).check(verifyDigests: !skipDigests, repair: repair)
         } catch {
             await metadata.close()
+            await storage.close()
             throw error
         }
         await metadata.close()
+        await storage.close()
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -1,3 +1,4 @@
+import AWSSigning
 import Access
 import Testing
 

@@ -1,3 +1,4 @@
+import BlobStore
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
@@ -345,7 +346,7 @@ struct GarbageCollectionTests {
             let checker = ConsistencyChecker(metadata: server.metadata, blobs: server.blobStore)
             #expect(try await checker.check().isClean)
 
-            let root = server.blobStore.root
+            let root = try #require(server.blobStore as? FileSystemBlobStore).root
             func path(_ digest: Digest) -> String { "\(root)/blobs/sha256/\(digest.encoded.prefix(2))/\(digest.encoded)" }
             try Data("tampered!".utf8).write(to: URL(fileURLWithPath: path(corrupt)))
             try FileManager.default.removeItem(atPath: path(missing))

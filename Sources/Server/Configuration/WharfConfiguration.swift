@@ -1,8 +1,10 @@
+import AWSSigning
 import Access
 import Lifecycle
 import Logging
 import OCI
 import Registry
+import S3BlobStore
 import Yams
 
 #if canImport(Glibc)
@@ -31,6 +33,8 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Space held in `<storage>/reserved-space` and released when the disk is nearly full, so
     /// deletes and garbage collection can always run.
     public var storageReserveMiB = 64
+    /// Blobs in an S3 bucket instead of the filesystem (`storage.s3`); see `loadS3Settings`.
+    public var s3: S3StorageConfiguration?
     /// Accept image indexes that name child manifests the repository does not hold.
     public var allowSparseIndexes = false
     public var manifestCacheMiB = 64
@@ -327,7 +331,22 @@ public struct WharfConfiguration: Sendable, Equatable {
             var filesystem: Filesystem?
             var minimumFreeMiB: Int?
             var reserveMiB: Int?
+            var s3: S3?
             struct Filesystem: Decodable { var path: String? }
+            struct S3: Decodable {
+                var bucket: String?
+                var region: String?
+                var endpoint: String?
+                var pathStyle: Bool?
+                var prefix: String?
+                var storageClass: String?
+                var accessKeyId: String?
+                var secretAccessKeyFile: String?
+                var partSizeMiB: Int?
+                var redirect: Bool?
+                var redirectExpirySeconds: Int?
+                var maximumAttempts: Int?
+            }
         }
         struct RegistrySection: Decodable {
             var allowSparseIndexes: Bool?
@@ -366,6 +385,22 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = file.storage?.filesystem?.path { storagePath = value }
         if let value = file.storage?.minimumFreeMiB { storageMinimumFreeMiB = value }
         if let value = file.storage?.reserveMiB { storageReserveMiB = value }
+        if let s3 = file.storage?.s3 {
+            var settings = self.s3 ?? S3StorageConfiguration()
+            if let value = s3.bucket { settings.bucket = value }
+            if let value = s3.region { settings.region = value }
+            if let value = s3.endpoint { settings.endpoint = value }
+            if let value = s3.pathStyle { settings.pathStyle = value }
+            if let value = s3.prefix { settings.prefix = value }
+            if let value = s3.storageClass { settings.storageClass = value }
+            if let value = s3.accessKeyId { settings.accessKeyID = value }
+            if let value = s3.secretAccessKeyFile { settings.secretAccessKeyFile = value }
+            if let value = s3.partSizeMiB { settings.partSizeMiB = value }
+            if let value = s3.redirect { settings.redirect = value }
+            if let value = s3.redirectExpirySeconds { settings.redirectExpirySeconds = value }
+            if let value = s3.maximumAttempts { settings.maximumAttempts = value }
+            self.s3 = settings
+        }
         if let registry = file.registry {
             if let value = registry.allowSparseIndexes { allowSparseIndexes = value }
             if let value = registry.manifestCacheMiB { manifestCacheMiB = value }
@@ -449,7 +484,9 @@ public struct WharfConfiguration: Sendable, Equatable {
     /// Every key the file may contain, as dotted paths.
     static let knownKeys: Set<String> = [
         "listen", "data", "database", "database.url", "storage", "storage.filesystem", "storage.filesystem.path", "storage.minimumFreeMiB",
-        "storage.reserveMiB",
+        "storage.reserveMiB", "storage.s3", "storage.s3.bucket", "storage.s3.region", "storage.s3.endpoint", "storage.s3.pathStyle",
+        "storage.s3.prefix", "storage.s3.storageClass", "storage.s3.accessKeyId", "storage.s3.secretAccessKeyFile", "storage.s3.partSizeMiB",
+        "storage.s3.redirect", "storage.s3.redirectExpirySeconds", "storage.s3.maximumAttempts",
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
         "log", "log.level", "log.format",
@@ -486,6 +523,16 @@ public struct WharfConfiguration: Sendable, Equatable {
         if let value = environment["WHARF_DATA"] { dataDirectory = value }
         if let value = environment["WHARF_DATABASE_URL"] { databaseURL = value }
         if let value = environment["WHARF_STORAGE_PATH"] { storagePath = value }
+        if let bucket = environment["WHARF_S3_BUCKET"], !bucket.isEmpty {
+            var settings = s3 ?? S3StorageConfiguration()
+            settings.bucket = bucket
+            if let value = environment["WHARF_S3_ENDPOINT"], !value.isEmpty { settings.endpoint = value }
+            if let value = environment["WHARF_S3_REGION"], !value.isEmpty { settings.region = value }
+            if let value = environment["WHARF_S3_PREFIX"] { settings.prefix = value }
+            if let value = environment["WHARF_S3_PATH_STYLE"] { settings.pathStyle = ["1", "true", "yes"].contains(value.lowercased()) }
+            if let value = environment["WHARF_S3_REDIRECT"] { settings.redirect = ["1", "true", "yes"].contains(value.lowercased()) }
+            s3 = settings
+        }
         if let value = environment["WHARF_LOG_LEVEL"] { logLevel = try Self.parseLogLevel(value, source: "WHARF_LOG_LEVEL") }
         if let value = environment["WHARF_LOG_FORMAT"] { logFormat = try Self.parseLogFormat(value, source: "WHARF_LOG_FORMAT") }
         if let value = environment["WHARF_ALLOW_SPARSE_INDEXES"] { allowSparseIndexes = ["1", "true", "yes"].contains(value.lowercased()) }
@@ -616,19 +663,51 @@ public struct WharfConfiguration: Sendable, Equatable {
 
     /// The metrics token: `WHARF_METRICS_TOKEN`, else the first line of `metrics.tokenFile`, which
     /// must be readable by Wharf's user alone (a token others can read is no secret).
+    /// The S3 settings with their credentials: `storage.s3.accessKeyId` with the secret from
+    /// `secretAccessKeyFile` (refused unless only its owner can read it), else the standard AWS
+    /// variables. Nil when blobs are on the filesystem.
+    public func loadS3Settings(environment: [String: String]) throws -> S3Settings? {
+        guard let s3 else { return nil }
+        let credentials: AWSCredentials
+        if let keyID = s3.accessKeyID {
+            guard let path = s3.secretAccessKeyFile else {
+                throw ConfigurationError.invalid("storage.s3.secretAccessKeyFile (needed with storage.s3.accessKeyId)", "missing")
+            }
+            let secret = try Self.readSecretFile(path, setting: "storage.s3.secretAccessKeyFile", minimumLength: 1)
+            credentials = AWSCredentials(accessKeyID: keyID, secretAccessKey: secret)
+        } else if let fromEnvironment = AWSCredentials.fromEnvironment(environment) {
+            credentials = fromEnvironment
+        } else {
+            throw ConfigurationError.invalid(
+                "storage.s3 credentials (storage.s3.accessKeyId with secretAccessKeyFile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)", "none given")
+        }
+        let settings = S3Settings(
+            bucket: s3.bucket, region: s3.region, endpoint: s3.endpoint, pathStyle: s3.pathStyle, prefix: s3.prefix, storageClass: s3.storageClass,
+            credentials: credentials, partSize: (1...1024).contains(s3.partSizeMiB) ? s3.partSizeMiB << 20 : 0, redirect: s3.redirect,
+            redirectExpirySeconds: s3.redirectExpirySeconds, maximumAttempts: s3.maximumAttempts)
+        let problems = settings.problems()
+        guard problems.isEmpty else { throw ConfigurationError.invalid("storage.s3", problems.joined(separator: "; ")) }
+        return settings
+    }
+
+    /// The first line of a file only its owner may read.
+    static func readSecretFile(_ path: String, setting: String, minimumLength: Int) throws -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw ConfigurationError.unreadable(path, "\(setting) does not exist or cannot be read") }
+        guard info.st_mode & 0o077 == 0 else {
+            throw ConfigurationError.unreadable(
+                path, "\(setting) is readable by other users (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 on it")
+        }
+        guard let data = FileManager.default.contents(atPath: path),
+            let secret = String(data: data, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(String.init), secret.utf8.count >= minimumLength
+        else { throw ConfigurationError.unreadable(path, "\(setting) must hold at least \(minimumLength) characters on its first line") }
+        return secret
+    }
+
     public func loadMetricsToken() throws -> String? {
         if let metricsToken { return metricsToken }
         guard let path = metricsTokenFile else { return nil }
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw ConfigurationError.unreadable(path, "metrics.tokenFile does not exist or cannot be read") }
-        guard info.st_mode & 0o077 == 0 else {
-            throw ConfigurationError.unreadable(
-                path, "metrics.tokenFile is readable by other users (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 on it")
-        }
-        guard let data = FileManager.default.contents(atPath: path),
-            let token = String(data: data, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(String.init), token.utf8.count >= 16
-        else { throw ConfigurationError.unreadable(path, "metrics.tokenFile must hold a token of at least 16 characters") }
-        return token
+        return try Self.readSecretFile(path, setting: "metrics.tokenFile", minimumLength: 16)
     }
 
     public static func parseLogFormat(_ value: String, source: String) throws -> LogFormat {
@@ -642,6 +721,24 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         return level
     }
+}
+
+/// `storage.s3` as written (the secret itself is read only when the server opens the store).
+public struct S3StorageConfiguration: Sendable, Equatable {
+    public var bucket = ""
+    public var region = "us-east-1"
+    public var endpoint: String?
+    public var pathStyle = false
+    public var prefix = ""
+    public var storageClass: String?
+    public var accessKeyID: String?
+    public var secretAccessKeyFile: String?
+    public var partSizeMiB = 16
+    public var redirect = false
+    public var redirectExpirySeconds = 1200
+    public var maximumAttempts = 5
+
+    public init() {}
 }
 
 public enum ConfigurationError: Error, CustomStringConvertible {

@@ -10,6 +10,14 @@ enum BlobResponse {
         _ request: Request, reader: any BlobReader, digest: Digest, sent: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws -> Response {
         var headers = self.headers(digest)
+        if request.method == .get, let location = reader.redirectURL {
+            // The object store serves the bytes (and any Range) itself, as Distribution's `redirect` option does.
+            try? await reader.close()
+            headers[.location] = location
+            headers[.cacheControl] = nil  // the URL expires; the bytes behind it do not
+            sent(reader.size)
+            return Response(status: .temporaryRedirect, headers: headers, body: .init())
+        }
         let range: ClosedRange<Int64>?
         let status: HTTPResponse.Status
         switch ByteRanges.resolve(request.headers[.range], size: reader.size) {

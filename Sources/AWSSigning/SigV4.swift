@@ -1,13 +1,9 @@
 import Crypto
+import Foundation  // trimmingCharacters, removingPercentEncoding
 import OCI
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
-/// AWS Signature Version 4, the verifying side: what `aws` and boto3 send with every ECR call.
+/// AWS Signature Version 4: the pieces both sides share. ECR verifies what `aws` and boto3 send with
+/// every call; the S3 blob store and the KMS client sign their own requests (`SigV4Signer`).
 public enum SigV4 {
     /// The parsed `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…` header.
     public struct Authorization: Sendable, Equatable {
@@ -82,7 +78,7 @@ public enum SigV4 {
     /// Compares signatures in time independent of where they differ.
     public static func constantTimeEqual(_ a: String, _ b: String) -> Bool { ConstantTime.equals(a, b) }
 
-    static func collapse(_ value: String) -> String {
+    public static func collapse(_ value: String) -> String {
         var result = ""
         var previousSpace = false
         for character in value.trimmingCharacters(in: .whitespaces) {
@@ -98,7 +94,7 @@ public enum SigV4 {
     }
 
     /// Each path segment URI-encoded as AWS does (ECR only ever uses `/`).
-    static func canonicalPath(_ path: String) -> String {
+    public static func canonicalPath(_ path: String) -> String {
         path.isEmpty
             ? "/"
             : path.split(separator: "/", omittingEmptySubsequences: false).map { uriEncode(String($0).removingPercentEncoding ?? String($0)) }.joined(
@@ -106,7 +102,7 @@ public enum SigV4 {
     }
 
     /// Parameters sorted by name then value, each URI-encoded.
-    static func canonicalQuery(_ query: String) -> String {
+    public static func canonicalQuery(_ query: String) -> String {
         guard !query.isEmpty else { return "" }
         let pairs = query.split(separator: "&").map { item -> (String, String) in
             let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -117,7 +113,7 @@ public enum SigV4 {
         return pairs.sorted { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
     }
 
-    static func uriEncode(_ value: String) -> String {
+    public static func uriEncode(_ value: String) -> String {
         var out = ""
         for byte in value.utf8 {
             switch byte {

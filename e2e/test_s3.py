@@ -1,0 +1,240 @@
+"""Blobs in S3: a real S3 API (moto's server, started by scripts/test.sh with signature checking on).
+Real clients push and pull; the bucket is inspected directly with boto3 to prove where every byte is."""
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import boto3
+import pytest
+import requests
+
+from conftest import Wharf, free_port, layout_manifest, run, skopeo
+
+
+@pytest.fixture
+def s3(tmp_path):
+    """A fresh bucket on the test S3 server, and the settings that reach it."""
+    endpoint = os.environ.get("WHARF_TEST_S3_ENDPOINT")
+    if not endpoint:
+        if os.environ.get("CI") == "true":
+            pytest.fail("WHARF_TEST_S3_ENDPOINT is not set: scripts/test.sh starts the S3 server")
+        pytest.skip("no S3 server (run through scripts/test.sh)")
+    key, secret = os.environ["WHARF_TEST_S3_ACCESS_KEY"], os.environ["WHARF_TEST_S3_SECRET_KEY"]
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
+    bucket = "wharf-e2e-" + uuid.uuid4().hex[:12]
+    client.create_bucket(Bucket=bucket)
+    secret_file = tmp_path / "s3-secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    return {"client": client, "bucket": bucket, "endpoint": endpoint, "key": key, "secret_file": secret_file}
+
+
+def s3_config(tmp_path, s3, extra="", prefix="registry", secret_file=None):
+    config = tmp_path / "s3.yml"
+    config.write_text(
+        "storage:\n  s3:\n"
+        f"    bucket: {s3['bucket']}\n    endpoint: {s3['endpoint']}\n    pathStyle: true\n    prefix: {prefix}\n"
+        f"    accessKeyId: {s3['key']}\n    secretAccessKeyFile: {secret_file or s3['secret_file']}\n    partSizeMiB: 5\n" + extra)
+    return config
+
+
+def manifest_of(layout_ref):
+    return json.loads(layout_manifest(layout_ref)[1])
+
+
+def bucket_objects(s3, prefix=""):
+    objects = {}
+    for page in s3["client"].get_paginator("list_objects_v2").paginate(Bucket=s3["bucket"], Prefix=prefix):
+        for item in page.get("Contents", []):
+            objects[item["Key"]] = item["Size"]
+    return objects
+
+
+def blob_key(digest, prefix="registry"):
+    algorithm, hexdigest = digest.split(":")
+    return f"{prefix}/blobs/{algorithm}/{hexdigest[:2]}/{hexdigest}"
+
+
+def test_skopeo_push_and_pull_through_s3_with_every_byte_in_the_bucket(wharf_bin, tmp_path, s3, small_image):
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(s3_config(tmp_path, s3))]).start()
+    try:
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/s3/app:1")
+        out = tmp_path / "pulled"
+        skopeo("copy", "--src-tls-verify=false", "--src-creds", server.creds, f"docker://{server.host}/s3/app:1", f"oci:{out}:x")
+        pushed, pulled = manifest_of(small_image), manifest_of(f"{out}:x")
+        assert [layer["digest"] for layer in pulled["layers"]] == [layer["digest"] for layer in pushed["layers"]]
+        assert pulled["config"]["digest"] == pushed["config"]["digest"]
+        # Each blob is one object at its content address, and its bytes hash to it.
+        objects = bucket_objects(s3)
+        for blob in [pushed["config"]] + pushed["layers"]:
+            key = blob_key(blob["digest"])
+            assert objects.get(key) == blob["size"], (key, objects)
+            body = s3["client"].get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
+            assert "sha256:" + hashlib.sha256(body).hexdigest() == blob["digest"]
+        # Nothing else: no upload objects left behind, nothing outside the prefix.
+        assert set(objects) == {blob_key(b["digest"]) for b in [pushed["config"]] + pushed["layers"]}, objects
+        # And no blob went to the local disk.
+        assert not (tmp_path / "data" / "blobs").exists() or not any((tmp_path / "data" / "blobs").rglob("*/*/*"))
+    finally:
+        assert server.stop() == 0
+
+
+def test_chunked_upload_across_parts_and_range_reads(wharf_bin, tmp_path, s3):
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(s3_config(tmp_path, s3))]).start()
+    try:
+        blob = os.urandom(13 * 1024 * 1024 + 11)
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        session = requests.Session()
+        session.auth = server.auth
+        location = session.post(f"{server.url}/v2/s3/big/blobs/uploads/").headers["Location"]
+        cuts = [0, 3 * 1024 * 1024, 9 * 1024 * 1024 + 5, len(blob)]
+        for start, end in [(cuts[0], cuts[1]), (cuts[1], cuts[2])]:
+            response = session.patch(server.url + location if location.startswith("/") else location, data=blob[start:end],
+                                     headers={"Content-Range": f"{start}-{end - 1}", "Content-Type": "application/octet-stream"})
+            assert response.status_code == 202, response.text
+            assert response.headers["Range"] == f"0-{end - 1}"
+            location = response.headers["Location"]
+        # While the upload is open its bytes are part-sized objects under uploads/.
+        upload_objects = bucket_objects(s3, "registry/uploads/")
+        assert sum(upload_objects.values()) == cuts[2] and max(upload_objects.values()) <= 5 * 1024 * 1024
+        url = server.url + location if location.startswith("/") else location
+        response = session.put(url, params={"digest": digest}, data=blob[cuts[2]:],
+                               headers={"Content-Range": f"{cuts[2]}-{len(blob) - 1}", "Content-Type": "application/octet-stream"})
+        assert response.status_code == 201, response.text
+        assert bucket_objects(s3, "registry/uploads/") == {}
+        assert bucket_objects(s3)[blob_key(digest)] == len(blob)
+        got = session.get(f"{server.url}/v2/s3/big/blobs/{digest}")
+        assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == digest.split(":")[1]
+        ranged = session.get(f"{server.url}/v2/s3/big/blobs/{digest}", headers={"Range": "bytes=5242870-5242900"})
+        assert ranged.status_code == 206 and ranged.content == blob[5242870:5242901]
+        # A digest that does not match leaves nothing visible and no upload bytes behind.
+        location = session.post(f"{server.url}/v2/s3/big/blobs/uploads/").headers["Location"]
+        url = server.url + location if location.startswith("/") else location
+        bad = session.put(url, params={"digest": "sha256:" + "0" * 64}, data=b"not these bytes", headers={"Content-Type": "application/octet-stream"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert bucket_objects(s3, "registry/uploads/") == {}
+        assert blob_key("sha256:" + "0" * 64) not in bucket_objects(s3)
+    finally:
+        assert server.stop() == 0
+
+
+def test_gc_and_fsck_work_against_s3(wharf_bin, tmp_path, s3, small_image):
+    config = s3_config(tmp_path, s3)
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+    try:
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/s3/gc:1")
+        manifest = manifest_of(small_image)
+        digest = requests.head(f"{server.url}/v2/s3/gc/manifests/1", auth=server.auth,
+                               headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+        assert requests.delete(f"{server.url}/v2/s3/gc/manifests/{digest}", auth=server.auth).status_code == 202
+        report = requests.post(f"{server.url}/api/v1/gc?graceSeconds=0", auth=server.auth, timeout=120).json()
+        assert report["errors"] == [], report
+        objects = bucket_objects(s3)
+        for blob in [manifest["config"]] + manifest["layers"]:
+            assert blob_key(blob["digest"]) not in objects, f"{blob['digest']} survived garbage collection"
+        assert bucket_objects(s3, "registry/trash/") == {}
+        # A blob in the bucket the database does not know is an orphan fsck reports.
+        s3["client"].put_object(Bucket=s3["bucket"], Key=blob_key("sha256:" + hashlib.sha256(b"stray").hexdigest()), Body=b"stray")
+    finally:
+        assert server.stop() == 0
+    fsck = run([wharf_bin, "fsck", "--data", str(tmp_path / "data"), "--config", str(config), "--json"], check=False)
+    result = json.loads(fsck.stdout)
+    assert result["orphanFiles"] == ["sha256:" + hashlib.sha256(b"stray").hexdigest()], fsck.stdout
+    assert result["missingBlobs"] == [] and result["corruptBlobs"] == []
+
+
+def test_bad_credentials_stop_the_start_with_the_reason(wharf_bin, tmp_path, s3):
+    wrong = tmp_path / "wrong-secret"
+    wrong.write_text("not-the-secret\n")
+    wrong.chmod(0o600)
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(s3_config(tmp_path, s3, secret_file=wrong))])
+    with pytest.raises(AssertionError, match="SignatureDoesNotMatch"):
+        server.start()
+    # A secret other users can read is refused before any request is made.
+    wrong.chmod(0o644)
+    server = Wharf(wharf_bin, tmp_path / "data2", extra_args=["--config", str(s3_config(tmp_path, s3, secret_file=wrong))])
+    with pytest.raises(AssertionError, match="readable by other users"):
+        server.start()
+
+
+def botocore_presigned_signature(location, key, secret, expires):
+    """The signature botocore (AWS's reference signer) gives the same GET at the same instant."""
+    import datetime
+    from unittest import mock
+    from urllib.parse import parse_qs, urlparse
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    parsed = urlparse(location)
+    when = datetime.datetime.strptime(parse_qs(parsed.query)["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+    request = AWSRequest(method="GET", url=f"{parsed.scheme}://{parsed.netloc}{parsed.path}")
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when):
+        botocore.auth.S3SigV4QueryAuth(Credentials(key, secret), "s3", "us-east-1", expires=expires).add_auth(request)
+    return parse_qs(urlparse(request.url).query)["X-Amz-Signature"][0]
+
+
+def test_redirect_sends_clients_to_presigned_urls(wharf_bin, tmp_path, s3, small_image):
+    config = s3_config(tmp_path, s3, extra="    redirect: true\n    redirectExpirySeconds: 300\n")
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+    try:
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/s3/redirect:1")
+        layer = manifest_of(small_image)["layers"][0]
+        response = requests.get(f"{server.url}/v2/s3/redirect/blobs/{layer['digest']}", auth=server.auth, allow_redirects=False)
+        assert response.status_code == 307, response.text
+        location = response.headers["Location"]
+        assert location.startswith(f"{s3['endpoint']}/{s3['bucket']}/{blob_key(layer['digest'])}?")
+        assert "X-Amz-Expires=300" in location and response.headers["Docker-Content-Digest"] == layer["digest"]
+        # Signed exactly as AWS's own signer signs that GET (moto cannot check presigned URLs while
+        # it checks signatures, so botocore is the referee here).
+        secret = s3["secret_file"].read_text().strip()
+        assert location.rsplit("X-Amz-Signature=", 1)[1] == botocore_presigned_signature(location, s3["key"], secret, 300)
+        # HEAD is answered by Wharf itself.
+        head = requests.head(f"{server.url}/v2/s3/redirect/blobs/{layer['digest']}", auth=server.auth, allow_redirects=False)
+        assert head.status_code == 200 and int(head.headers["Content-Length"]) == layer["size"]
+    finally:
+        assert server.stop() == 0
+
+
+def test_clients_follow_the_redirect_to_the_bucket(wharf_bin, tmp_path, small_image):
+    """skopeo pulls through presigned URLs from a second S3 server (moto without signature checks,
+    the only way moto serves presigned GETs)."""
+    port = free_port()
+    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="open", aws_secret_access_key="open")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket="redirects")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        secret = tmp_path / "secret"
+        secret.write_text("open\n")
+        secret.chmod(0o600)
+        s3 = {"bucket": "redirects", "endpoint": endpoint, "key": "open", "secret_file": secret, "client": client}
+        config = s3_config(tmp_path, s3, extra="    redirect: true\n")
+        server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+        try:
+            skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/s3/follow:1")
+            out = tmp_path / "pulled"
+            skopeo("copy", "--src-tls-verify=false", "--src-creds", server.creds, f"docker://{server.host}/s3/follow:1", f"oci:{out}:x")
+            assert manifest_of(f"{out}:x")["layers"] == manifest_of(small_image)["layers"]
+            layer = manifest_of(small_image)["layers"][1]
+            got = requests.get(f"{server.url}/v2/s3/follow/blobs/{layer['digest']}", auth=server.auth)
+            assert got.history and got.history[0].status_code == 307
+            assert "sha256:" + hashlib.sha256(got.content).hexdigest() == layer["digest"]
+        finally:
+            assert server.stop() == 0
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)
