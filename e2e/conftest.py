@@ -17,8 +17,10 @@ import subprocess
 import tarfile
 import time
 import typing
+import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 import requests
 
@@ -290,3 +292,36 @@ def push_config_image(server, repository, tag, marker):
     assert put.status_code == 201, put.text
     return PushedImage(len(manifest), put.headers["Docker-Content-Digest"], len(config))
 
+
+# ---- Services the scripts start (scripts/postgres.sh, scripts/s3.sh) ------------------------------------
+
+
+@pytest.fixture
+def postgres_url():
+    admin = os.environ.get("WHARF_TEST_POSTGRES_URL")
+    if not admin:
+        if os.environ.get("CI") == "true":
+            pytest.fail("WHARF_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL")
+        pytest.skip("no PostgreSQL (run through scripts/test.sh)")
+    name = "wharf_e2e_" + uuid.uuid4().hex[:12]
+    run(["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"])
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    run(["psql", admin, "-q", "-c", f"DROP DATABASE {name} WITH (FORCE)"], check=False)
+
+
+@pytest.fixture
+def s3(tmp_path):
+    """A fresh bucket on the test S3 server, and the settings that reach it."""
+    endpoint = os.environ.get("WHARF_TEST_S3_ENDPOINT")
+    if not endpoint:
+        if os.environ.get("CI") == "true":
+            pytest.fail("WHARF_TEST_S3_ENDPOINT is not set: scripts/test.sh starts the S3 server")
+        pytest.skip("no S3 server (run through scripts/test.sh)")
+    key, secret = os.environ["WHARF_TEST_S3_ACCESS_KEY"], os.environ["WHARF_TEST_S3_SECRET_KEY"]
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
+    bucket = "wharf-e2e-" + uuid.uuid4().hex[:12]
+    client.create_bucket(Bucket=bucket)
+    secret_file = tmp_path / "s3-secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    return {"client": client, "bucket": bucket, "endpoint": endpoint, "key": key, "secret_file": secret_file}

@@ -1,27 +1,11 @@
 """The server on PostgreSQL: one node, then two nodes sharing the database and the storage folder."""
 
 import json
-import os
 import time
-import uuid
 
-import pytest
 import requests
 
-from conftest import Wharf, inspect_raw, run, skopeo
-
-
-@pytest.fixture
-def postgres_url():
-    admin = os.environ.get("WHARF_TEST_POSTGRES_URL")
-    if not admin:
-        if os.environ.get("CI") == "true":
-            pytest.fail("WHARF_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL")
-        pytest.skip("no PostgreSQL (run through scripts/test.sh)")
-    name = "wharf_e2e_" + uuid.uuid4().hex[:12]
-    run(["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"])
-    yield admin.rsplit("/", 1)[0] + "/" + name
-    run(["psql", admin, "-q", "-c", f"DROP DATABASE {name} WITH (FORCE)"], check=False)
+from conftest import Wharf, inspect_raw, skopeo
 
 
 def test_two_nodes_share_postgres_and_storage(wharf_bin, tmp_path, postgres_url, small_image):

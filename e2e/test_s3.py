@@ -6,31 +6,12 @@ import json
 import os
 import subprocess
 import time
-import uuid
 
 import boto3
 import pytest
 import requests
 
 from conftest import Wharf, free_port, layout_manifest, run, skopeo
-
-
-@pytest.fixture
-def s3(tmp_path):
-    """A fresh bucket on the test S3 server, and the settings that reach it."""
-    endpoint = os.environ.get("WHARF_TEST_S3_ENDPOINT")
-    if not endpoint:
-        if os.environ.get("CI") == "true":
-            pytest.fail("WHARF_TEST_S3_ENDPOINT is not set: scripts/test.sh starts the S3 server")
-        pytest.skip("no S3 server (run through scripts/test.sh)")
-    key, secret = os.environ["WHARF_TEST_S3_ACCESS_KEY"], os.environ["WHARF_TEST_S3_SECRET_KEY"]
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
-    bucket = "wharf-e2e-" + uuid.uuid4().hex[:12]
-    client.create_bucket(Bucket=bucket)
-    secret_file = tmp_path / "s3-secret"
-    secret_file.write_text(secret + "\n")
-    secret_file.chmod(0o600)
-    return {"client": client, "bucket": bucket, "endpoint": endpoint, "key": key, "secret_file": secret_file}
 
 
 def s3_config(tmp_path, s3, extra="", prefix="registry", secret_file=None):

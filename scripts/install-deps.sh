@@ -19,6 +19,7 @@ apt_packages=(
   apache2-utils                 # htpasswd: the files CNCF Distribution users migrate from
   prometheus                    # scrapes /metrics in the monitoring tests; brings promtool
   fuse3 libfuse2                # fusermount and the library of the power-cut tests' filesystem (e2e/powercut_fs.py)
+  nginx                         # the load balancer in front of three nodes (e2e/test_cluster.py)
 )
 missing=()
 for package in "${apt_packages[@]}"; do

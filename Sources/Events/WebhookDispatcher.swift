@@ -44,7 +44,14 @@ public final class WebhookDispatcher: Service, Sendable {
     /// Webhooks as last read, refreshed every pass (a change on any node shows within a second).
     private let webhooks = Mutex<[Int64: WebhookRecord]>([:])
 
-    public init(metadata: MetadataStore, sealer: SecretSealer, settings: Settings, metrics: WharfMetrics, logger: Logger) {
+    /// Whether this node sends now (one node of a cluster at a time; asked before every batch).
+    private let onlyWhenLeader: @Sendable () async -> Bool
+
+    public init(
+        metadata: MetadataStore, sealer: SecretSealer, settings: Settings, metrics: WharfMetrics, logger: Logger,
+        onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }
+    ) {
+        self.onlyWhenLeader = onlyWhenLeader
         self.metadata = metadata
         self.sealer = sealer
         self.settings = settings
@@ -67,7 +74,7 @@ public final class WebhookDispatcher: Service, Sendable {
         }
         defer { ticker.cancel() }
         await withGracefulShutdownHandler {
-            for await _ in wakeUps {
+            for await _ in wakeUps where await onlyWhenLeader() {
                 await pass(client)
             }
         } onGracefulShutdown: {
@@ -83,7 +90,8 @@ public final class WebhookDispatcher: Service, Sendable {
             webhooks.withLock { $0 = Dictionary(uniqueKeysWithValues: current.map { ($0.id, $0) }) }
             let address = settings.registryAddress
             while try await metadata.fanOutEvents(limit: 200, plan: { event in Self.plan(event, webhooks: current, registry: address) }) > 0 {}
-            while !Task.isShuttingDownGracefully {
+            // The lease is renewed before each batch, so a long run of slow receivers keeps it.
+            while !Task.isShuttingDownGracefully, await onlyWhenLeader() {
                 let due = try await metadata.dueDeliveries(now: Timestamp.nowMillis(), limit: settings.concurrency * 4)
                 guard !due.isEmpty else { break }
                 await withTaskGroup(of: Void.self) { group in

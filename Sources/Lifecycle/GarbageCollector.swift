@@ -32,6 +32,8 @@ public struct GarbageCollectionSettings: Sendable {
     /// After each batch the collector rests for this fraction of the time the batch took, so that
     /// serving keeps most of the CPU while a large collection runs (0: as fast as possible).
     public var restRatio = 1.5
+    /// This node's name in a cluster, written into every report.
+    public var node: String?
 
     public init() {}
 }
@@ -55,6 +57,8 @@ public struct GarbageCollectionReport: Sendable, Codable, Equatable {
     /// In a dry run: what would go (capped), for people to review.
     public var candidates: [String] = []
     public var errors: [String] = []
+    /// The node that ran it (its lease holder name), when several nodes share the database.
+    public var node: String?
 }
 
 /// Online garbage collection: runs while the registry serves, in small batches, and never needs
@@ -141,6 +145,7 @@ public final class GarbageCollector: Service, Sendable {
         let started = ContinuousClock.now
         do {
             var report = GarbageCollectionReport(trigger: trigger, dryRun: dryRun, startedAt: Timestamp.nowMillis(), phase: "starting")
+            report.node = settings.node
             let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: (grace ?? settings.grace).components.seconds)
             // A grace window given for this run also shortens how long an idle upload session is kept
             // (`gc --grace-seconds 0` once left a failed session's file for its full 24 hours).
@@ -328,6 +333,7 @@ public final class GarbageCollector: Service, Sendable {
         registry.space?.releaseReserveIfLow()
         defer { registry.space?.holdReserve() }
         var report = GarbageCollectionReport(trigger: "continuous", dryRun: false, startedAt: Timestamp.nowMillis(), phase: "starting")
+        report.node = settings.node
         let cutoff = ClientNumber.millis(Timestamp.nowMillis(), minusSeconds: settings.grace.components.seconds)
         do {
             try await pass(&report, cutoff: cutoff, dryRun: false)

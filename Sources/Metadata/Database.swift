@@ -34,7 +34,7 @@ public final class Database: Sendable {
 
     private enum Backend: Sendable {
         case sqlite(writer: ConnectionPool<SQLiteConnection>, readers: ConnectionPool<SQLiteConnection>)
-        case postgres(client: PostgresClient, runner: Task<Void, Never>)
+        case postgres(client: PostgresClient, runner: Task<Void, Never>, listener: PostgresConnection.Configuration)
     }
 
     /// Opens `url`: `sqlite:PATH` (or a plain path) or `postgres://user:password@host:port/database`.
@@ -124,7 +124,7 @@ public final class Database: Sendable {
         configuration.options.maximumConnections = 20
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let runner = Task { await client.run() }
-        let db = Database(dialect: .postgres, backend: .postgres(client: client, runner: runner), logger: logger)
+        let db = Database(dialect: .postgres, backend: .postgres(client: client, runner: runner, listener: probe), logger: logger)
         // Fail fast with a clear error if the server is unreachable or the credentials are wrong.
         do {
             _ = try await db.read { try await $0.raw("SELECT 1").all() }
@@ -142,7 +142,7 @@ public final class Database: Sendable {
             return try await readers.withConnection { connection in
                 try await body(connection.sql(queryLogLevel: .trace))
             }
-        case .postgres(let client, _):
+        case .postgres(let client, _, _):
             return try await client.withConnection { connection in
                 try await body(connection.sql(queryLogLevel: .trace))
             }
@@ -168,7 +168,7 @@ public final class Database: Sendable {
                 }
                 return try outcome.get()
             }
-        case .postgres(let client, _):
+        case .postgres(let client, _, _):
             return try await client.withConnection { connection in
                 let sql = connection.sql(queryLogLevel: .trace)
                 try await sql.raw("BEGIN").run()
@@ -184,6 +184,52 @@ public final class Database: Sendable {
         }
     }
 
+    // MARK: Notifications between nodes (PostgreSQL LISTEN/NOTIFY)
+
+    /// Whether other processes may write this database (so in-memory caches must hear of their changes).
+    public var isShared: Bool { dialect == .postgres }
+
+    /// Tells every node listening on `channel` (this one included) about `payload` (at most 7,900
+    /// bytes). With SQLite there is no other node, and nothing is sent.
+    public func notify(channel: String, payload: String) async throws {
+        guard case .postgres(let client, _, _) = backend else { return }
+        try await client.withConnection { connection in
+            _ = try await connection.sql(queryLogLevel: .trace).raw("SELECT pg_notify(\(bind: channel), \(bind: payload))").all()
+        }
+    }
+
+    /// Calls `onMessage` with every notification on `channel` until the task is cancelled, over a
+    /// connection of its own, reconnecting when it drops. `onMessage(nil)` is called whenever the
+    /// listener (re)connects: notifications sent while it was away are lost, so a cache must start
+    /// over. Returns at once with SQLite.
+    public func listen(channel: String, onMessage: @escaping @Sendable (String?) async -> Void) async {
+        guard case .postgres(_, _, let configuration) = backend else { return }
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+                do {
+                    try await connection.listen(on: channel) { notifications in
+                        failures = 0
+                        await onMessage(nil)
+                        for try await notification in notifications { await onMessage(notification.payload) }
+                    }
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+                try? await connection.close()
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                logger.warning(
+                    "lost the database notification connection; reconnecting", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            }
+            // 0.1 s, 0.2 s, … at most 5 s between attempts.
+            try? await Task.sleep(for: .milliseconds(min(5_000, 100 << min(failures, 6))))
+        }
+    }
+
     public func close() async {
         switch backend {
         case .sqlite(let writer, let readers):
@@ -191,7 +237,7 @@ public final class Database: Sendable {
             for connection in await writer.shutDown() + readers.shutDown() {
                 try? await connection.close()
             }
-        case .postgres(_, let runner):
+        case .postgres(_, let runner, _):
             runner.cancel()
             _ = await runner.value
         }

@@ -469,6 +469,13 @@ enum Migrations {
                 // The X-Request-Id of the request that caused an event: from a client's error report to what it did.
                 "ALTER TABLE audit_events ADD COLUMN request_id TEXT"
             ]),
+        Migration(
+            version: 15, name: "cluster leases",
+            statements: [
+                // Background work one node at a time (garbage collection, scheduled lifecycle runs,
+                // webhook sending, daily snapshots): the holder renews; a dead node's lease expires.
+                "CREATE TABLE cluster_leases (name {name} PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)"
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -42,22 +42,21 @@ extension MetadataStore {
 
     /// Takes the oldest waiting scan, marking it in progress; nil when none waits.
     public func claimNextScan() async throws -> ImageScanRecord? {
-        try await database.transaction { sql in
+        // One statement claims the job, so the workers of several nodes never take the same one:
+        // on PostgreSQL a row another node is claiming is skipped, not waited for; SQLite has one writer.
+        let skipLocked: SQLQueryString = database.dialect == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
+        return try await database.transaction { sql in
             guard
                 let row = try await sql.raw(
                     """
-                    SELECT digest FROM image_scans WHERE status = 'PENDING' ORDER BY requested_at LIMIT 1
+                    UPDATE image_scans SET status = 'IN_PROGRESS', started_at = \(bind: Timestamp.nowMillis())
+                    WHERE status = 'PENDING' AND digest = (
+                        SELECT digest FROM image_scans WHERE status = 'PENDING' ORDER BY requested_at LIMIT 1\(skipLocked))
+                    RETURNING digest
                     """
                 ).first()
             else { return nil }
-            let digest = try row.decode(column: "digest", as: String.self)
-            try await sql.raw(
-                """
-                UPDATE image_scans SET status = 'IN_PROGRESS', started_at = \(bind: Timestamp.nowMillis())
-                WHERE digest = \(bind: digest) AND status = 'PENDING'
-                """
-            ).run()
-            return try await Self.scanRecord(digest, sql)
+            return try await Self.scanRecord(try row.decode(column: "digest", as: String.self), sql)
         }
     }
 

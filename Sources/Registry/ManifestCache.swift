@@ -12,9 +12,9 @@ public struct ServedManifest: Sendable {
 /// In-memory cache of manifests and tag → digest resolutions, so a pull by tag usually touches no
 /// database. Bounded by bytes; evicts in bulk when full.
 ///
-/// Coherence: this node invalidates entries on every write it makes. When several nodes share a
-/// PostgreSQL database, `timeToLive` bounds how long another node's tag move can go unseen; with
-/// embedded SQLite only this process writes, so entries live until evicted.
+/// Coherence: this node invalidates entries on every write it makes, and on PostgreSQL hears every
+/// other node's writes at once (`CacheCoherence`: LISTEN/NOTIFY); `timeToLive` stays as a backstop
+/// for a notification lost with its connection. With embedded SQLite only this process writes.
 final class ManifestCache: Sendable {
     private struct Key: Hashable {
         let repository: String
@@ -189,6 +189,21 @@ final class ManifestCache: Sendable {
             if let old = state.manifests.removeValue(forKey: Key(repository: repository, reference: digest.description)) {
                 state.bytes -= old.value.content.readableBytes
             }
+        }
+    }
+
+    /// Forgets everything (notifications from other nodes may have been missed).
+    func invalidateAll() {
+        state.withLock { state in
+            state.manifests.removeAll()
+            state.tags.removeAll()
+            state.bytes = 0
+            state.tagLists.removeAll()
+            state.tagListEntries = 0
+            state.oversizedTagLists.removeAll()
+            // A new epoch: no tag list read before now may be stored.
+            state.tagGenerations.removeAll()
+            state.epoch &+= 1
         }
     }
 

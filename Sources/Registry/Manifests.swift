@@ -90,7 +90,7 @@ extension Registry {
                 throw error
             }
         }
-        for change in changes { cache.invalidate(tag: change.tag, in: repository.value) }
+        await forget(tags: changes.map(\.tag), in: repository.value)
         // Scan on push (ECR's scanOnPush): container images and indexes, not signatures, attestations
         // or SBOMs (cosign's tag-scheme ones included: an image config, but no filesystem layer).
         // The queue is a table, so the scanner of any node picks the job up.
@@ -163,13 +163,12 @@ extension Registry {
             guard let removedTags = try await metadata.deleteManifest(digest, in: repository, actor: actor) else {
                 throw RegistryError.manifestUnknown(digest)
             }
-            cache.invalidate(manifest: digest, in: repository.value)
-            for tag in removedTags { cache.invalidate(tag: tag, in: repository.value) }
+            await forget(tags: removedTags, manifests: [digest], in: repository.value)
         case .tag(let tag):
             guard try await metadata.deleteTag(tag, in: repository, actor: actor) != nil else {
                 throw RegistryError.manifestUnknown(tag)
             }
-            cache.invalidate(tag: tag.value, in: repository.value)
+            await forget(tags: [tag.value], in: repository.value)
         }
     }
 
@@ -182,8 +181,7 @@ extension Registry {
         var deleted: [Digest] = []
         for manifest in referrers.reversed() + [digest] {
             if let removedTags = try await metadata.deleteManifest(manifest, in: repository) {
-                cache.invalidate(manifest: manifest, in: repository.value)
-                for tag in removedTags { cache.invalidate(tag: tag, in: repository.value) }
+                await forget(tags: removedTags, manifests: [manifest], in: repository.value)
                 deleted.append(manifest)
             }
         }

@@ -8,7 +8,7 @@ extension Registry {
     public func deleteRepository(_ name: RepositoryName, force: Bool) async throws -> RepositoryDeletion {
         space?.releaseReserveIfLow()  // room for the database to record the deletion on a full disk
         let result = try await metadata.deleteRepository(name, force: force)
-        if case .deleted = result { cache.invalidate(repository: name.value) }
+        if case .deleted = result { await forget(repository: name.value) }
         return result
     }
 }

@@ -25,6 +25,8 @@ public final class WharfServer: Sendable {
     public let metadata: MetadataStore
     public let blobStore: any BlobStore
     private let storage: BlobStorage
+    /// Who runs scheduled background work in a cluster (one node at a time).
+    let leases: ClusterLeases
     public let registry: Registry
     public let collector: GarbageCollector
     public let scans: ImageScanService
@@ -118,21 +120,43 @@ public final class WharfServer: Sendable {
         let blobStore = storage.store
         let registry = Registry(
             metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space, metrics: metrics)
-        let collector = GarbageCollector(registry: registry, settings: configuration.garbageCollectionSettings, logger: logger)
+        // Scheduled background work runs on one node at a time: the holder of its lease renews it at
+        // every pass, and another node takes over within three intervals (at least 30 s) of its
+        // death, or at once after a graceful stop (which releases the leases).
+        let leases = ClusterLeases(database: metadata.database, holder: ClusterLeases.newHolder())
+        let leader = { @Sendable (name: String, interval: Duration) async -> Bool in
+            let duration = max(30_000, interval.components.seconds * 3_000)
+            do {
+                return try await leases.acquire(name, durationMillis: duration)
+            } catch {
+                logger.warning("could not take or renew a lease; skipping this pass", metadata: ["lease": "\(name)", "error": "\(error)"])
+                return false
+            }
+        }
+        var gcSettings = configuration.garbageCollectionSettings
+        gcSettings.node = leases.holder
+        let gcInterval = gcSettings.interval
+        let collector = GarbageCollector(
+            registry: registry, settings: gcSettings, logger: logger,
+            onlyWhenLeader: { await leader("garbage-collection", gcInterval) })
         // An interrupted collection may have left blobs in the trash: put them back before serving.
         try await collector.recoverTrash()
         try await collector.removeSessionsWithoutFiles()
         let audit = access?.audit
-        let lifecycle = LifecycleService(registry: registry, interval: .seconds(configuration.lifecycleIntervalSeconds), logger: logger) { expiry in
-            audit?.record(
-                AuditEvent(
-                    actor: nil, action: "lifecycle.expire", namespace: RepositoryName(expiry.repository).map { String($0.namespace) },
-                    repository: expiry.repository, target: expiry.digest,
-                    detail: AccessControlJSON.object([
-                        "rule": String(expiry.rulePriority), "description": expiry.ruleDescription ?? "",
-                        "tags": expiry.tags.joined(separator: " "), "alsoDeleted": expiry.alsoDeleted.joined(separator: " "),
-                    ])))
-        }
+        let lifecycleInterval = Duration.seconds(configuration.lifecycleIntervalSeconds)
+        let lifecycle = LifecycleService(
+            registry: registry, interval: lifecycleInterval, logger: logger,
+            onExpire: { expiry in
+                audit?.record(
+                    AuditEvent(
+                        actor: nil, action: "lifecycle.expire", namespace: RepositoryName(expiry.repository).map { String($0.namespace) },
+                        repository: expiry.repository, target: expiry.digest,
+                        detail: AccessControlJSON.object([
+                            "rule": String(expiry.rulePriority), "description": expiry.ruleDescription ?? "",
+                            "tags": expiry.tags.joined(separator: " "), "alsoDeleted": expiry.alsoDeleted.joined(separator: " "),
+                        ])))
+            },
+            onlyWhenLeader: { await leader("lifecycle", lifecycleInterval) })
         var scanSettings = ScanSettings(databasePath: configuration.resolvedScannerDatabase)
         scanSettings.workers = configuration.scannerWorkers
         scanSettings.detectSecrets = configuration.scannerSecrets
@@ -146,13 +170,14 @@ public final class WharfServer: Sendable {
         updateSettings.publish = configuration.scannerPublishDatabase
         let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
         return WharfServer(
-            configuration: configuration, metadata: metadata, blobStore: blobStore, storage: storage, registry: registry, collector: collector,
+            configuration: configuration, metadata: metadata, blobStore: blobStore, storage: storage, leases: leases, registry: registry, collector: collector,
             lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls,
             space: space, metrics: metrics, metricsToken: metricsToken, sealer: sealer, ioThreadPool: ioThreadPool, logger: logger)
     }
 
     private init(
-        configuration: WharfConfiguration, metadata: MetadataStore, blobStore: any BlobStore, storage: BlobStorage, registry: Registry,
+        configuration: WharfConfiguration, metadata: MetadataStore, blobStore: any BlobStore, storage: BlobStorage, leases: ClusterLeases,
+        registry: Registry,
         collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
         access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, space: StorageSpace, metrics: WharfMetrics,
         metricsToken: String?, sealer: SecretSealer, ioThreadPool: NIOThreadPool, logger: Logger
@@ -166,6 +191,7 @@ public final class WharfServer: Sendable {
         self.metadata = metadata
         self.blobStore = blobStore
         self.storage = storage
+        self.leases = leases
         self.registry = registry
         self.signatures = SignatureGate(registry: registry)
         self.collector = collector
@@ -217,7 +243,8 @@ public final class WharfServer: Sendable {
                         metadata: metadata,
                         prices: .init(
                             storagePerGBMonth: configuration.costStoragePerGBMonth, egressPerGB: configuration.costEgressPerGB,
-                            currency: configuration.costCurrency)))
+                            currency: configuration.costCurrency)),
+                    leases: leases, storageKind: storage.kind)
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(
@@ -296,6 +323,8 @@ public final class WharfServer: Sendable {
 
     private var backgroundServices: [any Service] {
         var services: [any Service] = [registry.pulls]
+        // Several nodes over one PostgreSQL: hear the others' tag moves and deletions at once.
+        if metadata.database.isShared { services.append(CacheChangeListener(registry: registry)) }
         // Always runs: with authentication off no webhook can be created, but the outbox still
         // fills with every push and must be drained.
         var settings = WebhookDispatcher.Settings()
@@ -303,7 +332,15 @@ public final class WharfServer: Sendable {
         settings.firstBackoff = .seconds(configuration.webhookFirstRetrySeconds)
         settings.timeout = .seconds(configuration.webhookTimeoutSeconds)
         settings.registryAddress = configuration.webhookRegistryAddress ?? configuration.listen
-        services.append(WebhookDispatcher(metadata: metadata, sealer: sealer, settings: settings, metrics: metrics, logger: logger))
+        let leases = self.leases
+        let timeout = settings.timeout
+        services.append(
+            WebhookDispatcher(
+                metadata: metadata, sealer: sealer, settings: settings, metrics: metrics, logger: logger,
+                onlyWhenLeader: {
+                    // Longer than the slowest batch of deliveries, so the lease never lapses mid-batch.
+                    (try? await leases.acquire("webhooks", durationMillis: max(60_000, timeout.components.seconds * 8_000))) ?? false
+                }))
         services.append(
             MetricsSampler(
                 metrics: metrics, metadata: metadata, space: space, advisoryDatabasePath: configuration.resolvedScannerDatabase,
@@ -344,6 +381,8 @@ public final class WharfServer: Sendable {
     public func close() async {
         await registry.pulls.flush()
         await access?.audit.flush()
+        // Another node takes the scheduled work over now, not when the leases expire.
+        for lease in ["garbage-collection", "lifecycle", "webhooks"] { try? await leases.release(lease) }
         await metadata.close()
         await storage.close()
         try? await ioThreadPool.shutdownGracefully()

@@ -698,7 +698,7 @@ struct AccessFlowTests {
                     tagRuleChanges: NamespaceTagRuleChanges(book: server.registry.tagRules, audit: server.access?.audit),
                     signatures: server.signatures, signaturePolicies: NamespaceSignaturePolicies(gate: server.signatures, audit: server.access?.audit),
                     webhooks: WebhookChanges(metadata: server.metadata, sealer: server.access!.store.sealer, audit: server.access?.audit),
-                    reports: StorageReports(metadata: server.metadata, prices: .init()))
+                    reports: StorageReports(metadata: server.metadata, prices: .init()), leases: server.leases, storageKind: "filesystem")
             ).routes
             for route in routes {
                 #expect(paths[route.path]?[route.method.rawValue.lowercased()] != nil, "\(route.method) \(route.path) is undocumented")

@@ -169,7 +169,18 @@ enum OpenAPIDocument {
                     "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
                     "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer,
                     "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
+                    "node": ["type": "string", "description": "the node that ran it"],
                 ], required: ["trigger", "dryRun", "startedAt", "phase"]),
+            "ClusterStatus": object(
+                [
+                    "node": ["type": "string", "description": "the node that answered (host/pid/random, new at every start)"],
+                    "database": ["type": "string", "enum": ["sqlite", "postgres"]],
+                    "storage": ["type": "string", "enum": ["filesystem", "s3"]],
+                    "leases": [
+                        "type": "array", "description": "scheduled work and the node running it (garbage-collection, lifecycle, webhooks)",
+                        "items": object(["name": string, "holder": string, "expiresAt": integer], required: ["name", "holder", "expiresAt"]),
+                    ],
+                ], required: ["node", "database", "storage", "leases"]),
             "ImageScan": object(
                 [
                     "digest": string, "status": ["type": "string", "enum": ["PENDING", "IN_PROGRESS", "COMPLETE", "FAILED"]],

@@ -34,6 +34,10 @@ struct StorageManagement: Sendable {
     let webhooks: WebhookChanges
     /// The storage and cost report.
     let reports: StorageReports
+    /// Which node runs which scheduled work.
+    let leases: ClusterLeases
+    /// `filesystem` or `s3`.
+    let storageKind: String
 }
 
 extension API {
@@ -146,6 +150,13 @@ extension API {
     struct GarbageCollectionStatus: Codable {
         var running: GarbageCollectionReport?
         var recent: [GarbageCollectionReport]
+    }
+
+    struct ClusterStatus: Codable {
+        var node: String
+        var database: String
+        var storage: String
+        var leases: [ClusterLeases.Lease]
     }
 }
 
@@ -562,6 +573,13 @@ extension ManagementAPI {
                 } catch GarbageCollector.CollectionError.alreadyRunning {
                     throw AccessError.conflict("a garbage collection is already running; GET /api/v1/gc shows its progress")
                 }
+            },
+            Route(.get, "/cluster", "This node, and which node runs each piece of scheduled work", response: "ClusterStatus") { _, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                return try Self.json(
+                    API.ClusterStatus(
+                        node: storage.leases.holder, database: storage.registry.metadata.database.dialect.rawValue, storage: storage.storageKind,
+                        leases: try await storage.leases.current()))
             },
             Route(.get, "/gc", "The collection in progress (if any) and the latest reports", response: "GarbageCollectionStatus") { _, _, caller in
                 try access.requireSystemAdministrator(caller.identity)

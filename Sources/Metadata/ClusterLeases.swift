@@ -1,0 +1,78 @@
+import SQLKit
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Leases on named pieces of background work, so that several nodes over one database run each of
+/// them on one node at a time: garbage collection, scheduled lifecycle runs, webhook sending. A
+/// lease is taken or renewed by one atomic upsert and expires unless renewed, so the work moves to
+/// another node within `duration` of its holder's death.
+public struct ClusterLeases: Sendable {
+    let database: Database
+    /// This process: random per start, so a restarted node does not inherit its old leases early.
+    public let holder: String
+
+    public init(database: Database, holder: String) {
+        self.database = database
+        self.holder = holder
+    }
+
+    /// A holder name for this process: host, process id and a random part.
+    public static func newHolder() -> String {
+        let host = ProcessInfo.processInfo.hostName
+        let random = (0..<6).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+        return "\(host)/\(ProcessInfo.processInfo.processIdentifier)/\(random)"
+    }
+
+    /// Takes `name` for `durationMillis` if it is free or expired, or renews it if this node holds
+    /// it. True when this node holds it now.
+    public func acquire(_ name: String, durationMillis: Int64, now: Int64 = Timestamp.nowMillis()) async throws -> Bool {
+        try await database.transaction { sql in
+            let rows = try await sql.raw(
+                """
+                INSERT INTO cluster_leases (name, holder, expires_at) VALUES (\(bind: name), \(bind: holder), \(bind: now + durationMillis))
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                WHERE cluster_leases.holder = excluded.holder OR cluster_leases.expires_at < \(bind: now)
+                RETURNING holder
+                """
+            ).all()
+            return try rows.first?.decode(column: "holder", as: String.self) == holder
+        }
+    }
+
+    /// Gives `name` up (at shutdown), so another node need not wait for it to expire.
+    public func release(_ name: String) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("DELETE FROM cluster_leases WHERE name = \(bind: name) AND holder = \(bind: holder)").run()
+        }
+    }
+
+    /// A lease as stored.
+    public struct Lease: Sendable, Codable, Equatable {
+        public var name: String
+        public var holder: String
+        public var expiresAt: Int64
+    }
+
+    /// Every lease not yet expired.
+    public func current(now: Int64 = Timestamp.nowMillis()) async throws -> [Lease] {
+        try await database.read { sql in
+            try await sql.raw("SELECT name, holder, expires_at FROM cluster_leases WHERE expires_at >= \(bind: now) ORDER BY name").all().map {
+                Lease(
+                    name: try $0.decode(column: "name", as: String.self), holder: try $0.decode(column: "holder", as: String.self),
+                    expiresAt: try $0.decode(column: "expires_at", as: Int64.self))
+            }
+        }
+    }
+
+    /// Who holds `name` now, if anyone (for status pages and tests).
+    public func holder(of name: String, now: Int64 = Timestamp.nowMillis()) async throws -> String? {
+        try await database.read { sql in
+            try await sql.raw("SELECT holder FROM cluster_leases WHERE name = \(bind: name) AND expires_at >= \(bind: now)").first()?
+                .decode(column: "holder", as: String.self)
+        }
+    }
+}
