@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 
 import boto3
@@ -219,3 +220,113 @@ def test_clients_follow_the_redirect_to_the_bucket(wharf_bin, tmp_path, small_im
     finally:
         moto.terminate()
         moto.wait(timeout=30)
+
+
+class FaultyS3:
+    """A proxy in front of the S3 server that fails on purpose: every third request is answered
+    503 SlowDown without reaching S3, and the first GET of each object is cut off halfway through
+    its body. Headers pass unchanged, so S3 still checks Wharf's signatures."""
+
+    def __init__(self, upstream):
+        import http.client
+        import http.server
+        import socketserver
+        from urllib.parse import urlparse
+
+        target = urlparse(upstream)
+        state = {"requests": 0, "throttled": 0, "cut": 0, "cut_keys": set()}
+        lock = threading.Lock()
+        self.state = state
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def relay(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                with lock:
+                    state["requests"] += 1
+                    throttle = state["requests"] % 3 == 0
+                    path_only = self.path.split("?")[0]
+                    cut = not throttle and self.command == "GET" and "?" not in self.path and "/blobs/" in path_only and path_only not in state["cut_keys"]
+                    if cut:
+                        state["cut_keys"].add(path_only)
+                if throttle:
+                    state["throttled"] += 1
+                    answer = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                connection.request(self.command, self.path, body=body or None, headers={k: v for k, v in self.headers.items()})
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(name, value)
+                # A HEAD answer has no body but the object's length.
+                self.send_header("Content-Length", response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)))
+                self.end_headers()
+                if cut and len(data) > 1:
+                    state["cut"] += 1
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_throttling_and_broken_downloads_are_retried_and_resumed(wharf_bin, tmp_path, s3, small_image):
+    faulty = FaultyS3(s3["endpoint"])
+    try:
+        config = s3_config(tmp_path, {**s3, "endpoint": faulty.endpoint}, extra="    maximumAttempts: 4\n")
+        server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+        try:
+            skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/s3/faults:1")
+            blob = os.urandom(12 * 1024 * 1024)
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            session = requests.Session()
+            session.auth = server.auth
+            location = session.post(f"{server.url}/v2/s3/faults/blobs/uploads/").headers["Location"]
+            response = session.patch(server.url + location, data=blob[:7 * 1024 * 1024], headers={"Content-Type": "application/octet-stream"})
+            assert response.status_code == 202, response.text
+            response = session.put(server.url + response.headers["Location"], params={"digest": digest}, data=blob[7 * 1024 * 1024:],
+                                   headers={"Content-Type": "application/octet-stream"})
+            assert response.status_code == 201, response.text
+            # Every byte comes back intact although the first download of each blob broke halfway.
+            got = session.get(f"{server.url}/v2/s3/faults/blobs/{digest}")
+            assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == digest[7:]
+            out = tmp_path / "pulled"
+            skopeo("copy", "--src-tls-verify=false", "--src-creds", server.creds, f"docker://{server.host}/s3/faults:1", f"oci:{out}:x")
+            assert manifest_of(f"{out}:x")["layers"] == manifest_of(small_image)["layers"]
+            assert faulty.state["throttled"] >= 10 and faulty.state["cut"] >= 2, faulty.state
+            assert "S3 request failed; retrying" in server.log_text() and "S3 download interrupted; resuming" in server.log_text()
+            # Nothing half-written is visible: the bucket holds whole blobs and no upload leftovers.
+            assert bucket_objects(s3, "registry/uploads/") == {}
+            for key, size in bucket_objects(s3, "registry/blobs/").items():
+                body = s3["client"].get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
+                assert len(body) == size and hashlib.sha256(body).hexdigest() == key.rsplit("/", 1)[1]
+        finally:
+            assert server.stop() == 0
+    finally:
+        faulty.close()
