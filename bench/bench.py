@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Wharf versus CNCF Distribution, side by side on one machine, identical workloads.
 
-Each registry runs on 127.0.0.1 with filesystem storage, first without authentication, then with
+Each registry runs on 127.0.0.1 with filesystem storage (or, with `--storage s3`, each with a bucket
+of its own on one S3 server: moto's, started by scripts/s3.sh), first without authentication, then with
 it (Wharf: its own token service, clients use bearer tokens as Docker does; Distribution: htpasswd
 Basic authentication, its only built-in scheme). Results print as one table (Wharf, Distribution,
 ratio; a ratio above 1 means Wharf is better) and go to bench/results/<time>.json.
@@ -34,6 +35,25 @@ ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 PASSWORD = "bench-password-123"
+# With --storage s3: the S3 server both registries use (endpoint, keys), each with a bucket of its own.
+S3 = {}
+
+
+def s3_bucket(name):
+    import boto3
+    client = boto3.client("s3", endpoint_url=S3["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=S3["key"], aws_secret_access_key=S3["secret"])
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def wharf_s3_config(workdir, bucket):
+    secret = Path(workdir) / "s3-secret"
+    secret.write_text(S3["secret"] + "\n")
+    secret.chmod(0o600)
+    return ("storage:\n  s3:\n"
+            f"    bucket: {bucket}\n    endpoint: {S3['endpoint']}\n    pathStyle: true\n"
+            f"    accessKeyId: {S3['key']}\n    secretAccessKeyFile: {secret}\n")
 
 
 def free_port():
@@ -154,7 +174,10 @@ class Wharf(Registry):
     def start(self):
         data = self.workdir / "wharf-data"
         config = self.workdir / "wharf.yml"
-        config.write_text("log:\n  level: error\nlifecycle:\n  enabled: false\n")
+        text = "log:\n  level: error\nlifecycle:\n  enabled: false\n"
+        if S3:
+            text += wharf_s3_config(self.workdir, s3_bucket("wharf-" + self.workdir.name.lower().replace("_", "-")))
+        config.write_text(text)
         env = dict(os.environ, WHARF_ADMIN_PASSWORD=PASSWORD, WHARF_AUTH_ENABLED="true" if self.auth else "false")
         self.log = self.workdir / "wharf.log"
         self.process = subprocess.Popen([self.binary, "serve", "--listen", self.host, "--data", data, "--config", config],
@@ -188,7 +211,14 @@ class Distribution(Registry):
         lines = [
             "version: 0.1",
             "log:", "  level: error", "  accesslog:", "    disabled: true",
-            "storage:", "  filesystem:", f"    rootdirectory: {root}", "  delete:", "    enabled: true",
+            *(["storage:", "  s3:", f"    accesskey: {S3['key']}", f"    secretkey: {S3['secret']}", "    region: us-east-1",
+               f"    regionendpoint: {S3['endpoint']}", f"    bucket: {s3_bucket('distribution-' + self.workdir.name.lower().replace('_', '-'))}",
+               "    secure: false", "    v4auth: true", "    chunksize: 10485760", "    rootdirectory: /registry"] if S3 else
+              ["storage:", "  filesystem:", f"    rootdirectory: {root}"]),
+            # Distribution's S3 driver answers blob GETs with redirects to presigned URLs by default;
+            # off, so both registries serve the bytes themselves (Wharf's redirect is off by default too).
+            *(["  redirect:", "    disable: true"] if S3 else []),
+            "  delete:", "    enabled: true",
             "  cache:", "    blobdescriptor: inmemory",
             "http:", f"  addr: {self.host}",
         ]
@@ -199,7 +229,9 @@ class Distribution(Registry):
         config = self.workdir / "distribution.yml"
         config.write_text("\n".join(lines) + "\n")
         self.log = self.workdir / "distribution.log"
-        self.process = subprocess.Popen(["docker-registry", "serve", config], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        # Distribution's AWS SDK panics on a custom CA bundle with its own HTTP transport; it needs none here.
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        self.process = subprocess.Popen(["docker-registry", "serve", config], stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env)
         self.wait_ready()
         self.blob_root = root
         return self
@@ -494,6 +526,55 @@ def mixed_workload(registries, results, duration):
         results.record("mixed p99 (ms)", registry, latencies[int(len(latencies) * 0.99)] * 1000, higher_is_better=False)
 
 
+def cluster_workload(binary, work, results, duration):
+    """Manifest GETs through nginx in front of one node, then three, over one PostgreSQL and the S3 server."""
+    work.chmod(0o755)  # the PostgreSQL server runs as the postgres user and needs to reach its folder
+    postgres = run(["scripts/postgres.sh", "start", str(work / "postgres")], cwd=ROOT).stdout
+    url = re.search(r"WHARF_TEST_POSTGRES_URL=(\S+)", postgres).group(1)
+    nodes = []
+    try:
+        bucket = s3_bucket("wharf-cluster")
+        config = work / "cluster.yml"
+        config.write_text(f"log:\n  level: error\ndatabase:\n  url: {url}\n" + wharf_s3_config(work, bucket)
+                          + f"secrets:\n  masterKeyFile: {work / 'cluster-master.key'}\n")
+        for index in range(3):
+            node = Wharf(binary, work / f"node{index}", auth=False)
+            node.log = node.workdir / "wharf.log"
+            env = dict(os.environ, WHARF_ADMIN_PASSWORD=PASSWORD, WHARF_AUTH_ENABLED="false")
+            node.process = subprocess.Popen([binary, "serve", "--listen", node.host, "--data", node.workdir / "data", "--config", config],
+                                            stdout=open(node.log, "w"), stderr=subprocess.STDOUT, env=env)
+            node.wait_ready()
+            nodes.append(node)
+        push_small_image(nodes[0].session, nodes[0].url, "bench/cluster", "latest", "cluster benchmark")
+        for count in (1, 3):
+            folder = work / f"nginx-{count}"
+            folder.mkdir()
+            port = free_port()
+            servers = "".join(f"server 127.0.0.1:{node.port}; " for node in nodes[:count])
+            temp = " ".join(f"{kind}_temp_path {folder}/{kind};" for kind in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
+            (folder / "nginx.conf").write_text(
+                f"{'user root;' if os.geteuid() == 0 else ''} worker_processes 2; error_log {folder}/error.log; pid {folder}/pid;"
+                f" events {{ worker_connections 1024; }} http {{ access_log off; {temp}"
+                f" upstream wharf {{ {servers} keepalive 64; }}"
+                f" server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://wharf; proxy_http_version 1.1;"
+                f" proxy_set_header Connection \"\"; proxy_set_header Host $http_host; }} }} }}")
+            nginx = subprocess.Popen(["nginx", "-c", folder / "nginx.conf", "-g", "daemon off;"])
+            try:
+                time.sleep(1)
+                r = wrk(f"http://127.0.0.1:{port}/v2/bench/cluster/manifests/latest", {"Accept": OCI_MANIFEST}, duration=duration)
+                assert r["errors"] == 0, r
+                section = results.wharf.setdefault("nodes behind nginx (PostgreSQL + S3)", {})
+                section[f"manifest GET by tag, {count} node{'s' if count > 1 else ''} (req/s)"] = r["rps"]
+                section[f"manifest GET by tag, {count} node{'s' if count > 1 else ''} p99 (ms)"] = r["p99_ms"]
+            finally:
+                nginx.terminate()
+                nginx.wait()
+    finally:
+        for node in nodes:
+            node.stop()
+        run(["scripts/postgres.sh", "stop", str(work / "postgres")], cwd=ROOT)
+
+
 def machine_limits(files, results):
     """What this machine can do with the bytes of a 1 GiB push, without a server: hash them, write
     them to a new file and fsync it, read them. Medians of three.
@@ -626,6 +707,8 @@ class Results:
             lines += [f"- {k}: {v:,.0f}" for k, v in self.machine.items()]
             limit = self.machine["hash then write, serial (MB/s)"]
             for mode in ("monolithic", "chunked"):
+                if "hash then write, serial (MB/s)" not in self.machine:
+                    break
                 row = self.rows.get(f"blob push {mode} 1GiB (MB/s)", {}).get("auth", {})
                 shares = [f"{values[name] / limit:.0%} ({name}, authentication {'on' if auth else 'off'})"
                           for auth, values in sorted(row.items()) for name in ("Wharf", "Distribution") if name in values]
@@ -641,9 +724,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wharf", default=str(ROOT / ".build" / "release" / "wharf"))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 1 GiB blobs, 1 000 tags and repositories")
-    parser.add_argument("--only", default="", help="comma-separated: blobs,manifests,listings,skopeo,mixed,wharf")
+    parser.add_argument("--only", default="", help="comma-separated: blobs,manifests,listings,skopeo,mixed,wharf,cluster")
     parser.add_argument("--duration", type=int, default=10, help="seconds per throughput measurement")
     parser.add_argument("--gc-blobs", type=int, default=100_000, help="unreferenced blobs for the collection benchmark (0 skips it)")
+    parser.add_argument("--storage", choices=["filesystem", "s3"], default="filesystem",
+                        help="s3: both registries store blobs in S3 (moto's server, started here); adds the three-node cluster workload")
     parser.add_argument("--layout", default=str(Path.home() / ".cache" / "wharf-e2e" / "debian-layout") + ":bookworm",
                         help="OCI layout reference of the image for skopeo (built by the e2e tests)")
     args = parser.parse_args()
@@ -653,8 +738,18 @@ def main():
         return not only or name in only
 
     work = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
+    services = []
+    if args.storage == "s3":
+        environment = run(["scripts/s3.sh", "start", str(work / "s3")], cwd=ROOT).stdout
+        values = dict(re.findall(r"export (\w+)=(\S+)", environment))
+        S3.update(endpoint=values["WHARF_TEST_S3_ENDPOINT"], key=values["WHARF_TEST_S3_ACCESS_KEY"], secret=values["WHARF_TEST_S3_SECRET_KEY"])
+        services.append(["scripts/s3.sh", "stop", str(work / "s3")])
     sizes = {"1MiB": MiB, "10MiB": 10 * MiB, "100MiB": 100 * MiB} if args.quick else {"1MiB": MiB, "10MiB": 10 * MiB, "100MiB": 100 * MiB, "1GiB": 1024 * MiB}
     repeats = {"1MiB": 10, "10MiB": 5, "100MiB": 3, "1GiB": 3} if not args.quick else {"1MiB": 5, "10MiB": 3, "100MiB": 1}
+    if args.storage == "s3":
+        # moto keeps every object in memory: fewer, larger blobs.
+        sizes = {"10MiB": 10 * MiB, "100MiB": 100 * MiB} if args.quick else {"10MiB": 10 * MiB, "100MiB": 100 * MiB, "1GiB": 1024 * MiB}
+        repeats = {"10MiB": 3, "100MiB": 2, "1GiB": 1}
     files = {}
     for name, size in sizes.items():
         path = work / f"blob-{name}"
@@ -697,13 +792,17 @@ def main():
                     registries[1].stop()
                 else:
                     registries[1].stop()
-        if wanted("wharf"):
+        if wanted("wharf") and not S3:
             wharf_only(wharf_servers[False], wharf_servers[True], results, args.duration, 0 if args.quick else args.gc_blobs)
+        if wanted("cluster") and S3:
+            cluster_workload(args.wharf, work, results, args.duration)
     finally:
         for server in wharf_servers.values():
             server.stop()
+        for command in services:
+            run(command, cwd=ROOT)
     cpu = platform.processor() or next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    header = f"# Wharf vs CNCF Distribution — {started}\n\n{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+    header = f"# Wharf vs CNCF Distribution ({args.storage} storage) — {started}\n\n{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
     print(header)
     print(results.table())
     out = ROOT / "bench" / "results"

@@ -66,7 +66,8 @@ def test_skopeo_push_and_pull_through_s3_with_every_byte_in_the_bucket(wharf_bin
 
 
 def test_chunked_upload_across_parts_and_range_reads(wharf_bin, tmp_path, s3):
-    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(s3_config(tmp_path, s3))]).start()
+    config = s3_config(tmp_path, s3, extra="    storageClass: STANDARD_IA\n")
+    server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
     try:
         blob = os.urandom(13 * 1024 * 1024 + 11)
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -89,6 +90,8 @@ def test_chunked_upload_across_parts_and_range_reads(wharf_bin, tmp_path, s3):
         assert response.status_code == 201, response.text
         assert bucket_objects(s3, "registry/uploads/") == {}
         assert bucket_objects(s3)[blob_key(digest)] == len(blob)
+        # Published (by a multipart copy) in the configured storage class.
+        assert s3["client"].head_object(Bucket=s3["bucket"], Key=blob_key(digest)).get("StorageClass") == "STANDARD_IA"
         got = session.get(f"{server.url}/v2/s3/big/blobs/{digest}")
         assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == digest.split(":")[1]
         ranged = session.get(f"{server.url}/v2/s3/big/blobs/{digest}", headers={"Range": "bytes=5242870-5242900"})
@@ -234,7 +237,8 @@ class FaultyS3:
         from urllib.parse import urlparse
 
         target = urlparse(upstream)
-        state = {"requests": 0, "throttled": 0, "cut": 0, "cut_keys": set()}
+        state = {"requests": 0, "throttled": 0, "cut": 0, "cut_keys": set(), "throttle_every": 3, "fail_upload_puts": 0, "failed": 0,
+                 "cut_downloads": True}
         lock = threading.Lock()
         self.state = state
 
@@ -248,9 +252,13 @@ class FaultyS3:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 with lock:
                     state["requests"] += 1
-                    throttle = state["requests"] % 3 == 0
+                    throttle = state["throttle_every"] > 0 and state["requests"] % state["throttle_every"] == 0
+                    if self.command == "PUT" and "/uploads/" in self.path and state["fail_upload_puts"] > 0:
+                        state["fail_upload_puts"] -= 1
+                        state["failed"] += 1
+                        throttle = True
                     path_only = self.path.split("?")[0]
-                    cut = not throttle and self.command == "GET" and "?" not in self.path and "/blobs/" in path_only and path_only not in state["cut_keys"]
+                    cut = state["cut_downloads"] and not throttle and self.command == "GET" and "?" not in self.path and "/blobs/" in path_only and path_only not in state["cut_keys"]
                     if cut:
                         state["cut_keys"].add(path_only)
                 if throttle:
@@ -326,6 +334,44 @@ def test_throttling_and_broken_downloads_are_retried_and_resumed(wharf_bin, tmp_
             for key, size in bucket_objects(s3, "registry/blobs/").items():
                 body = s3["client"].get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
                 assert len(body) == size and hashlib.sha256(body).hexdigest() == key.rsplit("/", 1)[1]
+        finally:
+            assert server.stop() == 0
+    finally:
+        faulty.close()
+
+
+def test_a_part_that_cannot_be_stored_loses_no_acknowledged_byte(wharf_bin, tmp_path, s3):
+    """S3 refuses a part for good (one attempt allowed): the PATCH fails, and the bytes acknowledged
+    before it are still there for the client's retry (the writer must not put later bytes at the
+    failed part's offset, over the acknowledged tail it was rewriting)."""
+    faulty = FaultyS3(s3["endpoint"])
+    faulty.state["throttle_every"] = 0
+    faulty.state["cut_downloads"] = False
+    try:
+        config = s3_config(tmp_path, {**s3, "endpoint": faulty.endpoint}, extra="    maximumAttempts: 1\n")
+        server = Wharf(wharf_bin, tmp_path / "data", extra_args=["--config", str(config)]).start()
+        try:
+            blob = os.urandom(9 * 1024 * 1024)
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            session = requests.Session()
+            session.auth = server.auth
+            location = session.post(f"{server.url}/v2/s3/refused/blobs/uploads/").headers["Location"]
+            third = 3 * 1024 * 1024
+            response = session.patch(server.url + location, data=blob[:third], headers={"Content-Type": "application/octet-stream"})
+            assert response.status_code == 202, response.text
+            location = response.headers["Location"]
+            # The next PATCH rewrites the 3 MiB tail together with new bytes as a 5 MiB part: refused.
+            faulty.state["fail_upload_puts"] = 1
+            failed = session.patch(server.url + location, data=blob[third:2 * third], headers={"Content-Type": "application/octet-stream"})
+            assert failed.status_code >= 500 and faulty.state["failed"] == 1, failed.text
+            status = session.get(server.url + location)
+            assert status.status_code == 204 and status.headers["Range"] == f"0-{third - 1}", status.headers
+            response = session.patch(server.url + location, data=blob[third:2 * third], headers={"Content-Type": "application/octet-stream"})
+            assert response.status_code == 202, response.text
+            response = session.put(server.url + response.headers["Location"], params={"digest": digest}, data=blob[2 * third:],
+                                   headers={"Content-Type": "application/octet-stream"})
+            assert response.status_code == 201, response.text
+            assert hashlib.sha256(session.get(f"{server.url}/v2/s3/refused/blobs/{digest}").content).hexdigest() == digest[7:]
         finally:
             assert server.stop() == 0
     finally:

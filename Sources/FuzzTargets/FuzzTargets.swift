@@ -10,6 +10,7 @@ import NIOCore
 @testable import ECR
 @testable import Lifecycle
 @testable import OCI
+@testable import S3BlobStore
 @testable import Scanner
 @testable import Server
 @testable import Signatures
@@ -37,6 +38,7 @@ public enum FuzzTargets {
         "osv": osv,
         "vex": vex,
         "signatures": signatures,
+        "s3-responses": s3Responses,
     ]
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
@@ -118,6 +120,17 @@ public enum FuzzTargets {
             method: "POST", path: path, query: query, headers: [("Host", header), ("X-Amz-Date", date)],
             signedHeaders: ["host", "x-amz-date"], payloadHash: "")
         if let seconds = SigV4Verifier.parseAmzDate(date) { _ = SigV4Verifier.formatAmzDate(seconds) }
+    }
+
+    /// What an S3 server answers: listings, error documents, upload ids, dates, and endpoint settings.
+    static func s3Responses(_ bytes: [UInt8]) {
+        let data = Data(bytes)
+        if let listing = S3Client.parseListing(data) { _ = listing.objects.map(\.size).reduce(0, &+) }
+        if let root = XMLElement.parse(data) { _ = (root.value("Code"), root.value("UploadId"), root.value("ETag")) }
+        let string = text(bytes)
+        _ = ISODate.millis(string)
+        _ = HTTPDate.millis(string)
+        _ = S3Endpoint(string)?.hostHeader
     }
 
     /// Lifecycle policies, parsed and evaluated (the days-to-milliseconds product once crashed).

@@ -290,6 +290,9 @@ final class S3UploadWriter: UploadWriter, @unchecked Sendable {
     private var start: Int64
     private var buffer: ByteBuffer
     private var wroteAny = false
+    /// A part could not be stored: nothing more is written, not even by `close` (which would put
+    /// the bytes after the lost part at its offset). The next append starts over from the recorded size.
+    private var failed = false
 
     init(store: S3BlobStore, id: String, start: Int64, carried: ByteBuffer) {
         self.store = store
@@ -299,12 +302,19 @@ final class S3UploadWriter: UploadWriter, @unchecked Sendable {
     }
 
     func write(_ chunk: ByteBuffer) async throws {
+        guard !failed else { throw S3Error(operation: "append", key: id, status: 0, code: "WriterFailed", message: "an earlier part failed") }
         var chunk = chunk
         buffer.writeBuffer(&chunk)
         let partSize = store.settings.partSize
         while buffer.readableBytes >= partSize {
-            let part = buffer.readSlice(length: partSize)!
-            try await store.client.putObject(store.segmentKey(id, start), body: part)
+            let part = buffer.getSlice(at: buffer.readerIndex, length: partSize)!
+            do {
+                try await store.client.putObject(store.segmentKey(id, start), body: part)
+            } catch {
+                failed = true
+                throw error
+            }
+            buffer.moveReaderIndex(forwardBy: partSize)
             start += Int64(partSize)
             wroteAny = true
         }
@@ -313,7 +323,7 @@ final class S3UploadWriter: UploadWriter, @unchecked Sendable {
 
     func close() async throws {
         // An empty remainder is written only when nothing else was: the upload must keep an object.
-        guard buffer.readableBytes > 0 || !wroteAny else { return }
+        guard !failed, buffer.readableBytes > 0 || !wroteAny else { return }
         try await store.client.putObject(store.segmentKey(id, start), body: buffer)
         start += Int64(buffer.readableBytes)
         buffer.clear()

@@ -305,19 +305,25 @@ final class S3Client: Sendable {
             if let delimiter { parameters.append(("delimiter", delimiter)) }
             if let token { parameters.append(("continuation-token", token)) }
             let response = try await send("ListObjectsV2", "GET", key: nil, query: parameters)
-            guard let root = XMLElement.parse(Data(response.body.readableBytesView)) else {
+            guard let listing = Self.parseListing(Data(response.body.readableBytesView)) else {
                 throw S3Error(operation: "ListObjectsV2", key: prefix, status: 200, code: "MalformedResponse", message: "the listing is not XML")
             }
-            let objects = root.all("Contents").compactMap { item -> S3Object? in
-                guard let key = item.value("Key") else { return nil }
-                return S3Object(
-                    key: key, size: item.value("Size").flatMap { Int64($0) } ?? 0,
-                    lastModified: item.value("LastModified").flatMap(ISODate.millis) ?? 0)
-            }
-            let prefixes = root.all("CommonPrefixes").compactMap { $0.value("Prefix") }
-            try await page(objects, prefixes)
-            token = root.value("IsTruncated") == "true" ? root.value("NextContinuationToken") : nil
+            try await page(listing.objects, listing.prefixes)
+            token = listing.continuation
         } while token != nil
+    }
+
+    /// One page of ListObjectsV2: objects, common prefixes and the token of the next page (nil on the last).
+    static func parseListing(_ data: Data) -> (objects: [S3Object], prefixes: [String], continuation: String?)? {
+        guard let root = XMLElement.parse(data) else { return nil }
+        let objects = root.all("Contents").compactMap { item -> S3Object? in
+            guard let key = item.value("Key") else { return nil }
+            return S3Object(
+                key: key, size: item.value("Size").flatMap { Int64($0) } ?? 0, lastModified: item.value("LastModified").flatMap(ISODate.millis) ?? 0)
+        }
+        let prefixes = root.all("CommonPrefixes").compactMap { $0.value("Prefix") }
+        let token = root.value("IsTruncated") == "true" ? root.value("NextContinuationToken") : nil
+        return (objects, prefixes, token)
     }
 
     // MARK: Multipart copy
