@@ -119,14 +119,16 @@ def test_prometheus_scrapes_wharf_and_sees_pushes_and_pulls(monitored, prometheu
     wait_for(prometheus, 'sum(wharf_http_requests_total{route="v2_blob_upload",code="201"})', lambda value: value >= 3)
     # Storage figures equal what the test pushed: the config and the layers, once.
     wait_for(prometheus, "wharf_storage_blob_bytes", lambda value: value == blob_bytes)
-    assert query(prometheus, 'wharf_namespace_physical_bytes{namespace="mon"}') == blob_bytes
+    # The namespace gauges may be set by the sampler after the totals a scrape already saw: waited for too.
+    wait_for(prometheus, 'wharf_namespace_physical_bytes{namespace="mon"}', lambda value: value == blob_bytes)
     assert query(prometheus, 'wharf_namespace_logical_bytes{namespace="mon"}') == blob_bytes + manifest_bytes
     assert query(prometheus, "wharf_repositories") == 1
 
     # The same image in a second repository: logical bytes double, physical bytes do not move.
     push(server, small_image, "mon/copy:v1")
     wait_for(prometheus, 'wharf_namespace_logical_bytes{namespace="mon"}', lambda value: value == 2 * (blob_bytes + manifest_bytes))
-    assert query(prometheus, 'wharf_namespace_physical_bytes{namespace="mon"}') == blob_bytes
+    # The namespace gauges may be set by the sampler after the totals a scrape already saw: waited for too.
+    wait_for(prometheus, 'wharf_namespace_physical_bytes{namespace="mon"}', lambda value: value == blob_bytes)
     assert query(prometheus, "wharf_storage_blob_bytes") == blob_bytes
     # Body bytes in cover at least the blobs uploaded once (the second push mounted or skipped them).
     assert query(prometheus, "wharf_http_received_body_bytes_total") >= blob_bytes
