@@ -3,7 +3,7 @@ import PackageDescription
 
 // Wharf: a self-hosted OCI registry. One module per concern; see docs/architecture.md.
 let swiftSettings: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(
@@ -89,6 +89,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Encryption at rest: blobs sealed in AES-256-GCM records, data keys from AWS KMS or the
+        // built-in local key service, wrapped keys rotated without rewriting blobs.
+        .target(
+            name: "Encryption",
+            dependencies: [
+                "OCI", "BlobStore", "AWSSigning",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The metadata database: schema, migrations and queries, on SQLite or PostgreSQL through SQLKit.
         .target(
             name: "Metadata",
@@ -125,7 +138,7 @@ let package = Package(
         .target(
             name: "Lifecycle",
             dependencies: [
-                "OCI", "Metadata", "BlobStore", "Registry", "Monitoring",
+                "OCI", "Metadata", "BlobStore", "Registry", "Monitoring", "Encryption",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -136,7 +149,7 @@ let package = Package(
             name: "ECR",
             dependencies: [
                 "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases", "Signatures", "Monitoring",
-                "AWSSigning",
+                "AWSSigning", "Encryption",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,7 +186,7 @@ let package = Package(
         .target(
             name: "Registry",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Monitoring",
+                "OCI", "BlobStore", "Metadata", "Monitoring", "Encryption",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -185,7 +198,7 @@ let package = Package(
         .target(
             name: "UseCases",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures", "Events",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures", "Events", "Encryption",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
@@ -195,7 +208,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
-                "Signatures", "Monitoring", "Events", "S3BlobStore", "AWSSigning",
+                "Signatures", "Monitoring", "Events", "S3BlobStore", "AWSSigning", "Encryption",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -230,11 +243,13 @@ let package = Package(
                 // function by scripts/build-release.sh): the kernel maps code 64 KiB around each page
                 // touched, so spread-out functions kept 20-24 MB of code resident, packed ones far less.
                 .unsafeFlags(
-                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
-                     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/generated/hot-functions.order",
-                     "-Xlinker", "--no-warn-symbol-ordering"],
+                    [
+                        "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+                        "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/generated/hot-functions.order",
+                        "-Xlinker", "--no-warn-symbol-ordering",
+                    ],
                     .when(platforms: [.linux], configuration: .release)
-                ),
+                )
             ]
         ),
         // Vulnerability scanning: layer reading, catalogers, version ordering, OSV matching, SBOMs.
@@ -272,7 +287,8 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures", "AWSSigning", "S3BlobStore",
+                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures", "AWSSigning", "S3BlobStore", "Encryption",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -301,13 +317,24 @@ let package = Package(
             dependencies: ["Scanner", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "EncryptionTests",
+            dependencies: [
+                "Encryption", "BlobStore", "AWSSigning", "OCI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
         .testTarget(
             name: "UseCaseTests",
             dependencies: [
-                "UseCases", "Registry", "Access", "Metadata", "BlobStore", "Scanning", "OCI", "Signatures",
+                "UseCases", "Registry", "Access", "Metadata", "BlobStore", "Scanning", "OCI", "Signatures", "Encryption",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -315,7 +342,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ECRTests", dependencies: ["ECR", "Access", "OCI", "AWSSigning", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ECRTests", dependencies: ["ECR", "Access", "OCI", "AWSSigning", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests",
             dependencies: [

@@ -666,6 +666,34 @@ def wharf_only(wharf_off, wharf_on, results, duration, gc_blobs):
     }
 
 
+def encryption_workload(wharf, files, results, repeats):
+    """The cost of encryption at rest on the same server: pushes and pulls into an AES256 repository
+    (created through the ECR API, as users do) beside a plain one, interleaved, medians."""
+    import boto3
+    key = requests.post(f"{wharf.url}/api/v1/users/bench/access-keys", auth=("bench", PASSWORD), json={"description": "bench"}).json()
+    ecr = boto3.client("ecr", endpoint_url=wharf.url, region_name="us-east-1",
+                       aws_access_key_id=key["accessKeyId"], aws_secret_access_key=key["secretAccessKey"])
+    ecr.create_repository(repositoryName="bench/encrypted", encryptionConfiguration={"encryptionType": "AES256"})
+    table = {}
+    for size_name, path in files.items():
+        if size_name not in ("100MiB", "1GiB"):
+            continue
+        speeds = {(kind, op): [] for kind in ("plain", "encrypted") for op in ("push", "chunked push", "pull")}
+        for _ in range(max(3, repeats[size_name])):
+            for kind in ("plain", "encrypted"):
+                repository = f"bench/{kind}"
+                speed, digest = curl_upload(wharf, repository, path, chunked=False)
+                speeds[(kind, "push")].append(speed)
+                speeds[(kind, "chunked push")].append(curl_upload(wharf, repository, path, chunked=True)[0])
+                speeds[(kind, "pull")].append(curl_download(wharf, repository, digest))
+        for op in ("push", "chunked push", "pull"):
+            plain, encrypted = statistics.median(speeds[("plain", op)]), statistics.median(speeds[("encrypted", op)])
+            table[f"{op} {size_name}, plain (MB/s)"] = plain
+            table[f"{op} {size_name}, AES256 (MB/s)"] = encrypted
+            table[f"{op} {size_name}, encrypted / plain"] = encrypted / plain
+    results.wharf["encryption at rest"] = table
+
+
 def number(value):
     """Two decimals below 10 (seconds of a skopeo copy), one above."""
     return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
@@ -724,7 +752,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wharf", default=str(ROOT / ".build" / "release" / "wharf"))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 1 GiB blobs, 1 000 tags and repositories")
-    parser.add_argument("--only", default="", help="comma-separated: blobs,manifests,listings,skopeo,mixed,wharf,cluster")
+    parser.add_argument("--only", default="", help="comma-separated: blobs,manifests,listings,skopeo,mixed,wharf,cluster,encryption")
     parser.add_argument("--duration", type=int, default=10, help="seconds per throughput measurement")
     parser.add_argument("--gc-blobs", type=int, default=100_000, help="unreferenced blobs for the collection benchmark (0 skips it)")
     parser.add_argument("--storage", choices=["filesystem", "s3"], default="filesystem",
@@ -794,6 +822,8 @@ def main():
                     registries[1].stop()
         if wanted("wharf") and not S3:
             wharf_only(wharf_servers[False], wharf_servers[True], results, args.duration, 0 if args.quick else args.gc_blobs)
+        if wanted("encryption"):
+            encryption_workload(wharf_servers[True], files, results, repeats)
         if wanted("cluster") and S3:
             cluster_workload(args.wharf, work, results, args.duration)
     finally:

@@ -1,5 +1,6 @@
 import Access
 import BlobStore
+import Encryption
 import Lifecycle
 import Logging
 import Metadata
@@ -181,7 +182,16 @@ public final class ECRService: Sendable {
             default: return .server("the operation failed: \(error)")
             }
         case let error as RegistryError:
+            if let detail = error.detail, let fields = try? JSONDecoder().decode([String: String].self, from: Data(detail.utf8)),
+                let code = fields["kmsError"]
+            {
+                return .kms(code, error.message)
+            }
             return error.status >= 500 ? .server(error.message) : .invalidParameter(error.message)
+        case EncryptionError.keyUnavailable(let keyID, let code, let message):
+            return .kms(code, "The KMS key \(keyID) cannot be used (\(code)): \(message)")
+        case EncryptionError.serviceFailed(let message):
+            return .kms("KMSInternalException", message)
         case let error where StorageSpace.isNoSpace(error):
             return .server("the registry's storage is full (no space left on device); the operation changed nothing")
         case let error as LifecyclePolicy.ValidationError:

@@ -1,4 +1,5 @@
 import AWSSigning
+import Crypto
 import Dispatch
 import Foundation
 import HTTPTypes
@@ -8,6 +9,7 @@ import NIOCore
 
 @testable import Access
 @testable import ECR
+@testable import Encryption
 @testable import Lifecycle
 @testable import OCI
 @testable import S3BlobStore
@@ -39,6 +41,7 @@ public enum FuzzTargets {
         "vex": vex,
         "signatures": signatures,
         "s3-responses": s3Responses,
+        "envelope": envelope,
     ]
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
@@ -131,6 +134,38 @@ public enum FuzzTargets {
         _ = ISODate.millis(string)
         _ = HTTPDate.millis(string)
         _ = S3Endpoint(string)?.hostHeader
+    }
+
+    /// Fixed keys: what the fuzzer changes is the stored bytes, as someone with write access to the
+    /// bucket or the disk could.
+    static let envelopeKeys = ObjectKeys(layers: [SymmetricKey(data: [UInt8](repeating: 7, count: 32))])
+    static let dualKeys = ObjectKeys(layers: [SymmetricKey(data: [UInt8](repeating: 7, count: 32)), SymmetricKey(data: [UInt8](repeating: 9, count: 32))])
+
+    /// Encrypted objects as stored (opened whole, in uneven chunks, and by range), stored key
+    /// lists, encryption domains and KMS key ARNs from the database or a request.
+    static func envelope(_ bytes: [UInt8]) {
+        let cut = Int(bytes.first ?? 1) + 1
+        for keys in [envelopeKeys, dualKeys] {
+            var opener = EnvelopeOpener(keys: keys, expectedHeader: SegmentedEnvelope.header(layers: keys.layers.count))
+            var start = 0
+            while start < bytes.count {
+                let end = min(bytes.count, start + cut)
+                if (try? opener.feed(ByteBuffer(bytes: bytes[start..<end]))) == nil { break }
+                start = end
+            }
+            _ = try? opener.finish()
+            var middle = EnvelopeOpener(keys: keys, firstIndex: UInt64(cut), knownHeader: SegmentedEnvelope.header(layers: keys.layers.count))
+            _ = try? middle.feed(ByteBuffer(bytes: bytes))
+            for size in [Int64(0), Int64(bytes.count), Int64(cut) * 1000, Int64.max] {
+                for range in [Int64(0)...Int64(0), Int64(cut)...Int64(cut * 2), Int64(-cut)...Int64(0), Int64(0)...Int64.max] {
+                    _ = EnvelopeRange(plaintext: range, plaintextSize: size, layers: keys.layers.count, segmentSize: cut * 1024)
+                }
+            }
+        }
+        let string = text(bytes)
+        _ = try? WrappedKeys.decode(string)
+        _ = EncryptionDomain(identifier: string)?.objectKey(for: "sha256:" + String(repeating: "0", count: 64))
+        _ = KMSKeyARN(string)
     }
 
     /// Lifecycle policies, parsed and evaluated (the days-to-milliseconds product once crashed).

@@ -1,4 +1,5 @@
 import BlobStore
+import Encryption
 import Metadata
 import NIOCore
 import OCI
@@ -21,6 +22,10 @@ public struct ConsistencyReport: Sendable, Codable, Equatable {
     public var danglingReferences: [String] = []
     /// Recorded blobs no repository links to (the collector will take them).
     public var unlinkedBlobs = 0
+    /// Encrypted copies checked (their objects opened and, with digest checks, decrypted and hashed).
+    public var checkedEncryptedCopies = 0
+    /// Encrypted copies that could not be decrypted for want of a usable key (not counted as corrupt).
+    public var undecryptedCopies: [String] = []
     public var repairs: [String] = []
 
     /// No inconsistency (unlinked blobs are normal: they await collection).
@@ -38,10 +43,12 @@ public struct ConsistencyReport: Sendable, Codable, Equatable {
 public struct ConsistencyChecker: Sendable {
     let metadata: MetadataStore
     let blobs: any BlobStore
+    let encryption: BlobEncryption?
 
-    public init(metadata: MetadataStore, blobs: any BlobStore) {
+    public init(metadata: MetadataStore, blobs: any BlobStore, encryption: BlobEncryption? = nil) {
         self.metadata = metadata
         self.blobs = blobs
+        self.encryption = encryption
     }
 
     public func check(verifyDigests: Bool = true, repair: Bool = false) async throws -> ConsistencyReport {
@@ -61,6 +68,8 @@ public struct ConsistencyChecker: Sendable {
                 withRows.insert(digest)
                 report.checkedBlobs += 1
                 guard let reader = try await blobs.open(digest) else {
+                    // Only encrypted repositories hold it: its bytes are their copies, checked below.
+                    if try await !metadata.needsPlainFile(digest) { continue }
                     report.missingBlobs.append(name)
                     if repair { try await forget(digest, &report, reason: "missing") }
                     continue
@@ -92,9 +101,23 @@ public struct ConsistencyChecker: Sendable {
             }
         }
 
+        // 1b. Every encrypted copy against its object: present, of the size its plaintext needs, and
+        // (with digest checks) opening under its keys to the blob's digest.
+        var objectKeys = Set<Digest>()
+        var after: (String, String)?
+        while true {
+            let copies = try await metadata.encryptedBlobs(domain: nil, after: after, limit: 200)
+            guard let last = copies.last else { break }
+            after = (last.domain, last.digest.description)
+            for copy in copies {
+                objectKeys.insert(copy.objectKey)
+                try await checkCopy(copy, verifyDigests: verifyDigests, repair: repair, &report)
+            }
+        }
+
         // 2. Files no row records.
         var orphans: [Digest] = []
-        for try await digest in blobs.allBlobs() where !withRows.contains(digest) { orphans.append(digest) }
+        for try await digest in blobs.allBlobs() where !withRows.contains(digest) && !objectKeys.contains(digest) { orphans.append(digest) }
 
         // 3. References that do not resolve: a manifest's blob not linked in its repository.
         let dangling = try await metadata.danglingBlobReferences()
@@ -150,6 +173,59 @@ public struct ConsistencyChecker: Sendable {
 
         report.unlinkedBlobs = try await metadata.unlinkedBlobCount()
         return report
+    }
+
+    private func checkCopy(_ copy: EncryptedBlobRecord, verifyDigests: Bool, repair: Bool, _ report: inout ConsistencyReport) async throws {
+        let name = "\(copy.digest) (\(copy.domain))"
+        report.checkedEncryptedCopies += 1
+        guard let size = try await metadata.recordedBlobSize(copy.digest) else { return }  // awaiting collection
+        guard let reader = try await blobs.open(copy.objectKey) else {
+            report.missingBlobs.append(name)
+            return
+        }
+        report.checkedBytes += reader.size
+        guard let domain = EncryptionDomain(identifier: copy.domain) else {
+            try await reader.close()
+            report.corruptBlobs.append("\(name): unknown domain")
+            return
+        }
+        let layers = domain.layers
+        let expected = SegmentedEnvelope.storedSize(plaintext: size, layers: layers, segmentSize: copy.segmentSize)
+        guard reader.size == expected else {
+            try await reader.close()
+            report.sizeMismatches.append("\(name): stored \(reader.size), \(size) plaintext bytes need \(expected)")
+            return
+        }
+        guard verifyDigests else {
+            try await reader.close()
+            return
+        }
+        guard let encryption else {
+            try await reader.close()
+            report.undecryptedCopies.append("\(name): no key service configured")
+            return
+        }
+        let keys: ObjectKeys
+        do {
+            keys = try await encryption.keys(for: domain, wrapped: try WrappedKeys.decode(copy.wrappedKeys))
+        } catch EncryptionError.keyUnavailable(let keyID, let code, _) {
+            try await reader.close()
+            report.undecryptedCopies.append("\(name): key \(keyID) unavailable (\(code))")
+            return
+        } catch {
+            try await reader.close()
+            report.corruptBlobs.append("\(name): \(error)")
+            return
+        }
+        var hasher = DigestHasher(copy.digest.algorithm)
+        do {
+            let plaintext = try DecryptingBlobReader(stored: reader, keys: keys, size: size, segmentSize: copy.segmentSize)
+            try await plaintext.stream(range: nil) { hasher.update($0) }
+        } catch {
+            report.corruptBlobs.append("\(name): \(error)")
+            return
+        }
+        if hasher.finalize() != copy.digest { report.corruptBlobs.append("\(name): decrypts to other content") }
     }
 
     /// Removes a blob's row and links: its bytes are gone, so no repository should offer it.

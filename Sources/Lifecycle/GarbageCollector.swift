@@ -49,6 +49,8 @@ public struct GarbageCollectionReport: Sendable, Codable, Equatable {
     public var deletedManifests = 0
     public var removedLinks = 0
     public var deletedBlobs = 0
+    /// Encrypted copies whose domain no longer holds the blob (counted in `reclaimedBytes` too).
+    public var deletedEncryptedCopies = 0
     public var reclaimedBytes: Int64 = 0
     /// Scan results of manifests no repository holds any more.
     public var deletedScans = 0
@@ -67,7 +69,8 @@ public struct GarbageCollectionReport: Sendable, Codable, Equatable {
 /// 2. untagged, unreferenced manifests (when enabled) and referrers whose subject is gone;
 /// 3. repository links to blobs no manifest in that repository references;
 /// 4. blobs no repository links to: the row is deleted and the file moved to the trash in one
-///    transaction under the blob's lock, then the trash is emptied;
+///    transaction under the blob's lock, then the trash is emptied; likewise an encryption
+///    domain's copy of a blob once no repository of that domain links it;
 /// 5. (every few hours, and in full collections) files that no row records.
 /// Everything honours the grace window, and every deletion re-checks its condition.
 public final class GarbageCollector: Service, Sendable {
@@ -112,7 +115,10 @@ public final class GarbageCollector: Service, Sendable {
 
     public func recoverTrash() async throws {
         for digest in try await blobs.trashedBlobs() {
-            if try await metadata.blobRecorded(digest) {
+            // A plain blob's row, or an encrypted copy's (the trash holds both kinds under their keys).
+            var recorded = try await metadata.blobRecorded(digest)
+            if !recorded { recorded = !(try await metadata.recordedObjectKeys(among: [digest]).isEmpty) }
+            if recorded {
                 logger.warning("restoring a blob left in the trash by an interrupted collection", metadata: ["digest": "\(digest)"])
                 try await blobs.restore(digest)
             } else {
@@ -181,14 +187,15 @@ public final class GarbageCollector: Service, Sendable {
         current.withLock { $0 = nil }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let didSomething = report.deletedBlobs + report.deletedManifests + report.deletedUploads + report.removedLinks + report.orphanFiles > 0
+        let didSomething =
+            report.deletedBlobs + report.deletedEncryptedCopies + report.deletedManifests + report.deletedUploads + report.removedLinks + report.orphanFiles > 0
         guard report.trigger != "continuous" || didSomething else { return report }
         var stored = report
         stored.candidates = Array(stored.candidates.prefix(1000))
         try await metadata.recordGCRun(
             startedAt: report.startedAt, finishedAt: report.finishedAt!, trigger: report.trigger, dryRun: report.dryRun,
             report: String(decoding: try encoder.encode(stored), as: UTF8.self))
-        if report.deletedBlobs + report.deletedManifests + report.deletedUploads + report.orphanFiles > 0 || report.dryRun {
+        if report.deletedBlobs + report.deletedEncryptedCopies + report.deletedManifests + report.deletedUploads + report.orphanFiles > 0 || report.dryRun {
             logger.info(
                 "garbage collection finished",
                 metadata: [
@@ -270,6 +277,27 @@ public final class GarbageCollector: Service, Sendable {
             report.deletedBlobs += deleted.count
             report.reclaimedBytes += deleted.reduce(0) { $0 + $1.size }
         }
+
+        update(report, phase: "encrypted copies")
+        let unneededCopies = try await metadata.unneededEncryptedBlobs(before: cutoff, limit: batch)
+        if dryRun {
+            for copy in unneededCopies { note("encrypted copy \(copy.digest) in \(copy.domain)") }
+            report.deletedEncryptedCopies += unneededCopies.count
+        } else if !unneededCopies.isEmpty {
+            let blobs = self.blobs
+            var sizes: [Digest: Int64] = [:]
+            for copy in unneededCopies { sizes[copy.objectKey] = try await blobs.size(of: copy.objectKey) ?? 0 }
+            let deleted = try await metadata.deleteUnneededEncryptedBlobs(unneededCopies, before: cutoff) { keys in
+                try await blobs.trash(keys)
+            }
+            do {
+                try await blobs.emptyTrash(deleted.map(\.objectKey))
+            } catch {
+                report.errors.append("emptying the trash: \(error) (recovered at the next start)")
+            }
+            report.deletedEncryptedCopies += deleted.count
+            report.reclaimedBytes += deleted.reduce(0) { $0 + (sizes[$1.objectKey] ?? 0) }
+        }
     }
 
     /// Files no row records: uploads without a session and blobs without a row, older than the cutoff.
@@ -284,7 +312,7 @@ public final class GarbageCollector: Service, Sendable {
         }
         var pending: [Digest] = []
         func check(_ digests: [Digest], _ report: inout GarbageCollectionReport) async throws {
-            let recorded = try await metadata.recordedBlobs(among: digests)
+            let recorded = try await metadata.recordedBlobs(among: digests).union(try await metadata.recordedObjectKeys(among: digests))
             for digest in digests where !recorded.contains(digest) {
                 guard let modified = try await blobs.blobModified(digest), modified < cutoff else { continue }
                 if let reader = try await blobs.open(digest) {

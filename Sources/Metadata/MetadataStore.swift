@@ -1,16 +1,27 @@
+import Foundation
 import Logging
 import NIOCore
 import OCI
 import SQLKit
+import Synchronization
 
 /// The registry's source of truth: repositories, blobs and who may see them, manifests, tags,
 /// referrers and upload sessions. Catalog, tag lists and referrers are indexed queries here,
 /// never walks over storage.
 public struct MetadataStore: Sendable {
     public let database: Database
+    /// Shared by every copy of this store.
+    private let defaults = StoreDefaults()
 
     public init(database: Database) {
         self.database = database
+    }
+
+    /// The encryption a repository gets when something other than an explicit create makes it (a
+    /// push, a settings change): the registry's default domain, or nil for plain.
+    public var defaultEncryption: NewRepositoryEncryption? {
+        get { defaults.encryption.withLock { $0 } }
+        nonmutating set { defaults.encryption.withLock { $0 = newValue } }
     }
 
     /// Opens the database at `url` and brings its schema up to date.
@@ -95,19 +106,35 @@ public struct MetadataStore: Sendable {
     }
 
     /// Returns the id of `name`, creating the repository when it does not exist yet.
-    static func ensureRepository(_ name: RepositoryName, _ sql: any SQLDatabase) async throws -> Int64 {
+    /// The repository's id, creating it if needed. A repository created here by a push into an
+    /// encrypted domain (the registry's default) gets that domain, fixed from then on.
+    static func ensureRepository(_ name: RepositoryName, _ sql: any SQLDatabase, encryption: NewRepositoryEncryption?) async throws -> Int64 {
         if let row = try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first() {
             return try row.decode(column: "id", as: Int64.self)
         }
-        let row = try await sql.raw(
+        if let inserted = try await sql.raw(
             """
             INSERT INTO repositories (name, namespace, created_at)
             VALUES (\(bind: name.value), \(bind: String(name.namespace)), \(bind: Timestamp.nowMillis()))
-            ON CONFLICT (name) DO UPDATE SET name = excluded.name
+            ON CONFLICT (name) DO NOTHING
             RETURNING id
             """
-        ).first()
-        guard let row else { throw MetadataError.internalError("repository insert returned no id") }
+        ).first() {
+            let id = try inserted.decode(column: "id", as: Int64.self)
+            if let encryption {
+                try await sql.raw(
+                    """
+                    INSERT INTO repository_settings (repository_id, tag_mutability, scan_on_push, encryption_type, kms_key, encryption_domain, updated_at)
+                    VALUES (\(bind: id), 'MUTABLE', \(bind: false), \(bind: encryption.type), \(bind: encryption.kmsKey), \(bind: encryption.domain),
+                            \(bind: Timestamp.nowMillis()))
+                    """
+                ).run()
+            }
+            return id
+        }
+        guard let row = try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first() else {
+            throw MetadataError.internalError("repository insert returned no id")
+        }
         return try row.decode(column: "id", as: Int64.self)
     }
 
@@ -148,13 +175,33 @@ public struct MetadataStore: Sendable {
     /// `endingSession`: the upload session that produced the blob, removed in the same transaction,
     /// so a crash can never leave a session whose bytes were already published (it claimed a full
     /// `Range` and its closing PUT then answered BLOB_UPLOAD_UNKNOWN).
+    /// - Parameter encryption: the domain the bytes were stored for (checked against the
+    ///   repository's, in the transaction: a repository created meanwhile with other encryption
+    ///   refuses them) and the encrypted copy to record.
     public func linkBlob(
-        _ blob: BlobRecord, to repository: RepositoryName, endingSession: String? = nil,
-        publish: (@Sendable () async throws -> Void)? = nil
+        _ blob: BlobRecord, to repository: RepositoryName, endingSession: String? = nil, encryption: BlobLinkEncryption = BlobLinkEncryption(),
+        publish: (@Sendable (_ copyRecorded: Bool) async throws -> Void)? = nil
     ) async throws {
         try await database.transaction { sql in
             try await database.lock("blob:\(blob.digest)", in: sql)
-            if let publish { try await publish() }
+            let repositoryID = try await Self.ensureRepository(repository, sql, encryption: defaultEncryption)
+            let domain = try await Self.encryptionDomain(repositoryID: repositoryID, sql)
+            guard domain == encryption.domain else {
+                throw MetadataError.encryptionMismatch(
+                    "\(repository) is encrypted as \(domain ?? "plain"), but these bytes were stored as \(encryption.domain ?? "plain")")
+            }
+            // Whether the domain already records a copy: then the stored object is that copy, and
+            // this upload's is discarded; otherwise any object under the key is a leftover of a
+            // commit that failed after publishing, and this one replaces it.
+            var copyRecorded = false
+            if let copy = encryption.copy {
+                copyRecorded =
+                    try await sql.raw(
+                        "SELECT 1 AS found FROM encrypted_blobs WHERE domain = \(bind: copy.domain) AND digest = \(bind: copy.digest.description)"
+                    ).first() != nil
+            }
+            if let publish { try await publish(copyRecorded) }
+            if let copy = encryption.copy, !copyRecorded { try await Self.insertEncryptedBlob(copy, sql) }
             if let endingSession { try await sql.raw("DELETE FROM upload_sessions WHERE id = \(bind: endingSession)").run() }
             let now = Timestamp.nowMillis()
             try await sql.raw(
@@ -163,7 +210,6 @@ public struct MetadataStore: Sendable {
                 ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at
                 """
             ).run()
-            let repositoryID = try await Self.ensureRepository(repository, sql)
             try await sql.raw(
                 """
                 INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: blob.digest.description), \(bind: now))
@@ -199,20 +245,27 @@ public struct MetadataStore: Sendable {
     }
 
     /// Cross-repository mount: links `digest` into `target` if `source` holds it. Returns the blob, or nil.
-    public func mountBlob(_ digest: Digest, from source: RepositoryName, to target: RepositoryName) async throws -> BlobRecord? {
+    /// Only within one encryption domain: the target reads the same stored copy as the source. A
+    /// mount across domains answers nil, and the client uploads the bytes (sealed for the target).
+    public func mountBlob(
+        _ digest: Digest, from source: RepositoryName, to target: RepositoryName
+    ) async throws -> BlobRecord? {
         try await database.transaction { sql in
             try await database.lock("blob:\(digest)", in: sql)
             let row = try await sql.raw(
                 """
-                SELECT b.size FROM repositories r
+                SELECT b.size, s.encryption_domain FROM repositories r
                 JOIN repository_blobs rb ON rb.repository_id = r.id
                 JOIN blobs b ON b.digest = rb.digest
+                LEFT JOIN repository_settings s ON s.repository_id = r.id
                 WHERE r.name = \(bind: source.value) AND rb.digest = \(bind: digest.description)
                 """
             ).first()
             guard let row else { return nil }
             let size = try row.decode(column: "size", as: Int64.self)
-            let repositoryID = try await Self.ensureRepository(target, sql)
+            let sourceDomain = try row.decode(column: "encryption_domain", as: String?.self)
+            let repositoryID = try await Self.ensureRepository(target, sql, encryption: defaultEncryption)
+            guard try await Self.encryptionDomain(repositoryID: repositoryID, sql) == sourceDomain else { return nil }
             try await sql.raw(
                 """
                 INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (\(bind: repositoryID), \(bind: digest.description), \(bind: Timestamp.nowMillis()))
@@ -252,9 +305,9 @@ public struct MetadataStore: Sendable {
             }
             try await sql.raw(
                 """
-                INSERT INTO upload_sessions (id, repository, size, algorithm, created_at, updated_at, owner)
+                INSERT INTO upload_sessions (id, repository, size, algorithm, created_at, updated_at, owner, encryption)
                 VALUES (\(bind: upload.id), \(bind: upload.repository), \(bind: upload.size), \(bind: upload.algorithm.rawValue), \(bind: upload.createdAt),
-                        \(bind: upload.updatedAt), \(bind: owner))
+                        \(bind: upload.updatedAt), \(bind: owner), \(bind: upload.encryption))
                 """
             ).run()
         }
@@ -284,11 +337,13 @@ public struct MetadataStore: Sendable {
     /// Durable before the 202 that reports it: an acknowledged chunk survives a power cut (its
     /// bytes were fsynced first). The size is still checked against the bytes when the session is
     /// next used (Registry.hashState), in case a disk lies.
-    public func updateUpload(_ id: String, size: Int64) async throws {
+    /// An encrypted upload's sealed tail changes with its size, in the same write.
+    public func updateUpload(_ id: String, size: Int64, sealedTail: String? = nil) async throws {
         try await database.transaction { sql in
             try await sql.raw(
                 """
-                UPDATE upload_sessions SET size = \(bind: size), updated_at = \(bind: Timestamp.nowMillis()) WHERE id = \(bind: id)
+                UPDATE upload_sessions SET size = \(bind: size), sealed_tail = \(bind: sealedTail), updated_at = \(bind: Timestamp.nowMillis())
+                WHERE id = \(bind: id)
                 """
             ).run()
         }
@@ -313,7 +368,7 @@ public struct MetadataStore: Sendable {
         }
     }
 
-    private static func uploadRecord(_ row: any SQLRow) throws -> UploadRecord {
+    static func uploadRecord(_ row: any SQLRow) throws -> UploadRecord {
         let algorithmName = try row.decode(column: "algorithm", as: String.self)
         return UploadRecord(
             id: try row.decode(column: "id", as: String.self),
@@ -321,7 +376,9 @@ public struct MetadataStore: Sendable {
             size: try row.decode(column: "size", as: Int64.self),
             algorithm: DigestAlgorithm(rawValue: algorithmName) ?? .sha256,
             createdAt: try row.decode(column: "created_at", as: Int64.self),
-            updatedAt: try row.decode(column: "updated_at", as: Int64.self)
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self),
+            encryption: try row.decode(column: "encryption", as: String?.self),
+            sealedTail: try row.decode(column: "sealed_tail", as: String?.self)
         )
     }
 
@@ -379,6 +436,7 @@ public struct MetadataStore: Sendable {
             mediaType: try row.decode(column: "media_type", as: String.self),
             size: try row.decode(column: "size", as: Int64.self),
             content: try row.decode(column: "content", as: ByteBuffer.self),
+            sealedWith: try row.decode(column: "sealed_with", as: String?.self),
             subject: subject,
             artifactType: try row.decode(column: "artifact_type", as: String?.self),
             pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
@@ -395,16 +453,22 @@ public struct MetadataStore: Sendable {
             // The collector unlinks unreferenced blobs under this lock; holding it here means a
             // blob checked below cannot be unlinked before this manifest's references are stored.
             try await database.lock("repository:\(manifest.repository)", in: sql)
-            let repositoryID = try await Self.ensureRepository(manifest.repository, sql)
+            let repositoryID = try await Self.ensureRepository(manifest.repository, sql, encryption: defaultEncryption)
+            let domain = try await Self.encryptionDomain(repositoryID: repositoryID, sql)
+            let sealedDomain = manifest.sealedWith.flatMap { try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8))["domain"]?.string }
+            guard domain == sealedDomain else {
+                throw MetadataError.encryptionMismatch(
+                    "\(manifest.repository) is encrypted as \(domain ?? "plain"), but the manifest was sealed as \(sealedDomain ?? "plain")")
+            }
             try await Self.checkReferences(of: manifest, repositoryID: repositoryID, sql)
             let now = Timestamp.nowMillis()
             let digest = manifest.digest.description
             let inserted = try await sql.raw(
                 """
-                INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject_digest, annotations, pushed_at)
+                INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, sealed_with, subject_digest, annotations, pushed_at)
                 VALUES (\(bind: repositoryID), \(bind: digest), \(bind: manifest.mediaType), \(bind: manifest.artifactType),
-                        \(bind: Int64(manifest.content.readableBytes)), \(bind: manifest.content), \(bind: manifest.subject?.description),
-                        \(bind: manifest.annotationsJSON), \(bind: now))
+                        \(bind: manifest.plainSize ?? Int64(manifest.content.readableBytes)), \(bind: manifest.content), \(bind: manifest.sealedWith),
+                        \(bind: manifest.subject?.description), \(bind: manifest.annotationsJSON), \(bind: now))
                 ON CONFLICT (repository_id, digest) DO NOTHING
                 RETURNING digest
                 """
@@ -432,7 +496,7 @@ public struct MetadataStore: Sendable {
             }
             // The events, in the same transaction: a push once (naming its first tag), and each
             // tag that left another manifest for this one.
-            let size = Int64(manifest.content.readableBytes)
+            let size = manifest.plainSize ?? Int64(manifest.content.readableBytes)
             try await Self.appendEvent(
                 RegistryEvent(
                     kind: .push, repository: manifest.repository.value, digest: digest, tag: manifest.tags.first?.value,
@@ -691,6 +755,8 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     case sizeMismatch(Digest, declared: Int64, actual: Int64)
     case immutableTag(String)
     case invalid(String)
+    /// Bytes stored for one encryption domain offered to a repository of another.
+    case encryptionMismatch(String)
     case conflict(String)
     /// A bound on open resources (upload sessions per identity) was reached.
     case limitReached(String)
@@ -699,7 +765,7 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .immutableTag(let tag): "tag '\(tag)' is immutable"
-        case .invalid(let message), .conflict(let message), .limitReached(let message): message
+        case .invalid(let message), .conflict(let message), .limitReached(let message), .encryptionMismatch(let message): message
         case .missingBlob(let digest): "blob \(digest) is not in the repository"
         case .missingManifest(let digest): "manifest \(digest) is not in the repository"
         case .sizeMismatch(let digest, let declared, let actual): "blob \(digest) has size \(actual), but the manifest declares \(declared)"
@@ -712,4 +778,8 @@ extension Array {
     func chunked(_ size: Int) -> [ArraySlice<Element>] {
         stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
     }
+}
+
+final class StoreDefaults: Sendable {
+    let encryption = Mutex<NewRepositoryEncryption?>(nil)
 }

@@ -476,6 +476,47 @@ enum Migrations {
                 // webhook sending, daily snapshots): the holder renews; a dead node's lease expires.
                 "CREATE TABLE cluster_leases (name {name} PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)"
             ]),
+        Migration(
+            version: 16, name: "encryption at rest",
+            statements: [
+                // The domain a repository's content is encrypted in (`AES256`, `KMS:<arn>`,
+                // `KMS_DSSE:<arn>`), fixed when the repository is created. Repositories created before
+                // this version keep NULL: their `encryption_type` was recorded, never applied.
+                "ALTER TABLE repository_settings ADD COLUMN encryption_domain TEXT",
+                // One encrypted copy of a blob per domain: stored under `object_key`, its data keys
+                // wrapped by the domain's keys (a JSON array, innermost layer first).
+                """
+                CREATE TABLE encrypted_blobs (
+                    domain {name} NOT NULL,
+                    digest {name} NOT NULL,
+                    object_key {name} NOT NULL UNIQUE,
+                    wrapped_keys TEXT NOT NULL,
+                    segment_size INTEGER NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    rewrapped_at BIGINT,
+                    PRIMARY KEY (domain, digest)
+                )
+                """,
+                "CREATE INDEX encrypted_blobs_by_digest ON encrypted_blobs (digest)",
+                // An upload into an encrypted repository: its domain and wrapped data keys, and the
+                // partial last segment of the last request, sealed (every stored record stays whole).
+                "ALTER TABLE upload_sessions ADD COLUMN encryption TEXT",
+                "ALTER TABLE upload_sessions ADD COLUMN sealed_tail TEXT",
+                // A manifest of an encrypted repository: `content` is sealed, and this names the
+                // domain and wraps its data key (the registry's encoding). Digests, media types and
+                // annotations stay readable: the registry indexes and lists by them.
+                "ALTER TABLE manifests ADD COLUMN sealed_with TEXT",
+                // The built-in key service's keys: state and every version of the material, sealed by the master key.
+                """
+                CREATE TABLE encryption_keys (
+                    key_id {name} PRIMARY KEY,
+                    state TEXT NOT NULL,
+                    versions TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

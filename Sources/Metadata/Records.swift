@@ -57,14 +57,24 @@ public struct UploadRecord: Sendable, Equatable {
     public var algorithm: DigestAlgorithm
     public var createdAt: Int64
     public var updatedAt: Int64
+    /// For an encrypted repository: the domain and the upload's wrapped data keys (the registry's
+    /// own encoding; opaque here).
+    public var encryption: String?
+    /// For an encrypted upload: the partial last segment of the last request, sealed.
+    public var sealedTail: String?
 
-    public init(id: String, repository: String, size: Int64, algorithm: DigestAlgorithm, createdAt: Int64, updatedAt: Int64) {
+    public init(
+        id: String, repository: String, size: Int64, algorithm: DigestAlgorithm, createdAt: Int64, updatedAt: Int64,
+        encryption: String? = nil, sealedTail: String? = nil
+    ) {
         self.id = id
         self.repository = repository
         self.size = size
         self.algorithm = algorithm
         self.createdAt = createdAt
         self.updatedAt = updatedAt
+        self.encryption = encryption
+        self.sealedTail = sealedTail
     }
 }
 
@@ -72,7 +82,9 @@ public struct ManifestRecord: Sendable {
     public var digest: Digest
     public var mediaType: String
     public var size: Int64
+    /// The exact bytes, or (with `sealedWith`) the bytes sealed for an encrypted repository.
     public var content: ByteBuffer
+    public var sealedWith: String?
     public var subject: Digest?
     public var artifactType: String?
     public var pushedAt: Int64
@@ -95,6 +107,10 @@ public struct NewManifest: Sendable {
     public var digest: Digest
     public var mediaType: String
     public var content: ByteBuffer
+    /// For an encrypted repository: `content` is sealed, `sealedWith` names its domain and keys,
+    /// and `plainSize` is the manifest's own size.
+    public var sealedWith: String? = nil
+    public var plainSize: Int64? = nil
     /// The artifact type a referrers listing shows for it.
     public var artifactType: String?
     public var subject: Digest?

@@ -21,7 +21,9 @@ public struct ImageRecord: Sendable {
     public var tags: [String]
     public var mediaType: String
     public var artifactType: String?
+    /// The exact bytes, or sealed (see `ManifestRecord.sealedWith`).
     public var content: [UInt8]
+    public var sealedWith: String?
     public var pushedAt: Int64
     public var lastPulledAt: Int64?
 }
@@ -53,10 +55,15 @@ extension MetadataStore {
     // MARK: Repositories as resources
 
     /// Creates an empty repository with its settings; `conflict` if it exists.
+    /// Settings without encryption get the registry's default.
     public func createRepository(_ name: RepositoryName, settings: RepositorySettings, labels: [(String, String)]) async throws -> RepositoryRecord {
-        try await database.transaction { sql in
+        var settings = settings
+        if settings.encryption == nil, let fallback = defaultEncryption {
+            settings.encryption = RepositorySettings.Encryption(type: fallback.type, kmsKey: fallback.kmsKey, domain: fallback.domain)
+        }
+        return try await database.transaction { [settings] sql in
             if try await Self.repositoryID(name, sql) != nil { throw MetadataError.conflict("repository '\(name)' already exists") }
-            let id = try await Self.ensureRepository(name, sql)
+            let id = try await Self.ensureRepository(name, sql, encryption: nil)
             let stored = try await Self.updateSettings(repositoryID: id, { $0 = settings }, sql)
             for (key, value) in labels { try await Self.putLabel(repositoryID: id, key: key, value: value, sql) }
             let createdAt = try await sql.raw("SELECT created_at FROM repositories WHERE id = \(bind: id)").first()!.decode(
@@ -140,7 +147,7 @@ extension MetadataStore {
             }
             return try await sql.raw(
                 """
-                SELECT digest, media_type, artifact_type, content, pushed_at, last_pulled_at FROM manifests
+                SELECT digest, media_type, artifact_type, content, sealed_with, pushed_at, last_pulled_at FROM manifests
                 WHERE repository_id = \(bind: id) ORDER BY pushed_at DESC, digest
                 """
             ).all().compactMap { row -> ImageRecord? in
@@ -151,6 +158,7 @@ extension MetadataStore {
                     digest: digest, tags: tags[text] ?? [], mediaType: try row.decode(column: "media_type", as: String.self),
                     artifactType: try row.decode(column: "artifact_type", as: String?.self),
                     content: content.readBytes(length: content.readableBytes) ?? [],
+                    sealedWith: try row.decode(column: "sealed_with", as: String?.self),
                     pushedAt: try row.decode(column: "pushed_at", as: Int64.self),
                     lastPulledAt: try row.decode(column: "last_pulled_at", as: Int64?.self))
             }

@@ -57,15 +57,18 @@ public struct TagMutabilityPolicy: Sendable, Equatable, Codable {
 }
 
 public struct RepositorySettings: Sendable, Equatable {
-    /// How blobs are said to be encrypted at rest (ECR's `encryptionConfiguration`): recorded and
-    /// reported; the storage backend's own encryption applies.
+    /// How content is encrypted at rest (ECR's `encryptionConfiguration`). `domain` is where the
+    /// registry applies it (`AES256`, `KMS:<arn>`, `KMS_DSSE:<arn>`); nil for a repository created
+    /// before encryption at rest existed, whose type was only recorded.
     public struct Encryption: Sendable, Equatable {
         public var type: String
         public var kmsKey: String?
+        public var domain: String?
 
-        public init(type: String, kmsKey: String? = nil) {
+        public init(type: String, kmsKey: String? = nil, domain: String? = nil) {
             self.type = type
             self.kmsKey = kmsKey
+            self.domain = domain
         }
     }
 
@@ -137,7 +140,9 @@ extension MetadataStore {
             try row.decode(column: "mutability_exclusions", as: String?.self)
             .flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) } ?? []
         let encryption = try row.decode(column: "encryption_type", as: String?.self).map {
-            RepositorySettings.Encryption(type: $0, kmsKey: try? row.decode(column: "kms_key", as: String?.self))
+            RepositorySettings.Encryption(
+                type: $0, kmsKey: try? row.decode(column: "kms_key", as: String?.self),
+                domain: try? row.decode(column: "encryption_domain", as: String?.self))
         }
         return RepositorySettings(
             tagMutability: TagMutabilityPolicy(mode: mode, exclusions: exclusions),
@@ -151,7 +156,7 @@ extension MetadataStore {
     public func updateSettings(of repository: RepositoryName, _ change: @Sendable (inout RepositorySettings) throws -> Void) async throws -> RepositorySettings
     {
         try await database.transaction { sql in
-            let id = try await Self.ensureRepository(repository, sql)
+            let id = try await Self.ensureRepository(repository, sql, encryption: defaultEncryption)
             return try await Self.updateSettings(repositoryID: id, change, sql)
         }
     }
@@ -162,20 +167,26 @@ extension MetadataStore {
         do {
             var settings =
                 try await sql.raw("SELECT * FROM repository_settings WHERE repository_id = \(bind: id)").first().map(Self.settings) ?? RepositorySettings()
+            let domain = settings.encryption?.domain
             try change(&settings)
+            // Content is stored under the domain's keys: changing it would strand every blob.
+            if let domain, settings.encryption?.domain != domain {
+                throw MetadataError.invalid("a repository's encryption is fixed when it is created")
+            }
             try settings.tagMutability.validate()
             let exclusions =
                 settings.tagMutability.exclusions.isEmpty ? nil : String(decoding: try JSONEncoder().encode(settings.tagMutability.exclusions), as: UTF8.self)
             try await sql.raw(
                 """
                 INSERT INTO repository_settings (repository_id, tag_mutability, mutability_exclusions, lifecycle_policy,
-                                                 scan_on_push, encryption_type, kms_key, repository_policy, updated_at)
+                                                 scan_on_push, encryption_type, kms_key, encryption_domain, repository_policy, updated_at)
                 VALUES (\(bind: id), \(bind: settings.tagMutability.mode.rawValue), \(bind: exclusions), \(bind: settings.lifecyclePolicy),
                         \(bind: settings.scanOnPush), \(bind: settings.encryption?.type), \(bind: settings.encryption?.kmsKey),
-                        \(bind: settings.repositoryPolicy), \(bind: Timestamp.nowMillis()))
+                        \(bind: settings.encryption?.domain), \(bind: settings.repositoryPolicy), \(bind: Timestamp.nowMillis()))
                 ON CONFLICT (repository_id) DO UPDATE SET tag_mutability = excluded.tag_mutability,
                     mutability_exclusions = excluded.mutability_exclusions, lifecycle_policy = excluded.lifecycle_policy,
                     scan_on_push = excluded.scan_on_push, encryption_type = excluded.encryption_type, kms_key = excluded.kms_key,
+                    encryption_domain = excluded.encryption_domain,
                     repository_policy = excluded.repository_policy, updated_at = excluded.updated_at
                 """
             ).run()

@@ -59,6 +59,7 @@ extension Registry {
         }
 
         let settings = try await metadata.settings(of: repository)
+        let sealing = try await sealManifest(content, in: repository)
         let changes: [TagChange]
         do {
             var manifest = NewManifest(
@@ -68,6 +69,11 @@ extension Registry {
                 children: parsed.manifests.map(\.digest), allowMissingChildren: configuration.allowSparseIndexes,
                 tags: uniqued(tags), tagMutability: settings.tagMutability)
             manifest.actor = actor
+            if let sealing {
+                manifest.content = sealing.sealed
+                manifest.sealedWith = sealing.sealedWith
+                manifest.plainSize = Int64(content.readableBytes)
+            }
             changes = try await metadata.putManifest(manifest)
         } catch let error as MetadataError {
             switch error {
@@ -86,6 +92,8 @@ extension Registry {
                     .denied,
                     "tag invalid: The image tag '\(tag)' already exists in the '\(repository)' repository and cannot be overwritten because the repository is immutable."
                 )
+            case .encryptionMismatch(let message):
+                throw RegistryError(.denied, "\(message); push again", status: 409)
             case .invalid, .conflict, .limitReached, .internalError:
                 throw error
             }
@@ -104,8 +112,7 @@ extension Registry {
 
     private func ensureEmptyJSON(_ digest: Digest, in repository: RepositoryName) async throws {
         if try await metadata.blob(digest, in: repository) != nil { return }
-        try await blobs.put(ByteBuffer(bytes: EmptyJSON.bytes), as: digest)
-        try await metadata.linkBlob(BlobRecord(digest: digest, size: Int64(EmptyJSON.bytes.count)), to: repository)
+        try await storeSmallBlob(EmptyJSON.bytes, as: digest, in: repository)
     }
 
     private func uniqued(_ tags: [Tag]) -> [Tag] {
@@ -132,7 +139,8 @@ extension Registry {
                 guard let record = try await metadata.manifest(digest, in: repository) else {
                     throw RegistryError.manifestUnknown(digest)
                 }
-                served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: record.content)
+                let content = try await openManifest(record.content, sealedWith: record.sealedWith, in: repository)
+                served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: content)
                 cache.store(served, in: repository.value)
             }
         case .tag(let tag):
@@ -147,7 +155,8 @@ extension Registry {
                 guard let record = try await metadata.manifest(tagged: tag, in: repository) else {
                     throw RegistryError.manifestUnknown(tag)
                 }
-                served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: record.content)
+                let content = try await openManifest(record.content, sealedWith: record.sealedWith, in: repository)
+                served = ServedManifest(digest: record.digest, mediaType: record.mediaType, content: content)
                 cache.store(served, in: repository.value, tag: tag.value, generation: generation)
             }
         }

@@ -1,4 +1,5 @@
 import BlobStore
+import Encryption
 import Logging
 import Metadata
 import Monitoring
@@ -51,11 +52,16 @@ public final class Registry: Sendable {
     public let metrics: WharfMetrics
     /// Account settings and pull-time exclusions, cached for the paths that read them per request.
     public let settings: RegistryWideSettings
+    /// Data keys of encrypted repositories; nil where no key service is set up (tests of other things).
+    public let encryption: BlobEncryption?
+    /// Unwrapped data keys of encrypted upload sessions on this node, so a PATCH needs no KMS call.
+    let uploadKeyCache = Mutex<[String: ObjectKeys]>([:])
 
     public init(
         metadata: MetadataStore, blobs: any BlobStore, configuration: RegistryConfiguration, logger: Logger, space: StorageSpace? = nil,
-        metrics: WharfMetrics = WharfMetrics()
+        metrics: WharfMetrics = WharfMetrics(), encryption: BlobEncryption? = nil
     ) {
+        self.encryption = encryption
         self.metrics = metrics
         self.space = space
         self.metadata = metadata
@@ -91,7 +97,10 @@ extension Registry {
 
     /// GET: the blob opened for streaming.
     public func openBlob(_ digest: Digest, in repository: RepositoryName) async throws -> any BlobReader {
-        _ = try await blobInfo(digest, in: repository)
+        let record = try await blobInfo(digest, in: repository)
+        if let domain = try await encryptionDomain(of: repository) {
+            return try await openEncrypted(record, domain: domain, in: repository)
+        }
         guard let reader = try await blobs.open(digest) else {
             logger.error("blob is recorded but missing from storage; run `wharf fsck`", metadata: ["digest": "\(digest)"])
             throw RegistryError(.blobUnknown, "blob \(digest) is recorded but its bytes are missing from storage")
@@ -183,11 +192,15 @@ extension Registry {
     /// POST: opens a session for `owner` (the identity's name; nil when authentication is off).
     public func startUpload(in repository: RepositoryName, algorithm: DigestAlgorithm = .sha256, owner: String? = nil) async throws -> UploadStatus {
         let id = UUIDv4.make()
+        // Keys first: a disabled KMS key refuses the push before anything is stored.
+        var sealing: (ObjectKeys, String)?
+        if let domain = try await encryptionDomain(of: repository) { sealing = try await newUploadEncryption(domain, in: repository) }
         try await blobs.createUpload(id, resumable: true)
         let now = Timestamp.nowMillis()
         do {
             try await metadata.createUpload(
-                UploadRecord(id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now),
+                UploadRecord(
+                    id: id, repository: repository.value, size: 0, algorithm: algorithm, createdAt: now, updatedAt: now, encryption: sealing?.1),
                 owner: owner, maximumPerOwner: configuration.maximumUploadsPerIdentity)
         } catch MetadataError.limitReached(let message) {
             try? await blobs.deleteUpload(id)
@@ -197,6 +210,7 @@ extension Registry {
             throw error
         }
         hashStates.withLock { $0[id] = UploadHashState(hasher: DigestHasher(algorithm), size: 0) }
+        if let keys = sealing?.0 { uploadKeyCache.withLock { $0[id] = keys } }
         return UploadStatus(id: id, size: 0)
     }
 
@@ -209,12 +223,24 @@ extension Registry {
             try await forgetLostSession(id)
             throw RegistryError.uploadUnknown(id)
         }
+        if let sealed = upload.encryption {
+            // Stored bytes are records; what they hold in plaintext is checked against the row.
+            let layers = try UploadEncryption.decode(sealed).keys.count
+            let segment = Int64(SegmentedEnvelope.defaultSegmentSize)
+            let records = upload.size / segment
+            let needed = records == 0 ? 0 : SegmentedEnvelope.storedOffset(fullRecords: records, layers: layers)
+            if stored >= needed { return UploadStatus(id: id, size: upload.size) }
+            // Records lost to a crash: what whole records survive (the next request re-reads them).
+            let survived = max(0, stored - Int64(SegmentedEnvelope.headerSize)) / (segment + Int64(SegmentedEnvelope.overhead(layers: layers)))
+            return UploadStatus(id: id, size: survived * segment)
+        }
         return UploadStatus(id: id, size: min(upload.size, stored))
     }
 
     private func forgetLostSession(_ id: String) async throws {
         logger.warning("upload session without its bytes (left by a crash); removed", metadata: ["upload": "\(id)"])
         hashStates.withLock { _ = $0.removeValue(forKey: id) }
+        forgetUploadKeys(id)
         try await metadata.deleteUpload(id)
     }
 
@@ -224,12 +250,14 @@ extension Registry {
     ) async throws -> UploadStatus where Body.Element == ByteBuffer {
         try await sessionLocks.withLock(id) {
             let upload = try await loadUpload(id, in: repository)
-            var state = try await hashState(for: upload)
-            state.size = try await receive(body, into: upload, state: &state.hasher, at: state.size, start: start, length: length)
+            var state = try await hashState(for: upload, in: repository)
+            let received = try await receive(
+                body, into: upload, in: repository, state: &state.hasher, at: state.size, start: start, length: length, final: false)
+            state.size = received.size
             // A 202 promises the chunk: its bytes reach the disk before the size that counts them.
             // (The closing PUT's fsync then has little left to write.)
             try await blobs.prepareUpload(id)
-            try await metadata.updateUpload(id, size: state.size)
+            try await metadata.updateUpload(id, size: state.size, sealedTail: received.sealedTail)
             hashStates.withLock { $0[id] = state }
             return UploadStatus(id: id, size: state.size)
         }
@@ -242,13 +270,18 @@ extension Registry {
     ) async throws -> BlobRecord where Body.Element == ByteBuffer {
         try await sessionLocks.withLock(id) {
             let upload = try await loadUpload(id, in: repository)
-            var state = try await hashState(for: upload)
-            state.size = try await receive(body, into: upload, state: &state.hasher, at: state.size, start: start, length: length)
+            var state = try await hashState(for: upload, in: repository)
+            state.size = try await receive(
+                body, into: upload, in: repository, state: &state.hasher, at: state.size, start: start, length: length, final: true
+            ).size
             let computed: Digest
             if digest.algorithm == state.hasher.algorithm {
                 computed = state.hasher.finalize()
             } else {
-                computed = try await rehash(id, size: state.size, algorithm: digest.algorithm).hasher.finalize()
+                var other = upload
+                other.algorithm = digest.algorithm
+                other.size = state.size
+                computed = try await rehash(other, in: repository, sealedComplete: true).hasher.finalize()
             }
             guard computed == digest else {
                 try? await discardUpload(id)
@@ -261,8 +294,9 @@ extension Registry {
                 try? await discardUpload(id)
                 throw error
             }
-            try await commit(upload: id, as: record, to: repository, endingSession: true)
+            try await commit(upload: id, sealing: upload.encryption, as: record, to: repository, endingSession: true)
             hashStates.withLock { _ = $0.removeValue(forKey: id) }
+            forgetUploadKeys(id)
             return record
         }
     }
@@ -281,18 +315,25 @@ extension Registry {
     ) async throws -> BlobRecord where Body.Element == ByteBuffer {
         // A storage-only upload: if the server dies mid-request, garbage collection removes the file.
         let id = "mono-" + UUIDv4.make()
+        var sealing: (ObjectKeys, String)?
+        if let domain = try await encryptionDomain(of: repository) { sealing = try await newUploadEncryption(domain, in: repository) }
         try await blobs.createUpload(id, resumable: false)
+        if let keys = sealing?.0 { uploadKeyCache.withLock { $0[id] = keys } }
+        defer { forgetUploadKeys(id) }
         do {
             var hasher = DigestHasher(digest.algorithm)
-            let upload = UploadRecord(id: id, repository: repository.value, size: 0, algorithm: digest.algorithm, createdAt: 0, updatedAt: 0)
-            let size = try await receive(body, into: upload, state: &hasher, at: 0, start: nil, length: length, knownDigest: digest)
+            let upload = UploadRecord(
+                id: id, repository: repository.value, size: 0, algorithm: digest.algorithm, createdAt: 0, updatedAt: 0, encryption: sealing?.1)
+            let size = try await receive(
+                body, into: upload, in: repository, state: &hasher, at: 0, start: nil, length: length, knownDigest: digest, final: true
+            ).size
             let computed = hasher.finalize()
             guard computed == digest else {
                 throw RegistryError.digestInvalid("the uploaded content has digest \(computed), not \(digest)")
             }
             let record = BlobRecord(digest: digest, size: size)
             try await checkQuota(adding: record, to: repository)
-            try await commit(upload: id, as: record, to: repository)
+            try await commit(upload: id, sealing: upload.encryption, as: record, to: repository)
             return record
         } catch {
             try? await blobs.deleteUpload(id)
@@ -303,12 +344,33 @@ extension Registry {
     /// Publishes a verified upload as the blob `record` and links it to `repository`. The fsync
     /// runs before the blob's lock is taken; a blob the store already holds (the same layer pushed
     /// again) needs none, and this copy is discarded.
-    private func commit(upload id: String, as record: BlobRecord, to repository: RepositoryName, endingSession: Bool = false) async throws {
-        let isNew = try await blobs.size(of: record.digest) == nil
-        if isNew { try await blobs.prepareUpload(id) }
+    private func commit(
+        upload id: String, sealing: String?, as record: BlobRecord, to repository: RepositoryName, endingSession: Bool = false
+    ) async throws {
         let blobs = self.blobs
-        try await metadata.linkBlob(record, to: repository, endingSession: endingSession ? id : nil) {
-            try await blobs.publishUpload(id, as: record.digest, prepared: isNew)
+        guard let sealing else {
+            let isNew = try await blobs.size(of: record.digest) == nil
+            if isNew { try await blobs.prepareUpload(id) }
+            try await linkChecked(record, to: repository, endingSession: endingSession ? id : nil, encryption: BlobLinkEncryption()) { _ in
+                try await blobs.publishUpload(id, as: record.digest, prepared: isNew)
+            }
+            return
+        }
+        // The domain's own copy, under its derived key; another domain's copy is never reused.
+        let upload = try UploadEncryption.decode(sealing)
+        guard let domain = EncryptionDomain(identifier: upload.domain), let objectKey = Digest(domain.objectKey(for: record.digest.description)) else {
+            throw RegistryError(.unknown, "an upload session names an unknown encryption domain", status: 500)
+        }
+        let isNew = try await blobs.size(of: objectKey) == nil
+        if isNew { try await blobs.prepareUpload(id) }
+        let copy = EncryptedBlobRecord(
+            domain: domain.identifier, digest: record.digest, objectKey: objectKey, wrappedKeys: WrappedKeys.encode(try upload.wrapped()),
+            segmentSize: SegmentedEnvelope.defaultSegmentSize, createdAt: Timestamp.nowMillis())
+        try await linkChecked(
+            record, to: repository, endingSession: endingSession ? id : nil, encryption: BlobLinkEncryption(domain: domain.identifier, copy: copy)
+        ) { copyRecorded in
+            if !copyRecorded, !isNew { try await blobs.delete(objectKey) }
+            try await blobs.publishUpload(id, as: objectKey, prepared: isNew)
         }
     }
 
@@ -325,17 +387,35 @@ extension Registry {
         try await blobs.deleteUpload(id)
     }
 
-    /// Streams `body` to the end of the upload, hashing as it goes. Returns the new size.
+    /// Streams `body` to the end of the upload, hashing as it goes. Returns the new size, and for
+    /// an encrypted upload that continues (`final` false) the sealed partial segment to keep.
     private func receive<Body: AsyncSequence>(
-        _ body: Body, into upload: UploadRecord, state hasher: inout DigestHasher,
-        at offset: Int64, start: Int64?, length: Int64?, knownDigest: Digest? = nil
-    ) async throws -> Int64 where Body.Element == ByteBuffer {
+        _ body: Body, into upload: UploadRecord, in repository: RepositoryName, state hasher: inout DigestHasher,
+        at offset: Int64, start: Int64?, length: Int64?, knownDigest: Digest? = nil, final: Bool
+    ) async throws -> (size: Int64, sealedTail: String?) where Body.Element == ByteBuffer {
         if let start, start != offset {
             throw UploadError.outOfOrder(UploadStatus(id: upload.id, size: offset), requestedStart: start)
         }
+        let sealing = try await uploadKeys(upload, in: repository)
         let writer: any UploadWriter
         do {
-            writer = try await blobs.appendToUpload(upload.id, at: offset)
+            if let (_, keys) = sealing {
+                // Whole records only are stored; the partial segment after them lives in the row.
+                let segment = Int64(SegmentedEnvelope.defaultSegmentSize)
+                let records = offset / segment
+                let tail = try Self.openTail(upload.sealedTail, keys: keys, expected: Int(offset - records * segment))
+                let sealer = EnvelopeSealer(keys: keys, startIndex: UInt64(records), tail: tail)
+                let stored: any UploadWriter
+                if records == 0 {
+                    stored = try await blobs.appendToUpload(upload.id, at: 0)
+                    try await stored.write(ByteBuffer(bytes: sealer.header))
+                } else {
+                    stored = try await blobs.appendToUpload(upload.id, at: SegmentedEnvelope.storedOffset(fullRecords: records, layers: keys.layers.count))
+                }
+                writer = EncryptingUploadWriter(stored: stored, sealer: sealer)
+            } else {
+                writer = try await blobs.appendToUpload(upload.id, at: offset)
+            }
         } catch BlobStoreError.uploadNotFound {
             try await forgetLostSession(upload.id)
             throw RegistryError.uploadUnknown(upload.id)
@@ -343,6 +423,7 @@ extension Registry {
         do {
             try space?.checkWritable()
         } catch {
+            try? await writer.close()
             throw RegistryError(.unknown, error.description, status: 507)
         }
         var working = hasher
@@ -351,6 +432,7 @@ extension Registry {
         if let repository = RepositoryName(upload.repository) {
             limit = try await uploadLimit(in: repository, excluding: upload.id, digest: knownDigest)
         }
+        var sealedTail: String?
         do {
             for try await chunk in body {
                 received += Int64(chunk.readableBytes)
@@ -363,25 +445,33 @@ extension Registry {
                 working.update(chunk)
                 try await writer.write(chunk)
             }
-            try await writer.close()
+            if let length, received != length {
+                // The bytes past `offset` are discarded by the next append, which truncates to the recorded size.
+                throw UploadError.lengthMismatch(UploadStatus(id: upload.id, size: offset), declared: length, received: received)
+            }
+            if let sealer = writer as? EncryptingUploadWriter, let (_, keys) = sealing {
+                if final {
+                    try await sealer.finish()
+                } else {
+                    sealedTail = try Self.sealTail(try await sealer.takeTailAndClose(), keys: keys)
+                }
+            } else {
+                try await writer.close()
+            }
         } catch {
             try? await writer.close()
             throw error
         }
-        if let length, received != length {
-            // The bytes past `offset` are discarded by the next append, which truncates to the recorded size.
-            throw UploadError.lengthMismatch(UploadStatus(id: upload.id, size: offset), declared: length, received: received)
-        }
         hasher = working
-        return offset + received
+        return (offset + received, sealedTail)
     }
 
     /// The upload's hash state: from memory, or rebuilt by reading its bytes (after a restart).
-    private func hashState(for upload: UploadRecord) async throws -> UploadHashState {
+    private func hashState(for upload: UploadRecord, in repository: RepositoryName) async throws -> UploadHashState {
         if let cached = hashStates.withLock({ $0[upload.id] }), cached.size == upload.size, cached.hasher.algorithm == upload.algorithm {
             return cached
         }
-        let rebuilt = try await rehash(upload.id, size: upload.size, algorithm: upload.algorithm)
+        let rebuilt = try await rehash(upload, in: repository, sealedComplete: false)
         if rebuilt.size != upload.size {
             // Fewer bytes survived than were acknowledged (an OS crash before the data reached the
             // disk). Tell the truth: the client resumes from what is really there.
@@ -390,26 +480,50 @@ extension Registry {
                 metadata: [
                     "upload": "\(upload.id)", "recorded": "\(upload.size)", "stored": "\(rebuilt.size)",
                 ])
-            try await metadata.updateUpload(upload.id, size: rebuilt.size)
+            // An encrypted upload that lost records lost its tail's place too: it resumes at a record boundary.
+            try await metadata.updateUpload(upload.id, size: rebuilt.size, sealedTail: nil)
         }
         return rebuilt
     }
 
-    /// Hashes the first `size` bytes of an upload.
-    private func rehash(_ id: String, size: Int64, algorithm: DigestAlgorithm) async throws -> UploadHashState {
-        var hasher = DigestHasher(algorithm)
+    /// Hashes the first `upload.size` bytes of an upload (its plaintext, for an encrypted one:
+    /// whole stored records, then the sealed tail from the row; with `sealedComplete` the stored
+    /// bytes already end with the last record, as after a closing request).
+    private func rehash(_ upload: UploadRecord, in repository: RepositoryName, sealedComplete: Bool) async throws -> UploadHashState {
+        var hasher = DigestHasher(upload.algorithm)
         var hashed: Int64 = 0
+        let size = upload.size
+        let sealing = try await uploadKeys(upload, in: repository)
+        let segment = Int64(SegmentedEnvelope.defaultSegmentSize)
+        // Plaintext the stored records must give: all of it once sealed to the end, else whole segments.
+        let fromRecords = sealing == nil || sealedComplete ? size : (size / segment) * segment
+        var opener = sealing.map { EnvelopeOpener(keys: $0.1) }
+        var torn = false
         do {
-            try await blobs.readUpload(id) { chunk in
-                let remaining = size - hashed
-                guard remaining > 0 else { return }
-                let slice = chunk.getSlice(at: chunk.readerIndex, length: Int(min(Int64(chunk.readableBytes), remaining)))!
+            try await blobs.readUpload(upload.id) { chunk in
+                guard fromRecords - hashed > 0, !torn else { return }
+                var plaintext = chunk
+                if opener != nil {
+                    // A record torn by a crash fails to open: what came before it is what survived.
+                    guard let opened = try? opener!.feed(chunk) else {
+                        torn = true
+                        return
+                    }
+                    plaintext = ByteBuffer(bytes: opened)
+                }
+                let remaining = fromRecords - hashed
+                let slice = plaintext.getSlice(at: plaintext.readerIndex, length: Int(min(Int64(plaintext.readableBytes), remaining)))!
                 hasher.update(slice)
                 hashed += Int64(slice.readableBytes)
             }
         } catch BlobStoreError.uploadNotFound {
-            try await forgetLostSession(id)
-            throw RegistryError.uploadUnknown(id)
+            try await forgetLostSession(upload.id)
+            throw RegistryError.uploadUnknown(upload.id)
+        }
+        if let (_, keys) = sealing, !sealedComplete, hashed == fromRecords, size > fromRecords {
+            let tail = try Self.openTail(upload.sealedTail, keys: keys, expected: Int(size - fromRecords))
+            hasher.update(ByteBuffer(bytes: tail))
+            hashed += Int64(tail.count)
         }
         return UploadHashState(hasher: hasher, size: hashed)
     }

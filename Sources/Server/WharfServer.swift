@@ -1,6 +1,7 @@
 import Access
 import BlobStore
 import ECR
+import Encryption
 import Events
 import Foundation
 import Hummingbird
@@ -118,8 +119,18 @@ public final class WharfServer: Sendable {
         space.holdReserve()
         let metrics = WharfMetrics()
         let blobStore = storage.store
+        let encryption: BlobEncryption
+        do {
+            encryption = try EncryptionSetup.make(configuration: configuration, metadata: metadata, sealer: sealer, logger: logger)
+        } catch {
+            await metadata.close()
+            await storage.close()
+            try? await ioThreadPool.shutdownGracefully()
+            throw error
+        }
         let registry = Registry(
-            metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space, metrics: metrics)
+            metadata: metadata, blobs: blobStore, configuration: configuration.registryConfiguration, logger: logger, space: space, metrics: metrics,
+            encryption: encryption)
         // Scheduled background work runs on one node at a time: the holder of its lease renews it at
         // every pass, and another node takes over within three intervals (at least 30 s) of its
         // death, or at once after a graceful stop (which releases the leases).
@@ -244,7 +255,8 @@ public final class WharfServer: Sendable {
                         prices: .init(
                             storagePerGBMonth: configuration.costStoragePerGBMonth, egressPerGB: configuration.costEgressPerGB,
                             currency: configuration.costCurrency)),
-                    leases: leases, storageKind: storage.kind)
+                    leases: leases, storageKind: storage.kind,
+                    encryptionKeys: EncryptionKeyChanges(registry: registry, audit: authentication.access.audit))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(

@@ -13,7 +13,9 @@ struct Admin: AsyncParsableCommand {
             http://127.0.0.1:5000); credentials: --username (or WHARF_USERNAME, default admin) and the password \
             from WHARF_PASSWORD, --password-file, or --password-stdin. An access token works as the password.
             """,
-        subcommands: [Users.self, Tokens.self, AccessKeys.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self, Storage.self]
+        subcommands: [
+            Users.self, Tokens.self, AccessKeys.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self, EncryptionKeys.self, Storage.self,
+        ]
     )
 }
 
@@ -632,6 +634,51 @@ struct Keys: AsyncParsableCommand {
             let result = try await connection.client().call(.POST, "/keys/rotate") as? [String: Any]
             if !connection.json { print("signing key is now \(result?["kid"] as? String ?? "?")") }
         }
+    }
+}
+
+struct EncryptionKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encryption-key", abstract: "Keys of encryption at rest (KMS key ARNs, and wharf/aes256 for AES256 repositories).",
+        subcommands: [List.self, Rotate.self, Disable.self, Enable.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Keys in use, their service, state and the encrypted copies each wraps.")
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let client = try connection.client()
+            let keys = try await client.call(.GET, "/encryption/keys")
+            if !connection.json { client.table(keys, columns: ["keyId", "service", "state", "versions", "encryptedCopies"]) }
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rotate a key and re-wrap every data key it wraps under its current version (no blob is rewritten).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The key: a KMS key ARN, or wharf/aes256.") var keyID: String
+        func run() async throws {
+            let result = try await connection.client().call(.POST, "/encryption/keys/rotate", body: ["keyId": keyID]) as? [String: Any]
+            guard !connection.json, let result else { return }
+            print(
+                "\(keyID): \(ManagementClient.text(result["rewrappedCopies"])) encrypted copies and \(ManagementClient.text(result["rewrappedUploads"])) uploads re-wrapped, "
+                    + "\(ManagementClient.text(result["unchangedCopies"])) already current")
+            for failure in result["failures"] as? [String] ?? [] { print("failed: \(failure)") }
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a key of the built-in key service: its repositories refuse pushes and pulls.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The key.") var keyID: String
+        func run() async throws { _ = try await connection.client().call(.POST, "/encryption/keys/disable", body: ["keyId": keyID]) }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a key of the built-in key service.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The key.") var keyID: String
+        func run() async throws { _ = try await connection.client().call(.POST, "/encryption/keys/enable", body: ["keyId": keyID]) }
     }
 }
 

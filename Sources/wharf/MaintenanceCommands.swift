@@ -79,7 +79,9 @@ struct Fsck: AsyncParsableCommand {
         }
         let report: ConsistencyReport
         do {
-            report = try await ConsistencyChecker(metadata: metadata, blobs: storage.store).check(verifyDigests: !skipDigests, repair: repair)
+            let encryption = EncryptionSetup.forMaintenance(configuration: configuration, metadata: metadata, logger: logger)
+            report = try await ConsistencyChecker(metadata: metadata, blobs: storage.store, encryption: encryption)
+                .check(verifyDigests: !skipDigests, repair: repair)
         } catch {
             await metadata.close()
             await storage.close()
@@ -96,6 +98,7 @@ struct Fsck: AsyncParsableCommand {
             for (title, items) in [
                 ("missing blobs", report.missingBlobs), ("size mismatches", report.sizeMismatches), ("corrupt blobs", report.corruptBlobs),
                 ("orphan files", report.orphanFiles), ("orphan uploads", report.orphanUploads), ("dangling references", report.danglingReferences),
+                ("encrypted copies not decrypted", report.undecryptedCopies),
             ] {
                 guard !items.isEmpty else { continue }
                 print("\(title): \(items.count)")

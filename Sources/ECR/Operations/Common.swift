@@ -86,11 +86,14 @@ extension ECRService {
             "createdAt": .timestamp(millis: record.createdAt),
             "imageTagMutability": .string(settings.tagMutability.mode.rawValue),
             "imageScanningConfiguration": ["scanOnPush": .bool(settings.scanOnPush)],
-            "encryptionConfiguration": .compact([
-                "encryptionType": .string(settings.encryption?.type ?? "AES256"),
-                "kmsKey": settings.encryption?.kmsKey.map(JSONValue.string),
-            ]),
         ]
+        // Only what is applied is reported: a repository stored plain (made by a push with no
+        // registry default, or before encryption at rest existed) has no encryption configuration.
+        if let encryption = settings.encryption, encryption.domain != nil {
+            object["encryptionConfiguration"] = .compact([
+                "encryptionType": .string(encryption.type), "kmsKey": encryption.kmsKey.map(JSONValue.string),
+            ])
+        }
         if !settings.tagMutability.exclusions.isEmpty {
             object["imageTagMutabilityExclusionFilters"] = .array(settings.tagMutability.exclusions.map { ["filterType": "WILDCARD", "filter": .string($0)] })
         }

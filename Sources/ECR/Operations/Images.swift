@@ -16,8 +16,14 @@ extension ECRService {
         }
     }
 
+    /// The repository's images with their manifests' exact bytes (opened when the repository is encrypted).
     func images(_ name: RepositoryName) async throws -> [ImageRecord] {
-        guard let images = try await metadata.images(in: name) else { throw ECRError.repositoryNotFound(name.value, registryID: registryID) }
+        guard var images = try await metadata.images(in: name) else { throw ECRError.repositoryNotFound(name.value, registryID: registryID) }
+        for index in images.indices where images[index].sealedWith != nil {
+            let opened = try await registry.openManifest(ByteBuffer(bytes: images[index].content), sealedWith: images[index].sealedWith, in: name)
+            images[index].content = Array(opened.readableBytesView)
+            images[index].sealedWith = nil
+        }
         return images
     }
 

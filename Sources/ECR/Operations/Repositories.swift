@@ -1,4 +1,5 @@
 import Access
+import Encryption
 import Metadata
 import OCI
 import UseCases
@@ -11,16 +12,7 @@ extension ECRService {
         try await authorize(call, .push, on: name)
         var settings = RepositorySettings(tagMutability: try tagMutability(call))
         settings.scanOnPush = call.input["imageScanningConfiguration"]?["scanOnPush"]?.bool ?? false
-        if let encryption = call.input["encryptionConfiguration"] {
-            let type = encryption["encryptionType"]?.string ?? "AES256"
-            let kmsKey = encryption["kmsKey"]?.string
-            if type == "AES256", kmsKey != nil {
-                throw ECRError.invalidParameter(
-                    "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'"
-                )
-            }
-            settings.encryption = RepositorySettings.Encryption(type: type, kmsKey: kmsKey)
-        }
+        settings.encryption = try await encryption(call)
         let labels = try resourceTags(call.input["tags"])
         // The namespace is created on first use, as a first push does.
         try await access.authorizer.ensureNamespace(String(name.namespace), for: call.identity)
@@ -30,6 +22,50 @@ extension ECRService {
         } catch MetadataError.conflict {
             throw ECRError("RepositoryAlreadyExistsException", "The repository with name '\(name)' already exists in the registry with id '\(registryID)'")
         }
+    }
+
+    /// The repository's encryption, checked with its key service before anything is created: a
+    /// missing or disabled key is ECR's `KmsException`. Without `encryptionConfiguration` the
+    /// registry's default applies, else `AES256`, as ECR encrypts every repository.
+    func encryption(_ call: ECRCall) async throws -> RepositorySettings.Encryption? {
+        let domain: EncryptionDomain
+        if let configuration = call.input["encryptionConfiguration"] {
+            let type = configuration["encryptionType"]?.string ?? "AES256"
+            guard let kind = EncryptionDomain.Kind(rawValue: type) else {
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'encryptionType' failed to satisfy constraint: 'Member must satisfy enum value set: [AES256, KMS, KMS_DSSE]'")
+            }
+            var kmsKey = configuration["kmsKey"]?.string
+            if kind == .aes256, kmsKey != nil {
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: 'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'"
+                )
+            }
+            if kind != .aes256, kmsKey == nil {
+                // ECR's AWS managed key for the registry.
+                kmsKey = "arn:aws:kms:\(call.region):\(registryID):alias/aws/ecr"
+            }
+            if let kmsKey, kmsKey.isEmpty || kmsKey.utf8.count > 2048 || !kmsKey.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 32 && $0.value < 127 }) {
+                throw ECRError.invalidParameter(
+                    "Invalid parameter at 'kmsKey' failed to satisfy constraint: 'a key ARN, key id or alias of at most 2048 characters'")
+            }
+            domain = EncryptionDomain(kind: kind, kmsKey: kmsKey)
+        } else if let fallback = metadata.defaultEncryption {
+            guard let parsed = EncryptionDomain(identifier: fallback.domain) else { throw ECRError.server("the registry's default encryption is invalid") }
+            domain = parsed
+        } else {
+            domain = EncryptionDomain(kind: .aes256)
+        }
+        if let keys = registry.encryption {
+            do {
+                try await keys.checkUsable(domain)
+            } catch EncryptionError.keyUnavailable(let keyID, let code, let message) {
+                throw ECRError.kms(code, "The KMS key \(keyID) cannot be used (\(code)): \(message.isEmpty ? code : message)")
+            } catch EncryptionError.serviceFailed(let message) {
+                throw ECRError.kms("KMSInternalException", message)
+            }
+        }
+        return RepositorySettings.Encryption(type: domain.kind.rawValue, kmsKey: domain.kmsKey, domain: domain.identifier)
     }
 
     func describeRepositories(_ call: ECRCall) async throws -> JSONValue {

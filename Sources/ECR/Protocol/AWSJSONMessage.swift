@@ -47,7 +47,9 @@ public struct AWSJSONResponse: Sendable {
     }
 
     static func failure(_ error: ECRError, requestID: String) -> AWSJSONResponse {
-        let body: JSONValue = ["__type": .string(error.type), "message": .string(error.message)]
+        var members: [String: JSONValue] = ["__type": .string(error.type), "message": .string(error.message)]
+        for (name, value) in error.fields { members[name] = .string(value) }
+        let body = JSONValue.object(members)
         return AWSJSONResponse(
             status: error.status,
             headers: [

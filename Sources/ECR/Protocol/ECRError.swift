@@ -5,11 +5,19 @@ public struct ECRError: Error, Sendable, Equatable, CustomStringConvertible {
     public let type: String
     public let message: String
     public let status: Int
+    /// Members the exception's shape adds (`kmsError` of `KmsException`).
+    public let fields: [String: String]
 
-    public init(_ type: String, _ message: String, status: Int = 400) {
+    public init(_ type: String, _ message: String, status: Int = 400, fields: [String: String] = [:]) {
         self.type = type
         self.message = message
         self.status = status
+        self.fields = fields
+    }
+
+    /// A key-service failure: `kmsError` names what KMS (or the built-in key service) said.
+    static func kms(_ code: String, _ message: String) -> ECRError {
+        ECRError("KmsException", message, fields: ["kmsError": code])
     }
 
     public var description: String { "\(type): \(message)" }

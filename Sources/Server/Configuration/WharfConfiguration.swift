@@ -1,5 +1,6 @@
 import AWSSigning
 import Access
+import Encryption
 import Lifecycle
 import Logging
 import OCI
@@ -35,6 +36,12 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var storageReserveMiB = 64
     /// Blobs in an S3 bucket instead of the filesystem (`storage.s3`); see `loadS3Settings`.
     public var s3: S3StorageConfiguration?
+    /// Encryption at rest of repositories created without their own `encryptionConfiguration`
+    /// (`encryption.defaultType`, `encryption.defaultKmsKey`): nil stores them plain.
+    public var encryptionDefaultType: String?
+    public var encryptionDefaultKMSKey: String?
+    /// AWS KMS or a compatible service for KMS keys (`encryption.kms`); nil: the built-in key service.
+    public var kms: KMSConfiguration?
     /// Accept image indexes that name child manifests the repository does not hold.
     public var allowSparseIndexes = false
     public var manifestCacheMiB = 64
@@ -238,6 +245,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         var data: String?
         var database: Database?
         var storage: Storage?
+        var encryption: EncryptionSection?
         var registry: RegistrySection?
         var log: Log?
         var auth: Auth?
@@ -321,6 +329,17 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
 
         struct ECRSection: Decodable { var registryId: String? }
+        struct EncryptionSection: Decodable {
+            var defaultType: String?
+            var defaultKmsKey: String?
+            var kms: KMS?
+            struct KMS: Decodable {
+                var endpoint: String?
+                var accessKeyId: String?
+                var secretAccessKeyFile: String?
+                var dataKeyCacheSeconds: Int?
+            }
+        }
         struct SecretsSection: Decodable { var masterKeyFile: String? }
         struct TLSSection: Decodable {
             var certificateFile: String?
@@ -400,6 +419,18 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = s3.redirectExpirySeconds { settings.redirectExpirySeconds = value }
             if let value = s3.maximumAttempts { settings.maximumAttempts = value }
             self.s3 = settings
+        }
+        if let encryption = file.encryption {
+            if let value = encryption.defaultType { encryptionDefaultType = value }
+            if let value = encryption.defaultKmsKey { encryptionDefaultKMSKey = value }
+            if let kms = encryption.kms {
+                var settings = self.kms ?? KMSConfiguration()
+                if let value = kms.endpoint { settings.endpoint = value }
+                if let value = kms.accessKeyId { settings.accessKeyID = value }
+                if let value = kms.secretAccessKeyFile { settings.secretAccessKeyFile = value }
+                if let value = kms.dataKeyCacheSeconds { settings.dataKeyCacheSeconds = value }
+                self.kms = settings
+            }
         }
         if let registry = file.registry {
             if let value = registry.allowSparseIndexes { allowSparseIndexes = value }
@@ -487,6 +518,8 @@ public struct WharfConfiguration: Sendable, Equatable {
         "storage.reserveMiB", "storage.s3", "storage.s3.bucket", "storage.s3.region", "storage.s3.endpoint", "storage.s3.pathStyle",
         "storage.s3.prefix", "storage.s3.storageClass", "storage.s3.accessKeyId", "storage.s3.secretAccessKeyFile", "storage.s3.partSizeMiB",
         "storage.s3.redirect", "storage.s3.redirectExpirySeconds", "storage.s3.maximumAttempts",
+        "encryption", "encryption.defaultType", "encryption.defaultKmsKey", "encryption.kms", "encryption.kms.endpoint",
+        "encryption.kms.accessKeyId", "encryption.kms.secretAccessKeyFile", "encryption.kms.dataKeyCacheSeconds",
         "registry", "registry.allowSparseIndexes", "registry.manifestCacheMiB", "registry.cacheTTLSeconds",
         "registry.pullRecordIntervalSeconds", "registry.maximumPageSize", "registry.chunkMinimumLength", "registry.maximumUploadsPerIdentity",
         "log", "log.level", "log.format",
@@ -533,6 +566,13 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = environment["WHARF_S3_REDIRECT"] { settings.redirect = ["1", "true", "yes"].contains(value.lowercased()) }
             s3 = settings
         }
+        if let value = environment["WHARF_ENCRYPTION_DEFAULT_TYPE"] { encryptionDefaultType = value.isEmpty ? nil : value }
+        if let value = environment["WHARF_ENCRYPTION_DEFAULT_KMS_KEY"] { encryptionDefaultKMSKey = value.isEmpty ? nil : value }
+        if let value = environment["WHARF_KMS_ENDPOINT"], !value.isEmpty {
+            var settings = kms ?? KMSConfiguration()
+            settings.endpoint = value
+            kms = settings
+        }
         if let value = environment["WHARF_LOG_LEVEL"] { logLevel = try Self.parseLogLevel(value, source: "WHARF_LOG_LEVEL") }
         if let value = environment["WHARF_LOG_FORMAT"] { logFormat = try Self.parseLogFormat(value, source: "WHARF_LOG_FORMAT") }
         if let value = environment["WHARF_ALLOW_SPARSE_INDEXES"] { allowSparseIndexes = ["1", "true", "yes"].contains(value.lowercased()) }
@@ -558,6 +598,7 @@ public struct WharfConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         _ = try listenAddress()
+        _ = try defaultEncryptionDomain()
         if let metricsListen {
             var other = self
             other.listen = metricsListen
@@ -690,6 +731,51 @@ public struct WharfConfiguration: Sendable, Equatable {
         return settings
     }
 
+    /// The registry's default encryption domain, checked: `AES256`, or `KMS`/`KMS_DSSE` with a key ARN.
+    public func defaultEncryptionDomain() throws -> EncryptionDomain? {
+        guard let type = encryptionDefaultType else {
+            if let key = encryptionDefaultKMSKey {
+                throw ConfigurationError.invalid("encryption.defaultKmsKey (needs encryption.defaultType KMS or KMS_DSSE)", key)
+            }
+            return nil
+        }
+        guard let kind = EncryptionDomain.Kind(rawValue: type) else {
+            throw ConfigurationError.invalid("encryption.defaultType (AES256, KMS or KMS_DSSE)", type)
+        }
+        if kind == .aes256 {
+            if let key = encryptionDefaultKMSKey { throw ConfigurationError.invalid("encryption.defaultKmsKey (only with KMS or KMS_DSSE)", key) }
+            return EncryptionDomain(kind: .aes256)
+        }
+        guard let key = encryptionDefaultKMSKey, KMSKeyARN(key) != nil else {
+            throw ConfigurationError.invalid(
+                "encryption.defaultKmsKey (a KMS key ARN, arn:aws:kms:REGION:ACCOUNT:key/ID)", encryptionDefaultKMSKey ?? "missing")
+        }
+        return EncryptionDomain(kind: kind, kmsKey: key)
+    }
+
+    /// The KMS API settings, or nil when the built-in key service answers for KMS keys.
+    public func loadKMSSettings(environment: [String: String]) throws -> KMSSettings? {
+        guard let kms, kms.endpoint != nil || kms.accessKeyID != nil else { return nil }
+        let credentials: AWSCredentials
+        if let keyID = kms.accessKeyID {
+            guard let path = kms.secretAccessKeyFile else {
+                throw ConfigurationError.invalid("encryption.kms.secretAccessKeyFile (needed with encryption.kms.accessKeyId)", "missing")
+            }
+            credentials = AWSCredentials(
+                accessKeyID: keyID, secretAccessKey: try Self.readSecretFile(path, setting: "encryption.kms.secretAccessKeyFile", minimumLength: 1))
+        } else if let fromEnvironment = AWSCredentials.fromEnvironment(environment) {
+            credentials = fromEnvironment
+        } else {
+            throw ConfigurationError.invalid(
+                "encryption.kms credentials (encryption.kms.accessKeyId with secretAccessKeyFile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                "none given")
+        }
+        guard (0...3600).contains(kms.dataKeyCacheSeconds) else {
+            throw ConfigurationError.invalid("encryption.kms.dataKeyCacheSeconds (0 to 3600)", String(kms.dataKeyCacheSeconds))
+        }
+        return KMSSettings(endpoint: kms.endpoint, credentials: credentials, dataKeyCacheLifetime: .seconds(kms.dataKeyCacheSeconds))
+    }
+
     /// The first line of a file only its owner may read.
     static func readSecretFile(_ path: String, setting: String, minimumLength: Int) throws -> String {
         var info = stat()
@@ -737,6 +823,15 @@ public struct S3StorageConfiguration: Sendable, Equatable {
     public var redirect = false
     public var redirectExpirySeconds = 1200
     public var maximumAttempts = 5
+
+    public init() {}
+}
+
+public struct KMSConfiguration: Sendable, Equatable {
+    public var endpoint: String?
+    public var accessKeyID: String?
+    public var secretAccessKeyFile: String?
+    public var dataKeyCacheSeconds = 60
 
     public init() {}
 }

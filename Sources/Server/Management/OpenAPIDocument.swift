@@ -156,6 +156,18 @@ enum OpenAPIDocument {
                 ], required: ["tagMutability"]),
             "LifecyclePolicyText": object(["policy": ["type": "string", "description": "the policy in ECR's JSON language, as text"]], required: ["policy"]),
             "RegistryPolicy": object(["scope": string, "policy": string, "createdBy": string, "updatedAt": time], required: ["scope", "policy"]),
+            "KeyRequest": object(
+                ["keyId": ["type": "string", "description": "a KMS key ARN, or wharf/aes256 (the registry's AES256 key)"]], required: ["keyId"]),
+            "EncryptionKey": object(
+                [
+                    "keyId": string, "service": ["type": "string", "enum": ["local", "kms"]], "state": ["type": "string", "enum": ["ENABLED", "DISABLED"]],
+                    "versions": integer, "encryptedCopies": integer,
+                ], required: ["keyId", "service", "encryptedCopies"]),
+            "KeyRotation": object(
+                [
+                    "keyId": string, "versions": integer, "rewrappedCopies": integer, "rewrappedUploads": integer, "unchangedCopies": integer,
+                    "failures": ["type": "array", "items": string],
+                ], required: ["keyId", "rewrappedCopies", "rewrappedUploads", "unchangedCopies", "failures"]),
             "Expiry": object(
                 [
                     "repository": string, "digest": string, "tags": ["type": "array", "items": string], "pushedAt": time, "lastPulledAt": time,
@@ -167,7 +179,7 @@ enum OpenAPIDocument {
                 [
                     "trigger": string, "dryRun": boolean, "startedAt": integer, "finishedAt": integer, "phase": string,
                     "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
-                    "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer,
+                    "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer, "deletedEncryptedCopies": integer,
                     "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
                     "node": ["type": "string", "description": "the node that ran it"],
                 ], required: ["trigger", "dryRun", "startedAt", "phase"]),

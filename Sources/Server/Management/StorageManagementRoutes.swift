@@ -38,6 +38,8 @@ struct StorageManagement: Sendable {
     let leases: ClusterLeases
     /// `filesystem` or `s3`.
     let storageKind: String
+    /// Keys of encryption at rest.
+    let encryptionKeys: EncryptionKeyChanges
 }
 
 extension API {
@@ -105,6 +107,10 @@ extension API {
     struct LifecyclePolicyText: Codable {
         /// The policy as ECR's JSON text.
         var policy: String
+    }
+
+    struct KeyRequest: Codable {
+        var keyId: String
     }
 
     struct RegistryPolicy: Codable {
@@ -332,6 +338,38 @@ extension ManagementAPI {
                     body.error = "\(error)"
                 }
                 return try Self.json(body)
+            },
+            Route(
+                .get, "/encryption/keys",
+                "Keys of encryption at rest: the built-in key service's (state, versions) and the KMS keys in use, with the encrypted copies each wraps (system administrators)",
+                response: "[EncryptionKey]"
+            ) { _, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                return try Self.json(try await storage.encryptionKeys.list())
+            },
+            Route(
+                .post, "/encryption/keys/rotate",
+                "Rotate a key: a built-in key gets a new version; every data key it wraps is re-wrapped under the current version, no blob is rewritten",
+                request: "KeyRequest", response: "KeyRotation"
+            ) { request, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let body = try await Self.decode(API.KeyRequest.self, request)
+                return try Self.json(try await storage.encryptionKeys.rotate(body.keyId, by: caller.requester))
+            },
+            Route(
+                .post, "/encryption/keys/disable",
+                "Disable a key of the built-in key service: pushes and pulls of its repositories are refused until it is enabled",
+                request: "KeyRequest", response: "EncryptionKey"
+            ) { request, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let body = try await Self.decode(API.KeyRequest.self, request)
+                return try Self.json(try await storage.encryptionKeys.setEnabled(body.keyId, false, by: caller.requester))
+            },
+            Route(.post, "/encryption/keys/enable", "Enable a key of the built-in key service", request: "KeyRequest", response: "EncryptionKey") {
+                request, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let body = try await Self.decode(API.KeyRequest.self, request)
+                return try Self.json(try await storage.encryptionKeys.setEnabled(body.keyId, true, by: caller.requester))
             },
             Route(.get, "/lifecycle-policies", "Registry-wide lifecycle policies (system administrators)", response: "[RegistryPolicy]") { _, _, caller in
                 try access.requireSystemAdministrator(caller.identity)
