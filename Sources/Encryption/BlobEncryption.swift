@@ -138,14 +138,14 @@ public struct DecryptingBlobReader: BlobReader {
         try await stored.stream(range: mapping.stored) { chunk in
             var plaintext = try opener.feed(chunk)
             if toSkip > 0 {
-                let dropped = Int(min(toSkip, Int64(plaintext.count)))
-                plaintext.removeFirst(dropped)
+                let dropped = Int(min(toSkip, Int64(plaintext.readableBytes)))
+                plaintext.moveReaderIndex(forwardBy: dropped)
                 toSkip -= Int64(dropped)
             }
-            if Int64(plaintext.count) > toSend { plaintext.removeLast(plaintext.count - Int(toSend)) }
-            guard !plaintext.isEmpty else { return }
-            toSend -= Int64(plaintext.count)
-            try await consume(ByteBuffer(bytes: plaintext))
+            if Int64(plaintext.readableBytes) > toSend { plaintext = plaintext.getSlice(at: plaintext.readerIndex, length: Int(toSend))! }
+            guard plaintext.readableBytes > 0 else { return }
+            toSend -= Int64(plaintext.readableBytes)
+            try await consume(plaintext)
         }
         try opener.finish()
         guard toSend == 0 else { throw EncryptionError.corrupt("the stored object ended \(toSend) bytes early") }

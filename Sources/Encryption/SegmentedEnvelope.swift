@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOCore
+import NIOFoundationCompat
 
 /// The stored form of an encrypted blob: a 16-byte header, then records of at most
 /// `segmentSize` plaintext bytes each, every record sealed on its own with AES-256-GCM.
@@ -168,22 +169,15 @@ public struct EnvelopeSealer: Sendable {
         while input.readableBytes > 0 {
             if pending.isEmpty, input.readableBytes >= segmentSize {
                 // A whole segment straight from the request's buffer, without copying it aside.
-                let record = try input.readWithUnsafeReadableBytes { raw in
-                    (
-                        segmentSize,
-                        try SegmentedEnvelope.sealRecord(
-                            UnsafeRawBufferPointer(rebasing: raw.prefix(segmentSize)), index: nextIndex, keys: keys, header: header)
-                    )
-                }
-                nextIndex += 1
-                append(record, to: &output)
+                let segment = input.readSlice(length: segmentSize)!
+                try append(segment.readableBytesView, to: &output)
                 continue
             }
             let take = min(segmentSize - pending.count, input.readableBytes)
-            pending += input.readBytes(length: take)!
+            pending += input.readableBytesView.prefix(take)
+            input.moveReaderIndex(forwardBy: take)
             if pending.count == segmentSize {
-                append(try SegmentedEnvelope.sealRecord(pending, index: nextIndex, keys: keys, header: header), to: &output)
-                nextIndex += 1
+                try append(pending, to: &output)
                 pending.removeAll(keepingCapacity: true)
             }
         }
@@ -193,10 +187,10 @@ public struct EnvelopeSealer: Sendable {
     /// Seals what is left as the last record (an object's end).
     public mutating func finish() throws -> ByteBuffer? {
         guard !pending.isEmpty else { return nil }
-        let record = try SegmentedEnvelope.sealRecord(pending, index: nextIndex, keys: keys, header: header)
-        nextIndex += 1
+        var output: ByteBuffer?
+        try append(pending, to: &output)
         pending.removeAll()
-        return ByteBuffer(bytes: record)
+        return output
     }
 
     /// Hands over the partial tail instead of sealing it as a record (an upload's request ended
@@ -206,9 +200,18 @@ public struct EnvelopeSealer: Sendable {
         return pending
     }
 
-    private func append(_ record: [UInt8], to output: inout ByteBuffer?) {
-        if output == nil { output = ByteBuffer() }
-        output!.writeBytes(record)
+    private mutating func append(_ plaintext: some DataProtocol, to output: inout ByteBuffer?) throws {
+        if output == nil { output = ByteBufferAllocator().buffer(capacity: 4 * (segmentSize + 64)) }
+        if keys.layers.count == 1 {
+            // One layer: the record after its length is exactly GCM's combined form (nonce, ciphertext, tag).
+            let aad = SegmentedEnvelope.additionalData(header: header, index: nextIndex, length: plaintext.count)
+            let box = try AES.GCM.seal(plaintext, using: keys.layers[0], nonce: AES.GCM.Nonce(), authenticating: aad)
+            output!.writeInteger(UInt32(plaintext.count))
+            output!.writeBytes(box.combined!)
+        } else {
+            output!.writeBytes(try SegmentedEnvelope.sealRecord(plaintext, index: nextIndex, keys: keys, header: header))
+        }
+        nextIndex += 1
     }
 }
 
@@ -218,7 +221,8 @@ public struct EnvelopeOpener: Sendable {
     public let keys: ObjectKeys
     private var header: [UInt8]?
     private var segmentSize = 0
-    private var buffered: [UInt8] = []
+    /// Stored bytes of a record (or the header) that continues in the next chunk.
+    private var partial = ByteBuffer()
     private var index: UInt64
     private var sawShortRecord = false
     private let expectsHeader: Bool
@@ -251,37 +255,82 @@ public struct EnvelopeOpener: Sendable {
         header = bytes
     }
 
-    /// Feeds stored bytes; returns the plaintext of every record they complete.
-    public mutating func feed(_ buffer: ByteBuffer) throws -> [UInt8] {
-        buffered += buffer.readableBytesView
-        var output: [UInt8] = []
-        var cursor = 0
+    /// Feeds stored bytes; returns the plaintext of every record they complete. Whole records are
+    /// opened straight from `buffer`; only a record cut by the chunk's end is copied aside.
+    public mutating func feed(_ buffer: ByteBuffer) throws -> ByteBuffer {
+        var input = buffer
+        var output = ByteBufferAllocator().buffer(capacity: input.readableBytes)
         if header == nil {
             guard expectsHeader else { throw EncryptionError.corrupt("no envelope header") }
-            guard buffered.count >= SegmentedEnvelope.headerSize else { return [] }
-            try adopt(header: Array(buffered[0..<SegmentedEnvelope.headerSize]))
-            cursor = SegmentedEnvelope.headerSize
+            let need = SegmentedEnvelope.headerSize - partial.readableBytes
+            var piece = input.readSlice(length: min(need, input.readableBytes))!
+            partial.writeBuffer(&piece)
+            guard partial.readableBytes == SegmentedEnvelope.headerSize else { return output }
+            try adopt(header: partial.readBytes(length: SegmentedEnvelope.headerSize)!)
+            partial.clear()
         }
         let overhead = SegmentedEnvelope.overhead(layers: keys.layers.count)
-        while buffered.count - cursor >= 4 {
-            let length = buffered[cursor..<cursor + 4].reduce(0) { $0 << 8 | Int($1) }
-            guard length > 0, length <= segmentSize else { throw EncryptionError.corrupt("record \(index) claims \(length) bytes") }
-            let total = length + overhead
-            guard buffered.count - cursor >= total else { break }
-            guard !sawShortRecord else { throw EncryptionError.corrupt("a short record is followed by record \(index)") }
-            output += try SegmentedEnvelope.openRecord(
-                buffered[cursor + 4..<cursor + total], length: length, index: index, keys: keys, header: header!)
-            if length < segmentSize { sawShortRecord = true }
-            index += 1
-            cursor += total
+        // A record begun in an earlier chunk: complete it from this one first.
+        if partial.readableBytes > 0 {
+            if partial.readableBytes < 4 {
+                var piece = input.readSlice(length: min(4 - partial.readableBytes, input.readableBytes))!
+                partial.writeBuffer(&piece)
+                guard partial.readableBytes == 4 else { return output }
+            }
+            let length = try recordLength(partial.getInteger(at: partial.readerIndex, as: UInt32.self)!)
+            var piece = input.readSlice(length: min(length + overhead - partial.readableBytes, input.readableBytes))!
+            partial.writeBuffer(&piece)
+            guard partial.readableBytes == length + overhead else { return output }
+            var record = partial
+            partial = ByteBuffer()
+            try open(&record, length: length, into: &output)
         }
-        buffered.removeFirst(cursor)
+        while input.readableBytes >= 4 {
+            let length = try recordLength(input.getInteger(at: input.readerIndex, as: UInt32.self)!)
+            guard input.readableBytes >= length + overhead else { break }
+            var record = input.readSlice(length: length + overhead)!
+            try open(&record, length: length, into: &output)
+        }
+        if input.readableBytes > 0 { partial.writeBuffer(&input) }
         return output
+    }
+
+    private func recordLength(_ raw: UInt32) throws -> Int {
+        let length = Int(raw)
+        guard length > 0, length <= segmentSize else { throw EncryptionError.corrupt("record \(index) claims \(length) bytes") }
+        return length
+    }
+
+    /// Opens one whole record (its length first) and appends its plaintext.
+    private mutating func open(_ record: inout ByteBuffer, length: Int, into output: inout ByteBuffer) throws {
+        guard !sawShortRecord else { throw EncryptionError.corrupt("a short record is followed by record \(index)") }
+        record.moveReaderIndex(forwardBy: 4)
+        if keys.layers.count == 1 {
+            let aad = SegmentedEnvelope.additionalData(header: header!, index: index, length: length)
+            do {
+                let box = try AES.GCM.SealedBox(combined: record.readableBytesView)
+                let plaintext = try AES.GCM.open(box, using: keys.layers[0], authenticating: aad)
+                guard plaintext.count == length else {
+                    throw EncryptionError.corrupt("record \(index) holds \(plaintext.count) bytes, its header says \(length)")
+                }
+                output.writeBytes(plaintext)
+            } catch let error as EncryptionError {
+                throw error
+            } catch {
+                throw EncryptionError.corrupt("record \(index) failed authentication (wrong key, or the stored bytes were changed)")
+            }
+        } else {
+            output.writeBytes(
+                try SegmentedEnvelope.openRecord(
+                    ArraySlice(record.readableBytesView), length: length, index: index, keys: keys, header: header!))
+        }
+        if length < segmentSize { sawShortRecord = true }
+        index += 1
     }
 
     /// Call at the end of the stored bytes: throws if a record was cut.
     public func finish() throws {
-        guard buffered.isEmpty else { throw EncryptionError.corrupt("the object ends inside record \(index)") }
+        guard partial.readableBytes == 0 else { throw EncryptionError.corrupt("the object ends inside record \(index)") }
         if expectsHeader, header == nil { throw EncryptionError.corrupt("no envelope header") }
     }
 

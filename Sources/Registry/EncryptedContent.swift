@@ -214,7 +214,7 @@ extension Registry {
             var opener = EnvelopeOpener(keys: keys, expectedHeader: SegmentedEnvelope.header(layers: keys.layers.count))
             let plaintext = try opener.feed(content)
             try opener.finish()
-            return ByteBuffer(bytes: plaintext)
+            return plaintext
         }
     }
 

@@ -442,8 +442,15 @@ extension Registry {
                 guard offset + received <= ClientNumber.maximumByteOffset else {
                     throw RegistryError(.sizeInvalid, "a blob may hold at most \(ClientNumber.maximumByteOffset) bytes")
                 }
-                working.update(chunk)
-                try await writer.write(chunk)
+                if writer is EncryptingUploadWriter {
+                    // Sealing overlaps hashing on another core: both only read the chunk.
+                    async let sealed: Void = writer.write(chunk)
+                    working.update(chunk)
+                    try await sealed
+                } else {
+                    working.update(chunk)
+                    try await writer.write(chunk)
+                }
             }
             if let length, received != length {
                 // The bytes past `offset` are discarded by the next append, which truncates to the recorded size.
@@ -509,7 +516,7 @@ extension Registry {
                         torn = true
                         return
                     }
-                    plaintext = ByteBuffer(bytes: opened)
+                    plaintext = opened
                 }
                 let remaining = fromRecords - hashed
                 let slice = plaintext.getSlice(at: plaintext.readerIndex, length: Int(min(Int64(plaintext.readableBytes), remaining)))!
