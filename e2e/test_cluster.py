@@ -119,7 +119,7 @@ def lease_holder(node, name):
     return next((lease["holder"] for lease in cluster_status(node)["leases"] if lease["name"] == name), None)
 
 
-def test_three_nodes_behind_a_balancer(wharf_bin, tmp_path, cluster, small_image, s3):
+def test_three_nodes_behind_a_balancer(wharf_bin, tmp_path, cluster, small_image, s3, docker):
     nodes, balancer, config = cluster
     creds = nodes[0].creds
 
@@ -136,6 +136,15 @@ def test_three_nodes_behind_a_balancer(wharf_bin, tmp_path, cluster, small_image
     run([*podman, "rmi", "-af"])
     run([*podman, "pull", "--tls-verify=false", "--creds", creds, f"{balancer.host}/lb/podman:1"])
     shutil.rmtree(short, ignore_errors=True)
+    # And the Docker engine: log in through the balancer (the token realm names it), pull what
+    # skopeo pushed, push it under another name, drop it locally and pull it back.
+    user, password = nodes[0].auth
+    run(["docker", "login", "-u", user, "--password-stdin", balancer.host], env=docker, input=password + "\n")
+    run(["docker", "pull", f"{balancer.host}/lb/app:1"], env=docker)
+    run(["docker", "tag", f"{balancer.host}/lb/app:1", f"{balancer.host}/lb/docker:1"], env=docker)
+    run(["docker", "push", f"{balancer.host}/lb/docker:1"], env=docker)
+    run(["docker", "rmi", f"{balancer.host}/lb/app:1", f"{balancer.host}/lb/docker:1"], env=docker)
+    run(["docker", "pull", f"{balancer.host}/lb/docker:1"], env=docker)
     assert {node.host for node in nodes} <= balancer.nodes_used(), balancer.nodes_used()
 
     # A chunked upload whose requests land on different nodes completes: session in the database,

@@ -14,40 +14,6 @@ import requests
 from conftest import run, skopeo
 
 
-@pytest.fixture(scope="module")
-def docker(tmp_path_factory):
-    if shutil.which("dockerd") is None:
-        pytest.fail("dockerd is not installed (scripts/install-deps.sh installs docker.io)")
-    base = tmp_path_factory.mktemp("dockerd")
-    socket = base / "docker.sock"
-    log = open(base / "dockerd.log", "wb")
-    process = subprocess.Popen(
-        [
-            "dockerd", "--host", f"unix://{socket}", "--data-root", base / "data", "--exec-root", base / "exec",
-            "--pidfile", base / "docker.pid", "--bridge=none", "--iptables=false", "--ip6tables=false",
-            "--ip-masq=false", "--storage-driver", "vfs", "--containerd-namespace", f"wharf-e2e-{os.getpid()}",
-            "--containerd-plugins-namespace", f"wharf-e2e-plugins-{os.getpid()}", "--default-ulimit", "nofile=1024:1024",
-        ],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    env = {"DOCKER_HOST": f"unix://{socket}", "DOCKER_CONFIG": str(base / "config")}
-    deadline = time.monotonic() + 60
-    while True:
-        if run(["docker", "info"], env=env, check=False).returncode == 0:
-            break
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("dockerd did not start:\n" + (base / "dockerd.log").read_text(errors="replace")[-4000:])
-        time.sleep(0.5)
-    yield env
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
-
 def docker_cmd(env, *args, **kwargs):
     return run(["docker", *args], env=env, **kwargs)
 

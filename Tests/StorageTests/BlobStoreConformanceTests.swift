@@ -171,6 +171,8 @@ struct BlobStoreConformanceTests {
             #expect(Digest.of(stored) == digest)
             let tail = try #require(try await Self.read(store, digest, range: Int64(content.readableBytes - 100)...Int64(content.readableBytes - 1)))
             #expect(tail == content.getSlice(at: content.readableBytes - 100, length: 100))
+            let middle = try #require(try await Self.read(store, digest, range: Int64(1 << 20 - 3)...Int64(9 << 20 + 5)))
+            #expect(middle == content.getSlice(at: 1 << 20 - 3, length: 8 << 20 + 9))
         }
     }
 
