@@ -81,11 +81,15 @@ public final class LocalKeyService: KeyService {
     }
 
     public func decrypt(_ wrapped: [UInt8], keyID: String) async throws -> SymmetricKey {
-        let (record, material) = try await usableKey(keyID)
+        var (record, material) = try await usableKey(keyID)
         guard wrapped.count == 3 + 4 + 12 + 32 + 16, Array(wrapped.prefix(3)) == Self.prefix else {
             throw EncryptionError.corrupt("a wrapped data key of key \(keyID) is malformed")
         }
         let version = wrapped[3..<7].reduce(0) { $0 << 8 | Int($1) }
+        if version >= material.count {
+            // Another node rotated the key moments ago: read it again rather than trust this node's copy.
+            (record, material) = try await usableKey(keyID, fresh: true)
+        }
         guard version < material.count else {
             throw EncryptionError.corrupt("a data key is wrapped under version \(version) of key \(keyID), which has \(record.sealedVersions.count)")
         }
@@ -119,8 +123,8 @@ public final class LocalKeyService: KeyService {
         return wrapped
     }
 
-    private func usableKey(_ keyID: String) async throws -> (LocalKeyRecord, [SymmetricKey]) {
-        let (record, material) = try await key(keyID)
+    private func usableKey(_ keyID: String, fresh: Bool = false) async throws -> (LocalKeyRecord, [SymmetricKey]) {
+        let (record, material) = try await key(keyID, fresh: fresh)
         guard record.state == .enabled else {
             throw EncryptionError.keyUnavailable(keyID: keyID, code: "DisabledException", message: "\(keyID) is disabled.")
         }

@@ -92,6 +92,21 @@ struct TestSealer: MaterialSealer {
         #expect(fresh[3..<7] == [0, 0, 0, 1])
     }
 
+    /// Two nodes: one rotates; data keys it wraps under the new version open on the other at
+    /// once, although that node cached the key's material moments before.
+    @Test func aRotationOnAnotherNodeIsSeenAtOnce() async throws {
+        let store = MemoryKeyStore()
+        let sealer = TestSealer()
+        let first = LocalKeyService(store: store, sealer: sealer, cacheLifetime: .seconds(3600))
+        let second = LocalKeyService(store: store, sealer: sealer, cacheLifetime: .seconds(3600))
+        let (old, oldWrapped) = try await first.generateDataKey(keyID: arn)
+        #expect(try await second.decrypt(oldWrapped, keyID: arn) == old)
+        _ = try await first.rotate(arn)
+        let (new, newWrapped) = try await first.generateDataKey(keyID: arn)
+        #expect(newWrapped[3..<7] == [0, 0, 0, 1])
+        #expect(try await second.decrypt(newWrapped, keyID: arn) == new)
+    }
+
     @Test func domainsUseTheirLayers() async throws {
         let local = LocalKeyService(store: MemoryKeyStore(), sealer: TestSealer(), cacheLifetime: .zero)
         let encryption = BlobEncryption(local: local, kms: nil)
