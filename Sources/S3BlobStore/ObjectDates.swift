@@ -1,3 +1,5 @@
+import OCI
+
 /// Dates as S3 writes them, to Unix milliseconds. Parsed by hand because they come in two fixed
 /// shapes and a malformed one must give nil, never a trap.
 enum ISODate {
@@ -46,14 +48,7 @@ enum CivilTime {
         guard (1970...9999).contains(year), (1...12).contains(month), (1...31).contains(day), (0...23).contains(hour), (0...59).contains(minute),
             (0...60).contains(second)
         else { return nil }
-        // Days from civil (Howard Hinnant's algorithm).
-        let y = month <= 2 ? year - 1 : year
-        let era = y / 400
-        let yearOfEra = y - era * 400
-        let monthPrime = month > 2 ? month - 3 : month + 9
-        let dayOfYear = (153 * monthPrime + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        let days = era * 146_097 + dayOfEra - 719_468
+        let days = CivilDate.days(year: year, month: month, day: day)
         return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000
     }
 }
