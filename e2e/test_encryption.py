@@ -197,6 +197,21 @@ def test_quick_start_kms_repository_on_a_fresh_install(wharf_bin, tmp_path, smal
         assert left and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name for p in left), left
         for layer in manifest["layers"]:
             assert requests.get(f"{server.url}/v2/plain/app/blobs/{layer['digest']}", auth=server.auth).status_code == 200
+
+        # The other way round: an encrypted repository keeps the image, the plain one lets go of it.
+        # The plain files go too (they would be plaintext of encrypted content), the sealed copy stays.
+        ecr(server, key).create_repository(repositoryName="secure/again", encryptionConfiguration={"encryptionType": "KMS_DSSE", "kmsKey": QUICK_START_KEY})
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/secure/again:1")
+        ecr(server, key).delete_repository(repositoryName="plain/app", force=True)
+        report = requests.post(f"{server.url}/api/v1/gc", params={"graceSeconds": "0"}, auth=server.auth, timeout=120).json()
+        assert report["errors"] == [] and report["deletedPlainCopies"] >= len(manifest["layers"]), report
+        for layer in manifest["layers"]:
+            hexdigest = layer["digest"].split(":")[1]
+            assert not (data_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest).exists()
+        assert_no_plaintext([(str(p), p.read_bytes()) for p in stored_files(data_dir / "blobs")], [p for layer in layer_bytes for p in probes(layer, count=4)])
+        out = tmp_path / "again"
+        skopeo("copy", "--src-tls-verify=false", "--src-creds", server.creds, f"docker://{server.host}/secure/again:1", f"oci:{out}:x")
+        assert [layer["digest"] for layer in json.loads(layout_manifest(f"{out}:x")[1])["layers"]] == [layer["digest"] for layer in manifest["layers"]]
     finally:
         assert server.stop() == 0
     fsck = run([wharf_bin, "fsck", "--data", str(data_dir), "--json"], check=False)

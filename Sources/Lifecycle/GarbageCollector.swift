@@ -51,6 +51,8 @@ public struct GarbageCollectionReport: Sendable, Codable, Equatable {
     public var deletedBlobs = 0
     /// Encrypted copies whose domain no longer holds the blob (counted in `reclaimedBytes` too).
     public var deletedEncryptedCopies = 0
+    /// Plain files of blobs that only encrypted repositories hold (counted in `reclaimedBytes` too).
+    public var deletedPlainCopies = 0
     public var reclaimedBytes: Int64 = 0
     /// Scan results of manifests no repository holds any more.
     public var deletedScans = 0
@@ -83,6 +85,8 @@ public final class GarbageCollector: Service, Sendable {
     private let current = Mutex<GarbageCollectionReport?>(nil)
     private let running = Mutex(false)
     private let lastOrphanScan = Mutex<ContinuousClock.Instant?>(nil)
+    /// Where the walk over blobs only encrypted repositories hold continues (digest order, wraps around).
+    private let plainCopyCursor = Mutex("")
 
     public init(
         registry: Registry, settings: GarbageCollectionSettings, logger: Logger,
@@ -188,14 +192,17 @@ public final class GarbageCollector: Service, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let didSomething =
-            report.deletedBlobs + report.deletedEncryptedCopies + report.deletedManifests + report.deletedUploads + report.removedLinks + report.orphanFiles > 0
+            report.deletedBlobs + report.deletedEncryptedCopies + report.deletedPlainCopies + report.deletedManifests + report.deletedUploads
+            + report.removedLinks + report.orphanFiles > 0
         guard report.trigger != "continuous" || didSomething else { return report }
         var stored = report
         stored.candidates = Array(stored.candidates.prefix(1000))
         try await metadata.recordGCRun(
             startedAt: report.startedAt, finishedAt: report.finishedAt!, trigger: report.trigger, dryRun: report.dryRun,
             report: String(decoding: try encoder.encode(stored), as: UTF8.self))
-        if report.deletedBlobs + report.deletedEncryptedCopies + report.deletedManifests + report.deletedUploads + report.orphanFiles > 0 || report.dryRun {
+        if report.deletedBlobs + report.deletedEncryptedCopies + report.deletedPlainCopies + report.deletedManifests + report.deletedUploads
+            + report.orphanFiles > 0 || report.dryRun
+        {
             logger.info(
                 "garbage collection finished",
                 metadata: [
@@ -297,6 +304,24 @@ public final class GarbageCollector: Service, Sendable {
             }
             report.deletedEncryptedCopies += deleted.count
             report.reclaimedBytes += deleted.reduce(0) { $0 + (sizes[$1.objectKey] ?? 0) }
+        }
+
+        // Plain files of blobs only encrypted repositories still hold: a plain repository pushed the
+        // layer, then let go of it. Kept, it would be plaintext of encrypted content, and a leak.
+        update(report, phase: "plain copies")
+        let after = plainCopyCursor.withLock { $0 }
+        let heldEncrypted = try await metadata.blobsHeldOnlyEncrypted(before: cutoff, after: after, limit: batch)
+        plainCopyCursor.withLock { $0 = heldEncrypted.count < batch ? "" : heldEncrypted.last?.description ?? "" }
+        for digest in heldEncrypted {
+            guard let size = try await blobs.size(of: digest) else { continue }
+            note("plain copy \(digest) (\(size) bytes)")
+            report.deletedPlainCopies += 1
+            report.reclaimedBytes += size
+            guard !dryRun else { continue }
+            let blobs = self.blobs
+            try await metadata.whileNoPlainRepositoryHolds(digest) {
+                if try await blobs.trash(digest) { try await blobs.emptyTrash(digest) }
+            }
         }
     }
 

@@ -223,6 +223,41 @@ extension MetadataStore {
         }
     }
 
+    /// Blobs that repositories hold, but only encrypted ones, recorded before `cutoff`, in digest
+    /// order after `after`: their plain file (left by a plain repository that let go of them) is
+    /// not needed, and is plaintext of an encrypted repository's content at rest.
+    public func blobsHeldOnlyEncrypted(before cutoff: Int64, after: String, limit: Int) async throws -> [Digest] {
+        try await database.read { sql in
+            try await sql.raw(
+                """
+                SELECT b.digest FROM blobs b
+                WHERE b.digest > \(bind: after) AND b.created_at < \(bind: cutoff)
+                  AND EXISTS (SELECT 1 FROM encrypted_blobs e WHERE e.digest = b.digest)
+                  AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                  AND NOT EXISTS (
+                    SELECT 1 FROM repository_blobs rb LEFT JOIN repository_settings s ON s.repository_id = rb.repository_id
+                    WHERE rb.digest = b.digest AND s.encryption_domain IS NULL)
+                ORDER BY b.digest LIMIT \(literal: limit)
+                """
+            ).all().compactMap { Digest(try $0.decode(column: "digest", as: String.self)) }
+        }
+    }
+
+    /// Runs `body` under the blob's lock if no plain repository holds it (a plain push that links
+    /// it takes the same lock, so its file cannot be removed under it).
+    public func whileNoPlainRepositoryHolds(_ digest: Digest, _ body: @Sendable () async throws -> Void) async throws {
+        try await database.transaction { sql in
+            try await database.lock("blob:\(digest)", in: sql)
+            let plain = try await sql.raw(
+                """
+                SELECT 1 AS found FROM repository_blobs rb LEFT JOIN repository_settings s ON s.repository_id = rb.repository_id
+                WHERE rb.digest = \(bind: digest.description) AND s.encryption_domain IS NULL
+                """
+            ).first()
+            if plain == nil { try await body() }
+        }
+    }
+
     /// The plaintext size recorded for a blob.
     public func recordedBlobSize(_ digest: Digest) async throws -> Int64? {
         try await database.read { sql in

@@ -180,6 +180,7 @@ enum OpenAPIDocument {
                     "trigger": string, "dryRun": boolean, "startedAt": integer, "finishedAt": integer, "phase": string,
                     "deletedUploads": integer, "deletedManifests": integer, "removedLinks": integer, "deletedBlobs": integer,
                     "reclaimedBytes": integer, "orphanFiles": integer, "orphanBytes": integer, "deletedScans": integer, "deletedEncryptedCopies": integer,
+                    "deletedPlainCopies": integer,
                     "candidates": ["type": "array", "items": string], "errors": ["type": "array", "items": string],
                     "node": ["type": "string", "description": "the node that ran it"],
                 ], required: ["trigger", "dryRun", "startedAt", "phase"]),
