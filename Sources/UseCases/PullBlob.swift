@@ -42,7 +42,7 @@ public struct BlobPulls: Sendable {
         guard !images.isEmpty else { return }
         var refusal: (message: String, detail: String)?
         for image in images {
-            let content = Array(image.content.readableBytesView)
+            let content = Array(try await registry.openManifest(image.content, sealedWith: image.sealedWith, in: repository).readableBytesView)
             let scans = try await pullGate?.verdict(repository: repository, digest: image.digest, mediaType: image.mediaType, content: content)
             let signatures = try await signatureGate?.verdict(repository: repository, digest: image.digest, mediaType: image.mediaType, content: content)
             guard let refused = scans?.refusal ?? signatures?.refusal else { return }  // this image passes both gates

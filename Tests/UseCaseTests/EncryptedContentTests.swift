@@ -5,8 +5,10 @@ import Metadata
 import NIOCore
 import OCI
 import Registry
+import Scanning
 import Synchronization
 import Testing
+import UseCases
 
 import enum Crypto.AES
 import struct Crypto.SymmetricKey
@@ -152,6 +154,37 @@ struct EncryptedContentTests {
                 body: [ByteBuffer(bytes: data[65_536...])].async)
             #expect(record.size == Int64(data.count))
             #expect(try await Self.read(nodes.node(), Digest.of(data)) == data)
+        }
+    }
+
+    /// The gate judges a blob by the images that use it; an encrypted repository's manifests are
+    /// sealed in the database, and the gate must read them opened (sealed bytes parse as nothing,
+    /// and an image that is nothing would be no reason to refuse).
+    @Test("the pull gate refuses the layers of an unscanned image in an encrypted repository")
+    func gateReadsSealedManifests() async throws {
+        try await Self.withNodes { nodes in
+            let repository = RepositoryName("secure/app")!
+            let registry = nodes.node()
+            let config = ByteBuffer(string: #"{"architecture":"amd64","os":"linux"}"#)
+            let layer = ByteBuffer(string: "layer bytes")
+            for blob in [config, layer] {
+                _ = try await registry.pushBlob([blob].async, in: repository, digest: Digest.of(blob), length: Int64(blob.readableBytes))
+            }
+            let manifest = """
+                {"schemaVersion":2,"mediaType":"\(MediaType.ociManifest)","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\(Digest.of(config))","size":\(config.readableBytes)},\
+                "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\(Digest.of(layer))","size":\(layer.readableBytes)}]}
+                """
+            _ = try await registry.putManifest(ByteBuffer(string: manifest), contentType: MediaType.ociManifest, in: repository, reference: .tag(Tag("v1")!))
+            #expect(try await nodes.store.manifest(Digest.of(ByteBuffer(string: manifest)), in: repository)?.sealedWith != nil)
+            let gate = PullGate(metadata: nodes.store)
+            try await gate.setPolicy(PullPolicy(blockUnscanned: true), for: "secure")
+            let blobs = BlobPulls(registry: registry, pullGate: gate, authorizer: nil, audit: nil)
+            do {
+                try await blobs.open(Digest.of(layer), in: repository, by: alice).close()
+                Issue.record("a layer of an unscanned image was served although the namespace blocks unscanned images")
+            } catch ManifestPulls.Refusal.gated(let message, _) {
+                #expect(message.contains("has not been scanned"))
+            }
         }
     }
 
