@@ -52,6 +52,8 @@ def test_stress_push_pull_with_continuous_gc(wharf_bin, tmp_path):
     config.write_text("gc:\n  graceSeconds: 0\n  intervalSeconds: 1\n")
     data = tmp_path / "data"
     server = Wharf(wharf_bin, data, extra_args=["--config", str(config)]).start()
+    # A grace window this short is for tests: the server says what it risks.
+    assert "gc.graceSeconds is short" in server.log_text()
     url = server.url
     deadline = time.monotonic() + 20
     pushed = {}  # (repository, tag) -> manifest digest, last successful push

@@ -145,6 +145,13 @@ public final class WharfServer: Sendable {
             }
         }
         var gcSettings = configuration.garbageCollectionSettings
+        if configuration.gcEnabled, configuration.gcGraceSeconds < 600 {
+            // A layer uploaded before its manifest is linked but referenced by nothing until the
+            // manifest arrives: a slow client's push can lose it to a collection in between.
+            logger.warning(
+                "gc.graceSeconds is short: blobs uploaded less than this before their manifest may be collected first; keep it at ten minutes or more",
+                metadata: ["graceSeconds": "\(configuration.gcGraceSeconds)"])
+        }
         gcSettings.node = leases.holder
         let gcInterval = gcSettings.interval
         let collector = GarbageCollector(
