@@ -150,7 +150,7 @@ let package = Package(
             name: "ECR",
             dependencies: [
                 "OCI", "Metadata", "BlobStore", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "UseCases", "Signatures", "Monitoring",
-                "AWSSigning", "Encryption",
+                "AWSSigning", "Encryption", "Replication",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -183,6 +183,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Replication: pushed images copied to other registries (other Wharf regions, any
+        // Distribution-API registry) from durable tasks, with a client for their API.
+        .target(
+            name: "Replication",
+            dependencies: [
+                "OCI", "Metadata", "Registry", "BlobStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Distribution API use-cases: uploads, mounts, manifests, tags, catalog, referrers.
         .target(
             name: "Registry",
@@ -199,7 +212,7 @@ let package = Package(
         .target(
             name: "UseCases",
             dependencies: [
-                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures", "Events", "Encryption",
+                "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "Scanning", "Scanner", "Signatures", "Events", "Encryption", "Replication",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
@@ -209,7 +222,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "OCI", "BlobStore", "Metadata", "Registry", "Access", "Lifecycle", "ECR", "Scanning", "Scanner", "CLinux", "DurableFiles", "UseCases",
-                "Signatures", "Monitoring", "Events", "S3BlobStore", "AWSSigning", "Encryption",
+                "Signatures", "Monitoring", "Events", "S3BlobStore", "AWSSigning", "Encryption", "Replication",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -288,7 +301,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures", "AWSSigning", "S3BlobStore", "Encryption",
+                "OCI", "Access", "Lifecycle", "ECR", "Scanner", "Server", "Signatures", "AWSSigning", "S3BlobStore", "Encryption", "Replication", "Metadata",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -330,6 +343,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "Metadata", "OCI"], swiftSettings: swiftSettings),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], swiftSettings: swiftSettings),
         .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle", "OCI"], swiftSettings: swiftSettings),
         .testTarget(

@@ -360,3 +360,68 @@ def s3(tmp_path):
     secret_file.write_text(secret + "\n")
     secret_file.chmod(0o600)
     return {"client": client, "bucket": bucket, "endpoint": endpoint, "key": key, "secret_file": secret_file}
+
+
+# ---- CNCF Distribution (Debian's docker-registry) -------------------------------------------------------
+
+
+class Distribution:
+    """A CNCF Distribution (`docker-registry serve`) on a loopback port, with htpasswd auth when
+    `user` is given. Restartable on the same port and storage (kill -9 and start again)."""
+
+    def __init__(self, root, user=None, password=None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.user, self.password = user, password
+        self.process = None
+        lines = [
+            "version: 0.1",
+            "log:", "  level: info",
+            "storage:", "  filesystem:", f"    rootdirectory: {self.root / 'data'}", "  delete:", "    enabled: true",
+            "http:", f"  addr: 127.0.0.1:{self.port}",
+        ]
+        if user:
+            htpasswd = self.root / "htpasswd"
+            run(["htpasswd", "-Bbc", htpasswd, user, password])
+            lines += ["auth:", "  htpasswd:", "    realm: e2e", f"    path: {htpasswd}"]
+        self.config = self.root / "config.yml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log_path = self.root / "registry.log"
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"http://{self.host}"
+
+    @property
+    def auth(self):
+        return (self.user, self.password) if self.user else None
+
+    @property
+    def creds(self):
+        return f"{self.user}:{self.password}"
+
+    def start(self, timeout=30):
+        self.process = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=open(self.log_path, "ab"),
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise AssertionError(f"docker-registry did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process is not None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -7,6 +7,7 @@ import Metadata
 import Monitoring
 import OCI
 import Registry
+import Replication
 import Scanning
 import Signatures
 import Synchronization
@@ -33,6 +34,8 @@ public final class ECRService: Sendable {
     /// Namespaces' pull policies, which BatchGetImage obeys as `/v2` manifest pulls do.
     let pullGate: PullGate?
     let signatureGate: SignatureGate?
+    /// The replication destinations and this registry's region (DescribeImageReplicationStatus, rule checks).
+    let replication: ReplicationDirectory?
     public let downloads: LayerDownloadSigner
     let logger: Logger
     private let verifier: SigV4Verifier
@@ -54,8 +57,9 @@ public final class ECRService: Sendable {
 
     public init(
         registry: Registry, access: AccessControl, lifecycle: LifecycleService, scans: ImageScanService? = nil,
-        pullGate: PullGate? = nil, signatureGate: SignatureGate? = nil, logger: Logger
+        pullGate: PullGate? = nil, signatureGate: SignatureGate? = nil, replication: ReplicationDirectory? = nil, logger: Logger
     ) {
+        self.replication = replication
         self.registry = registry
         self.access = access
         self.lifecycle = lifecycle
@@ -207,7 +211,7 @@ public final class ECRService: Sendable {
         "DescribeRepositories", "ListImages", "DescribeImages", "BatchGetImage", "GetLifecyclePolicy", "GetLifecyclePolicyPreview",
         "GetRepositoryPolicy", "GetRegistryPolicy", "DescribeRegistry", "DescribeImageScanFindings", "ListTagsForResource",
         "BatchCheckLayerAvailability", "GetDownloadUrlForLayer", "UploadLayerPart", "GetAuthorizationToken",
-        "ListPullTimeUpdateExclusions", "GetAccountSetting",
+        "ListPullTimeUpdateExclusions", "GetAccountSetting", "DescribeImageReplicationStatus",
     ]
 
     typealias Handler = @Sendable (ECRService) -> @Sendable (ECRCall) async throws -> JSONValue
@@ -242,6 +246,7 @@ public final class ECRService: Sendable {
         "GetAuthorizationToken": { $0.getAuthorizationToken },
         "DescribeRegistry": { $0.describeRegistry },
         "PutReplicationConfiguration": { $0.putReplicationConfiguration },
+        "DescribeImageReplicationStatus": { $0.describeImageReplicationStatus },
         "StartImageScan": { $0.startImageScan },
         "DescribeImageScanFindings": { $0.describeImageScanFindings },
         "TagResource": { $0.tagResource },

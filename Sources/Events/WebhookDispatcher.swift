@@ -9,7 +9,7 @@ import OCI
 import ServiceLifecycle
 import Synchronization
 
-/// Delivers events to webhooks, on its own schedule: a push only wrote its event to the outbox, so
+/// Delivers events to webhooks (and hands replication its tasks), on its own schedule: a push only wrote its event to the outbox, so
 /// a slow or dead receiver never slows a push. Each pass moves events from the outbox into
 /// per-webhook deliveries (one transaction), then sends what is due, at most one delivery per
 /// webhook and repository at a time, so each repository's events arrive in order. A failed attempt
@@ -47,10 +47,24 @@ public final class WebhookDispatcher: Service, Sendable {
     /// Whether this node sends now (one node of a cluster at a time; asked before every batch).
     private let onlyWhenLeader: @Sendable () async -> Bool
 
+    /// Replication's part of the fan-out: read once per pass, it names the destinations each
+    /// event's image goes to (their tasks are written with the event's deliveries); `queued` is
+    /// told when a pass wrote any.
+    public struct ReplicationHook: Sendable {
+        public var planner: @Sendable () async -> (@Sendable (RegistryEvent) -> [String])
+        public var queued: @Sendable () -> Void
+        public init(planner: @escaping @Sendable () async -> (@Sendable (RegistryEvent) -> [String]), queued: @escaping @Sendable () -> Void) {
+            self.planner = planner
+            self.queued = queued
+        }
+    }
+    let replication: ReplicationHook?
+
     public init(
         metadata: MetadataStore, sealer: SecretSealer, settings: Settings, metrics: WharfMetrics, logger: Logger,
-        onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }
+        replication: ReplicationHook? = nil, onlyWhenLeader: @escaping @Sendable () async -> Bool = { true }
     ) {
+        self.replication = replication
         self.onlyWhenLeader = onlyWhenLeader
         self.metadata = metadata
         self.sealer = sealer
@@ -89,7 +103,17 @@ public final class WebhookDispatcher: Service, Sendable {
             let current = try await metadata.webhooks()
             webhooks.withLock { $0 = Dictionary(uniqueKeysWithValues: current.map { ($0.id, $0) }) }
             let address = settings.registryAddress
-            while try await metadata.fanOutEvents(limit: 200, plan: { event in Self.plan(event, webhooks: current, registry: address) }) > 0 {}
+            let replicate: @Sendable (RegistryEvent) -> [String] = if let replication { await replication.planner() } else { { _ in [] } }
+            let queued = Atomic<Bool>(false)
+            while try await metadata.fanOutEvents(
+                limit: 200, plan: { event in Self.plan(event, webhooks: current, registry: address) },
+                replicate: { event in
+                    let destinations = replicate(event)
+                    if !destinations.isEmpty { queued.store(true, ordering: .relaxed) }
+                    return destinations
+                }) > 0
+            {}
+            if queued.load(ordering: .relaxed) { replication?.queued() }
             // The lease is renewed before each batch, so a long run of slow receivers keeps it.
             while !Task.isShuttingDownGracefully, await onlyWhenLeader() {
                 let due = try await metadata.dueDeliveries(now: Timestamp.nowMillis(), limit: settings.concurrency * 4)
@@ -163,11 +187,7 @@ public final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    /// first × 2^(attempt−1), capped, with up to 25 % jitter so many retries do not arrive together.
     static func backoffMillis(attempt: Int, _ settings: Settings) -> Int64 {
-        let first = Double(settings.firstBackoff.components.seconds) * 1000 + Double(settings.firstBackoff.components.attoseconds) / 1e15
-        let cap = Double(settings.maximumBackoff.components.seconds) * 1000
-        let base = min(cap, first * pow(2, Double(min(attempt - 1, 30))))
-        return Int64(base * Double.random(in: 1.0...1.25))
+        RetryBackoff(first: settings.firstBackoff, maximum: settings.maximumBackoff).millis(afterAttempt: attempt)
     }
 }

@@ -5,6 +5,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import JWTKit
+import Metadata
 import NIOCore
 
 @testable import Access
@@ -12,6 +13,7 @@ import NIOCore
 @testable import Encryption
 @testable import Lifecycle
 @testable import OCI
+@testable import Replication
 @testable import S3BlobStore
 @testable import Scanner
 @testable import Server
@@ -42,6 +44,7 @@ public enum FuzzTargets {
         "signatures": signatures,
         "s3-responses": s3Responses,
         "envelope": envelope,
+        "remote-registry": remoteRegistry,
     ]
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
@@ -92,6 +95,19 @@ public enum FuzzTargets {
             head: HTTPRequest(method: .get, scheme: "http", authority: "x", path: "/v2/", headerFields: fields), body: .init(buffer: ByteBuffer()))
         _ = RequestAuthentication.credentials(request)
         _ = TokenEndpoint.parseForm(string)
+    }
+
+    /// What another registry answers replication: challenges, upload ranges, and the stored
+    /// replication configuration the rules come from.
+    static func remoteRegistry(_ bytes: [UInt8]) {
+        let string = text(bytes)
+        _ = AuthChallenge.parse(string)
+        _ = RemoteRegistry.uploadedBytes(range: string)
+        if let rules = ReplicationRules(json: string) {
+            _ = rules.targets(for: "team/app")
+            _ = ReplicationDirectory(destinations: [], ownRegion: "us-east-1", ownRegistryID: "123456789012").plan(
+                RegistryEvent(kind: .push, repository: "team/app", digest: "sha256:aa", actor: nil, occurredAt: 0), rules: rules)
+        }
     }
 
     static func manifest(_ bytes: [UInt8]) {

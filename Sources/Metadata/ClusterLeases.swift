@@ -1,5 +1,9 @@
 import SQLKit
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -41,6 +45,27 @@ public struct ClusterLeases: Sendable {
             ).all()
             return try rows.first?.decode(column: "holder", as: String.self) == holder
         }
+    }
+
+    /// Frees the leases of processes of this host that no longer run (a node killed with SIGKILL
+    /// and started again), so its restart takes its work back at once instead of after the
+    /// leases expire. Holders on other hosts are left to expire: their liveness is unknowable here.
+    /// Returns the names freed.
+    @discardableResult
+    public func reclaimFromDeadProcesses() async throws -> [String] {
+        let host = ProcessInfo.processInfo.hostName
+        let stale = try await current().filter { lease in
+            let parts = lease.holder.split(separator: "/")
+            guard parts.count == 3, parts[0] == host, let pid = Int32(parts[1]), lease.holder != holder else { return false }
+            // Our own pid under another holder name is an earlier start (a container's pid 1).
+            return pid == ProcessInfo.processInfo.processIdentifier || (kill(pid, 0) != 0 && errno == ESRCH)
+        }
+        for lease in stale {
+            try await database.transaction { sql in
+                try await sql.raw("DELETE FROM cluster_leases WHERE name = \(bind: lease.name) AND holder = \(bind: lease.holder)").run()
+            }
+        }
+        return stale.map(\.name)
     }
 
     /// Gives `name` up (at shutdown), so another node need not wait for it to expire.

@@ -229,7 +229,12 @@ extension MetadataStore {
     /// writer, which pushes wait for); inside it, only events this call actually deleted get their
     /// deliveries, so an event is never lost and never fanned out twice, even with several nodes
     /// dispatching. Returns how many events were taken.
-    public func fanOutEvents(limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery]) async throws -> Int {
+    ///
+    /// `replicate` names the replication destinations an event's image goes to: each gets a
+    /// `replication_tasks` row in the same transaction, so a committed push is never left uncopied.
+    public func fanOutEvents(
+        limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery], replicate: @Sendable (RegistryEvent) -> [String] = { _ in [] }
+    ) async throws -> Int {
         let events = try await database.read { sql in
             try await sql.raw(
                 """
@@ -239,6 +244,7 @@ extension MetadataStore {
         }
         guard !events.isEmpty else { return 0 }
         let planned = events.map { (id: $0.id, kind: $0.kind, repository: $0.repository, deliveries: plan($0)) }
+        let replications = events.flatMap { event in replicate(event).map { (event: event, destination: $0) } }
         let now = Timestamp.nowMillis()
         return try await database.transaction { sql in
             let taken = Set(
@@ -254,6 +260,9 @@ extension MetadataStore {
                     query += "\(bind: delivery.body), 'PENDING', 0, \(bind: now), \(bind: now))"
                 }
                 try await sql.raw(query).run()
+            }
+            for chunk in replications.filter({ taken.contains($0.event.id) }).chunked(100) {
+                try await Self.insertReplicationTasks(Array(chunk), now: now, sql)
             }
             return taken.count
         }

@@ -517,6 +517,32 @@ enum Migrations {
                 )
                 """,
             ]),
+        Migration(
+            version: 17, name: "replication",
+            statements: [
+                // One copy of a pushed image (and its tag) to one destination. Made from the event
+                // outbox in the transaction that takes the event, so a committed push always has
+                // its tasks. PENDING until copied (COMPLETE) or given up (FAILED, with the reason);
+                // finished rows stay as the image's replication status.
+                """
+                CREATE TABLE replication_tasks (
+                    id {id},
+                    destination {name} NOT NULL,
+                    repository {name} NOT NULL,
+                    digest {name} NOT NULL,
+                    tag {name},
+                    status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    next_attempt_at BIGINT NOT NULL,
+                    last_error TEXT,
+                    created_at BIGINT NOT NULL,
+                    completed_at BIGINT,
+                    bytes_copied BIGINT
+                )
+                """,
+                "CREATE INDEX replication_tasks_due ON replication_tasks (status, next_attempt_at)",
+                "CREATE INDEX replication_tasks_by_image ON replication_tasks (repository, digest)",
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

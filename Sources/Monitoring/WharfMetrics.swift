@@ -215,6 +215,33 @@ public final class WharfMetrics: Sendable {
         ).increment()
     }
 
+    // MARK: Replication
+
+    /// One copy attempt to a destination: copied, failed (to be retried) or failed for good, and the bytes it sent.
+    public func recordReplication(succeeded: Bool, gaveUp: Bool, bytes: Int64) {
+        registry.makeCounter(
+            name: "wharf_replication_attempts_total", labels: [("result", succeeded ? "copied" : gaveUp ? "failed" : "retrying")],
+            help: "Replication copy attempts, by outcome (copied, retrying, failed after the last attempt)."
+        ).increment()
+        registry.makeCounter(name: "wharf_replication_bytes_total", help: "Bytes sent to replication destinations.").increment(by: bytes)
+    }
+
+    /// Each destination's queue (destinations are configured, so the label stays bounded): images
+    /// waiting, images given up, and the age of the oldest waiting change (the lag).
+    public func setReplicationQueues(_ queues: [(destination: String, pending: Int, failed: Int, lagSeconds: Double)]) {
+        for queue in queues {
+            let labels = [("destination", queue.destination)]
+            registry.makeGauge(name: "wharf_replication_pending", labels: labels, help: "Images waiting to be copied to a destination.")
+                .set(Int64(queue.pending))
+            registry.makeGauge(name: "wharf_replication_failed", labels: labels, help: "Images whose copy to a destination failed for good.")
+                .set(Int64(queue.failed))
+            registry.makeGauge(
+                name: "wharf_replication_lag_seconds", labels: labels,
+                help: "How long ago the oldest change still waiting for a destination was committed (0: none waiting)."
+            ).set(queue.lagSeconds)
+        }
+    }
+
     // MARK: Sampled figures (set by `MetricsSampler` from the database and the disk)
 
     /// Whole-registry counts, from the database.

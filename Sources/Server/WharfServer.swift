@@ -15,6 +15,7 @@ import NIOCore
 import NIOPosix
 import OCI
 import Registry
+import Replication
 import Scanning
 import ServiceLifecycle
 import Signatures
@@ -47,6 +48,8 @@ public final class WharfServer: Sendable {
     public let generatedAdministratorPassword: String?
     /// The certificate and key when Wharf serves HTTPS itself (`tls.certificateFile`, `tls.keyFile`).
     let tls: TLSCertificates?
+    /// Copies pushed images to the replication destinations.
+    public let replicator: Replicator
     private let ioThreadPool: NIOThreadPool
     private let logger: Logger
     let space: StorageSpace
@@ -61,6 +64,7 @@ public final class WharfServer: Sendable {
         // Blob I/O gets its own threads: disk latency must not stall database work, and more
         // threads than cores is right for blocking file I/O.
         let metricsToken = try configuration.loadMetricsToken()
+        let replicationDestinations = try configuration.loadReplicationDestinations()
         let ioThreadPool = NIOThreadPool(numberOfThreads: max(4, System.coreCount * 2))
         ioThreadPool.start()
         let storage: BlobStorage
@@ -135,6 +139,9 @@ public final class WharfServer: Sendable {
         // every pass, and another node takes over within three intervals (at least 30 s) of its
         // death, or at once after a graceful stop (which releases the leases).
         let leases = ClusterLeases(database: metadata.database, holder: ClusterLeases.newHolder())
+        if let freed = try? await leases.reclaimFromDeadProcesses(), !freed.isEmpty {
+            logger.info("took back the scheduled work of a stopped process of this host", metadata: ["leases": "\(freed.joined(separator: ", "))"])
+        }
         let leader = { @Sendable (name: String, interval: Duration) async -> Bool in
             let duration = max(30_000, interval.components.seconds * 3_000)
             do {
@@ -187,10 +194,38 @@ public final class WharfServer: Sendable {
         updateSettings.artifact = configuration.scannerDatabaseArtifact
         updateSettings.publish = configuration.scannerPublishDatabase
         let advisories = AdvisoryUpdater(settings: updateSettings, registry: registry, logger: logger)
+        var replicationSettings = Replicator.Settings()
+        replicationSettings.maximumAttempts = configuration.replicationMaximumAttempts
+        replicationSettings.firstBackoff = .seconds(configuration.replicationFirstRetrySeconds)
+        replicationSettings.chunkSize = configuration.replicationChunkSizeMiB << 20
+        replicationSettings.reconcileInterval =
+            configuration.replicationReconcileIntervalSeconds > 0 ? .seconds(configuration.replicationReconcileIntervalSeconds) : nil
+        let replicator = Replicator(
+            registry: registry,
+            directory: ReplicationDirectory(
+                destinations: replicationDestinations, ownRegion: configuration.replicationRegion,
+                ownRegistryID: access?.authorizer.policies.registryID ?? configuration.ecrRegistryID ?? "000000000000"),
+            settings: replicationSettings, logger: logger,
+            onOutcome: { outcome in
+                metrics.recordReplication(succeeded: outcome.succeeded, gaveUp: outcome.gaveUp, bytes: outcome.bytes)
+                // Every copy and every failure is on record; retries that will be tried again are only logged.
+                guard outcome.succeeded || outcome.gaveUp else { return }
+                audit?.record(
+                    AuditEvent(
+                        actor: nil, action: outcome.succeeded ? "replication.copy" : "replication.failed",
+                        namespace: RepositoryName(outcome.task.repository).map { String($0.namespace) }, repository: outcome.task.repository,
+                        target: outcome.task.digest, result: outcome.succeeded ? .success : .failure,
+                        detail: AccessControlJSON.object([
+                            "destination": outcome.task.destination, "tag": outcome.task.tag ?? "", "bytes": String(outcome.bytes),
+                            "attempts": String(outcome.task.attempts + 1), "error": outcome.error ?? "",
+                        ])))
+            },
+            onlyWhenLeader: { await leader("replication", .seconds(10)) })
         return WharfServer(
             configuration: configuration, metadata: metadata, blobStore: blobStore, storage: storage, leases: leases, registry: registry, collector: collector,
             lifecycle: lifecycle, scans: scans, advisories: advisories, access: access, generatedAdministratorPassword: generatedPassword, tls: tls,
-            space: space, metrics: metrics, metricsToken: metricsToken, sealer: sealer, ioThreadPool: ioThreadPool, logger: logger)
+            space: space, metrics: metrics, metricsToken: metricsToken, sealer: sealer, replicator: replicator, ioThreadPool: ioThreadPool,
+            logger: logger)
     }
 
     private init(
@@ -198,8 +233,9 @@ public final class WharfServer: Sendable {
         registry: Registry,
         collector: GarbageCollector, lifecycle: LifecycleService, scans: ImageScanService, advisories: AdvisoryUpdater,
         access: AccessControl?, generatedAdministratorPassword: String?, tls: TLSCertificates?, space: StorageSpace, metrics: WharfMetrics,
-        metricsToken: String?, sealer: SecretSealer, ioThreadPool: NIOThreadPool, logger: Logger
+        metricsToken: String?, sealer: SecretSealer, replicator: Replicator, ioThreadPool: NIOThreadPool, logger: Logger
     ) {
+        self.replicator = replicator
         self.sealer = sealer
         self.tls = tls
         self.space = space
@@ -263,14 +299,15 @@ public final class WharfServer: Sendable {
                             storagePerGBMonth: configuration.costStoragePerGBMonth, egressPerGB: configuration.costEgressPerGB,
                             currency: configuration.costCurrency)),
                     leases: leases, storageKind: storage.kind,
-                    encryptionKeys: EncryptionKeyChanges(registry: registry, audit: authentication.access.audit))
+                    encryptionKeys: EncryptionKeyChanges(registry: registry, audit: authentication.access.audit),
+                    replication: ReplicationOverview(registry: registry, replicator: replicator, audit: authentication.access.audit))
             ).register(on: router)
             // The ECR control plane shares the listener: `aws ecr --endpoint-url http://<this server>`.
             let ecr = ECREndpoint(
                 service: ECRService(
                     registry: registry, access: authentication.access, lifecycle: lifecycle,
                     scans: configuration.scannerEnabled ? scans : nil, pullGate: scans.pullGate, signatureGate: signatures,
-                    logger: logger), registry: registry, scheme: scheme)
+                    replication: replicator.directory, logger: logger), registry: registry, scheme: scheme)
             router.post("/") { request, context in await ecr.respond(to: request, context: context) }
             router.get("\(LayerDownloadSigner.pathPrefix):token") { request, context in
                 await ecr.download(request, token: context.parameters.get("token") ?? "")
@@ -353,9 +390,11 @@ public final class WharfServer: Sendable {
         settings.registryAddress = configuration.webhookRegistryAddress ?? configuration.listen
         let leases = self.leases
         let timeout = settings.timeout
+        let replicator = self.replicator
         services.append(
             WebhookDispatcher(
                 metadata: metadata, sealer: sealer, settings: settings, metrics: metrics, logger: logger,
+                replication: .init(planner: { await replicator.planner() }, queued: { replicator.nudge() }),
                 onlyWhenLeader: {
                     // Longer than the slowest batch of deliveries, so the lease never lapses mid-batch.
                     (try? await leases.acquire("webhooks", durationMillis: max(60_000, timeout.components.seconds * 8_000))) ?? false
@@ -368,6 +407,7 @@ public final class WharfServer: Sendable {
                     quotaShare: configuration.alertQuotaShare, diskFreePercent: configuration.alertDiskFreePercent,
                     scanDatabaseMaxAge: .seconds(configuration.alertScanDatabaseMaxAgeHours * 3600)),
                 logger: logger))
+        services.append(replicator)
         if let access { services.append(access.audit) }
         if configuration.gcEnabled { services.append(collector) }
         if configuration.lifecycleEnabled { services.append(lifecycle) }
@@ -401,7 +441,7 @@ public final class WharfServer: Sendable {
         await registry.pulls.flush()
         await access?.audit.flush()
         // Another node takes the scheduled work over now, not when the leases expire.
-        for lease in ["garbage-collection", "lifecycle", "webhooks"] { try? await leases.release(lease) }
+        for lease in ["garbage-collection", "lifecycle", "webhooks", "replication"] { try? await leases.release(lease) }
         await metadata.close()
         await storage.close()
         try? await ioThreadPool.shutdownGracefully()

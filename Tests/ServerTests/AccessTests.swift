@@ -699,7 +699,8 @@ struct AccessFlowTests {
                     signatures: server.signatures, signaturePolicies: NamespaceSignaturePolicies(gate: server.signatures, audit: server.access?.audit),
                     webhooks: WebhookChanges(metadata: server.metadata, sealer: server.access!.store.sealer, audit: server.access?.audit),
                     reports: StorageReports(metadata: server.metadata, prices: .init()), leases: server.leases, storageKind: "filesystem",
-                    encryptionKeys: EncryptionKeyChanges(registry: server.registry, audit: server.access?.audit))
+                    encryptionKeys: EncryptionKeyChanges(registry: server.registry, audit: server.access?.audit),
+                    replication: ReplicationOverview(registry: server.registry, replicator: server.replicator, audit: server.access?.audit))
             ).routes
             for route in routes {
                 #expect(paths[route.path]?[route.method.rawValue.lowercased()] != nil, "\(route.method) \(route.path) is undocumented")

@@ -2,6 +2,7 @@ import Access
 import Foundation
 import Metadata
 import OCI
+import Replication
 import Scanner
 import Scanning
 import UseCases
@@ -13,7 +14,7 @@ import Foundation
 #endif
 
 extension ECRService {
-    static let replicationSetting = "replication_configuration"
+    static let replicationSetting = ReplicationRules.settingName
 
     /// A 12-hour registry login: `base64("AWS:<token>")`, good as Basic credentials on `/v2`.
     func getAuthorizationToken(_ call: ECRCall) async throws -> JSONValue {
@@ -37,7 +38,8 @@ extension ECRService {
         return ["registryId": .string(registryID), "replicationConfiguration": stored ?? ["rules": []]]
     }
 
-    /// Stored and validated; the replication engine that acts on it is a separate feature.
+    /// Stored and validated; from the next push on, the replicator copies by it (a destination
+    /// region with no `replication.destinations` entry shows as FAILED with that reason).
     func putReplicationConfiguration(_ call: ECRCall) async throws -> JSONValue {
         try await authorize(call, .systemAdministrator, on: nil)
         guard let configuration = call.input["replicationConfiguration"], let rules = configuration["rules"]?.array else {
@@ -54,6 +56,13 @@ extension ECRService {
             destinations += ruleDestinations.count
             var seen = Set<String>()
             for destination in ruleDestinations {
+                if let replication, let region = replication.ownRegion, destination["region"]?.string == region,
+                    destination["registryId"]?.string == registryID
+                {
+                    throw ECRError.invalidParameter(
+                        "Invalid parameter at 'replicationConfiguration.rules.\(index + 1).destinations' failed to satisfy constraint: 'a destination cannot be this registry in its own region (\(region))'"
+                    )
+                }
                 let key = "\(destination["region"]?.string ?? "")/\(destination["registryId"]?.string ?? "")"
                 guard seen.insert(key).inserted else {
                     throw ECRError.invalidParameter(
@@ -68,6 +77,28 @@ extension ECRService {
         }
         try await metadata.putRegistrySetting(Self.replicationSetting, String(decoding: configuration.encoded(), as: UTF8.self))
         return ["replicationConfiguration": configuration]
+    }
+
+    /// Where an image has been copied: per destination of the rules, IN_PROGRESS (waiting or being
+    /// copied), COMPLETE or FAILED with the reason in `failureCode`.
+    func describeImageReplicationStatus(_ call: ECRCall) async throws -> JSONValue {
+        let name = try repositoryName(call)
+        try await authorize(call, .pull, on: name)
+        let id = call.input["imageId"] ?? [:]
+        guard let image = try find(id, in: try await images(name)) else { throw imageNotFound(id, in: name) }
+        let statuses: [JSONValue] = try await metadata.replicationStatus(repository: name.value, digest: image.digest.description).compactMap { task in
+            guard let target = replication?.target(ofDestination: task.destination) else { return nil }
+            var status: [String: JSONValue] = [
+                "region": .string(target.region), "registryId": .string(target.registryID),
+                "status": .string(task.status == .pending ? "IN_PROGRESS" : task.status.rawValue),
+            ]
+            if task.status == .failed { status["failureCode"] = .string(task.lastError ?? "FAILED") }
+            return .object(status)
+        }
+        return [
+            "repositoryName": .string(name.value), "imageId": Self.imageID(digest: image.digest, tag: id["imageTag"]?.string),
+            "replicationStatuses": .array(statuses),
+        ]
     }
 
     func startImageScan(_ call: ECRCall) async throws -> JSONValue {

@@ -5,6 +5,7 @@ import Lifecycle
 import Logging
 import OCI
 import Registry
+import Replication
 import S3BlobStore
 import Yams
 
@@ -92,6 +93,16 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var webhookFirstRetrySeconds = 1
     public var webhookTimeoutSeconds = 10
     public var webhookRegistryAddress: String?
+
+    /// Replication: this registry's region (ECR rules naming it and this registry's id are the
+    /// source itself), the registries images are copied to, and how copies are retried.
+    public var replicationRegion: String?
+    public var replicationDestinations: [ReplicationDestinationConfiguration] = []
+    public var replicationMaximumAttempts = 20
+    public var replicationFirstRetrySeconds = 1
+    public var replicationChunkSizeMiB = 16
+    /// How often source and destinations are compared and differences repaired; 0: only when asked.
+    public var replicationReconcileIntervalSeconds = 3600
 
     /// Prometheus metrics at `/metrics`, `/healthz` and `/readyz` probes.
     public var metricsEnabled = true
@@ -258,6 +269,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         var scanner: ScannerSection?
         var metrics: MetricsSection?
         var webhooks: WebhooksSection?
+        var replication: ReplicationSection?
         var cost: CostSection?
         var alerts: AlertsSection?
 
@@ -273,6 +285,14 @@ public struct WharfConfiguration: Sendable, Equatable {
             var currency: String?
         }
 
+        struct ReplicationSection: Decodable {
+            var region: String?
+            var destinations: [ReplicationDestinationConfiguration]?
+            var maximumAttempts: Int?
+            var firstRetrySeconds: Int?
+            var chunkSizeMiB: Int?
+            var reconcileIntervalSeconds: Int?
+        }
         struct WebhooksSection: Decodable {
             var maximumAttempts: Int?
             var firstRetrySeconds: Int?
@@ -491,6 +511,14 @@ public struct WharfConfiguration: Sendable, Equatable {
             if let value = webhooks.timeoutSeconds { webhookTimeoutSeconds = value }
             if let value = webhooks.registryAddress { webhookRegistryAddress = value }
         }
+        if let replication = file.replication {
+            if let value = replication.region { replicationRegion = value }
+            if let value = replication.destinations { replicationDestinations = value }
+            if let value = replication.maximumAttempts { replicationMaximumAttempts = value }
+            if let value = replication.firstRetrySeconds { replicationFirstRetrySeconds = value }
+            if let value = replication.chunkSizeMiB { replicationChunkSizeMiB = value }
+            if let value = replication.reconcileIntervalSeconds { replicationReconcileIntervalSeconds = value }
+        }
         if let metrics = file.metrics {
             if let value = metrics.enabled { metricsEnabled = value }
             if let value = metrics.listen { metricsListen = value }
@@ -534,6 +562,10 @@ public struct WharfConfiguration: Sendable, Equatable {
         "scanner.updateURLs", "scanner.updateIntervalSeconds", "scanner.databaseArtifact", "scanner.rescanIntervalSeconds", "scanner.publishDatabase",
         "alerts", "alerts.quotaShare", "alerts.diskFreePercent", "alerts.scanDatabaseMaxAgeHours",
         "cost", "cost.storagePerGBMonth", "cost.egressPerGB", "cost.currency",
+        "replication", "replication.region", "replication.destinations", "replication.destinations.name", "replication.destinations.region",
+        "replication.destinations.registryId", "replication.destinations.url", "replication.destinations.username",
+        "replication.destinations.passwordFile", "replication.destinations.tokenFile", "replication.destinations.concurrency",
+        "replication.maximumAttempts", "replication.firstRetrySeconds", "replication.chunkSizeMiB", "replication.reconcileIntervalSeconds",
         "webhooks", "webhooks.maximumAttempts", "webhooks.firstRetrySeconds", "webhooks.timeoutSeconds", "webhooks.registryAddress",
         "metrics", "metrics.enabled", "metrics.listen", "metrics.tokenFile", "metrics.sampleIntervalSeconds",
     ]
@@ -546,7 +578,11 @@ public struct WharfConfiguration: Sendable, Equatable {
             guard knownKeys.contains(full) else {
                 throw ConfigurationError.unreadable(source, "unknown key '\(full)'; known keys: \(knownKeys.sorted().joined(separator: ", "))")
             }
-            try checkKnownKeys(value, path: full, source: source)
+            if case .sequence(let items) = value {
+                for item in items { try checkKnownKeys(item, path: full, source: source) }
+            } else {
+                try checkKnownKeys(value, path: full, source: source)
+            }
         }
     }
 
@@ -568,6 +604,7 @@ public struct WharfConfiguration: Sendable, Equatable {
         }
         if let value = environment["WHARF_ENCRYPTION_DEFAULT_TYPE"] { encryptionDefaultType = value.isEmpty ? nil : value }
         if let value = environment["WHARF_ENCRYPTION_DEFAULT_KMS_KEY"] { encryptionDefaultKMSKey = value.isEmpty ? nil : value }
+        if let value = environment["WHARF_REGION"], !value.isEmpty { replicationRegion = value }
         if let value = environment["WHARF_KMS_ENDPOINT"], !value.isEmpty {
             var settings = kms ?? KMSConfiguration()
             settings.endpoint = value
@@ -623,6 +660,7 @@ public struct WharfConfiguration: Sendable, Equatable {
                 "webhooks.maximumAttempts (1 to 100) / firstRetrySeconds (1 to 3600) / timeoutSeconds (1 to 300)",
                 "\(webhookMaximumAttempts) / \(webhookFirstRetrySeconds) / \(webhookTimeoutSeconds)")
         }
+        try validateReplication()
         guard (1...3600).contains(metricsSampleIntervalSeconds) else {
             throw ConfigurationError.invalid("metrics.sampleIntervalSeconds (1 to 3600)", "\(metricsSampleIntervalSeconds)")
         }
@@ -790,6 +828,60 @@ public struct WharfConfiguration: Sendable, Equatable {
         return secret
     }
 
+    func validateReplication() throws {
+        guard (1...100).contains(replicationMaximumAttempts), (1...3600).contains(replicationFirstRetrySeconds),
+            (1...512).contains(replicationChunkSizeMiB), (0...604_800).contains(replicationReconcileIntervalSeconds)
+        else {
+            throw ConfigurationError.invalid(
+                "replication.maximumAttempts (1 to 100) / firstRetrySeconds (1 to 3600) / chunkSizeMiB (1 to 512) / reconcileIntervalSeconds (0 to 604800)",
+                "\(replicationMaximumAttempts) / \(replicationFirstRetrySeconds) / \(replicationChunkSizeMiB) / \(replicationReconcileIntervalSeconds)")
+        }
+        if let region = replicationRegion, !ReplicationDestinationConfiguration.isRegion(region) {
+            throw ConfigurationError.invalid("replication.region (2 to 25 of a-z, 0-9 and -)", region)
+        }
+        var names = Set<String>()
+        for destination in replicationDestinations {
+            let setting = "replication.destinations '\(destination.name)'"
+            guard !destination.name.isEmpty, destination.name.count <= 64, !destination.name.contains(":"), names.insert(destination.name).inserted else {
+                throw ConfigurationError.invalid("replication.destinations.name (unique, 1 to 64 characters, no ':')", destination.name)
+            }
+            guard destination.url.hasPrefix("http://") || destination.url.hasPrefix("https://"), URL(string: destination.url)?.host != nil else {
+                throw ConfigurationError.invalid("\(setting): url (http:// or https://, host and port)", destination.url)
+            }
+            if let region = destination.region, !ReplicationDestinationConfiguration.isRegion(region) {
+                throw ConfigurationError.invalid("\(setting): region (2 to 25 of a-z, 0-9 and -)", region)
+            }
+            if let id = destination.registryId, id.count != 12 || !id.allSatisfy(\.isASCII) || !id.allSatisfy(\.isNumber) {
+                throw ConfigurationError.invalid("\(setting): registryId (12 digits)", id)
+            }
+            if destination.username != nil, destination.passwordFile == nil {
+                throw ConfigurationError.invalid("\(setting): passwordFile (needed with username)", "missing")
+            }
+            if destination.tokenFile != nil, destination.username != nil {
+                throw ConfigurationError.invalid("\(setting): username or tokenFile, not both", "both given")
+            }
+            if let concurrency = destination.concurrency, !(1...64).contains(concurrency) {
+                throw ConfigurationError.invalid("\(setting): concurrency (1 to 64)", "\(concurrency)")
+            }
+        }
+    }
+
+    /// The destinations with their credentials read from their files (which must be private).
+    public func loadReplicationDestinations() throws -> [ReplicationDestination] {
+        try replicationDestinations.map { destination in
+            let setting = "replication.destinations '\(destination.name)'"
+            var credentials = RemoteCredentials.none
+            if let username = destination.username, let file = destination.passwordFile {
+                credentials = .basic(username: username, password: try Self.readSecretFile(file, setting: "\(setting) passwordFile", minimumLength: 1))
+            } else if let file = destination.tokenFile {
+                credentials = .bearer(try Self.readSecretFile(file, setting: "\(setting) tokenFile", minimumLength: 1))
+            }
+            return ReplicationDestination(
+                name: destination.name, region: destination.region, registryID: destination.registryId, url: destination.url,
+                credentials: credentials, concurrency: destination.concurrency ?? 4)
+        }
+    }
+
     public func loadMetricsToken() throws -> String? {
         if let metricsToken { return metricsToken }
         guard let path = metricsTokenFile else { return nil }
@@ -845,5 +937,21 @@ public enum ConfigurationError: Error, CustomStringConvertible {
         case .invalid(let key, let value): "invalid value for \(key): '\(value)'"
         case .unreadable(let source, let reason): "cannot read configuration \(source): \(reason)"
         }
+    }
+}
+
+/// One `replication.destinations` entry as written (secrets stay in their files until start).
+public struct ReplicationDestinationConfiguration: Sendable, Equatable, Decodable {
+    public var name: String
+    public var region: String?
+    public var registryId: String?
+    public var url: String
+    public var username: String?
+    public var passwordFile: String?
+    public var tokenFile: String?
+    public var concurrency: Int?
+
+    static func isRegion(_ text: String) -> Bool {
+        (2...25).contains(text.count) && text.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
     }
 }

@@ -148,6 +148,9 @@ struct ManagementAPI: Sendable {
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Times are RFC 3339 strings, as the OpenAPI document says (Foundation's default would be
+        // seconds since 2001).
+        encoder.dateEncodingStrategy = .iso8601
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
     }
 
@@ -167,6 +170,7 @@ struct ManagementAPI: Sendable {
 
     var routes: [Route] {
         identityRoutes + (storage.map(storageRoutes) ?? []) + (storage.map(webhookRoutes) ?? []) + (storage.map(reportRoutes) ?? [])
+            + (storage.map(replicationRoutes) ?? [])
     }
 
     /// List, create, disable/enable and delete the access keys of a user or a robot.

@@ -254,6 +254,32 @@ enum OpenAPIDocument {
                     "createdAt": time, "minimumSeverity": string, "secret": ["type": "string", "description": "only in the answer to the creation"],
                 ], required: ["id", "url", "format", "events", "enabled", "createdAt"]),
             "UpdateWebhook": object(["enabled": boolean], required: ["enabled"]),
+            "ReplicationDestination": object(
+                [
+                    "name": string, "region": string, "registryId": string, "url": string,
+                    "configured": ["type": "boolean", "description": "false: ECR rules name it but this node has no replication.destinations entry"],
+                    "pending": integer, "failed": integer, "complete": integer,
+                    "lagSeconds": ["type": "number", "description": "age of the oldest change still waiting (0: none)"], "lastCompletedAt": time,
+                ], required: ["name", "configured", "pending", "failed", "complete", "lagSeconds"]),
+            "ReplicationTask": object(
+                [
+                    "id": integer, "destination": string, "repository": string, "digest": string, "tag": string,
+                    "status": ["type": "string", "enum": ["PENDING", "COMPLETE", "FAILED"]], "attempts": integer, "lastError": string,
+                    "createdAt": time, "nextAttemptAt": time, "completedAt": time, "bytesCopied": integer,
+                ], required: ["id", "destination", "repository", "digest", "status", "attempts", "createdAt"]),
+            "ImageReplicationStatus": object(
+                ["repository": string, "digest": string, "destinations": ["type": "array", "items": ["$ref": "#/components/schemas/ReplicationTask"]]],
+                required: ["repository", "digest", "destinations"]),
+            "ReplicateImage": object(
+                ["repository": string, "reference": ["type": "string", "description": "a tag or digest"], "destination": string],
+                required: ["repository", "reference", "destination"]),
+            "ReplicationRetry": object(["requeued": integer], required: ["requeued"]),
+            "ReplicationReconcile": object(
+                [
+                    "checked": ["type": "integer", "description": "tags and referrers compared"],
+                    "queued": ["type": "integer", "description": "copies queued to repair differences"],
+                    "unreachable": ["type": "object", "description": "destinations that could not be asked, with why"],
+                ], required: ["checked", "queued", "unreachable"]),
             "WebhookDelivery": object(
                 [
                     "id": integer, "event": string, "repository": string,

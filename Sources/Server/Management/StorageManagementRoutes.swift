@@ -40,6 +40,8 @@ struct StorageManagement: Sendable {
     let storageKind: String
     /// Keys of encryption at rest.
     let encryptionKeys: EncryptionKeyChanges
+    /// Replication queues and status.
+    let replication: ReplicationOverview
 }
 
 extension API {

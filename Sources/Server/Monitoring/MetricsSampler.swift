@@ -82,6 +82,11 @@ final class MetricsSampler: Service, Sendable {
             // The day's figures for the storage report's growth (the latest sampling of a day wins).
             try await metadata.recordSnapshot(day: MetadataStore.day(Timestamp.nowMillis()), totals: totals)
             try await checkAlerts(totals)
+            let now = Timestamp.nowMillis()
+            metrics.setReplicationQueues(
+                try await metadata.replicationQueues().map { queue in
+                    (queue.destination, queue.pending, queue.failed, queue.oldestPendingCreatedAt.map { Double(max(0, now - $0)) / 1000 } ?? 0)
+                })
         } catch {
             logger.warning("could not read storage figures for metrics", metadata: ["error": "\(error)"])
         }
