@@ -203,6 +203,12 @@ def test_pushes_replicate_to_every_region_and_to_distribution(regions, small_ima
     assert status["digest"] == app_digest and {t["destination"] for t in status["destinations"]} == {"eu", "ap", "distribution"}
     audit = regions.source.api("GET", "/audit", params={"action": "replication.copy"}).json()
     assert len(audit) >= 9
+    # The same from the command line.
+    env = dict(os.environ, WHARF_PASSWORD=ADMIN_PASSWORD)
+    lines = run([source.binary, "admin", "replication", "status", "--server", source.url], env=env).stdout.splitlines()
+    assert {line.split()[0] for line in lines[1:]} == {"eu", "ap", "distribution"}, lines
+    lines = run([source.binary, "admin", "replication", "image", "team/app:v1", "--server", source.url], env=env).stdout.splitlines()
+    assert lines[0] == f"team/app@{app_digest}" and sorted(line.split()[0] for line in lines[2:] if line.split()[1] == "COMPLETE") == ["ap", "distribution", "eu"], lines
 
 
 def test_reconcile_repairs_drift_and_copies_what_predates_the_rules(regions):

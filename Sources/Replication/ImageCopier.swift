@@ -30,28 +30,26 @@ final class ImageCopier: Sendable {
         self.parallelBlobs = parallelBlobs
     }
 
-    /// Copies `digest` of `repository` (recursively) unless the destination has it already.
-    func copyManifest(_ digest: Digest, in repository: RepositoryName, depth: Int = 0) async throws {
+    /// Copies `digest` of `repository` (recursively) unless the destination has it already; with
+    /// `tag`, the destination's tag is pointed at it too (one PUT by tag when the manifest is new).
+    func copyManifest(_ digest: Digest, in repository: RepositoryName, tag: String? = nil, depth: Int = 0) async throws {
         guard depth < 8 else { throw RemoteRegistryError("manifests nest deeper than 8 levels") }
         let served = try await registry.manifest(.digest(digest), in: repository, recordPull: false)
-        if try await remote.manifestDigest(digest.description, in: repository.value, accepting: [served.mediaType]) == digest { return }
-        let parsed = try ManifestParser.parse(Array(served.content.readableBytesView), contentType: served.mediaType)
-        if let subject = parsed.subject, (try? await registry.manifest(.digest(subject.digest), in: repository, recordPull: false)) != nil {
-            try await copyManifest(subject.digest, in: repository, depth: depth + 1)
+        if let tag, try await remote.manifestDigest(tag, in: repository.value, accepting: [served.mediaType]) == digest { return }
+        let present = try await remote.manifestDigest(digest.description, in: repository.value, accepting: [served.mediaType]) == digest
+        if !present {
+            let parsed = try ManifestParser.parse(Array(served.content.readableBytesView), contentType: served.mediaType)
+            if let subject = parsed.subject, (try? await registry.manifest(.digest(subject.digest), in: repository, recordPull: false)) != nil {
+                try await copyManifest(subject.digest, in: repository, depth: depth + 1)
+            }
+            for child in parsed.manifests {
+                try await copyManifest(child.digest, in: repository, depth: depth + 1)
+            }
+            try await copyBlobs(parsed.requiredBlobs, in: repository)
         }
-        for child in parsed.manifests {
-            try await copyManifest(child.digest, in: repository, depth: depth + 1)
-        }
-        try await copyBlobs(parsed.requiredBlobs, in: repository)
-        try await remote.putManifest(served.content, mediaType: served.mediaType, as: digest.description, in: repository.value)
+        guard !present || tag != nil else { return }
+        try await remote.putManifest(served.content, mediaType: served.mediaType, as: tag ?? digest.description, in: repository.value)
         copied.add(Int64(served.content.readableBytes), ordering: .relaxed)
-    }
-
-    /// Points `tag` at `digest` at the destination (the manifest is there already).
-    func copyTag(_ tag: String, to digest: Digest, in repository: RepositoryName) async throws {
-        let served = try await registry.manifest(.digest(digest), in: repository, recordPull: false)
-        if try await remote.manifestDigest(tag, in: repository.value, accepting: [served.mediaType]) == digest { return }
-        try await remote.putManifest(served.content, mediaType: served.mediaType, as: tag, in: repository.value)
     }
 
     func copyBlobs(_ blobs: [Descriptor], in repository: RepositoryName) async throws {

@@ -229,12 +229,15 @@ public final class Replicator: Service, Sendable {
         } catch let error as RegistryError where error.code == .manifestUnknown || error.code == .nameUnknown {
             throw Permanent(reason: "the image was deleted at the source before it was replicated")
         }
-        try await copier.copyManifest(digest, in: repository)
-        if let tagName = task.tag, let tag = Tag(tagName),
-            let current = try? await registry.manifest(.tag(tag), in: repository, recordPull: false), current.digest == digest
+        // The tag goes along only while the source still has it on this image: a later task of the
+        // same tag (run after this one) sets the newer image.
+        var tag: String?
+        if let name = task.tag, let parsed = Tag(name),
+            (try? await registry.manifest(.tag(parsed), in: repository, recordPull: false))?.digest == digest
         {
-            try await copier.copyTag(tagName, to: digest, in: repository)
+            tag = name
         }
+        try await copier.copyManifest(digest, in: repository, tag: tag)
     }
 
     struct Permanent: Error {

@@ -7,7 +7,7 @@ import NIOHTTP1
 /// `wharf admin …`: the management API from the command line.
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage users, access tokens, access keys, robot accounts, namespaces, members, the audit log and signing keys.",
+        abstract: "Manage users, access tokens, access keys, robot accounts, namespaces, members, the audit log, signing keys and replication.",
         discussion: """
             Talks to a running Wharf's management API. Connection: --server (or WHARF_SERVER, default \
             http://127.0.0.1:5000); credentials: --username (or WHARF_USERNAME, default admin) and the password \
@@ -15,6 +15,7 @@ struct Admin: AsyncParsableCommand {
             """,
         subcommands: [
             Users.self, Tokens.self, AccessKeys.self, Robots.self, Namespaces.self, Members.self, Audit.self, Keys.self, EncryptionKeys.self, Storage.self,
+            Replication.self,
         ]
     )
 }
@@ -113,6 +114,20 @@ struct ManagementClient {
     /// Fields that are booleans. JSONSerialization hands numbers and booleans back as NSNumber on
     /// Linux, and a 1 would cast to `true`: the field name decides.
     static let booleanFields: Swift.Set<String> = ["admin", "disabled", "public"]
+
+    /// A query parameter's value, percent-encoded.
+    static func encoded(_ value: String) -> String {
+        value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? value
+    }
+
+    /// `REPOSITORY:TAG` or `REPOSITORY@DIGEST` as the repository and the tag or digest.
+    static func splitImage(_ image: String) throws -> (repository: String, reference: String) {
+        if let at = image.firstIndex(of: "@") { return (String(image[..<at]), String(image[image.index(after: at)...])) }
+        if let colon = image.lastIndex(of: ":"), !image[colon...].contains("/") {
+            return (String(image[..<colon]), String(image[image.index(after: colon)...]))
+        }
+        throw ValidationError("name the image as REPOSITORY:TAG or REPOSITORY@DIGEST")
+    }
 
     static func text(_ value: Any?, key: String = "") -> String {
         switch value {
@@ -712,6 +727,96 @@ struct Storage: AsyncParsableCommand {
                 object["repositories"], columns: ["repository", "images", "untaggedImages", "physicalBytes", "logicalBytes", "staleImages", "monthlyCost"])
             for recommendation in object["recommendations"] as? [[String: Any]] ?? [] {
                 print("- " + (recommendation["message"] as? String ?? ""))
+            }
+        }
+    }
+}
+
+struct Replication: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Where images are replicated: destinations and their lag, tasks, one image's status; copy, retry, reconcile.",
+        subcommands: [Status.self, Tasks.self, Image.self, Copy.self, Retry.self, Reconcile.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every destination: images waiting, failed and copied, and the lag in seconds.")
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let client = try connection.client()
+            let destinations = try await client.call(.GET, "/replication/destinations")
+            if !connection.json {
+                client.table(destinations, columns: ["name", "region", "url", "pending", "failed", "complete", "lagSeconds", "lastCompletedAt"])
+            }
+        }
+    }
+
+    struct Tasks: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Recent copies, newest first, with their state and last error.")
+        @OptionGroup var connection: Connection
+        @Option(help: "Only this destination's.") var destination: String?
+        @Option(help: "PENDING, COMPLETE or FAILED.") var status: String?
+        @Option(help: "At most this many (1 to 1000).") var limit = 100
+        func run() async throws {
+            var query = ["limit=\(limit)"]
+            if let destination { query.append("destination=\(ManagementClient.encoded(destination))") }
+            if let status { query.append("status=\(ManagementClient.encoded(status))") }
+            let client = try connection.client()
+            let tasks = try await client.call(.GET, "/replication/tasks?" + query.joined(separator: "&"))
+            if !connection.json {
+                client.table(tasks, columns: ["destination", "repository", "tag", "digest", "status", "attempts", "lastError", "completedAt"])
+            }
+        }
+    }
+
+    struct Image: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One image's status at each destination.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "REPOSITORY:TAG or REPOSITORY@DIGEST.") var image: String
+        func run() async throws {
+            let (repository, reference) = try ManagementClient.splitImage(image)
+            let client = try connection.client()
+            let status = try await client.call(
+                .GET, "/replication/status?repository=\(ManagementClient.encoded(repository))&reference=\(ManagementClient.encoded(reference))")
+            if !connection.json, let status = status as? [String: Any] {
+                print("\(repository)@\(ManagementClient.text(status["digest"]))")
+                client.table(status["destinations"], columns: ["destination", "status", "attempts", "lastError", "completedAt"])
+            }
+        }
+    }
+
+    struct Copy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Copy one image (and its tag, when named by tag) to a destination now.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "REPOSITORY:TAG or REPOSITORY@DIGEST.") var image: String
+        @Argument(help: "The destination's name.") var destination: String
+        func run() async throws {
+            let (repository, reference) = try ManagementClient.splitImage(image)
+            _ = try await connection.client().call(
+                .POST, "/replication/images", body: ["repository": repository, "reference": reference, "destination": destination])
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send failed copies back to the queue.")
+        @OptionGroup var connection: Connection
+        @Option(help: "Only this destination's.") var destination: String?
+        func run() async throws {
+            let path = "/replication/retry" + (destination.map { "?destination=\(ManagementClient.encoded($0))" } ?? "")
+            let result = try await connection.client().call(.POST, path) as? [String: Any]
+            if !connection.json { print("\(ManagementClient.text(result?["requeued"])) copies queued again") }
+        }
+    }
+
+    struct Reconcile: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Compare every replicated repository with its destinations now and queue copies of what differs.")
+        @OptionGroup var connection: Connection
+        func run() async throws {
+            let result = try await connection.client().call(.POST, "/replication/reconcile") as? [String: Any]
+            if !connection.json {
+                print("\(ManagementClient.text(result?["checked"])) tags and referrers compared, \(ManagementClient.text(result?["queued"])) copies queued")
+                for (destination, reason) in (result?["unreachable"] as? [String: Any] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    print("unreachable: \(destination): \(ManagementClient.text(reason))")
+                }
             }
         }
     }

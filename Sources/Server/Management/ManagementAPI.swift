@@ -148,9 +148,12 @@ struct ManagementAPI: Sendable {
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Times are RFC 3339 strings, as the OpenAPI document says (Foundation's default would be
-        // seconds since 2001).
-        encoder.dateEncodingStrategy = .iso8601
+        // Times are RFC 3339 strings with milliseconds, as the OpenAPI document says (Foundation's
+        // default would be seconds since 2001; `.iso8601` drops the milliseconds).
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted)))
+        }
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
     }
 
