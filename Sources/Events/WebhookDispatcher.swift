@@ -51,9 +51,11 @@ public final class WebhookDispatcher: Service, Sendable {
     /// event's image goes to (their tasks are written with the event's deliveries); `queued` is
     /// told when a pass wrote any.
     public struct ReplicationHook: Sendable {
-        public var planner: @Sendable () async -> (@Sendable (RegistryEvent) -> [String])
+        public var planner: @Sendable () async throws -> (@Sendable (RegistryEvent) -> [PlannedReplication])
         public var queued: @Sendable () -> Void
-        public init(planner: @escaping @Sendable () async -> (@Sendable (RegistryEvent) -> [String]), queued: @escaping @Sendable () -> Void) {
+        public init(
+            planner: @escaping @Sendable () async throws -> (@Sendable (RegistryEvent) -> [PlannedReplication]), queued: @escaping @Sendable () -> Void
+        ) {
             self.planner = planner
             self.queued = queued
         }
@@ -103,7 +105,7 @@ public final class WebhookDispatcher: Service, Sendable {
             let current = try await metadata.webhooks()
             webhooks.withLock { $0 = Dictionary(uniqueKeysWithValues: current.map { ($0.id, $0) }) }
             let address = settings.registryAddress
-            let replicate: @Sendable (RegistryEvent) -> [String] = if let replication { await replication.planner() } else { { _ in [] } }
+            let replicate: @Sendable (RegistryEvent) -> [PlannedReplication] = if let replication { try await replication.planner() } else { { _ in [] } }
             let queued = Atomic<Bool>(false)
             while try await metadata.fanOutEvents(
                 limit: 200, plan: { event in Self.plan(event, webhooks: current, registry: address) },

@@ -106,7 +106,8 @@ public enum FuzzTargets {
         if let rules = ReplicationRules(json: string) {
             _ = rules.targets(for: "team/app")
             _ = ReplicationDirectory(destinations: [], ownRegion: "us-east-1", ownRegistryID: "123456789012").plan(
-                RegistryEvent(kind: .push, repository: "team/app", digest: "sha256:aa", actor: nil, occurredAt: 0), rules: rules)
+                RegistryEvent(kind: .push, repository: "team/app", digest: "sha256:aa", actor: nil, occurredAt: 0),
+                under: ReplicationPolicy(ecr: rules, rules: []))
         }
     }
 

@@ -233,7 +233,7 @@ extension MetadataStore {
     /// `replicate` names the replication destinations an event's image goes to: each gets a
     /// `replication_tasks` row in the same transaction, so a committed push is never left uncopied.
     public func fanOutEvents(
-        limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery], replicate: @Sendable (RegistryEvent) -> [String] = { _ in [] }
+        limit: Int, plan: @Sendable (RegistryEvent) -> [PlannedDelivery], replicate: @Sendable (RegistryEvent) -> [PlannedReplication] = { _ in [] }
     ) async throws -> Int {
         let events = try await database.read { sql in
             try await sql.raw(
@@ -244,7 +244,7 @@ extension MetadataStore {
         }
         guard !events.isEmpty else { return 0 }
         let planned = events.map { (id: $0.id, kind: $0.kind, repository: $0.repository, deliveries: plan($0)) }
-        let replications = events.flatMap { event in replicate(event).map { (event: event, destination: $0) } }
+        let replications = events.flatMap { event in replicate(event).map { (event: event, plan: $0) } }
         let now = Timestamp.nowMillis()
         return try await database.transaction { sql in
             let taken = Set(

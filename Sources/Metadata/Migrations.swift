@@ -543,6 +543,33 @@ enum Migrations {
                 "CREATE INDEX replication_tasks_due ON replication_tasks (status, next_attempt_at)",
                 "CREATE INDEX replication_tasks_by_image ON replication_tasks (repository, digest)",
             ]),
+        Migration(
+            version: 18, name: "replication rules",
+            statements: [
+                // Wharf's own replication rules, beside ECR's configuration: which repositories
+                // (wildcards) and tags go to which destinations, under what name, on what trigger,
+                // and whether deletions follow. Lists are comma-separated (patterns hold no commas).
+                """
+                CREATE TABLE replication_rules (
+                    id {id},
+                    name {name} NOT NULL UNIQUE,
+                    enabled BOOLEAN NOT NULL,
+                    repositories TEXT NOT NULL,
+                    tags TEXT NOT NULL,
+                    destinations TEXT NOT NULL,
+                    trigger TEXT NOT NULL,
+                    schedule_seconds INTEGER,
+                    propagate_deletes BOOLEAN NOT NULL,
+                    destination_prefix TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                // A task's name at the destination when it differs (a rule's prefix), and whether it
+                // copies or deletes there.
+                "ALTER TABLE replication_tasks ADD COLUMN target_repository TEXT",
+                "ALTER TABLE replication_tasks ADD COLUMN action TEXT NOT NULL DEFAULT 'copy'",
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

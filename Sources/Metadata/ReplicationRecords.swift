@@ -26,6 +26,31 @@ public struct ReplicationTask: Sendable, Equatable {
     public var completedAt: Int64?
     /// Bytes sent to the destination (blobs it lacked and manifests).
     public var bytesCopied: Int64?
+    /// The repository's name at the destination, when a rule's prefix changes it.
+    public var targetRepository: String?
+    public var action: ReplicationAction = .copy
+
+    /// Where the image goes at the destination.
+    public var destinationRepository: String { targetRepository ?? repository }
+}
+
+public enum ReplicationAction: String, Sendable {
+    /// Copy the image (and point the tag at it).
+    case copy
+    /// Delete the image, or only the tag, at the destination.
+    case delete
+}
+
+/// One task an event makes: where, under what name, and what to do.
+public struct PlannedReplication: Sendable, Equatable {
+    public var destination: String
+    public var targetRepository: String?
+    public var action: ReplicationAction
+    public init(destination: String, targetRepository: String? = nil, action: ReplicationAction = .copy) {
+        self.destination = destination
+        self.targetRepository = targetRepository
+        self.action = action
+    }
 }
 
 /// What a destination's queue looks like now.
@@ -42,27 +67,35 @@ public struct ReplicationQueueSummary: Sendable, Equatable {
 /// The replication queue. Tasks are written by the outbox fan-out (`fanOutEvents`) and by hand
 /// (`enqueueReplication`); the replicator takes what is due and records each attempt.
 extension MetadataStore {
-    static func insertReplicationTasks(_ rows: [(event: RegistryEvent, destination: String)], now: Int64, _ sql: any SQLDatabase) async throws {
+    static func insertReplicationTasks(_ rows: [(event: RegistryEvent, plan: PlannedReplication)], now: Int64, _ sql: any SQLDatabase) async throws {
         guard !rows.isEmpty else { return }
-        var query: SQLQueryString =
-            "INSERT INTO replication_tasks (destination, repository, digest, tag, status, attempts, next_attempt_at, created_at) VALUES "
+        var query: SQLQueryString = """
+            INSERT INTO replication_tasks (destination, repository, digest, tag, status, attempts, next_attempt_at, created_at, target_repository, action)
+            VALUES
+            """
         for (index, row) in rows.enumerated() {
-            query += "\(unsafeRaw: index == 0 ? "" : ", ")(\(bind: row.destination), \(bind: row.event.repository), \(bind: row.event.digest ?? ""), "
-            query += "\(bind: row.event.tag), 'PENDING', 0, \(bind: now), \(bind: row.event.occurredAt))"
+            query += "\(unsafeRaw: index == 0 ? "" : ", ")(\(bind: row.plan.destination), \(bind: row.event.repository), \(bind: row.event.digest ?? ""), "
+            query += "\(bind: row.event.tag), 'PENDING', 0, \(bind: now), \(bind: row.event.occurredAt), \(bind: row.plan.targetRepository), "
+            query += "\(bind: row.plan.action.rawValue))"
         }
         try await sql.raw(query).run()
     }
 
     /// Queues copies outside the event flow (a manual replication, a reconcile repair).
-    public func enqueueReplication(destination: String, repository: String, digest: String, tag: String?) async throws {
+    public func enqueueReplication(
+        destination: String, repository: String, digest: String, tag: String?, targetRepository: String? = nil
+    ) async throws {
         let now = Timestamp.nowMillis()
         let event = RegistryEvent(kind: .push, repository: repository, digest: digest, tag: tag, actor: nil, occurredAt: now)
-        try await database.transaction { sql in try await Self.insertReplicationTasks([(event, destination)], now: now, sql) }
+        let plan = PlannedReplication(destination: destination, targetRepository: targetRepository)
+        try await database.transaction { sql in try await Self.insertReplicationTasks([(event, plan)], now: now, sql) }
     }
 
-    /// Tasks due now, oldest first, leaving out those `running` and any task whose tag has an older
-    /// task still pending for the same destination and repository: tag moves reach a destination in
-    /// the order they happened. Tasks without a tag never wait for one another.
+    /// Tasks due now, oldest first, leaving out those `running` and any task that must wait for an
+    /// older one still pending for the same destination and repository: one of the same tag (tag
+    /// moves arrive in the order they happened), or, when either is a deletion, one of the same
+    /// image (a deletion never overtakes the copy it undoes, nor a re-push the deletion). Other
+    /// tasks never wait for one another.
     public func dueReplicationTasks(now: Int64, limit: Int, running: Set<Int64>) async throws -> [ReplicationTask] {
         try await database.read { sql in
             try await sql.raw(
@@ -70,8 +103,8 @@ extension MetadataStore {
                 SELECT * FROM replication_tasks t
                 WHERE t.status = 'PENDING' AND t.next_attempt_at <= \(bind: now)
                   AND NOT EXISTS (SELECT 1 FROM replication_tasks u
-                                  WHERE u.status = 'PENDING' AND u.destination = t.destination AND u.repository = t.repository
-                                    AND u.tag = t.tag AND u.id < t.id)
+                                  WHERE u.status = 'PENDING' AND u.destination = t.destination AND u.repository = t.repository AND u.id < t.id
+                                    AND (u.tag = t.tag OR ((u.action = 'delete' OR t.action = 'delete') AND u.digest = t.digest)))
                 ORDER BY t.id LIMIT \(literal: limit + running.count)
                 """
             ).all().map(Self.replicationTask).filter { !running.contains($0.id) }.prefix(limit).map { $0 }
@@ -191,7 +224,9 @@ extension MetadataStore {
             status: ReplicationTask.Status(rawValue: try row.decode(column: "status", as: String.self)) ?? .failed,
             attempts: try row.decode(column: "attempts", as: Int.self), nextAttemptAt: try row.decode(column: "next_attempt_at", as: Int64.self),
             lastError: try row.decode(column: "last_error", as: String?.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
-            completedAt: try row.decode(column: "completed_at", as: Int64?.self), bytesCopied: try row.decode(column: "bytes_copied", as: Int64?.self))
+            completedAt: try row.decode(column: "completed_at", as: Int64?.self), bytesCopied: try row.decode(column: "bytes_copied", as: Int64?.self),
+            targetRepository: try row.decode(column: "target_repository", as: String?.self),
+            action: ReplicationAction(rawValue: try row.decode(column: "action", as: String.self)) ?? .copy)
     }
 }
 
@@ -219,5 +254,101 @@ extension MetadataStore {
                 """
             ).first() != nil
         }
+    }
+}
+
+/// One of Wharf's own replication rules (the management API's), as stored.
+public struct ReplicationRuleRecord: Sendable, Equatable {
+    public enum Trigger: String, Sendable, CaseIterable {
+        /// Every push, tag move (and deletion, with `propagateDeletes`) as it happens.
+        case push
+        /// Only when run by hand (`POST /api/v1/replication/rules/{name}/run`) or on its schedule.
+        case manual
+    }
+
+    public var id: Int64
+    public var name: String
+    public var enabled: Bool
+    /// Wildcard patterns (`*`) of repository names; any may match.
+    public var repositories: [String]
+    /// Wildcard patterns of tags; empty: every tag, and images pushed by digest (referrers) too.
+    public var tags: [String]
+    /// Names of configured destinations.
+    public var destinations: [String]
+    public var trigger: Trigger
+    /// Also compared and repaired this often (a reconcile of the rule's repositories); nil: never.
+    public var scheduleSeconds: Int?
+    /// Deletions of images and tags at the source are made at the destinations too.
+    public var propagateDeletes: Bool
+    /// Prepended to repository names at the destinations (`mirror/` copies `team/app` to `mirror/team/app`).
+    public var destinationPrefix: String
+    public var createdAt: Int64
+    public var updatedAt: Int64
+
+    public init(
+        id: Int64 = 0, name: String, enabled: Bool = true, repositories: [String], tags: [String] = [], destinations: [String],
+        trigger: Trigger = .push, scheduleSeconds: Int? = nil, propagateDeletes: Bool = false, destinationPrefix: String = "",
+        createdAt: Int64 = 0, updatedAt: Int64 = 0
+    ) {
+        self.id = id
+        self.name = name
+        self.enabled = enabled
+        self.repositories = repositories
+        self.tags = tags
+        self.destinations = destinations
+        self.trigger = trigger
+        self.scheduleSeconds = scheduleSeconds
+        self.propagateDeletes = propagateDeletes
+        self.destinationPrefix = destinationPrefix
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+extension MetadataStore {
+    public func replicationRules() async throws -> [ReplicationRuleRecord] {
+        try await database.read { sql in try await sql.raw("SELECT * FROM replication_rules ORDER BY name").all().map(Self.replicationRule) }
+    }
+
+    /// Creates the rule, or replaces the one of the same name. Returns it as stored.
+    @discardableResult
+    public func putReplicationRule(_ rule: ReplicationRuleRecord) async throws -> ReplicationRuleRecord {
+        let now = Timestamp.nowMillis()
+        return try await database.transaction { sql in
+            try await sql.raw(
+                """
+                INSERT INTO replication_rules (name, enabled, repositories, tags, destinations, trigger, schedule_seconds, propagate_deletes,
+                                               destination_prefix, created_at, updated_at)
+                VALUES (\(bind: rule.name), \(bind: rule.enabled), \(bind: rule.repositories.joined(separator: ",")), \(bind: rule.tags.joined(separator: ",")),
+                        \(bind: rule.destinations.joined(separator: ",")), \(bind: rule.trigger.rawValue), \(bind: rule.scheduleSeconds),
+                        \(bind: rule.propagateDeletes), \(bind: rule.destinationPrefix), \(bind: now), \(bind: now))
+                ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, repositories = excluded.repositories, tags = excluded.tags,
+                    destinations = excluded.destinations, trigger = excluded.trigger, schedule_seconds = excluded.schedule_seconds,
+                    propagate_deletes = excluded.propagate_deletes, destination_prefix = excluded.destination_prefix, updated_at = excluded.updated_at
+                """
+            ).run()
+            return try await sql.raw("SELECT * FROM replication_rules WHERE name = \(bind: rule.name)").first().map(Self.replicationRule)!
+        }
+    }
+
+    public func deleteReplicationRule(named name: String) async throws -> Bool {
+        try await database.transaction { sql in
+            try await !sql.raw("DELETE FROM replication_rules WHERE name = \(bind: name) RETURNING id").all().isEmpty
+        }
+    }
+
+    private static func replicationRule(_ row: any SQLRow) throws -> ReplicationRuleRecord {
+        func list(_ column: String) throws -> [String] {
+            try row.decode(column: column, as: String.self).split(separator: ",").map(String.init)
+        }
+        return ReplicationRuleRecord(
+            id: try row.decode(column: "id", as: Int64.self), name: try row.decode(column: "name", as: String.self),
+            enabled: try row.decode(column: "enabled", as: Bool.self), repositories: try list("repositories"), tags: try list("tags"),
+            destinations: try list("destinations"),
+            trigger: ReplicationRuleRecord.Trigger(rawValue: try row.decode(column: "trigger", as: String.self)) ?? .manual,
+            scheduleSeconds: try row.decode(column: "schedule_seconds", as: Int?.self),
+            propagateDeletes: try row.decode(column: "propagate_deletes", as: Bool.self),
+            destinationPrefix: try row.decode(column: "destination_prefix", as: String.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self), updatedAt: try row.decode(column: "updated_at", as: Int64.self))
     }
 }

@@ -30,29 +30,36 @@ final class ImageCopier: Sendable {
         self.parallelBlobs = parallelBlobs
     }
 
-    /// Copies `digest` of `repository` (recursively) unless the destination has it already; with
-    /// `tag`, the destination's tag is pointed at it too (one PUT by tag when the manifest is new).
-    func copyManifest(_ digest: Digest, in repository: RepositoryName, tag: String? = nil, depth: Int = 0) async throws {
+    /// Copies `digest` of `source` (recursively) to `target` at the destination unless it has it
+    /// already; with `tag`, the destination's tag is pointed at it too (one PUT by tag when the
+    /// manifest is new). The top-level image's referrers (signatures, SBOMs) follow it.
+    func copyManifest(_ digest: Digest, from source: RepositoryName, to target: String, tag: String? = nil, depth: Int = 0) async throws {
         guard depth < 8 else { throw RemoteRegistryError("manifests nest deeper than 8 levels") }
-        let served = try await registry.manifest(.digest(digest), in: repository, recordPull: false)
-        if let tag, try await remote.manifestDigest(tag, in: repository.value, accepting: [served.mediaType]) == digest { return }
-        let present = try await remote.manifestDigest(digest.description, in: repository.value, accepting: [served.mediaType]) == digest
+        let served = try await registry.manifest(.digest(digest), in: source, recordPull: false)
+        if let tag, try await remote.manifestDigest(tag, in: target, accepting: [served.mediaType]) == digest { return }
+        let present = try await remote.manifestDigest(digest.description, in: target, accepting: [served.mediaType]) == digest
         if !present {
             let parsed = try ManifestParser.parse(Array(served.content.readableBytesView), contentType: served.mediaType)
-            if let subject = parsed.subject, (try? await registry.manifest(.digest(subject.digest), in: repository, recordPull: false)) != nil {
-                try await copyManifest(subject.digest, in: repository, depth: depth + 1)
+            if let subject = parsed.subject, (try? await registry.manifest(.digest(subject.digest), in: source, recordPull: false)) != nil {
+                try await copyManifest(subject.digest, from: source, to: target, depth: depth + 1)
             }
             for child in parsed.manifests {
-                try await copyManifest(child.digest, in: repository, depth: depth + 1)
+                try await copyManifest(child.digest, from: source, to: target, depth: depth + 1)
             }
-            try await copyBlobs(parsed.requiredBlobs, in: repository)
+            try await copyBlobs(parsed.requiredBlobs, from: source, to: target)
         }
-        guard !present || tag != nil else { return }
-        try await remote.putManifest(served.content, mediaType: served.mediaType, as: tag ?? digest.description, in: repository.value)
-        copied.add(Int64(served.content.readableBytes), ordering: .relaxed)
+        if !present || tag != nil {
+            try await remote.putManifest(served.content, mediaType: served.mediaType, as: tag ?? digest.description, in: target)
+            copied.add(Int64(served.content.readableBytes), ordering: .relaxed)
+        }
+        if depth == 0, !present {
+            for referrer in try await registry.referrers(of: digest, in: source, artifactType: nil) {
+                try await copyManifest(referrer.digest, from: source, to: target, depth: depth + 1)
+            }
+        }
     }
 
-    func copyBlobs(_ blobs: [Descriptor], in repository: RepositoryName) async throws {
+    func copyBlobs(_ blobs: [Descriptor], from source: RepositoryName, to target: String) async throws {
         var seen = Set<Digest>()
         let unique = blobs.filter { seen.insert($0.digest).inserted }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -62,20 +69,19 @@ final class ImageCopier: Sendable {
                     try await group.next()
                     running -= 1
                 }
-                group.addTask { try await self.copyBlob(blob.digest, in: repository) }
+                group.addTask { try await self.copyBlob(blob.digest, from: source, to: target) }
                 running += 1
             }
             try await group.waitForAll()
         }
     }
 
-    func copyBlob(_ digest: Digest, in repository: RepositoryName) async throws {
-        let name = repository.value
+    func copyBlob(_ digest: Digest, from source: RepositoryName, to name: String) async throws {
         if try await remote.blobExists(digest, in: name) {
             state.holds(digest, in: name)
             return
         }
-        let size = try await registry.blobInfo(digest, in: repository).size
+        let size = try await registry.blobInfo(digest, in: source).size
         // A resumable upload from an earlier attempt, if the destination still has it.
         var location: String?
         var offset: Int64 = 0
@@ -95,7 +101,7 @@ final class ImageCopier: Sendable {
             }
         }
         guard var current = location else { return }
-        let reader = try await registry.openBlob(digest, in: repository)
+        let reader = try await registry.openBlob(digest, in: source)
         do {
             var pending = ByteBuffer()
             if offset < size {

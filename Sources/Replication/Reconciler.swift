@@ -20,25 +20,33 @@ public struct ReconcileReport: Sendable, Codable, Equatable {
 extension Replicator {
     static let manifestTypes = [MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList]
 
-    /// One pass over every replicated repository. Throws only when the rules or the catalog cannot be read.
-    public func reconcile() async throws -> ReconcileReport {
+    /// One pass over every replicated repository along its push-triggered routes (ECR's rules and
+    /// Wharf's push rules), or along one rule's routes only (a manual or scheduled rule's run).
+    /// Throws only when the rules or the catalog cannot be read.
+    public func reconcile(rule: String? = nil) async throws -> ReconcileReport {
         guard let remotes = remotes.withLock({ $0 }) else {
             throw ReplicationUnavailable(reason: "the replicator is not running")
         }
-        let rules = try await metadata.registrySetting(ReplicationRules.settingName).flatMap(ReplicationRules.init(json:)) ?? .none
+        var policy = try await currentPolicy()
+        if let rule {
+            guard let only = policy.rules.first(where: { $0.name == rule }) else { throw ReplicationUnavailable(reason: "no replication rule named '\(rule)'") }
+            var enabled = only
+            enabled.enabled = true
+            policy = ReplicationPolicy(ecr: .none, rules: [enabled])
+        }
         var report = ReconcileReport()
-        guard !rules.isEmpty else { return report }
+        guard !policy.isEmpty else { return report }
         var last: String?
         while true {
             let repositories = try await registry.catalog(after: last, limit: 500)
             for repository in repositories {
-                let destinations = rules.targets(for: repository).compactMap(directory.destinationName(for:))
-                    .filter { remotes[$0] != nil && report.unreachable[$0] == nil }
-                for destination in destinations {
+                let routes = directory.routes(for: repository, under: policy, includingManual: rule != nil)
+                    .filter { remotes[$0.destination] != nil && report.unreachable[$0.destination] == nil }
+                for route in routes {
                     do {
-                        try await reconcile(repository, with: remotes[destination]!, named: destination, &report)
+                        try await reconcile(repository, along: route, with: remotes[route.destination]!, &report)
                     } catch {
-                        report.unreachable[destination] = Self.describe(error)
+                        report.unreachable[route.destination] = Self.describe(error)
                     }
                 }
             }
@@ -48,25 +56,29 @@ extension Replicator {
         if report.queued > 0 { nudge() }
         logger.info(
             "replication reconcile pass",
-            metadata: ["checked": "\(report.checked)", "queued": "\(report.queued)", "unreachable": "\(report.unreachable.keys.sorted())"])
+            metadata: [
+                "rule": "\(rule ?? "*")", "checked": "\(report.checked)", "queued": "\(report.queued)",
+                "unreachable": "\(report.unreachable.keys.sorted())",
+            ])
         return report
     }
 
-    private func reconcile(_ repository: String, with remote: RemoteRegistry, named destination: String, _ report: inout ReconcileReport) async throws {
+    private func reconcile(_ repository: String, along route: ReplicationRoute, with remote: RemoteRegistry, _ report: inout ReconcileReport) async throws {
         guard let name = RepositoryName(repository) else { return }
+        let target = route.targetRepository ?? repository
         var last: String?
         while true {
             let page = try await metadata.taggedDigests(in: repository, after: last, limit: 500)
-            for (tag, digestText) in page {
+            for (tag, digestText) in page where route.includes(tag: tag) {
                 guard let digest = Digest(digestText) else { continue }
                 report.checked += 1
-                if try await remote.manifestDigest(tag, in: repository, accepting: Self.manifestTypes) != digest {
-                    try await queue(destination, repository, digest, tag: tag, &report)
+                if try await remote.manifestDigest(tag, in: target, accepting: Self.manifestTypes) != digest {
+                    try await queue(route, repository, digest, tag: tag, &report)
                 }
                 for referrer in try await metadata.referrers(of: digest, in: name, artifactType: nil) {
                     report.checked += 1
-                    if try await remote.manifestDigest(referrer.digest.description, in: repository, accepting: Self.manifestTypes) == nil {
-                        try await queue(destination, repository, referrer.digest, tag: nil, &report)
+                    if try await remote.manifestDigest(referrer.digest.description, in: target, accepting: Self.manifestTypes) == nil {
+                        try await queue(route, repository, referrer.digest, tag: nil, &report)
                     }
                 }
             }
@@ -75,10 +87,11 @@ extension Replicator {
         }
     }
 
-    private func queue(_ destination: String, _ repository: String, _ digest: Digest, tag: String?, _ report: inout ReconcileReport) async throws {
+    private func queue(_ route: ReplicationRoute, _ repository: String, _ digest: Digest, tag: String?, _ report: inout ReconcileReport) async throws {
         // A copy already waiting will repair it (and a pass while the destination is down adds no more).
-        if try await metadata.replicationPending(destination: destination, repository: repository, digest: digest.description) { return }
-        try await metadata.enqueueReplication(destination: destination, repository: repository, digest: digest.description, tag: tag)
+        if try await metadata.replicationPending(destination: route.destination, repository: repository, digest: digest.description) { return }
+        try await metadata.enqueueReplication(
+            destination: route.destination, repository: repository, digest: digest.description, tag: tag, targetRepository: route.targetRepository)
         report.queued += 1
     }
 }

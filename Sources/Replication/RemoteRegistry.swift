@@ -147,9 +147,16 @@ public final class RemoteRegistry: Sendable {
         guard response.status == 201 else { throw unexpected(response, "push manifest \(reference) to \(repository)") }
     }
 
+    /// Deletes a manifest (by digest) or only a tag. One the registry does not have counts as deleted.
+    public func deleteManifest(_ reference: String, in repository: String) async throws {
+        let response = try await send("DELETE", "/v2/\(repository)/manifests/\(reference)", scopes: [Self.scope(repository, deleting: true)])
+        guard [200, 202, 204, 404].contains(response.status) else { throw unexpected(response, "delete \(reference) in \(repository)") }
+    }
+
     // MARK: Requests and authentication
 
     static func scope(_ repository: String, push: Bool) -> String { "repository:\(repository):\(push ? "pull,push" : "pull")" }
+    static func scope(_ repository: String, deleting: Bool) -> String { "repository:\(repository):pull,push,delete" }
 
     func unexpected(_ response: Response, _ what: String) -> RemoteRegistryError {
         let text = String(buffer: response.body).prefix(300)

@@ -117,11 +117,89 @@ public struct ReplicationDirectory: Sendable {
         return .init(region: region, registryID: destination.registryID ?? ownRegistryID)
     }
 
-    /// The destinations an event's image goes to under `rules`: pushes and tag moves replicate,
-    /// deletions do not (as ECR: a destination keeps what it received).
-    public func plan(_ event: RegistryEvent, rules: ReplicationRules) -> [String] {
-        guard event.kind == .push || event.kind == .tagMove, event.digest != nil else { return [] }
-        var seen = Set<String>()
-        return rules.targets(for: event.repository).compactMap(destinationName(for:)).filter { seen.insert($0).inserted }
+    /// Where a repository's images go: ECR's targets (every tag, no deletions) and the enabled
+    /// Wharf rules whose patterns match (push-triggered ones only, unless `manual` rules are wanted),
+    /// each (destination, name there) once.
+    public func routes(for repository: String, under policy: ReplicationPolicy, includingManual: Bool = false) -> [ReplicationRoute] {
+        var routes = policy.ecr.targets(for: repository).compactMap(destinationName(for:)).map {
+            ReplicationRoute(destination: $0, targetRepository: nil, tags: [], propagateDeletes: false)
+        }
+        for rule in policy.rules where rule.enabled && (includingManual || rule.trigger == .push) && rule.matches(repository: repository) {
+            routes += rule.destinations.map {
+                ReplicationRoute(
+                    destination: $0, targetRepository: rule.destinationPrefix.isEmpty ? nil : rule.destinationPrefix + repository, tags: rule.tags,
+                    propagateDeletes: rule.propagateDeletes)
+            }
+        }
+        // One route per (destination, name there); tag filters of duplicates widen, deletions add up.
+        var merged: [ReplicationRoute] = []
+        for route in routes {
+            if let index = merged.firstIndex(where: { $0.destination == route.destination && $0.targetRepository == route.targetRepository }) {
+                merged[index].tags = merged[index].tags.isEmpty || route.tags.isEmpty ? [] : merged[index].tags + route.tags
+                merged[index].propagateDeletes = merged[index].propagateDeletes || route.propagateDeletes
+            } else {
+                merged.append(route)
+            }
+        }
+        return merged
     }
+
+    /// The tasks an event makes under `policy`: pushes and tag moves are copied along every route
+    /// whose tag filter they pass (images pushed by digest only along routes without one), and
+    /// deletions are repeated along the routes that propagate them (ECR's never do).
+    public func plan(_ event: RegistryEvent, under policy: ReplicationPolicy) -> [PlannedReplication] {
+        guard event.digest != nil, !policy.isEmpty else { return [] }
+        let action: ReplicationAction
+        switch event.kind {
+        case .push, .tagMove: action = .copy
+        case .delete: action = .delete
+        case .scan, .alert: return []
+        }
+        return routes(for: event.repository, under: policy).compactMap { route in
+            if action == .delete, !route.propagateDeletes { return nil }
+            if !route.tags.isEmpty {
+                if let tag = event.tag {
+                    guard route.tags.contains(where: { WildcardPattern.matches($0, tag) }) else { return nil }
+                } else if action == .copy {
+                    return nil  // a digest-only push (a referrer): it travels with its tagged image instead
+                }
+            }
+            return PlannedReplication(destination: route.destination, targetRepository: route.targetRepository, action: action)
+        }
+    }
+}
+
+/// Everything that decides replication: ECR's configuration and Wharf's own rules.
+public struct ReplicationPolicy: Sendable, Equatable {
+    public var ecr: ReplicationRules
+    public var rules: [ReplicationRuleRecord]
+    public init(ecr: ReplicationRules, rules: [ReplicationRuleRecord]) {
+        self.ecr = ecr
+        self.rules = rules
+    }
+    public static let none = ReplicationPolicy(ecr: .none, rules: [])
+    public var isEmpty: Bool { ecr.isEmpty && !rules.contains(where: \.enabled) }
+}
+
+/// One way a repository's images leave: to a destination, under a name there, for some tags.
+public struct ReplicationRoute: Sendable, Equatable {
+    public var destination: String
+    /// Nil: the same name as at the source.
+    public var targetRepository: String?
+    /// Wildcard patterns; empty: every tag and digest-only pushes.
+    public var tags: [String]
+    public var propagateDeletes: Bool
+
+    public init(destination: String, targetRepository: String?, tags: [String], propagateDeletes: Bool) {
+        self.destination = destination
+        self.targetRepository = targetRepository
+        self.tags = tags
+        self.propagateDeletes = propagateDeletes
+    }
+
+    public func includes(tag: String) -> Bool { tags.isEmpty || tags.contains { WildcardPattern.matches($0, tag) } }
+}
+
+extension ReplicationRuleRecord {
+    public func matches(repository: String) -> Bool { repositories.contains { WildcardPattern.matches($0, repository) } }
 }

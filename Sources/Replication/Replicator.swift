@@ -54,7 +54,7 @@ public final class Replicator: Service, Sendable {
     private let wakeUp: AsyncStream<Void>.Continuation
     private let wakeUps: AsyncStream<Void>
     /// The rules as last read (refreshed by `planner()` at every fan-out pass).
-    private let rules = Mutex<ReplicationRules>(.none)
+    private let policy = Mutex<ReplicationPolicy>(.none)
     /// A client per configured destination while the replicator runs.
     let remotes = Mutex<[String: RemoteRegistry]?>(nil)
     private let reconciling = Atomic<Bool>(false)
@@ -78,18 +78,19 @@ public final class Replicator: Service, Sendable {
 
     /// Reads the current rules and returns what the outbox fan-out asks of each event: the
     /// destinations its image goes to. Called once per fan-out pass.
-    public func planner() async -> @Sendable (RegistryEvent) -> [String] {
-        let current: ReplicationRules
-        do {
-            current = try await metadata.registrySetting(ReplicationRules.settingName).flatMap(ReplicationRules.init(json:)) ?? .none
-            rules.withLock { $0 = current }
-        } catch {
-            // The fan-out must not go on without the rules: it would take events and plan nothing.
-            logger.warning("could not read the replication rules", metadata: ["error": "\(error)"])
-            return { _ in [] }
-        }
+    public func planner() async throws -> @Sendable (RegistryEvent) -> [PlannedReplication] {
+        // A failure stops the fan-out pass: it must not take events and plan nothing for them.
+        let current = try await currentPolicy()
+        policy.withLock { $0 = current }
         let directory = self.directory
-        return { event in directory.plan(event, rules: current) }
+        return { event in directory.plan(event, under: current) }
+    }
+
+    /// ECR's configuration and Wharf's rules as stored now.
+    public func currentPolicy() async throws -> ReplicationPolicy {
+        ReplicationPolicy(
+            ecr: try await metadata.registrySetting(ReplicationRules.settingName).flatMap(ReplicationRules.init(json:)) ?? .none,
+            rules: try await metadata.replicationRules())
     }
 
     /// Something was queued: look at the queue now rather than at the next poll.
@@ -113,6 +114,7 @@ public final class Replicator: Service, Sendable {
         self.remotes.withLock { $0 = remotes }
         var lastPrune = ContinuousClock.now
         var lastReconcile = ContinuousClock.now
+        var scheduled: [String: ContinuousClock.Instant] = [:]
         await withDiscardingTaskGroup { group in
             await withGracefulShutdownHandler {
                 for await _ in wakeUps where await onlyWhenLeader() {
@@ -124,6 +126,17 @@ public final class Replicator: Service, Sendable {
                     if let interval = settings.reconcileInterval, ContinuousClock.now - lastReconcile > interval {
                         lastReconcile = .now
                         group.addTask { _ = try? await self.reconcileOnce() }
+                    }
+                    // Rules with a schedule run one interval after they are first seen, then every interval.
+                    for rule in policy.withLock({ $0.rules }) where rule.enabled {
+                        guard let seconds = rule.scheduleSeconds else { continue }
+                        let due = scheduled[rule.name] ?? (ContinuousClock.now + .seconds(seconds))
+                        if ContinuousClock.now >= due {
+                            scheduled[rule.name] = .now + .seconds(seconds)
+                            group.addTask { _ = try? await self.reconcile(rule: rule.name) }
+                        } else {
+                            scheduled[rule.name] = due
+                        }
                     }
                     for task in await due() {
                         group.addTask {
@@ -219,10 +232,16 @@ public final class Replicator: Service, Sendable {
         onOutcome(report)
     }
 
-    /// The copy itself: the image, then the tag if the source still has it on this image.
+    /// The copy itself: the image, then the tag if the source still has it on this image. A
+    /// deletion removes the tag (or, without one, the image) at the destination.
     func copy(_ task: ReplicationTask, with copier: ImageCopier) async throws {
-        guard let repository = RepositoryName(task.repository), let digest = Digest(task.digest) else {
+        guard let repository = RepositoryName(task.repository), let digest = Digest(task.digest), RepositoryName(task.destinationRepository) != nil
+        else {
             throw Permanent(reason: "the task names no valid repository and digest")
+        }
+        if task.action == .delete {
+            try await copier.remote.deleteManifest(task.tag ?? digest.description, in: task.destinationRepository)
+            return
         }
         do {
             _ = try await registry.manifest(.digest(digest), in: repository, recordPull: false)
@@ -237,7 +256,7 @@ public final class Replicator: Service, Sendable {
         {
             tag = name
         }
-        try await copier.copyManifest(digest, in: repository, tag: tag)
+        try await copier.copyManifest(digest, from: repository, to: task.destinationRepository, tag: tag)
     }
 
     struct Permanent: Error {

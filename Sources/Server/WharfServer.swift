@@ -394,7 +394,7 @@ public final class WharfServer: Sendable {
         services.append(
             WebhookDispatcher(
                 metadata: metadata, sealer: sealer, settings: settings, metrics: metrics, logger: logger,
-                replication: .init(planner: { await replicator.planner() }, queued: { replicator.nudge() }),
+                replication: .init(planner: { try await replicator.planner() }, queued: { replicator.nudge() }),
                 onlyWhenLeader: {
                     // Longer than the slowest batch of deliveries, so the lease never lapses mid-batch.
                     (try? await leases.acquire("webhooks", durationMillis: max(60_000, timeout.components.seconds * 8_000))) ?? false

@@ -20,16 +20,21 @@ struct ReplicationQueueTests {
             try await store.appendEvent(Self.event("other/app", "sha256:cc", tag: "v1"))
             let taken = try await store.fanOutEvents(
                 limit: 10, plan: { _ in [] },
-                replicate: { event in event.repository.hasPrefix("team/") && event.kind == .push ? ["eu", "ap"] : [] })
+                replicate: { event in
+                    event.repository.hasPrefix("team/") && event.kind == .push
+                        ? [PlannedReplication(destination: "eu"), PlannedReplication(destination: "ap", targetRepository: "mirror/team/app")] : []
+                })
             #expect(taken == 3)
             let tasks = try await store.replicationTasks(destination: nil, status: nil, limit: 10)
             #expect(Set(tasks.map(\.destination)) == ["eu", "ap"] && tasks.count == 2)
             for task in tasks {
-                #expect(task.repository == "team/app" && task.digest == "sha256:aa" && task.tag == "v1")
+                #expect(task.repository == "team/app" && task.digest == "sha256:aa" && task.tag == "v1" && task.action == .copy)
                 #expect(task.status == .pending && task.attempts == 0 && task.createdAt == 1_000)
             }
+            #expect(tasks.first { $0.destination == "ap" }?.destinationRepository == "mirror/team/app")
+            #expect(tasks.first { $0.destination == "eu" }?.destinationRepository == "team/app")
             // The outbox is empty: a second pass takes nothing and writes nothing.
-            #expect(try await store.fanOutEvents(limit: 10, plan: { _ in [] }, replicate: { _ in ["eu"] }) == 0)
+            #expect(try await store.fanOutEvents(limit: 10, plan: { _ in [] }, replicate: { _ in [PlannedReplication(destination: "eu")] }) == 0)
             #expect(try await store.replicationTasks(destination: nil, status: nil, limit: 10).count == 2)
         }
     }
@@ -56,6 +61,48 @@ struct ReplicationQueueTests {
             try await store.recordReplicationAttempt(due[0].id, .retry(at: now + 60_000, error: "connection refused"))
             #expect(try await store.dueReplicationTasks(now: now, limit: 10, running: []).count == due.count - 1)
             #expect(try await store.dueReplicationTasks(now: now, limit: 1, running: []).count == 1)
+        }
+    }
+
+    @Test("a deletion waits for the copies of its image before it, and a re-push waits for the deletion", arguments: Engine.available)
+    func deletionsKeepImageOrder(engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            try await store.enqueueReplication(destination: "eu", repository: "team/app", digest: "sha256:01", tag: nil)
+            try await store.appendEvent(Self.event("team/app", "sha256:01", tag: nil, kind: .delete))
+            try await store.appendEvent(Self.event("team/app", "sha256:01", tag: nil))
+            _ = try await store.fanOutEvents(
+                limit: 10, plan: { _ in [] },
+                replicate: { event in [PlannedReplication(destination: "eu", action: event.kind == .delete ? .delete : .copy)] })
+            let now = Timestamp.nowMillis() + 1
+            var due = try await store.dueReplicationTasks(now: now, limit: 10, running: [])
+            #expect(due.count == 1 && due[0].action == .copy)
+            try await store.recordReplicationAttempt(due[0].id, .complete(bytes: 1))
+            due = try await store.dueReplicationTasks(now: now, limit: 10, running: [])
+            #expect(due.count == 1 && due[0].action == .delete)
+            try await store.recordReplicationAttempt(due[0].id, .complete(bytes: 0))
+            due = try await store.dueReplicationTasks(now: now, limit: 10, running: [])
+            #expect(due.count == 1 && due[0].action == .copy)
+        }
+    }
+
+    @Test("rules are stored, replaced by name and deleted", arguments: Engine.available)
+    func rules(engine: Engine) async throws {
+        try await TestDatabases.withStore(engine) { store in
+            let rule = ReplicationRuleRecord(
+                name: "mirror", repositories: ["apps/*", "team/app"], tags: ["v*"], destinations: ["eu", "ap"], trigger: .manual, scheduleSeconds: 600,
+                propagateDeletes: true, destinationPrefix: "mirror/")
+            let stored = try await store.putReplicationRule(rule)
+            #expect(stored.id > 0 && stored.createdAt > 0 && stored.repositories == ["apps/*", "team/app"] && stored.tags == ["v*"])
+            #expect(stored.trigger == .manual && stored.scheduleSeconds == 600 && stored.propagateDeletes && stored.destinationPrefix == "mirror/")
+            var changed = rule
+            changed.tags = []
+            changed.enabled = false
+            try await store.putReplicationRule(changed)
+            let all = try await store.replicationRules()
+            #expect(all.count == 1 && all[0].tags == [] && !all[0].enabled && all[0].id == stored.id)
+            #expect(try await store.deleteReplicationRule(named: "mirror"))
+            #expect(try await !store.deleteReplicationRule(named: "mirror"))
+            #expect(try await store.replicationRules().isEmpty)
         }
     }
 

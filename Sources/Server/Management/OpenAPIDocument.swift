@@ -265,8 +265,9 @@ enum OpenAPIDocument {
                 [
                     "id": integer, "destination": string, "repository": string, "digest": string, "tag": string,
                     "status": ["type": "string", "enum": ["PENDING", "COMPLETE", "FAILED"]], "attempts": integer, "lastError": string,
-                    "createdAt": time, "nextAttemptAt": time, "completedAt": time, "bytesCopied": integer,
-                ], required: ["id", "destination", "repository", "digest", "status", "attempts", "createdAt"]),
+                    "createdAt": time, "nextAttemptAt": time, "completedAt": time, "bytesCopied": integer, "targetRepository": string,
+                    "action": ["type": "string", "enum": ["copy", "delete"]],
+                ], required: ["id", "destination", "repository", "digest", "status", "attempts", "createdAt", "action"]),
             "ImageReplicationStatus": object(
                 ["repository": string, "digest": string, "destinations": ["type": "array", "items": ["$ref": "#/components/schemas/ReplicationTask"]]],
                 required: ["repository", "digest", "destinations"]),
@@ -274,6 +275,23 @@ enum OpenAPIDocument {
                 ["repository": string, "reference": ["type": "string", "description": "a tag or digest"], "destination": string],
                 required: ["repository", "reference", "destination"]),
             "ReplicationRetry": object(["requeued": integer], required: ["requeued"]),
+            "ReplicationRuleDefinition": object(
+                [
+                    "enabled": boolean,
+                    "repositories": ["type": "array", "items": string, "description": "repository name patterns, * matching any run of characters"],
+                    "tags": ["type": "array", "items": string, "description": "tag patterns; none: every tag and images pushed by digest"],
+                    "destinations": ["type": "array", "items": string, "description": "names of configured destinations"],
+                    "trigger": ["type": "string", "enum": ["push", "manual"]],
+                    "scheduleSeconds": ["type": "integer", "minimum": 60, "maximum": 604800, "description": "also compared and repaired this often"],
+                    "propagateDeletes": ["type": "boolean", "description": "deletions of images and tags follow"],
+                    "destinationPrefix": ["type": "string", "description": "put before repository names at the destinations"],
+                ], required: ["repositories", "destinations"]),
+            "ReplicationRule": object(
+                [
+                    "name": string, "enabled": boolean, "repositories": ["type": "array", "items": string], "tags": ["type": "array", "items": string],
+                    "destinations": ["type": "array", "items": string], "trigger": string, "scheduleSeconds": integer, "propagateDeletes": boolean,
+                    "destinationPrefix": string, "createdAt": time, "updatedAt": time,
+                ], required: ["name", "enabled", "repositories", "tags", "destinations", "trigger", "propagateDeletes", "destinationPrefix"]),
             "ReplicationReconcile": object(
                 [
                     "checked": ["type": "integer", "description": "tags and referrers compared"],

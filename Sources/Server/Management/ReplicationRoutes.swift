@@ -46,8 +46,14 @@ extension API {
         var nextAttemptAt: Date?
         var completedAt: Date?
         var bytesCopied: Int64?
+        /// The repository's name at the destination when a rule's prefix changes it.
+        var targetRepository: String?
+        /// copy or delete.
+        var action: String
 
         init(_ task: Metadata.ReplicationTask) {
+            targetRepository = task.targetRepository
+            action = task.action.rawValue
             id = task.id
             destination = task.destination
             repository = task.repository
@@ -67,6 +73,34 @@ extension API {
         var repository: String
         var digest: String
         var destinations: [ReplicationTask]
+    }
+
+    struct ReplicationRule: Encodable {
+        var name: String
+        var enabled: Bool
+        var repositories: [String]
+        var tags: [String]
+        var destinations: [String]
+        var trigger: String
+        var scheduleSeconds: Int?
+        var propagateDeletes: Bool
+        var destinationPrefix: String
+        var createdAt: Date
+        var updatedAt: Date
+
+        init(_ rule: ReplicationRuleRecord) {
+            name = rule.name
+            enabled = rule.enabled
+            repositories = rule.repositories
+            tags = rule.tags
+            destinations = rule.destinations
+            trigger = rule.trigger.rawValue
+            scheduleSeconds = rule.scheduleSeconds
+            propagateDeletes = rule.propagateDeletes
+            destinationPrefix = rule.destinationPrefix
+            createdAt = Date(timeIntervalSince1970: Double(rule.createdAt) / 1000)
+            updatedAt = Date(timeIntervalSince1970: Double(rule.updatedAt) / 1000)
+        }
     }
 
     struct ReplicateImage: Decodable {
@@ -155,6 +189,40 @@ extension ManagementAPI {
                 } catch is RegistryError {
                     throw AccessError.notFound("\(body.reference) is not in repository \(repository)")
                 }
+            },
+            Route(.get, "/replication/rules", "Wharf's own replication rules (ECR's configuration is DescribeRegistry's)", response: "[ReplicationRule]") {
+                _, _, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                return try Self.json(try await replication.rules().map(API.ReplicationRule.init))
+            },
+            Route(
+                .put, "/replication/rules/{name}",
+                "Create or replace a rule: repository and tag patterns, destinations, push or manual trigger, schedule, deletions, a name prefix",
+                request: "ReplicationRuleDefinition", response: "ReplicationRule"
+            ) { request, context, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let body = try await Self.decode(ReplicationOverview.RuleDefinition.self, request)
+                let rule = try await replication.putRule(named: try Self.parameter(context, "name"), body, by: caller.requester)
+                return try Self.json(API.ReplicationRule(rule))
+            },
+            Route(.delete, "/replication/rules/{name}", "Delete a rule (copies already queued still run)", status: .noContent) { _, context, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let name = try Self.parameter(context, "name")
+                guard try await replication.deleteRule(named: name, by: caller.requester) else {
+                    throw AccessError.notFound("no replication rule named '\(name)'")
+                }
+                return Response(status: .noContent)
+            },
+            Route(
+                .post, "/replication/rules/{name}/run", "Run a rule now: compare its repositories with its destinations and queue what differs",
+                response: "ReplicationReconcile"
+            ) { _, context, caller in
+                try access.requireSystemAdministrator(caller.identity)
+                let name = try Self.parameter(context, "name")
+                guard try await replication.rules().contains(where: { $0.name == name }) else {
+                    throw AccessError.notFound("no replication rule named '\(name)'")
+                }
+                return try Self.json(try await replication.runRule(named: name, by: caller.requester))
             },
             Route(
                 .post, "/replication/reconcile",
