@@ -42,7 +42,7 @@ def free_port():
 
 
 class Wharf:
-    def __init__(self, binary, root, name, region, destinations=()):
+    def __init__(self, binary, root, name, region, destinations=(), concurrency=None):
         self.root = Path(root) / name
         self.root.mkdir(parents=True)
         self.port = free_port()
@@ -58,6 +58,8 @@ class Wharf:
             for destination_name, destination_region, url in destinations:
                 lines += [f"    - name: {destination_name}", f"      region: {destination_region}", f"      url: {url}", "      username: admin",
                           f"      passwordFile: {secret}"]
+                if concurrency:
+                    lines.append(f"      concurrency: {concurrency}")
         config = self.root / "wharf.yml"
         config.write_text("\n".join(lines) + "\n")
         env = dict(os.environ, WHARF_ADMIN_PASSWORD=PASSWORD)
@@ -190,12 +192,13 @@ def main():
     parser.add_argument("--lag-seconds", type=int, default=20)
     parser.add_argument("--lag-rate", type=float, default=5.0, help="pushes per second during the lag run")
     parser.add_argument("--large-mib", type=int, default=1024)
+    parser.add_argument("--concurrency", type=int, help="images copied at once (the destination's setting; default Wharf's)")
     args = parser.parse_args()
     binary = str(Path(args.wharf).resolve())
     root = Path(tempfile.mkdtemp(prefix="wharf-bench-replication-"))
     replicated = Wharf(binary, root, "dest-replication", "eu-west-1")
     synced = Wharf(binary, root, "dest-skopeo", "ap-south-1")
-    source = Wharf(binary, root, "source", "us-east-1", [("eu", "eu-west-1", replicated.url)])
+    source = Wharf(binary, root, "source", "us-east-1", [("eu", "eu-west-1", replicated.url)], concurrency=args.concurrency)
     results = {}
     try:
         # 1. Throughput.

@@ -88,7 +88,14 @@ public final class WebhookDispatcher: Service, Sendable {
                 wakeUp.yield()
             }
         }
-        defer { ticker.cancel() }
+        // A commit of this process that wrote events is fanned out at once (replication lag).
+        let listener = Task {
+            for await _ in metadata.database.outboxAppended.signals { wakeUp.yield() }
+        }
+        defer {
+            ticker.cancel()
+            listener.cancel()
+        }
         await withGracefulShutdownHandler {
             for await _ in wakeUps where await onlyWhenLeader() {
                 await pass(client)

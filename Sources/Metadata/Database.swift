@@ -29,6 +29,8 @@ public enum Dialect: String, Sendable {
 /// PostgreSQL: PostgresNIO's connection pool.
 public final class Database: Sendable {
     public let dialect: Dialect
+    /// Told after every commit that may have appended to the event outbox.
+    public let outboxAppended = ChangeSignal()
     private let backend: Backend
     private let logger: Logger
 
@@ -333,4 +335,15 @@ actor ConnectionPool<Connection: Sendable> {
         idle = []
         return all
     }
+}
+
+/// A wake-up call for one listener: `signal()` never blocks, and signals that arrive while the
+/// listener is busy collapse into one.
+public final class ChangeSignal: Sendable {
+    public let signals: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    public init() { (signals, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1)) }
+
+    public func signal() { continuation.yield() }
 }

@@ -356,6 +356,14 @@ extension MetadataStore {
 
     /// An event that belongs to no change (an alert): written on its own.
     public func appendEvent(_ event: RegistryEvent) async throws {
-        try await database.transaction { sql in try await Self.appendEvent(event, sql) }
+        try await transactionAppendingEvents { sql in try await Self.appendEvent(event, sql) }
+    }
+
+    /// A transaction that may append events: once it commits, this process's dispatcher hears of
+    /// it at once (`Database.outboxAppended`) instead of at its next poll. Other nodes poll.
+    func transactionAppendingEvents<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        let result = try await database.transaction(body)
+        database.outboxAppended.signal()
+        return result
     }
 }

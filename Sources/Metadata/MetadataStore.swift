@@ -449,7 +449,7 @@ public struct MetadataStore: Sendable {
     /// concurrent delete cannot slip between check and insert.
     /// Returns the tags that changed.
     public func putManifest(_ manifest: NewManifest) async throws -> [TagChange] {
-        try await database.transaction { sql in
+        try await transactionAppendingEvents { sql in
             // The collector unlinks unreferenced blobs under this lock; holding it here means a
             // blob checked below cannot be unlinked before this manifest's references are stored.
             try await database.lock("repository:\(manifest.repository)", in: sql)
@@ -584,7 +584,7 @@ public struct MetadataStore: Sendable {
     /// Deletes a manifest and every tag pointing at it. Returns the removed tags, or nil if the
     /// repository did not hold the manifest. Blob bytes stay until garbage collection.
     public func deleteManifest(_ digest: Digest, in repository: RepositoryName, actor: String? = nil) async throws -> [String]? {
-        try await database.transaction { sql in
+        try await transactionAppendingEvents { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
             let exists = try await sql.raw(
                 """
@@ -638,7 +638,7 @@ public struct MetadataStore: Sendable {
 
     /// Removes a tag (the manifest stays). Returns the digest it pointed at, or nil if there was no such tag.
     public func deleteTag(_ tag: Tag, in repository: RepositoryName, actor: String? = nil) async throws -> Digest? {
-        try await database.transaction { sql in
+        try await transactionAppendingEvents { sql in
             guard let repositoryID = try await Self.repositoryID(repository, sql) else { return nil }
             let row = try await sql.raw(
                 """

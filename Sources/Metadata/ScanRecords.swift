@@ -66,7 +66,7 @@ extension MetadataStore {
         _ digest: String, status: ImageScanRecord.Status, description: String?, result: String?,
         databaseVersion: String? = nil, event: RegistryEvent? = nil
     ) async throws {
-        try await database.transaction { sql in
+        try await transactionAppendingEvents { sql in
             try await sql.raw(
                 """
                 UPDATE image_scans SET status = \(bind: status.rawValue), completed_at = \(bind: Timestamp.nowMillis()),

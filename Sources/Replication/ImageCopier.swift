@@ -76,18 +76,43 @@ final class ImageCopier: Sendable {
         }
     }
 
+    /// Blobs this small are sent without asking first whether the destination has them: sending
+    /// them costs less than the round trip (image configs, small layers).
+    static let sendWithoutAsking: Int64 = 16 << 10
+
     func copyBlob(_ digest: Digest, from source: RepositoryName, to name: String) async throws {
-        if try await remote.blobExists(digest, in: name) {
+        let size = try await registry.blobInfo(digest, in: source).size
+        if size > Self.sendWithoutAsking, try await remote.blobExists(digest, in: name) {
             state.holds(digest, in: name)
             return
         }
-        let size = try await registry.blobInfo(digest, in: source).size
         // A resumable upload from an earlier attempt, if the destination still has it.
         var location: String?
         var offset: Int64 = 0
         if let previous = state.upload(of: digest, in: name), let held = try await remote.uploadOffset(previous, in: name), held <= size {
             location = previous
             offset = held
+        }
+        if location == nil, size <= Int64(chunkSize), state.repositoryHolding(digest, besides: name) == nil {
+            // Small: read it whole (at most one chunk) and send it in one request where the registry allows.
+            let reader = try await registry.openBlob(digest, in: source)
+            var whole = ByteBuffer()
+            do {
+                if size > 0 {
+                    try await reader.stream(range: 0...(size - 1)) { buffer in
+                        var buffer = buffer
+                        whole.writeBuffer(&buffer)
+                    }
+                }
+                try await reader.close()
+            } catch {
+                try? await reader.close()
+                throw error
+            }
+            try await remote.uploadWhole(whole, digest: digest, in: name)
+            copied.add(size, ordering: .relaxed)
+            state.holds(digest, in: name)
+            return
         }
         if location == nil {
             if let other = state.repositoryHolding(digest, besides: name) {

@@ -36,6 +36,9 @@ public final class RemoteRegistry: Sendable {
     let http: HTTPClient
     /// What the registry asked for last, and the tokens it issued, by scope.
     private let auth = Mutex<AuthState>(AuthState())
+    /// Whether a single `POST ?digest=` with the body stores a blob here (OCI's monolithic upload,
+    /// which registries may decline): 0 not known yet, 1 yes, -1 no.
+    private let monolithicUploads = Atomic<Int>(0)
 
     struct AuthState {
         var challenge: AuthChallenge?
@@ -83,6 +86,29 @@ public final class RemoteRegistry: Sendable {
             throw unexpected(response, "start an upload in \(repository)")
         }
         return location
+    }
+
+    /// Stores a small blob in as few requests as the registry allows: one POST with the digest and
+    /// the bytes where monolithic uploads work, else POST then PUT (learned at the first blob).
+    public func uploadWhole(_ bytes: ByteBuffer, digest: Digest, in repository: String) async throws {
+        if monolithicUploads.load(ordering: .relaxed) >= 0 {
+            let response = try await send(
+                "POST", "/v2/\(repository)/blobs/uploads/?digest=\(digest)", headers: [("Content-Type", "application/octet-stream")], body: bytes,
+                scopes: [Self.scope(repository, push: true)])
+            if response.status == 201 {
+                monolithicUploads.store(1, ordering: .relaxed)
+                return
+            }
+            guard response.status == 202, let location = response.header("Location") else {
+                throw unexpected(response, "upload \(digest) to \(repository)")
+            }
+            // The registry opened an ordinary upload instead: the bytes go with the closing PUT.
+            monolithicUploads.store(-1, ordering: .relaxed)
+            try await finishUpload(location, digest: digest, lastBytes: bytes, in: repository)
+            return
+        }
+        guard let location = try await startUpload(in: repository) else { return }
+        try await finishUpload(location, digest: digest, lastBytes: bytes, in: repository)
     }
 
     /// How many bytes the upload at `location` holds (its `Range`), or nil when the registry no longer knows it.
