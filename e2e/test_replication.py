@@ -256,6 +256,33 @@ def test_reconcile_repairs_drift_and_copies_what_predates_the_rules(regions):
     assert again["queued"] == 0, again
 
 
+def test_docker_engine_push_replicates_and_pulls_from_every_region(regions, docker, small_image, tmp_path):
+    """The Docker engine pushes (Docker schema 2, gzip layers) to the source and pulls the copies from
+    a Wharf region and from Distribution."""
+    regions.configure([{"destinations": [{"region": "eu-west-1", "registryId": REGISTRY_ID}, {"region": "foreign-1", "registryId": FOREIGN_ID}],
+                        "repositoryFilters": [{"filter": "engine", "filterType": "PREFIX_MATCH"}]}])
+    source, eu, distribution = regions.source, regions.eu, regions.distribution
+    for server, (user, password) in ((source, source.auth), (eu, eu.auth), (distribution, distribution.auth)):
+        run(["docker", "login", "-u", user, "--password-stdin", server.host], env=docker, input=password + "\n")
+    archive = tmp_path / "small.tar"
+    skopeo("copy", f"oci:{small_image}", f"docker-archive:{archive}:replication-e2e/small:v1")
+    run(["docker", "load", "-i", str(archive)], env=docker)
+    pushed = f"{source.host}/engine/app:v1"
+    run(["docker", "tag", "replication-e2e/small:v1", pushed], env=docker)
+    run(["docker", "push", pushed], env=docker)
+    head = requests.head(f"{source.url}/v2/engine/app/manifests/v1", auth=source.auth, timeout=10,
+                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    digest = head.headers["Docker-Content-Digest"]
+    assert head.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    regions.wait_complete("engine/app", digest, [EU, FOREIGN])
+    for server in (eu, distribution):
+        copy = f"{server.host}/engine/app:v1"
+        run(["docker", "pull", copy], env=docker)
+        inspected = json.loads(run(["docker", "image", "inspect", copy], env=docker).stdout)[0]
+        assert f"{server.host}/engine/app@{digest}" in inspected["RepoDigests"], inspected["RepoDigests"]
+        run(["docker", "rmi", copy], env=docker)
+
+
 def test_tag_moves_reach_destinations_in_order(regions):
     regions.configure([{"destinations": [{"region": "eu-west-1", "registryId": REGISTRY_ID}, {"region": "foreign-1", "registryId": FOREIGN_ID}]}])
     pushed = [push_config_image(regions.source, "moves/app", "stable", f"move {i}") for i in range(6)]
