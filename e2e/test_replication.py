@@ -480,9 +480,10 @@ def test_killed_destination_and_killed_source_lose_nothing(regions):
     time.sleep(1.5)
     eu.start()
 
+    regions.wait_complete("big/one", first, [EU], timeout=120)
+
     # The source dies in the middle of the next one and comes back.
     second, second_layer, second_size = large_image(source, "big/two", "v1", size)
-    regions.wait_complete("big/one", first, [EU], timeout=120)
     wait_for_upload(eu, 16 << 20)
     source.stop(signal.SIGKILL)
     restarted = time.monotonic()
