@@ -23,7 +23,7 @@ public final class Replicator: Service, Sendable {
         /// How often the queue is looked at when nothing wakes the replicator.
         public var pollInterval: Duration = .seconds(1)
         /// Blobs up to this size go in one request; larger ones in resumable chunks of this size.
-        public var chunkSize = 16 << 20
+        public var chunkSize = 8 << 20
         /// Blobs of one image copied at once.
         public var parallelBlobs = 3
         /// Finished tasks are kept this long (each image's newest per destination always).

@@ -100,7 +100,7 @@ public struct WharfConfiguration: Sendable, Equatable {
     public var replicationDestinations: [ReplicationDestinationConfiguration] = []
     public var replicationMaximumAttempts = 20
     public var replicationFirstRetrySeconds = 1
-    public var replicationChunkSizeMiB = 16
+    public var replicationChunkSizeMiB = 8
     /// How often source and destinations are compared and differences repaired; 0: only when asked.
     public var replicationReconcileIntervalSeconds = 3600
 
