@@ -3,6 +3,7 @@ scanner's pulls from making a stale image look used, and the account settings Wh
 (BLOB_MOUNTING switches cross-repository mounts on /v2 off and on)."""
 
 import hashlib
+import os
 import time
 
 import boto3
@@ -10,7 +11,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from conftest import Wharf, skopeo
+from conftest import Wharf, skopeo, umoci_image, write_tree
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,44 @@ def test_account_settings_and_blob_mounting(server):
     assert requests.head(f"{server.url}/v2/mount/second/blobs/{digest}", auth=server.auth, timeout=30).status_code == 404
     ecr.put_account_setting(name="BLOB_MOUNTING", value="ENABLED")
     assert mount("third").status_code == 201
+
+
+def test_registry_scanning_configuration_decides_scan_on_push(server, tmp_path):
+    """PutRegistryScanningConfiguration's rules decide which pushes are scanned (repositories' own
+    scanOnPush is ignored while there are rules, as ECR does); BatchGetRepositoryScanningConfiguration
+    reports what applies to each repository."""
+    ecr = ecr_client(server)
+    empty = ecr.get_registry_scanning_configuration()
+    assert empty["scanningConfiguration"] == {"scanType": "BASIC", "rules": []} and empty["registryId"]
+    ecr.create_repository(repositoryName="scanrules/own", imageScanningConfiguration={"scanOnPush": True})
+    ecr.create_repository(repositoryName="scanned/app")
+    ecr.create_repository(repositoryName="other/app")
+    before = ecr.batch_get_repository_scanning_configuration(repositoryNames=["scanrules/own", "other/app", "no/such"])
+    assert [(c["repositoryName"], c["scanOnPush"], c["scanFrequency"]) for c in before["scanningConfigurations"]] == [
+        ("scanrules/own", True, "SCAN_ON_PUSH"), ("other/app", False, "MANUAL")]
+    assert [(f["repositoryName"], f["failureCode"]) for f in before["failures"]] == [("no/such", "REPOSITORY_NOT_FOUND")]
+
+    # Refused: continuous scanning is enhanced scanning's, and a rule needs a filter.
+    assert error_code(ecr.put_registry_scanning_configuration, scanType="BASIC", rules=[
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}])[0] == "ValidationException"
+    put = ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "scanned/*", "filterType": "WILDCARD"}]}])
+    assert put["registryScanningConfiguration"]["rules"][0]["scanFrequency"] == "SCAN_ON_PUSH"
+    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == put["registryScanningConfiguration"]
+    after = {c["repositoryName"]: c for c in ecr.batch_get_repository_scanning_configuration(
+        repositoryNames=["scanned/app", "scanrules/own"])["scanningConfigurations"]}
+    assert after["scanned/app"]["scanOnPush"] and after["scanned/app"]["appliedScanFilters"] == [{"filter": "scanned/*", "filterType": "WILDCARD"}]
+    assert not after["scanrules/own"]["scanOnPush"] and after["scanrules/own"]["scanFrequency"] == "MANUAL"
+
+    # A push into scanned/ is queued for a scan, one into the repository with its own scanOnPush is
+    # not (scan results are per digest: each repository gets an image of its own).
+    for repository in ("scanned/app", "scanrules/own"):
+        layer = tmp_path / repository.replace("/", "-")
+        write_tree(layer, {"etc/os-release": "ID=alpine\nVERSION_ID=3.10.4\n", "unique": os.urandom(64)})
+        layout = umoci_image(str(tmp_path / f"{repository.replace('/', '-')}-layout"), "v1", [layer])
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{layout}", f"docker://{server.host}/{repository}:v1")
+    assert server.api("GET", "/repositories/scanned/app/scan", params={"reference": "v1"}).status_code == 200
+    assert server.api("GET", "/repositories/scanrules/own/scan", params={"reference": "v1"}).status_code == 404
+    # Back to no rules: the repositories' own settings apply again.
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
+    assert ecr.batch_get_repository_scanning_configuration(repositoryNames=["scanrules/own"])["scanningConfigurations"][0]["scanOnPush"]

@@ -211,7 +211,8 @@ public final class ECRService: Sendable {
         "DescribeRepositories", "ListImages", "DescribeImages", "BatchGetImage", "GetLifecyclePolicy", "GetLifecyclePolicyPreview",
         "GetRepositoryPolicy", "GetRegistryPolicy", "DescribeRegistry", "DescribeImageScanFindings", "ListTagsForResource",
         "BatchCheckLayerAvailability", "GetDownloadUrlForLayer", "UploadLayerPart", "GetAuthorizationToken",
-        "ListPullTimeUpdateExclusions", "GetAccountSetting", "DescribeImageReplicationStatus",
+        "ListPullTimeUpdateExclusions", "GetAccountSetting", "DescribeImageReplicationStatus", "GetRegistryScanningConfiguration",
+        "BatchGetRepositoryScanningConfiguration",
     ]
 
     typealias Handler = @Sendable (ECRService) -> @Sendable (ECRCall) async throws -> JSONValue
@@ -247,6 +248,9 @@ public final class ECRService: Sendable {
         "DescribeRegistry": { $0.describeRegistry },
         "PutReplicationConfiguration": { $0.putReplicationConfiguration },
         "DescribeImageReplicationStatus": { $0.describeImageReplicationStatus },
+        "PutRegistryScanningConfiguration": { $0.putRegistryScanningConfiguration },
+        "GetRegistryScanningConfiguration": { $0.getRegistryScanningConfiguration },
+        "BatchGetRepositoryScanningConfiguration": { $0.batchGetRepositoryScanningConfiguration },
         "StartImageScan": { $0.startImageScan },
         "DescribeImageScanFindings": { $0.describeImageScanFindings },
         "TagResource": { $0.tagResource },

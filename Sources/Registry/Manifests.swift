@@ -102,7 +102,9 @@ extension Registry {
         // Scan on push (ECR's scanOnPush): container images and indexes, not signatures, attestations
         // or SBOMs (cosign's tag-scheme ones included: an image config, but no filesystem layer).
         // The queue is a table, so the scanner of any node picks the job up.
-        if settings.scanOnPush, parsed.subject == nil, parsed.kind == .index || parsed.isRunnableImage {
+        // The registry's scanning rules decide when it has any (ECR), else the repository's setting.
+        let scanOnPush = (try? await self.settings.scansOnPush(repository.value, repositorySetting: settings.scanOnPush)) ?? settings.scanOnPush
+        if scanOnPush, parsed.subject == nil, parsed.kind == .index || parsed.isRunnableImage {
             do { try await metadata.enqueueScan(digest, in: repository, keepCompleted: true) } catch {
                 logger.warning("could not queue the scan on push", metadata: ["digest": "\(digest)", "error": "\(error)"])
             }

@@ -1,4 +1,6 @@
+import Foundation
 import Metadata
+import OCI
 import Synchronization
 
 /// Registry-wide settings read on hot paths (every mount, every counted pull), cached here and
@@ -31,15 +33,16 @@ public final class RegistryWideSettings: Sendable {
     /// Principals in ECR's ARN form whose pulls leave last-pull times alone.
     public static let maximumPullTimeExclusions = 100
 
-    private struct Cached<Value: Sendable>: Sendable {
+    struct Cached<Value: Sendable>: Sendable {
         var value: Value
         var readAt: ContinuousClock.Instant
     }
 
-    private let metadata: MetadataStore
-    private let timeToLive: Duration
+    let metadata: MetadataStore
+    let timeToLive: Duration
     private let settings = Mutex<[AccountSetting: Cached<String>]>([:])
     private let exclusions = Mutex<Cached<Set<String>>?>(nil)
+    let scanning = Mutex<Cached<RegistryScanningConfiguration>?>(nil)
 
     init(metadata: MetadataStore, timeToLive: Duration = .seconds(5)) {
         self.metadata = metadata
@@ -81,5 +84,93 @@ public final class RegistryWideSettings: Sendable {
     public func removePullTimeExclusion(_ principalARN: String) async throws -> Bool {
         defer { exclusions.withLock { $0 = nil } }
         return try await metadata.removePullTimeExclusion(principalARN)
+    }
+}
+
+/// ECR's registry scanning configuration (`PutRegistryScanningConfiguration`): the scan type and up
+/// to two rules, each a scan frequency for the repositories its WILDCARD filters match. When it
+/// has rules they decide which pushes are scanned, and repositories' own `scanOnPush` is ignored,
+/// as ECR does; without rules the repositories' settings apply.
+public struct RegistryScanningConfiguration: Sendable, Equatable, Codable {
+    public struct Filter: Sendable, Equatable, Codable {
+        public var filter: String
+        public var filterType: String
+        public init(filter: String, filterType: String = "WILDCARD") {
+            self.filter = filter
+            self.filterType = filterType
+        }
+    }
+
+    public struct Rule: Sendable, Equatable, Codable {
+        public var scanFrequency: String
+        public var repositoryFilters: [Filter]
+        public init(scanFrequency: String, repositoryFilters: [Filter]) {
+            self.scanFrequency = scanFrequency
+            self.repositoryFilters = repositoryFilters
+        }
+    }
+
+    public var scanType: String
+    public var rules: [Rule]
+
+    public init(scanType: String = "BASIC", rules: [Rule] = []) {
+        self.scanType = scanType
+        self.rules = rules
+    }
+
+    static let settingName = "registry_scanning_configuration"
+
+    /// The frequencies each scan type allows (ECR: basic scanning is on push or by hand; enhanced
+    /// scanning is on push or continuous). Wharf's one scanner serves both.
+    public static let frequencies: [String: Set<String>] = ["BASIC": ["SCAN_ON_PUSH", "MANUAL"], "ENHANCED": ["SCAN_ON_PUSH", "CONTINUOUS_SCAN"]]
+
+    /// The rule that applies to a repository and its matching filters: continuous scanning wins
+    /// over scanning on push, which wins over manual (ECR's precedence). Nil when none matches.
+    public func rule(for repository: String) -> (frequency: String, filters: [Filter])? {
+        var best: (frequency: String, filters: [Filter])?
+        let rank = ["MANUAL": 0, "SCAN_ON_PUSH": 1, "CONTINUOUS_SCAN": 2]
+        for rule in rules {
+            let matching = rule.repositoryFilters.filter { $0.filterType == "WILDCARD" && WildcardPattern.matches($0.filter, repository) }
+            guard !matching.isEmpty else { continue }
+            if best == nil || rank[rule.scanFrequency, default: 0] > rank[best!.frequency, default: 0] { best = (rule.scanFrequency, matching) }
+        }
+        return best
+    }
+
+    /// Whether a push into `repository` is scanned, given the repository's own `scanOnPush`.
+    public func scansOnPush(_ repository: String, repositorySetting: Bool) -> Bool {
+        guard !rules.isEmpty else { return repositorySetting }
+        guard let frequency = rule(for: repository)?.frequency else { return false }
+        return frequency == "SCAN_ON_PUSH" || frequency == "CONTINUOUS_SCAN"
+    }
+}
+
+extension RegistryWideSettings {
+    public func scanningConfiguration() async throws -> RegistryScanningConfiguration {
+        guard let text = try await metadata.registrySetting(RegistryScanningConfiguration.settingName),
+            let stored = try? JSONDecoder().decode(RegistryScanningConfiguration.self, from: Data(text.utf8))
+        else { return RegistryScanningConfiguration() }
+        return stored
+    }
+
+    /// Stores a configuration the caller has validated.
+    public func setScanningConfiguration(_ configuration: RegistryScanningConfiguration) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        try await metadata.putRegistrySetting(RegistryScanningConfiguration.settingName, String(decoding: try encoder.encode(configuration), as: UTF8.self))
+        scanning.withLock { $0 = nil }
+    }
+
+    /// Whether a push into `repository` is scanned (cached for `timeToLive`, like the account settings).
+    public func scansOnPush(_ repository: String, repositorySetting: Bool) async throws -> Bool {
+        let now = ContinuousClock.now
+        let configuration: RegistryScanningConfiguration
+        if let cached = scanning.withLock({ $0 }), now - cached.readAt < timeToLive {
+            configuration = cached.value
+        } else {
+            configuration = try await scanningConfiguration()
+            scanning.withLock { $0 = Cached(value: configuration, readAt: now) }
+        }
+        return configuration.scansOnPush(repository, repositorySetting: repositorySetting)
     }
 }

@@ -195,7 +195,9 @@ public final class RemoteRegistry: Sendable {
         maximumBody: Int = ManifestParser.maximumSize
     ) async throws -> Response {
         let url = resolve(pathOrURL)
-        var authorization = try await authorizationHeader(scopes: scopes, refresh: false)
+        // A `Location` elsewhere (a storage front end) gets the bytes but never the credentials.
+        let sameOrigin = url.hasPrefix(baseURL + "/")
+        var authorization = sameOrigin ? try await authorizationHeader(scopes: scopes, refresh: false) : nil
         for attempt in 0..<2 {
             var request = HTTPClientRequest(url: url)
             request.method = .init(rawValue: method)
@@ -205,7 +207,7 @@ public final class RemoteRegistry: Sendable {
             if let body { request.body = .bytes(body) }
             let response = try await http.execute(request, timeout: .seconds(300))
             let collected = method == "HEAD" ? ByteBuffer() : try await response.body.collect(upTo: maximumBody)
-            if response.status.code == 401, attempt == 0, let header = response.headers.first(name: "WWW-Authenticate"),
+            if response.status.code == 401, attempt == 0, sameOrigin, let header = response.headers.first(name: "WWW-Authenticate"),
                 let challenge = AuthChallenge.parse(header)
             {
                 auth.withLock {

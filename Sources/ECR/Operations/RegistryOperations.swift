@@ -2,6 +2,7 @@ import Access
 import Foundation
 import Metadata
 import OCI
+import Registry
 import Replication
 import Scanner
 import Scanning
@@ -77,6 +78,92 @@ extension ECRService {
         }
         try await metadata.putRegistrySetting(Self.replicationSetting, String(decoding: configuration.encoded(), as: UTF8.self))
         return ["replicationConfiguration": configuration]
+    }
+
+    // MARK: Registry scanning configuration
+
+    /// The scan type and rules: when there are rules they decide which pushes are scanned (the
+    /// repositories' own scanOnPush is ignored, as ECR does).
+    func putRegistryScanningConfiguration(_ call: ECRCall) async throws -> JSONValue {
+        try await authorize(call, .systemAdministrator, on: nil)
+        let scanType = call.input["scanType"]?.string ?? "BASIC"
+        guard let allowed = RegistryScanningConfiguration.frequencies[scanType] else {
+            throw ECRError.validation("scanType must be BASIC or ENHANCED")
+        }
+        var rules: [RegistryScanningConfiguration.Rule] = []
+        for (index, rule) in (call.input["rules"]?.array ?? []).enumerated() {
+            let frequency = rule["scanFrequency"]?.string ?? ""
+            guard allowed.contains(frequency) else {
+                throw ECRError.validation(
+                    "rules.\(index + 1).scanFrequency \(frequency) is not available with \(scanType) scanning: use \(allowed.sorted().joined(separator: " or "))"
+                )
+            }
+            let filters = (rule["repositoryFilters"]?.array ?? []).map {
+                RegistryScanningConfiguration.Filter(filter: $0["filter"]?.string ?? "", filterType: $0["filterType"]?.string ?? "WILDCARD")
+            }
+            guard !filters.isEmpty else { throw ECRError.validation("rules.\(index + 1).repositoryFilters needs at least one filter (e.g. '*')") }
+            rules.append(.init(scanFrequency: frequency, repositoryFilters: filters))
+        }
+        let configuration = RegistryScanningConfiguration(scanType: scanType, rules: rules)
+        try await registry.settings.setScanningConfiguration(configuration)
+        return ["registryScanningConfiguration": Self.scanningJSON(configuration)]
+    }
+
+    func getRegistryScanningConfiguration(_ call: ECRCall) async throws -> JSONValue {
+        try await authorize(call, .systemAdministrator, on: nil)
+        return ["registryId": .string(registryID), "scanningConfiguration": Self.scanningJSON(try await registry.settings.scanningConfiguration())]
+    }
+
+    /// Each repository's effective scanning: the registry rule that applies (with its matching
+    /// filters) or, without registry rules, the repository's scanOnPush. Unknown or unreadable
+    /// repositories are failures, not errors.
+    func batchGetRepositoryScanningConfiguration(_ call: ECRCall) async throws -> JSONValue {
+        let configuration = try await registry.settings.scanningConfiguration()
+        var found: [JSONValue] = []
+        var failures: [JSONValue] = []
+        for name in (call.input["repositoryNames"]?.array ?? []).compactMap(\.string) {
+            guard let repository = RepositoryName(name), try await metadata.repositoryExists(repository),
+                (try? await authorize(call, .pull, on: repository)) != nil
+            else {
+                failures.append(
+                    [
+                        "repositoryName": .string(name), "failureCode": "REPOSITORY_NOT_FOUND",
+                        "failureReason": .string("The repository with name '\(name)' does not exist in the registry with id '\(registryID)'"),
+                    ])
+                continue
+            }
+            let own = try await metadata.settings(of: repository).scanOnPush
+            let frequency: String
+            var filters: [JSONValue] = []
+            if configuration.rules.isEmpty {
+                frequency = own ? "SCAN_ON_PUSH" : "MANUAL"
+            } else if let rule = configuration.rule(for: name) {
+                frequency = rule.frequency
+                filters = rule.filters.map { ["filter": .string($0.filter), "filterType": .string($0.filterType)] }
+            } else {
+                frequency = "MANUAL"
+            }
+            found.append(
+                [
+                    "repositoryArn": .string(arn(of: name, call)), "repositoryName": .string(name),
+                    "scanOnPush": .bool(configuration.scansOnPush(name, repositorySetting: own)), "scanFrequency": .string(frequency),
+                    "appliedScanFilters": .array(filters),
+                ])
+        }
+        return ["scanningConfigurations": .array(found), "failures": .array(failures)]
+    }
+
+    static func scanningJSON(_ configuration: RegistryScanningConfiguration) -> JSONValue {
+        [
+            "scanType": .string(configuration.scanType),
+            "rules": .array(
+                configuration.rules.map { rule in
+                    [
+                        "scanFrequency": .string(rule.scanFrequency),
+                        "repositoryFilters": .array(rule.repositoryFilters.map { ["filter": .string($0.filter), "filterType": .string($0.filterType)] }),
+                    ]
+                }),
+        ]
     }
 
     /// Where an image has been copied: per destination of the rules, IN_PROGRESS (waiting or being
