@@ -373,11 +373,12 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases", "Monitoring", "Events",
+                "Server", "OCI", "Registry", "Metadata", "BlobStore", "Access", "Lifecycle", "UseCases", "Monitoring", "Events", "Replication",
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
         ),
