@@ -3,6 +3,7 @@ scanner's pulls from making a stale image look used, and the account settings Wh
 (BLOB_MOUNTING switches cross-repository mounts on /v2 off and on)."""
 
 import hashlib
+import json
 import os
 import time
 
@@ -151,3 +152,47 @@ def test_registry_scanning_configuration_decides_scan_on_push(server, tmp_path):
     # Back to no rules: the repositories' own settings apply again.
     ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
     assert ecr.batch_get_repository_scanning_configuration(repositoryNames=["scanrules/own"])["scanningConfigurations"][0]["scanOnPush"]
+
+
+LIFECYCLE = json.dumps({"rules": [{"rulePriority": 1, "description": "keep 5", "selection": {
+    "tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 5}, "action": {"type": "expire"}}]})
+
+
+def test_repository_creation_templates_shape_repositories_created_by_a_push(server, small_image):
+    ecr = ecr_client(server)
+    created = ecr.create_repository_creation_template(
+        prefix="tmpl", description="pushed into tmpl/", appliedFor=["CREATE_ON_PUSH", "REPLICATION"], imageTagMutability="IMMUTABLE",
+        lifecyclePolicy=LIFECYCLE, resourceTags=[{"Key": "team", "Value": "platform"}],
+        encryptionConfiguration={"encryptionType": "KMS", "kmsKey": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"})
+    template = created["repositoryCreationTemplate"]
+    assert template["prefix"] == "tmpl/" and template["imageTagMutability"] == "IMMUTABLE" and template["createdAt"].year >= 2026
+    assert error_code(ecr.create_repository_creation_template, prefix="tmpl/", appliedFor=["CREATE_ON_PUSH"])[0] == "TemplateAlreadyExistsException"
+    assert error_code(ecr.create_repository_creation_template, prefix="bad", appliedFor=["CREATE_ON_PUSH"],
+                      lifecyclePolicy="{" + " " * 120 + "}")[0] == "InvalidParameterException"
+    ecr.create_repository_creation_template(prefix="ROOT", appliedFor=["PULL_THROUGH_CACHE"], imageTagMutability="IMMUTABLE")
+
+    # A push creates tmpl/app: it gets the template's settings, tags and encryption; pulls work.
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/tmpl/app:v1")
+    repository = ecr.describe_repositories(repositoryNames=["tmpl/app"])["repositories"][0]
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    assert repository["encryptionConfiguration"]["encryptionType"] == "KMS"
+    assert ecr.get_lifecycle_policy(repositoryName="tmpl/app")["lifecyclePolicyText"] == LIFECYCLE
+    assert ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"] == [{"Key": "team", "Value": "platform"}]
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", server.creds, f"docker://{server.host}/tmpl/app:v1", "oci:" + str(server.data_dir.parent / "tmpl-out") + ":v1")
+    again = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}",
+                   f"docker://{server.host}/tmpl/app:v1", check=False)
+    assert again.returncode == 0  # the same image under the same tag is not a change
+    # An explicit create is not shaped by templates, and ROOT only applies to pull-through caches.
+    ecr.create_repository(repositoryName="tmpl/explicit")
+    assert ecr.describe_repositories(repositoryNames=["tmpl/explicit"])["repositories"][0]["imageTagMutability"] == "MUTABLE"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", server.creds, f"oci:{small_image}", f"docker://{server.host}/elsewhere/app:v1")
+    assert ecr.describe_repositories(repositoryNames=["elsewhere/app"])["repositories"][0]["imageTagMutability"] == "MUTABLE"
+
+    listed = ecr.describe_repository_creation_templates()["repositoryCreationTemplates"]
+    assert [t["prefix"] for t in listed] == ["ROOT", "tmpl/"]
+    assert [t["prefix"] for t in ecr.describe_repository_creation_templates(prefixes=["tmpl"])["repositoryCreationTemplates"]] == ["tmpl/"]
+    updated = ecr.update_repository_creation_template(prefix="tmpl", imageTagMutability="MUTABLE")["repositoryCreationTemplate"]
+    assert updated["imageTagMutability"] == "MUTABLE" and updated["lifecyclePolicy"] == LIFECYCLE
+    assert ecr.delete_repository_creation_template(prefix="tmpl/")["repositoryCreationTemplate"]["prefix"] == "tmpl/"
+    assert error_code(ecr.delete_repository_creation_template, prefix="tmpl/")[0] == "TemplateNotFoundException"
+    assert error_code(ecr.update_repository_creation_template, prefix="nothing", imageTagMutability="MUTABLE")[0] == "TemplateNotFoundException"

@@ -212,7 +212,7 @@ public final class ECRService: Sendable {
         "GetRepositoryPolicy", "GetRegistryPolicy", "DescribeRegistry", "DescribeImageScanFindings", "ListTagsForResource",
         "BatchCheckLayerAvailability", "GetDownloadUrlForLayer", "UploadLayerPart", "GetAuthorizationToken",
         "ListPullTimeUpdateExclusions", "GetAccountSetting", "DescribeImageReplicationStatus", "GetRegistryScanningConfiguration",
-        "BatchGetRepositoryScanningConfiguration",
+        "BatchGetRepositoryScanningConfiguration", "DescribeRepositoryCreationTemplates",
     ]
 
     typealias Handler = @Sendable (ECRService) -> @Sendable (ECRCall) async throws -> JSONValue
@@ -249,6 +249,10 @@ public final class ECRService: Sendable {
         "PutReplicationConfiguration": { $0.putReplicationConfiguration },
         "DescribeImageReplicationStatus": { $0.describeImageReplicationStatus },
         "PutRegistryScanningConfiguration": { $0.putRegistryScanningConfiguration },
+        "CreateRepositoryCreationTemplate": { $0.createRepositoryCreationTemplate },
+        "DescribeRepositoryCreationTemplates": { $0.describeRepositoryCreationTemplates },
+        "UpdateRepositoryCreationTemplate": { $0.updateRepositoryCreationTemplate },
+        "DeleteRepositoryCreationTemplate": { $0.deleteRepositoryCreationTemplate },
         "GetRegistryScanningConfiguration": { $0.getRegistryScanningConfiguration },
         "BatchGetRepositoryScanningConfiguration": { $0.batchGetRepositoryScanningConfiguration },
         "StartImageScan": { $0.startImageScan },

@@ -54,6 +54,8 @@ extension MetadataStore {
 
     /// The domain a repository's content is encrypted in: nil when it is stored plain, or when the
     /// repository does not exist (`exists` tells the two apart).
+    /// A repository's encryption domain; for one that does not exist yet, the domain its creation
+    /// template gives it (nil: the registry's default applies).
     public func encryptionDomain(of repository: RepositoryName) async throws -> (exists: Bool, domain: String?) {
         try await database.read { sql in
             guard
@@ -63,7 +65,7 @@ extension MetadataStore {
                     WHERE r.name = \(bind: repository.value)
                     """
                 ).first()
-            else { return (false, nil) }
+            else { return (false, try await Self.creationTemplate(for: repository, sql)?.settings.encryption?.domain) }
             return (true, try row.decode(column: "encryption_domain", as: String?.self))
         }
     }

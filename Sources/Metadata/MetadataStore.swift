@@ -108,7 +108,11 @@ public struct MetadataStore: Sendable {
     /// Returns the id of `name`, creating the repository when it does not exist yet.
     /// The repository's id, creating it if needed. A repository created here by a push into an
     /// encrypted domain (the registry's default) gets that domain, fixed from then on.
-    static func ensureRepository(_ name: RepositoryName, _ sql: any SQLDatabase, encryption: NewRepositoryEncryption?) async throws -> Int64 {
+    /// The repository's id, creating it when needed. A repository created here (by a push, not an
+    /// explicit create) gets the settings of the creation template that applies, if any.
+    static func ensureRepository(
+        _ name: RepositoryName, _ sql: any SQLDatabase, encryption: NewRepositoryEncryption?, applyingTemplate: Bool = true
+    ) async throws -> Int64 {
         if let row = try await sql.raw("SELECT id FROM repositories WHERE name = \(bind: name.value)").first() {
             return try row.decode(column: "id", as: Int64.self)
         }
@@ -121,6 +125,16 @@ public struct MetadataStore: Sendable {
             """
         ).first() {
             let id = try inserted.decode(column: "id", as: Int64.self)
+            if applyingTemplate, let template = try await creationTemplate(for: name, sql) {
+                var settings = template.settings
+                if settings.encryption == nil, let encryption {
+                    settings.encryption = RepositorySettings.Encryption(type: encryption.type, kmsKey: encryption.kmsKey, domain: encryption.domain)
+                }
+                let chosen = settings
+                _ = try await updateSettings(repositoryID: id, { $0 = chosen }, sql)
+                for tag in template.resourceTags where tag.count == 2 { try await putLabel(repositoryID: id, key: tag[0], value: tag[1], sql) }
+                return id
+            }
             if let encryption {
                 try await sql.raw(
                     """

@@ -570,6 +570,32 @@ enum Migrations {
                 "ALTER TABLE replication_tasks ADD COLUMN target_repository TEXT",
                 "ALTER TABLE replication_tasks ADD COLUMN action TEXT NOT NULL DEFAULT 'copy'",
             ]),
+        Migration(
+            version: 19, name: "repository creation templates",
+            statements: [
+                // ECR's repository creation templates: the settings a repository gets when a push
+                // (or replication into this registry) creates it, by the longest matching prefix
+                // (`ROOT` matches every name). The settings columns are repository_settings' own.
+                """
+                CREATE TABLE repository_creation_templates (
+                    prefix {name} PRIMARY KEY,
+                    description TEXT,
+                    applied_for TEXT NOT NULL,
+                    tag_mutability TEXT NOT NULL,
+                    mutability_exclusions TEXT,
+                    lifecycle_policy TEXT,
+                    scan_on_push BOOLEAN NOT NULL,
+                    encryption_type TEXT,
+                    kms_key TEXT,
+                    encryption_domain TEXT,
+                    repository_policy TEXT,
+                    resource_tags TEXT NOT NULL,
+                    custom_role_arn TEXT,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """
+            ]),
     ]
 
     static func render(_ statement: String, for dialect: Dialect) -> String {

@@ -63,7 +63,7 @@ extension MetadataStore {
         }
         return try await database.transaction { [settings] sql in
             if try await Self.repositoryID(name, sql) != nil { throw MetadataError.conflict("repository '\(name)' already exists") }
-            let id = try await Self.ensureRepository(name, sql, encryption: nil)
+            let id = try await Self.ensureRepository(name, sql, encryption: nil, applyingTemplate: false)
             let stored = try await Self.updateSettings(repositoryID: id, { $0 = settings }, sql)
             for (key, value) in labels { try await Self.putLabel(repositoryID: id, key: key, value: value, sql) }
             let createdAt = try await sql.raw("SELECT created_at FROM repositories WHERE id = \(bind: id)").first()!.decode(
@@ -230,7 +230,7 @@ extension MetadataStore {
         }
     }
 
-    private static func putLabel(repositoryID: Int64, key: String, value: String, _ sql: any SQLDatabase) async throws {
+    static func putLabel(repositoryID: Int64, key: String, value: String, _ sql: any SQLDatabase) async throws {
         try await sql.raw(
             """
             INSERT INTO repository_labels (repository_id, label_key, label_value) VALUES (\(bind: repositoryID), \(bind: key), \(bind: value))

@@ -40,7 +40,7 @@ extension Registry {
     /// The domain of `repository`, or of the repository a push would create (the registry's default).
     func encryptionDomain(of repository: RepositoryName) async throws -> EncryptionDomain? {
         let (exists, stored) = try await metadata.encryptionDomain(of: repository)
-        let identifier = exists ? stored : metadata.defaultEncryption?.domain
+        let identifier = exists ? stored : (stored ?? metadata.defaultEncryption?.domain)
         guard let identifier else { return nil }
         guard let domain = EncryptionDomain(identifier: identifier) else {
             throw RegistryError(.unknown, "\(repository) has an unknown encryption domain '\(identifier)'", status: 500)

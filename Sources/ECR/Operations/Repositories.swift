@@ -28,8 +28,13 @@ extension ECRService {
     /// missing or disabled key is ECR's `KmsException`. Without `encryptionConfiguration` the
     /// registry's default applies, else `AES256`, as ECR encrypts every repository.
     func encryption(_ call: ECRCall) async throws -> RepositorySettings.Encryption? {
+        try await encryption(call.input["encryptionConfiguration"], call)
+    }
+
+    /// `encryptionConfiguration` (of a repository or a creation template) checked as above.
+    func encryption(_ given: JSONValue?, _ call: ECRCall) async throws -> RepositorySettings.Encryption? {
         let domain: EncryptionDomain
-        if let configuration = call.input["encryptionConfiguration"] {
+        if let configuration = given {
             let type = configuration["encryptionType"]?.string ?? "AES256"
             guard let kind = EncryptionDomain.Kind(rawValue: type) else {
                 throw ECRError.invalidParameter(
