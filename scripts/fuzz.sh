@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 scratch=$PWD/.build-fuzz
 echo "== building the fuzz targets (-sanitize=fuzzer, -enable-testing)"
+# SwiftPM keeps the build plan of a path dependency (the wharf package) across source changes and
+# then misses files added since: plan afresh every time (compiled objects are still reused).
+rm -f "$scratch/debug.yaml" "$scratch/build.db"
 swift build --package-path Fuzz --scratch-path "$scratch" \
   -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -parse-as-library \
   2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
