@@ -14,11 +14,14 @@ echo "== building the fuzz targets (-sanitize=fuzzer, -enable-testing)"
 # SwiftPM keeps the build plan of a path dependency (the wharf package) across source changes and
 # then misses files added since: plan afresh every time (compiled objects are still reused).
 rm -f "$scratch/debug.yaml" "$scratch/build.db"
+mkdir -p "$scratch"
+status=0
 swift build --package-path Fuzz --scratch-path "$scratch" \
-  -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -parse-as-library \
-  2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+  -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -parse-as-library >"$scratch/build.log" 2>&1 || status=$?
+grep -vE '^\[[0-9]+/[0-9]+\]' "$scratch/build.log" || true
 binary="$scratch/debug/wharf-fuzz"
-[ -x "$binary" ] || { echo "fuzz build failed" >&2; exit 1; }
+# A failed build must stop here: an older binary would run without the newest targets.
+[ "$status" -eq 0 ] && [ -x "$binary" ] || { echo "fuzz build failed" >&2; exit 1; }
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=($(ls Fuzz/corpus))
 status=0
